@@ -1,0 +1,17 @@
+/* ftrt: the free-threaded object runtime. Include this header for the whole public API. */
+#ifndef FTRT_H
+#define FTRT_H
+
+#include "ftrt/common.h"
+#include "ftrt/platform.h"
+#include "ftrt/parking_lot.h"
+#include "ftrt/lock.h"
+#include "ftrt/runtime.h"
+#include "ftrt/critical_section.h"
+#include "ftrt/index_pool.h"
+
+#define FTRT_VERSION_MAJOR 0
+#define FTRT_VERSION_MINOR 1
+#define FTRT_VERSION_PATCH 0
+
+#endif

@@ -1,0 +1,119 @@
+/* ftrt/runtime.h: runtimes, thread states, safepoints and stop-the-world.
+ *
+ * An ft_runtime holds all of ftrt's state; several runtimes live side by side in one process and never
+ * see each other. An OS thread takes part in a runtime through an ft_thread, created on that OS thread
+ * by ft_thread_start() and destroyed by ft_thread_stop() on the same OS thread.
+ *
+ * A thread state is ATTACHED (it may touch managed state and must reach ft_safepoint() regularly),
+ * DETACHED (it promises not to, e.g. around a blocking call) or SUSPENDED (it is held by a
+ * stop-the-world). Only the thread itself moves between ATTACHED and DETACHED; a stop-the-world moves
+ * DETACHED threads to SUSPENDED and back.
+ *
+ *     ft_runtime *rt = ft_runtime_new(NULL);
+ *     ft_thread *t = ft_thread_start(rt);      // attached on return
+ *     for (;;) { work(); ft_safepoint(t); }    // a relaxed load when nothing is pending
+ *     ft_detach(t); blocking_io(); ft_attach(t);
+ *     ft_thread_stop(t);
+ *     ft_runtime_free(rt);
+ */
+#ifndef FTRT_RUNTIME_H
+#define FTRT_RUNTIME_H
+
+#include <stdatomic.h>
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ft_runtime ft_runtime;
+typedef struct ft_thread ft_thread;
+
+typedef struct ft_config {
+    const char *name;        /* shown in fatal messages and stats; may be NULL */
+    int64_t stw_repoll_ns;   /* how long a stop-the-world waits before re-polling; default 1 ms */
+    int64_t stw_spin_ns;     /* how long it spins before it parks; default 20 us */
+} ft_config;
+
+/* Fill cfg with the defaults. */
+FT_API void ft_config_init(ft_config *cfg);
+
+/* A new runtime (cfg may be NULL for the defaults), or NULL with ft_last_error() set. */
+FT_API ft_runtime *ft_runtime_new(const ft_config *cfg);
+
+/* Free a runtime. FT_EBUSY, with nothing freed, while any thread is still started. */
+FT_API ft_status ft_runtime_free(ft_runtime *rt);
+
+/* Start a thread state for the calling OS thread; it is attached on return. NULL with
+ * ft_last_error() = FT_EEXIST if this OS thread already has a thread state in rt, FT_ENOMEM if out of
+ * memory. A thread that starts while the world is stopped waits here until it restarts. */
+FT_API ft_thread *ft_thread_start(ft_runtime *rt);
+
+/* Stop the calling OS thread's thread state (attached or detached) and free it. Fatal if called
+ * from another OS thread or with a critical section still open. */
+FT_API void ft_thread_stop(ft_thread *t);
+
+/* Detach: the thread may block; it no longer delays a stop-the-world. Its critical sections are
+ * suspended (their mutexes released). */
+FT_API void ft_detach(ft_thread *t);
+
+/* Attach again: waits while the world is stopped, then re-locks the top critical section. */
+FT_API void ft_attach(ft_thread *t);
+
+/* The thread state attached on the calling OS thread, or NULL. Process-wide thread-local. */
+FT_API ft_thread *ft_thread_current(void);
+
+FT_API ft_runtime *ft_thread_runtime(const ft_thread *t);
+
+/* The thread's small index, unique among the runtime's started threads and smallest-first: later
+ * layers index per-thread arrays with it. */
+FT_API uint32_t ft_thread_index(const ft_thread *t);
+
+/* ---- safepoints ---------------------------------------------------------------------------- */
+
+/* Bits of the pending-work word, set by other threads, handled by ft_safepoint. */
+#define FT_PENDING_STOP ((uintptr_t)1) /* a stop-the-world asks this thread to suspend */
+
+/* The first member of every ft_thread; the rest is private. */
+struct ft_thread_head {
+    _Atomic(uintptr_t) pending; /* FT_PENDING_* bits: set with fetch_or by any thread, cleared by the owner */
+};
+
+FT_API void ft_safepoint_slow(ft_thread *t);
+
+/* Let pending work run: a stop-the-world, and the later layers' deferred work. An attached thread
+ * must call it regularly (in loops, at calls); a stop waits for every attached thread to get here. */
+static inline void ft_safepoint(ft_thread *t)
+{
+    if (FT_UNLIKELY(atomic_load_explicit(&((struct ft_thread_head *)t)->pending,
+                                         memory_order_relaxed) != 0))
+        ft_safepoint_slow(t);
+}
+
+/* ---- stop-the-world ------------------------------------------------------------------------ */
+
+/* Stop every other thread of rt at a safepoint (or detached) and return when they all are. The
+ * caller is either a thread attached to rt, which keeps running, or a thread outside rt. Stops of one
+ * runtime are serialised; stops of different runtimes are independent. Nesting is fatal. */
+FT_API void ft_stop_the_world(ft_runtime *rt);
+
+/* Let the stopped threads run again. Must be called by the thread that stopped the world. */
+FT_API void ft_start_the_world(ft_runtime *rt);
+
+/* Whether rt's world is stopped now (exact only for the thread that stopped it). */
+FT_API bool ft_world_is_stopped(const ft_runtime *rt);
+
+typedef struct ft_runtime_stats {
+    uint64_t stw_count;        /* stops completed */
+    uint64_t stw_total_ns;     /* time spent waiting for threads to stop */
+    uint64_t stw_max_ns;       /* the longest such wait */
+    uint32_t threads;          /* thread states started now */
+} ft_runtime_stats;
+
+FT_API void ft_runtime_get_stats(ft_runtime *rt, ft_runtime_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,32 @@
+/* internal/internal.h: functions shared between ftrt's source files, not part of the API. */
+#ifndef FTRT_INTERNAL_H
+#define FTRT_INTERNAL_H
+
+#include "internal/types.h"
+#include "platform/platform.h"
+
+/* fatal.c */
+void ft_set_last_error(ft_status s);
+
+/* critical_section.c: called by detach and attach of the owning thread. */
+void ft_critical_section_suspend_all(ft_thread *t);
+void ft_critical_section_resume(ft_thread *t);
+bool ft_critical_section_active_top(const ft_thread *t);
+
+/* Tagging of ft_thread.cs_top and ft_critical_section.prev: the tag describes the record pointed to. */
+#define FT_CS_INACTIVE ((uintptr_t)1) /* its mutexes were released by a detach */
+#define FT_CS_TWO ((uintptr_t)2)      /* it is an ft_critical_section2 */
+#define FT_CS_TAGS (FT_CS_INACTIVE | FT_CS_TWO)
+
+/* stw.c: called by a thread that saw FT_PENDING_STOP, instead of storing DETACHED. */
+void ft_stw_suspend_self(ft_thread *t);
+
+/* Whether t is the thread that has stopped its runtime's world. */
+static inline bool ft_stw_is_requester(const ft_thread *t)
+{
+    ft_runtime *rt = t->rt;
+    return atomic_load_explicit(&rt->stw.world_stopped, memory_order_relaxed) &&
+           atomic_load_explicit(&rt->stw.requester, memory_order_relaxed) == t;
+}
+
+#endif

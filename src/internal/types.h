@@ -1,0 +1,85 @@
+/* internal/types.h: ftrt's internal types, and the map of the whole library.
+ *
+ * ftrt is CPython's free-threaded memory and concurrency core as a library. The host owns its
+ * objects' layouts and its evaluation loop; ftrt owns counting, reclaiming, collecting, locking and
+ * stopping the world. All state lives in an ft_runtime; the only process-wide state is the parking
+ * lot (keyed by address), the calling OS thread's current ft_thread pointer and last error, and the
+ * fatal handler.
+ *
+ * Layers, bottom up (each file opens with its own algorithm and invariants):
+ *
+ *   platform/        futex wait/wake, monotonic clock, yield; the thread id is inline in
+ *                    include/ftrt/platform.h (the TLS base register)
+ *   parking_lot.c    wait queues keyed by address: the slow path of every lock
+ *   lock.c           ft_mutex (1 byte), event, once, recursive, reader/writer, seqlock
+ *   thread.c         thread states: start/stop, attach/detach, safepoints
+ *   stw.c            stop-the-world and start-the-world
+ *   critical_section.c  per-object critical sections, suspended on detach
+ *   runtime.c        ft_runtime and its configuration
+ *   index_pool.c     smallest-first indices (thread indices today; per-thread arrays later)
+ *   fatal.c          status strings, the last error, the fatal handler
+ *
+ * Thread states. Only the owner moves its state between ATTACHED and DETACHED. A stop-the-world
+ * moves DETACHED threads to SUSPENDED (by CAS, under the runtime's head lock) and every SUSPENDED
+ * thread back to DETACHED when it ends; an attached thread that sees the stop request suspends
+ * itself (ATTACHED -> SUSPENDED, under the head lock). A SUSPENDED thread that wants to attach parks on
+ * its state word until the world restarts.
+ *
+ * Stop-the-world accounting. When a stop begins, countdown = the number of threads other than the
+ * requester. Each of them is counted exactly once, by whoever moves it to SUSPENDED: the requester
+ * (for a detached thread) or the thread itself (at a safepoint or on detach). A thread that stops
+ * while counted-but-not-suspended decrements it itself; a thread that starts during a stop starts
+ * SUSPENDED and is not counted. The decrement that reaches zero notifies the requester's event.
+ *
+ * Lock order: stw.mutex -> head_mutex -> index pool mutex -> parking-lot bucket locks. The head and
+ * pool locks are internal and never held across a safepoint, so they are taken without detaching.
+ */
+#ifndef FTRT_INTERNAL_TYPES_H
+#define FTRT_INTERNAL_TYPES_H
+
+#include <stdatomic.h>
+
+#include "ftrt/critical_section.h"
+#include "ftrt/index_pool.h"
+#include "ftrt/lock.h"
+#include "ftrt/parking_lot.h"
+#include "ftrt/runtime.h"
+
+enum ft_thread_state {
+    FT_THREAD_DETACHED = 0,
+    FT_THREAD_ATTACHED = 1,
+    FT_THREAD_SUSPENDED = 2,
+};
+
+struct ft_thread {
+    struct ft_thread_head head; /* first: ft_safepoint reads head.pending */
+    _Atomic(uint32_t) state;    /* enum ft_thread_state; transitions as in the comment at the top */
+    ft_runtime *rt;             /* immutable */
+    uintptr_t os_thread;        /* ft_os_thread_id() of the owner; immutable */
+    uint32_t index;             /* from rt->thread_indices; immutable while started */
+    uintptr_t cs_top;           /* innermost critical section, tagged; owner thread only */
+    ft_thread *prev, *next;     /* rt->threads list; under rt->head_mutex */
+};
+
+struct ft_runtime {
+    ft_config config;        /* immutable after ft_runtime_new; config.name points at name_copy */
+    char *name_copy;         /* owned copy of the configured name, or NULL */
+    ft_mutex head_mutex;     /* guards threads, nthreads and the stw fields marked "head" */
+    ft_thread *threads;      /* started thread states; head */
+    uint32_t nthreads;       /* head */
+    ft_index_pool thread_indices; /* its own lock */
+
+    struct {
+        ft_mutex mutex;                /* held by the requester from stop to start */
+        _Atomic(bool) requested;       /* written under head; read relaxed as a hint */
+        _Atomic(bool) world_stopped;   /* written by the requester; exact for the requester only */
+        _Atomic(int32_t) countdown;    /* threads still to suspend; written under head, read by the
+                                          spinning requester (acquire) */
+        _Atomic(ft_thread *) requester; /* the attached requester or NULL; written under head */
+        _Atomic(uintptr_t) owner_os;   /* OS thread that holds the stop; written by it only */
+        ft_event stopped;              /* notified by the decrement that reaches zero */
+        _Atomic(uint64_t) count, total_ns, max_ns; /* stats; written by the requester, relaxed */
+    } stw;
+};
+
+#endif

@@ -1,0 +1,55 @@
+/* platform/linux.c: futex wait/wake, the monotonic clock and yield on Linux.
+ *
+ * Waits use FUTEX_WAIT_BITSET with an absolute CLOCK_MONOTONIC deadline, so a wait that is
+ * interrupted and resumed keeps its original deadline without recomputing it. The futexes are
+ * private: ftrt never shares its wait words between processes. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "platform/platform.h"
+
+ft_status ft_futex_wait_until(_Atomic(uint32_t) *addr, uint32_t expected, int64_t deadline_ns)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns >= 0) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000);
+        tsp = &ts;
+    }
+    long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET_PRIVATE, expected, tsp, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == 0)
+        return FT_OK;
+    switch (errno) {
+    case EAGAIN:
+        return FT_EAGAIN;
+    case ETIMEDOUT:
+        return FT_ETIMEDOUT;
+    default: /* EINTR: the caller re-checks and waits again */
+        return FT_OK;
+    }
+}
+
+void ft_futex_wake_one(_Atomic(uint32_t) *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+int64_t ft_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void ft_os_yield(void)
+{
+    sched_yield();
+}

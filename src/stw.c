@@ -1,0 +1,162 @@
+/* stw.c: stopping and restarting the world of one runtime.
+ *
+ * Stop (the requester holds stw.mutex from stop to start, so stops of one runtime are serialised):
+ *  1. Under the head lock: mark the stop requested, note the requester (the caller's attached thread
+ *     state in this runtime, or none), and set countdown to the number of other threads.
+ *  2. Repeat until countdown is zero: under the head lock, move every DETACHED thread to SUSPENDED
+ *     (counting it) and set FT_PENDING_STOP on every ATTACHED one; then spin for a short while on the
+ *     countdown, and wait on the stopped event for at most the re-poll interval. The re-poll catches
+ *     threads that detached without seeing the request, and threads slow to reach a safepoint.
+ *  3. Mark the world stopped.
+ * An attached thread that sees FT_PENDING_STOP (at a safepoint, or when it detaches) suspends itself
+ * under the head lock and decrements the countdown; the decrement to zero notifies the event.
+ *
+ * Start: under the head lock, clear the request, store DETACHED into every other thread (all are
+ * SUSPENDED now: those that stopped are gone, those that started during the stop started SUSPENDED)
+ * and unpark each one's state word; then release stw.mutex.
+ *
+ * The requester waits for stw.mutex detached (a thread blocked on another stop is itself stoppable)
+ * and waits on the event without detaching (it holds the stop and must not be suspended by it). */
+#include "internal/internal.h"
+
+static void lock_head(ft_runtime *rt)
+{
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+}
+
+void ft_stw_suspend_self(ft_thread *t)
+{
+    ft_runtime *rt = t->rt;
+    lock_head(rt);
+    if (atomic_load_explicit(&rt->stw.requested, memory_order_relaxed) &&
+        atomic_load_explicit(&rt->stw.requester, memory_order_relaxed) != t) {
+        atomic_store_explicit(&t->state, FT_THREAD_SUSPENDED, memory_order_release);
+        if (atomic_fetch_sub_explicit(&rt->stw.countdown, 1, memory_order_release) == 1)
+            ft_event_notify(&rt->stw.stopped);
+    } else {
+        atomic_store_explicit(&t->state, FT_THREAD_DETACHED, memory_order_release);
+    }
+    ft_mutex_unlock(&rt->head_mutex);
+}
+
+/* The calling OS thread's thread state in rt if it is attached (it becomes the requester), or NULL.
+ * Looked up by OS thread rather than through ft_thread_current(), which may name a thread state of
+ * another runtime. */
+static ft_thread *attached_state_of(ft_runtime *rt, uintptr_t os)
+{
+    ft_thread *found = NULL;
+    lock_head(rt);
+    for (ft_thread *t = rt->threads; t; t = t->next)
+        if (t->os_thread == os) {
+            if (atomic_load_explicit(&t->state, memory_order_relaxed) == FT_THREAD_ATTACHED)
+                found = t;
+            break;
+        }
+    ft_mutex_unlock(&rt->head_mutex);
+    return found;
+}
+
+/* One scan: suspend detached threads, ask attached ones to stop. Returns whether all are stopped. */
+static bool scan_threads(ft_runtime *rt, ft_thread *requester)
+{
+    lock_head(rt);
+    for (ft_thread *t = rt->threads; t; t = t->next) {
+        if (t == requester)
+            continue;
+        uint32_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
+        if (s == FT_THREAD_ATTACHED) {
+            atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_STOP, memory_order_relaxed);
+        } else if (s == FT_THREAD_DETACHED &&
+                   atomic_compare_exchange_strong_explicit(&t->state, &s, FT_THREAD_SUSPENDED,
+                                                           memory_order_acq_rel,
+                                                           memory_order_relaxed)) {
+            atomic_fetch_sub_explicit(&rt->stw.countdown, 1, memory_order_relaxed);
+        }
+    }
+    bool stopped = atomic_load_explicit(&rt->stw.countdown, memory_order_relaxed) == 0;
+    ft_mutex_unlock(&rt->head_mutex);
+    return stopped;
+}
+
+static void wait_for_countdown(ft_runtime *rt)
+{
+    int64_t spin_until = ft_monotonic_ns() + rt->config.stw_spin_ns;
+    do {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(&rt->stw.countdown, memory_order_acquire) == 0)
+                return;
+            ft_cpu_relax();
+        }
+    } while (ft_monotonic_ns() < spin_until);
+    ft_event_wait_timed(&rt->stw.stopped, rt->config.stw_repoll_ns, FT_LOCK_DONT_DETACH);
+}
+
+void ft_stop_the_world(ft_runtime *rt)
+{
+    uintptr_t self_os = ft_os_thread_id();
+    if (atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == self_os)
+        ft_fatal("ft_stop_the_world: the calling thread has already stopped the world of runtime "
+                 "%p (stops do not nest)",
+                 (void *)rt);
+    ft_thread *self = attached_state_of(rt, self_os);
+    if (!ft_mutex_trylock(&rt->stw.mutex)) {
+        /* Wait detached: another stop in progress must be able to suspend us. */
+        if (self)
+            ft_detach(self);
+        ft_mutex_lock_ex(&rt->stw.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+        if (self)
+            ft_attach(self);
+    }
+    int64_t start = ft_monotonic_ns();
+    atomic_store_explicit(&rt->stw.owner_os, self_os, memory_order_relaxed);
+
+    lock_head(rt);
+    atomic_store_explicit(&rt->stw.stopped.state, 0, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.requester, self, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.countdown, (int32_t)(rt->nthreads - (self ? 1 : 0)),
+                          memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.requested, true, memory_order_relaxed);
+    ft_mutex_unlock(&rt->head_mutex);
+
+    while (!scan_threads(rt, self))
+        wait_for_countdown(rt);
+    atomic_store_explicit(&rt->stw.world_stopped, true, memory_order_relaxed);
+
+    uint64_t waited = (uint64_t)(ft_monotonic_ns() - start);
+    atomic_fetch_add_explicit(&rt->stw.count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rt->stw.total_ns, waited, memory_order_relaxed);
+    if (waited > atomic_load_explicit(&rt->stw.max_ns, memory_order_relaxed))
+        atomic_store_explicit(&rt->stw.max_ns, waited, memory_order_relaxed);
+}
+
+void ft_start_the_world(ft_runtime *rt)
+{
+    if (!atomic_load_explicit(&rt->stw.world_stopped, memory_order_relaxed) ||
+        atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) != ft_os_thread_id())
+        ft_fatal("ft_start_the_world: the world of runtime %p was not stopped by the calling "
+                 "thread",
+                 (void *)rt);
+    lock_head(rt);
+    ft_thread *requester = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.requester, NULL, memory_order_relaxed);
+    for (ft_thread *t = rt->threads; t; t = t->next) {
+        if (t == requester)
+            continue;
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_SUSPENDED)
+            ft_fatal("ft_start_the_world: thread state %p of runtime %p ran during the stop",
+                     (void *)t, (void *)rt);
+        atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_STOP, memory_order_relaxed);
+        atomic_store_explicit(&t->state, FT_THREAD_DETACHED, memory_order_release);
+        ft_parking_lot_unpark_all(&t->state);
+    }
+    ft_mutex_unlock(&rt->head_mutex);
+    atomic_store_explicit(&rt->stw.owner_os, 0, memory_order_relaxed);
+    ft_mutex_unlock(&rt->stw.mutex);
+}
+
+bool ft_world_is_stopped(const ft_runtime *rt)
+{
+    return atomic_load_explicit(&((ft_runtime *)rt)->stw.world_stopped, memory_order_relaxed);
+}

@@ -1,0 +1,180 @@
+/* thread.c: thread states: start and stop, attach and detach, and the safepoint slow path.
+ *
+ * A thread state belongs to the OS thread that started it, and only that OS thread may use it. It is
+ * linked into its runtime's list (under the head lock) from ft_thread_start to ft_thread_stop, and
+ * holds a small index from the runtime's index pool for that time.
+ *
+ * Attach is a CAS DETACHED -> ATTACHED. If the state is SUSPENDED, a stop-the-world holds it: the
+ * thread spins briefly (stops are short), then parks on its state word until the world restarts and
+ * stores DETACHED. Detach releases the thread's critical sections, then stores DETACHED, or, if a
+ * stop already asked this thread to suspend, suspends it at once (so the requester need not wait for
+ * its next 1 ms re-poll).
+ *
+ * The current-thread pointer is process-wide thread-local storage: the thread state most recently
+ * attached on this OS thread, cleared when it detaches. */
+#include <stdlib.h>
+
+#include "internal/internal.h"
+
+#define ATTACH_SPINS 200
+
+/* Process-wide (documented in include/ftrt/runtime.h): the calling OS thread's attached state. */
+static _Thread_local ft_thread *current_thread;
+
+ft_thread *ft_thread_current(void)
+{
+    return current_thread;
+}
+
+ft_runtime *ft_thread_runtime(const ft_thread *t)
+{
+    return t->rt;
+}
+
+uint32_t ft_thread_index(const ft_thread *t)
+{
+    return t->index;
+}
+
+static void check_owner(const ft_thread *t, const char *fn)
+{
+    uintptr_t self = ft_os_thread_id();
+    if (FT_UNLIKELY(t->os_thread != self))
+        ft_fatal("%s: thread state %p (runtime %p '%s') belongs to OS thread %#lx but was used "
+                 "from OS thread %#lx",
+                 fn, (void *)t, (void *)t->rt, t->rt->config.name ? t->rt->config.name : "",
+                 (unsigned long)t->os_thread, (unsigned long)self);
+}
+
+ft_thread *ft_thread_start(ft_runtime *rt)
+{
+    if (!rt) {
+        ft_set_last_error(FT_EINVAL);
+        return NULL;
+    }
+    ft_thread *t = calloc(1, sizeof *t);
+    if (!t) {
+        ft_set_last_error(FT_ENOMEM);
+        return NULL;
+    }
+    t->rt = rt;
+    t->os_thread = ft_os_thread_id();
+    if (ft_index_pool_alloc(&rt->thread_indices, &t->index) != FT_OK) {
+        free(t);
+        ft_set_last_error(FT_ENOMEM);
+        return NULL;
+    }
+
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    for (ft_thread *o = rt->threads; o; o = o->next) {
+        if (o->os_thread == t->os_thread) {
+            ft_mutex_unlock(&rt->head_mutex);
+            ft_index_pool_free(&rt->thread_indices, t->index);
+            free(t);
+            ft_set_last_error(FT_EEXIST);
+            return NULL;
+        }
+    }
+    /* A thread that starts during a stop is held like the others (and not counted). */
+    bool stopping = atomic_load_explicit(&rt->stw.requested, memory_order_relaxed);
+    atomic_store_explicit(&t->state, stopping ? FT_THREAD_SUSPENDED : FT_THREAD_DETACHED,
+                          memory_order_relaxed);
+    t->next = rt->threads;
+    if (rt->threads)
+        rt->threads->prev = t;
+    rt->threads = t;
+    rt->nthreads++;
+    ft_mutex_unlock(&rt->head_mutex);
+
+    ft_attach(t);
+    return t;
+}
+
+void ft_thread_stop(ft_thread *t)
+{
+    check_owner(t, "ft_thread_stop");
+    ft_runtime *rt = t->rt;
+    if (t->cs_top != 0)
+        ft_fatal("ft_thread_stop: thread state %p still has critical section %p open", (void *)t,
+                 (void *)(t->cs_top & ~FT_CS_TAGS));
+    if (atomic_load_explicit(&rt->stw.requester, memory_order_relaxed) == t)
+        ft_fatal("ft_thread_stop: thread state %p has stopped the world of runtime %p and must "
+                 "start it again first",
+                 (void *)t, (void *)rt);
+    if (atomic_load_explicit(&t->state, memory_order_relaxed) == FT_THREAD_ATTACHED)
+        ft_detach(t);
+
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    /* Counted by a stop in progress but not suspended: nobody else will count it now. */
+    if (atomic_load_explicit(&rt->stw.requested, memory_order_relaxed) &&
+        atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_SUSPENDED &&
+        atomic_fetch_sub_explicit(&rt->stw.countdown, 1, memory_order_release) == 1)
+        ft_event_notify(&rt->stw.stopped);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        rt->threads = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    rt->nthreads--;
+    ft_mutex_unlock(&rt->head_mutex);
+
+    ft_index_pool_free(&rt->thread_indices, t->index);
+    free(t);
+}
+
+static void wait_while_suspended(ft_thread *t)
+{
+    for (int i = 0; i < ATTACH_SPINS; i++) {
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_SUSPENDED)
+            return;
+        ft_cpu_relax();
+    }
+    uint32_t suspended = FT_THREAD_SUSPENDED;
+    ft_parking_lot_park(&t->state, &suspended, sizeof suspended, FT_FOREVER, NULL, NULL);
+}
+
+void ft_attach(ft_thread *t)
+{
+    check_owner(t, "ft_attach");
+    for (;;) {
+        uint32_t s = FT_THREAD_DETACHED;
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, FT_THREAD_ATTACHED,
+                                                  memory_order_acquire, memory_order_relaxed))
+            break;
+        if (s == FT_THREAD_ATTACHED)
+            ft_fatal("ft_attach: thread state %p is already attached", (void *)t);
+        if (s == FT_THREAD_SUSPENDED)
+            wait_while_suspended(t);
+    }
+    current_thread = t;
+    if (t->cs_top != 0)
+        ft_critical_section_resume(t);
+}
+
+void ft_detach(ft_thread *t)
+{
+    check_owner(t, "ft_detach");
+    if (atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED)
+        ft_fatal("ft_detach: thread state %p is not attached", (void *)t);
+    if (ft_critical_section_active_top(t))
+        ft_critical_section_suspend_all(t);
+    if (current_thread == t)
+        current_thread = NULL;
+    if (atomic_load_explicit(&t->head.pending, memory_order_relaxed) & FT_PENDING_STOP) {
+        atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_STOP, memory_order_relaxed);
+        ft_stw_suspend_self(t);
+        return;
+    }
+    atomic_store_explicit(&t->state, FT_THREAD_DETACHED, memory_order_release);
+}
+
+void ft_safepoint_slow(ft_thread *t)
+{
+    uintptr_t pending = atomic_load_explicit(&t->head.pending, memory_order_relaxed);
+    if (pending & FT_PENDING_STOP) {
+        /* ft_detach sees the bit and suspends; ft_attach waits for the world to restart. */
+        ft_detach(t);
+        ft_attach(t);
+    }
+}
