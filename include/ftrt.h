@@ -9,6 +9,8 @@
 #include "ftrt/runtime.h"
 #include "ftrt/critical_section.h"
 #include "ftrt/index_pool.h"
+#include "ftrt/heap.h"
+#include "ftrt/object.h"
 
 #define FTRT_VERSION_MAJOR 0
 #define FTRT_VERSION_MINOR 1

@@ -1,7 +1,8 @@
 /* runtime.c: creating, describing and freeing a runtime.
  *
- * A runtime is one allocation holding everything ftrt keeps for it; freeing it is refused while any
- * thread state is started, because those threads could still touch it. */
+ * A runtime is one allocation holding everything ftrt keeps for it (plus the heap's segments);
+ * freeing it is refused while any thread state is started, because those threads could still touch
+ * it. Freeing it releases all heap memory, including objects still alive in abandoned heaps. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,8 @@ ft_runtime *ft_runtime_new(const ft_config *cfg)
     }
     rt->config.name = rt->name_copy;
     ft_index_pool_init(&rt->thread_indices);
+    ft_heap_runtime_init(rt);
+    atomic_store_explicit(&rt->fail_countdown, -1, memory_order_relaxed);
     return rt;
 }
 
@@ -52,6 +55,7 @@ ft_status ft_runtime_free(ft_runtime *rt)
     ft_mutex_unlock(&rt->head_mutex);
     if (started != 0 || ft_world_is_stopped(rt))
         return FT_EBUSY;
+    ft_heap_runtime_destroy(rt);
     ft_index_pool_destroy(&rt->thread_indices);
     free(rt->name_copy);
     free(rt);
@@ -66,4 +70,19 @@ void ft_runtime_get_stats(ft_runtime *rt, ft_runtime_stats *out)
     ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
     out->threads = rt->nthreads;
     ft_mutex_unlock(&rt->head_mutex);
+}
+
+int64_t ft_runtime_reftotal(ft_runtime *rt)
+{
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    int64_t total = atomic_load_explicit(&rt->reftotal, memory_order_relaxed);
+    for (ft_thread *t = rt->threads; t; t = t->next)
+        total += atomic_load_explicit(&t->reftotal, memory_order_relaxed);
+    ft_mutex_unlock(&rt->head_mutex);
+    return total;
+}
+
+void ft_debug_fail_allocation(ft_runtime *rt, int64_t nth)
+{
+    atomic_store_explicit(&rt->fail_countdown, nth < 0 ? -1 : nth, memory_order_relaxed);
 }

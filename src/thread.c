@@ -10,6 +10,10 @@
  * stop already asked this thread to suspend, suspends it at once (so the requester need not wait for
  * its next 1 ms re-poll).
  *
+ * Start makes the thread's heaps (or adopts a stopped thread's) and registers it for merges; stop
+ * drains its merge queue and freelists and abandons its heaps while still attached, because those
+ * steps may free objects, then unlinks it.
+ *
  * The current-thread pointer is process-wide thread-local storage: the thread state most recently
  * attached on this OS thread, cleared when it detaches. */
 #include <stdlib.h>
@@ -46,35 +50,48 @@ static void check_owner(const ft_thread *t, const char *fn)
                  (unsigned long)t->os_thread, (unsigned long)self);
 }
 
+static bool has_state_for(ft_runtime *rt, uintptr_t os_thread)
+{
+    bool found = false;
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    for (ft_thread *o = rt->threads; o && !found; o = o->next)
+        found = o->os_thread == os_thread;
+    ft_mutex_unlock(&rt->head_mutex);
+    return found;
+}
+
 ft_thread *ft_thread_start(ft_runtime *rt)
 {
     if (!rt) {
         ft_set_last_error(FT_EINVAL);
         return NULL;
     }
-    ft_thread *t = calloc(1, sizeof *t);
+    /* Only this OS thread can make a state for itself, so one check up front is enough. */
+    if (has_state_for(rt, ft_os_thread_id())) {
+        ft_set_last_error(FT_EEXIST);
+        return NULL;
+    }
+    ft_thread *t = ft_inject_failure(rt) ? NULL : calloc(1, sizeof *t);
     if (!t) {
         ft_set_last_error(FT_ENOMEM);
         return NULL;
     }
     t->rt = rt;
     t->os_thread = ft_os_thread_id();
-    if (ft_index_pool_alloc(&rt->thread_indices, &t->index) != FT_OK) {
+    if (ft_inject_failure(rt) || ft_index_pool_alloc(&rt->thread_indices, &t->index) != FT_OK) {
         free(t);
         ft_set_last_error(FT_ENOMEM);
         return NULL;
     }
+    if (ft_heap_thread_start(t) != FT_OK) {
+        ft_index_pool_free(&rt->thread_indices, t->index);
+        free(t);
+        ft_set_last_error(FT_ENOMEM);
+        return NULL;
+    }
+    ft_brc_thread_start(t);
 
     ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
-    for (ft_thread *o = rt->threads; o; o = o->next) {
-        if (o->os_thread == t->os_thread) {
-            ft_mutex_unlock(&rt->head_mutex);
-            ft_index_pool_free(&rt->thread_indices, t->index);
-            free(t);
-            ft_set_last_error(FT_EEXIST);
-            return NULL;
-        }
-    }
     /* A thread that starts during a stop is held like the others (and not counted). */
     bool stopping = atomic_load_explicit(&rt->stw.requested, memory_order_relaxed);
     atomic_store_explicit(&t->state, stopping ? FT_THREAD_SUSPENDED : FT_THREAD_DETACHED,
@@ -101,8 +118,13 @@ void ft_thread_stop(ft_thread *t)
         ft_fatal("ft_thread_stop: thread state %p has stopped the world of runtime %p and must "
                  "start it again first",
                  (void *)t, (void *)rt);
-    if (atomic_load_explicit(&t->state, memory_order_relaxed) == FT_THREAD_ATTACHED)
-        ft_detach(t);
+    /* Tear down attached: draining the merge queue and freelists may free objects. */
+    if (atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED)
+        ft_attach(t);
+    ft_brc_thread_stop(t);
+    ft_freelist_thread_stop(t);
+    ft_heap_thread_stop(t);
+    ft_detach(t);
 
     ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
     /* Counted by a stop in progress but not suspended: nobody else will count it now. */
@@ -117,6 +139,9 @@ void ft_thread_stop(ft_thread *t)
     if (t->next)
         t->next->prev = t->prev;
     rt->nthreads--;
+    atomic_fetch_add_explicit(&rt->reftotal,
+                              atomic_load_explicit(&t->reftotal, memory_order_relaxed),
+                              memory_order_relaxed);
     ft_mutex_unlock(&rt->head_mutex);
 
     ft_index_pool_free(&rt->thread_indices, t->index);
@@ -177,4 +202,6 @@ void ft_safepoint_slow(ft_thread *t)
         ft_detach(t);
         ft_attach(t);
     }
+    if (pending & FT_PENDING_MERGE)
+        ft_brc_merge_pending(t);
 }

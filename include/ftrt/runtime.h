@@ -73,7 +73,8 @@ FT_API uint32_t ft_thread_index(const ft_thread *t);
 /* ---- safepoints ---------------------------------------------------------------------------- */
 
 /* Bits of the pending-work word, set by other threads, handled by ft_safepoint. */
-#define FT_PENDING_STOP ((uintptr_t)1) /* a stop-the-world asks this thread to suspend */
+#define FT_PENDING_STOP ((uintptr_t)1)  /* a stop-the-world asks this thread to suspend */
+#define FT_PENDING_MERGE ((uintptr_t)2) /* objects wait in this thread's merge queue */
 
 /* The first member of every ft_thread; the rest is private. */
 struct ft_thread_head {
@@ -112,6 +113,16 @@ typedef struct ft_runtime_stats {
 } ft_runtime_stats;
 
 FT_API void ft_runtime_get_stats(ft_runtime *rt, ft_runtime_stats *out);
+
+/* ---- debugging and testing ------------------------------------------------------------------- */
+
+/* The runtime's reference total: increfs minus decrefs of mortal objects, counting an allocation as
+ * an incref, over every thread (stopped ones included). Kept only by code built with FTRT_DEBUG. */
+FT_API int64_t ft_runtime_reftotal(ft_runtime *rt);
+
+/* Make the nth allocation site reached from now on (0 = the next one) in rt fail once as if out of
+ * memory; -1 cancels. For tests of failure paths. */
+FT_API void ft_debug_fail_allocation(ft_runtime *rt, int64_t nth);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,28 @@
 /* fatal.c */
 void ft_set_last_error(ft_status s);
 
+/* Test hook (ft_debug_fail_allocation): whether this allocation site must fail now. */
+static inline bool ft_inject_failure(ft_runtime *rt)
+{
+    if (FT_LIKELY(atomic_load_explicit(&rt->fail_countdown, memory_order_relaxed) < 0))
+        return false;
+    return atomic_fetch_sub_explicit(&rt->fail_countdown, 1, memory_order_relaxed) == 0;
+}
+
+/* object.c: the count reached zero: finalize, dealloc and free o. */
+void ft_object_dealloc(ft_object *o);
+ft_runtime *ft_object_runtime(const ft_object *o);
+
+/* brc.c */
+void ft_brc_enqueue(ft_object *o);
+void ft_brc_thread_start(ft_thread *t);
+void ft_brc_thread_stop(ft_thread *t);
+
+/* freelist.c */
+ft_object *ft_freelist_pop(ft_thread *t, const ft_type *type);
+bool ft_freelist_push(ft_thread *t, ft_object *o);
+void ft_freelist_thread_stop(ft_thread *t);
+
 /* critical_section.c: called by detach and attach of the owning thread. */
 void ft_critical_section_suspend_all(ft_thread *t);
 void ft_critical_section_resume(ft_thread *t);

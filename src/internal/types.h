@@ -17,6 +17,10 @@
  *   critical_section.c  per-object critical sections, suspended on detach
  *   runtime.c        ft_runtime and its configuration
  *   index_pool.c     smallest-first indices (thread indices today; per-thread arrays later)
+ *   page.c, heap.c   the page heap: segments and pages; per-thread heaps, abandonment, walking
+ *   object.c         allocation, biased reference counting, try-incref, resurrection, dealloc
+ *   brc.c            the merge queues of biased reference counting
+ *   freelist.c       per-thread freelists of freed objects by type
  *   fatal.c          status strings, the last error, the fatal handler
  *
  * Thread states. Only the owner moves its state between ATTACHED and DETACHED. A stop-the-world
@@ -31,8 +35,9 @@
  * while counted-but-not-suspended decrements it itself; a thread that starts during a stop starts
  * SUSPENDED and is not counted. The decrement that reaches zero notifies the requester's event.
  *
- * Lock order: stw.mutex -> head_mutex -> index pool mutex -> parking-lot bucket locks. The head and
- * pool locks are internal and never held across a safepoint, so they are taken without detaching.
+ * Lock order: stw.mutex -> head_mutex -> index pool mutex, heaps.mutex, brc bucket mutexes ->
+ * parking-lot bucket locks. All but stw.mutex are internal and never held across a safepoint, so they
+ * are taken without detaching.
  */
 #ifndef FTRT_INTERNAL_TYPES_H
 #define FTRT_INTERNAL_TYPES_H
@@ -40,6 +45,8 @@
 #include <stdatomic.h>
 
 #include "ftrt/critical_section.h"
+#include "ftrt/object.h"
+#include "internal/heap.h"
 #include "ftrt/index_pool.h"
 #include "ftrt/lock.h"
 #include "ftrt/parking_lot.h"
@@ -59,7 +66,23 @@ struct ft_thread {
     uint32_t index;             /* from rt->thread_indices; immutable while started */
     uintptr_t cs_top;           /* innermost critical section, tagged; owner thread only */
     ft_thread *prev, *next;     /* rt->threads list; under rt->head_mutex */
+    ft_heap_set *heaps;         /* owner only (adopted or made at start, abandoned at stop) */
+    struct {
+        ft_thread *bucket_next;       /* rt->brc bucket list; under the bucket's mutex */
+        struct ft_brc_chunk *queue;   /* objects to merge; under the bucket's mutex */
+        bool registered;              /* owner only */
+    } brc;
+    struct ft_freelists *freelists; /* owner only; NULL until first used or when disabled */
+    bool freelists_disabled;        /* owner only: set when the thread stops */
+    _Atomic(int64_t) reftotal;      /* debug reference total: owner adds, anyone reads (relaxed) */
 };
+
+#define FT_BRC_BUCKETS 257
+
+typedef struct ft_brc_bucket {
+    ft_mutex mutex;     /* guards threads and their brc.queue */
+    ft_thread *threads; /* registered threads whose os_thread hashes here */
+} ft_brc_bucket;
 
 struct ft_runtime {
     ft_config config;        /* immutable after ft_runtime_new; config.name points at name_copy */
@@ -68,6 +91,10 @@ struct ft_runtime {
     ft_thread *threads;      /* started thread states; head */
     uint32_t nthreads;       /* head */
     ft_index_pool thread_indices; /* its own lock */
+    ft_heap_runtime heaps;        /* see internal/heap.h */
+    ft_brc_bucket brc[FT_BRC_BUCKETS];
+    _Atomic(int64_t) reftotal;    /* debug: totals of stopped threads and unattached callers */
+    _Atomic(int64_t) fail_countdown; /* test hook: the allocation that fails when it reaches 0 */
 
     struct {
         ft_mutex mutex;                /* held by the requester from stop to start */

@@ -1,0 +1,240 @@
+/* ftrt/object.h: managed objects: the header, types, allocation and biased reference counting.
+ *
+ * Every managed object starts with an ft_object header (32 bytes on 64-bit, PEP 703's layout). Hosts
+ * embed it as the first member of their structs and allocate with ft_alloc.
+ *
+ * Biased reference counting. The thread that allocates an object owns it (ob_tid is its
+ * ft_os_thread_id()). The owner counts in ob_ref_local with plain (relaxed) loads and stores; any other
+ * thread counts in ob_ref_shared with atomic adds. The true count is
+ *     ob_ref_local + (ob_ref_shared >> 2)
+ * and the two low bits of ob_ref_shared hold a state:
+ *     DEFAULT        the normal state; the shared part may be negative
+ *     MAYBE_WEAKREF  a writer promised that lock-free readers may try-incref this object
+ *     QUEUED         the shared part reached zero or below and the object waits in its owner's merge
+ *                    queue (the queue holds one reference)
+ *     MERGED         the owner gave up its bias (ob_tid is 0); the whole count is in ob_ref_shared
+ * An object is freed exactly once: when its owner drops ob_ref_local to 0 and finds ob_ref_shared
+ * exactly 0, or when an atomic update leaves ob_ref_shared exactly MERGED (count zero).
+ *
+ * Immortal objects have ob_ref_local == UINT32_MAX; incref and decref never write them, so they can
+ * sit in read-only memory and are shared by every thread without contention.
+ *
+ * Destruction. When the count reaches zero, ftrt runs the type's finalize (once per object, PEP 442;
+ * it may resurrect the object), then its dealloc (release what the object holds), then frees the
+ * memory (or keeps it on the thread's freelist for the type). A decref whose object must be freed has
+ * to run on a thread attached to the object's runtime.
+ */
+#ifndef FTRT_OBJECT_H
+#define FTRT_OBJECT_H
+
+#include <stdatomic.h>
+
+#include "lock.h"
+#include "platform.h"
+#include "runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ft_object ft_object;
+typedef struct ft_type ft_type;
+
+struct ft_object {
+    /* Owner's ft_os_thread_id(), or 0 when merged or immortal. Written by the owner (or by whoever
+     * holds the object exclusively: allocation, merge, freelist link); read by anyone, relaxed. */
+    _Atomic(uintptr_t) ob_tid;
+    _Atomic(uint16_t) ob_flags;  /* FT_OBJ_* flags; written while the object is private */
+    ft_mutex ob_mutex;           /* the per-object lock (critical sections) */
+    _Atomic(uint8_t) ob_gc_bits; /* FT_GC_* bits; written by the owner, or with the world stopped */
+    _Atomic(uint32_t) ob_ref_local;  /* owner's count; UINT32_MAX = immortal; owner writes, relaxed */
+    _Atomic(intptr_t) ob_ref_shared; /* others' count << 2 | state; atomic read-modify-write */
+    const ft_type *ob_type;          /* immutable after allocation */
+};
+
+_Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 bytes on 64-bit");
+
+/* ob_ref_shared states (low two bits) */
+#define FT_SHARED_SHIFT 2
+#define FT_SHARED_FLAGS ((intptr_t)3)
+#define FT_SHARED_DEFAULT ((intptr_t)0)
+#define FT_SHARED_MAYBE_WEAKREF ((intptr_t)1)
+#define FT_SHARED_QUEUED ((intptr_t)2)
+#define FT_SHARED_MERGED ((intptr_t)3)
+
+#define FT_IMMORTAL_LOCAL UINT32_MAX
+
+/* ob_flags */
+#define FT_OBJ_STATIC 1 /* not allocated by ftrt (static storage); always immortal */
+
+/* ob_gc_bits */
+#define FT_GC_FINALIZED 1 /* finalize has run (it never runs twice) */
+#define FT_GC_FREED 2     /* the block is free or on a freelist; any use is a bug */
+#define FT_GC_DEFERRED 64 /* deferred reference counting (immortal objects carry it too) */
+
+/* ---- types ----------------------------------------------------------------------------------- */
+
+typedef int (*ft_visit_fn)(ft_object *referent, void *arg);
+
+/* Type flags */
+#define FT_TYPE_GC 1           /* may form cycles: allocated on the GC heap (the collector uses it) */
+#define FT_TYPE_HAS_WEAKREFS 2 /* instances can be weakly referenced */
+#define FT_TYPE_PER_THREAD_RC 4 /* instances use per-thread reference counts (a later layer) */
+#define FT_TYPE_DEFERRED 8     /* instances use deferred reference counting (a later layer) */
+
+struct ft_type {
+    const char *name;      /* shown in errors */
+    size_t basic_size;     /* bytes, including the ft_object header */
+    size_t item_size;      /* bytes per item for ft_alloc_var; 0 otherwise */
+    uint32_t flags;        /* FT_TYPE_* */
+    uint32_t freelist_max; /* per-thread cache of freed instances (ft_alloc only, not _var); 0: none */
+    /* Visit each object this one references (the collector uses it). */
+    int (*traverse)(ft_object *self, ft_visit_fn visit, void *arg);
+    /* Drop the references this object holds, to break a cycle (the collector uses it). */
+    void (*clear)(ft_object *self);
+    /* PEP 442 finalizer: runs once, before dealloc; may resurrect the object. */
+    void (*finalize)(ft_object *self);
+    /* Legacy finalizer (tp_del): an object with one, in a cycle, is uncollectable. */
+    void (*legacy_del)(ft_object *self);
+    /* Release what the object holds (decref its fields). ftrt frees the memory afterwards. */
+    void (*dealloc)(ft_object *self);
+};
+
+/* A static, immortal object: `static my_obj x = {FT_STATIC_OBJECT_INIT(&my_type), ...};` */
+#define FT_STATIC_OBJECT_INIT(type)                                                                \
+    {                                                                                              \
+        0, FT_OBJ_STATIC, {0}, FT_GC_DEFERRED, FT_IMMORTAL_LOCAL, 0, (type)                        \
+    }
+
+/* ---- allocation ------------------------------------------------------------------------------ */
+
+/* A new object of type, owned by t, with count 1 and its bytes after the header zeroed; or NULL with
+ * ft_last_error() == FT_ENOMEM (FT_EINVAL for a bad type). t must be attached. */
+FT_API ft_object *ft_alloc(ft_thread *t, const ft_type *type);
+/* The same with room for nitems items of type->item_size after basic_size. */
+FT_API ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems);
+
+/* ---- reference counting: inline fast paths --------------------------------------------------- */
+
+FT_API void ft_merge_zero_local(ft_object *o);
+FT_API void ft_decref_shared(ft_object *o);
+FT_API void ft_incref_checked(ft_object *o);
+FT_API void ft_decref_checked(ft_object *o);
+
+static inline bool ft_object_is_owned(const ft_object *o)
+{
+    return atomic_load_explicit(&((ft_object *)o)->ob_tid, memory_order_relaxed) ==
+           ft_os_thread_id();
+}
+
+static inline bool ft_object_is_immortal(const ft_object *o)
+{
+    return atomic_load_explicit(&((ft_object *)o)->ob_ref_local, memory_order_relaxed) ==
+           FT_IMMORTAL_LOCAL;
+}
+
+/* Build the library user's code with FTRT_DEBUG defined to get the checked versions, which detect
+ * underflow and use of freed objects and keep the runtime's reference total. */
+static inline void ft_incref(ft_object *o)
+{
+#ifdef FTRT_DEBUG
+    ft_incref_checked(o);
+#else
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    uint32_t next = local + 1;
+    if (FT_UNLIKELY(next == 0))
+        return; /* immortal */
+    if (FT_LIKELY(ft_object_is_owned(o)))
+        atomic_store_explicit(&o->ob_ref_local, next, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&o->ob_ref_shared, (intptr_t)1 << FT_SHARED_SHIFT,
+                                  memory_order_relaxed);
+#endif
+}
+
+static inline void ft_decref(ft_object *o)
+{
+#ifdef FTRT_DEBUG
+    ft_decref_checked(o);
+#else
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    if (FT_UNLIKELY(local == FT_IMMORTAL_LOCAL))
+        return;
+    if (FT_LIKELY(ft_object_is_owned(o))) {
+        local--;
+        atomic_store_explicit(&o->ob_ref_local, local, memory_order_relaxed);
+        if (FT_UNLIKELY(local == 0))
+            ft_merge_zero_local(o);
+    } else {
+        ft_decref_shared(o);
+    }
+#endif
+}
+
+static inline void ft_xincref(ft_object *o)
+{
+    if (o)
+        ft_incref(o);
+}
+
+static inline void ft_xdecref(ft_object *o)
+{
+    if (o)
+        ft_decref(o);
+}
+
+/* ---- reference counting: the rest ------------------------------------------------------------ */
+
+/* The true count (a snapshot when other threads are counting too). Immortal: UINT32_MAX. */
+FT_API intptr_t ft_refcount(const ft_object *o);
+
+/* Whether the caller holds the only reference: it owns o, local is 1 and the shared word is 0. */
+static inline bool ft_object_is_unique(const ft_object *o)
+{
+    return ft_object_is_owned(o) &&
+           atomic_load_explicit(&((ft_object *)o)->ob_ref_local, memory_order_relaxed) == 1 &&
+           atomic_load_explicit(&((ft_object *)o)->ob_ref_shared, memory_order_relaxed) == 0;
+}
+
+/* Give up the owner's bias: fold local into shared (+extra), set ob_tid 0 and the MERGED state.
+ * Returns the new count; the caller frees the object if it is 0. Owner only (or world stopped). */
+FT_API intptr_t ft_explicit_merge(ft_object *o, intptr_t extra);
+
+/* Set the count to n (n > UINT32_MAX - 1 makes the object immortal). The owner keeps its bias;
+ * another thread merges the object. The caller must hold the only reference(s) being replaced. */
+FT_API void ft_set_refcount(ft_object *o, size_t n);
+
+/* Make o immortal: never counted, never freed. */
+FT_API void ft_immortalize(ft_object *o);
+
+/* Run the owner's pending merges now (they also run at ft_safepoint). */
+FT_API void ft_brc_merge_pending(ft_thread *t);
+
+/* ---- lock-free readers ----------------------------------------------------------------------- */
+
+/* A writer that stores o into a slot that lock-free readers load promises them they may try-incref
+ * o: returns o with a new reference, marked MAYBE_WEAKREF unless the writer owns it. */
+FT_API ft_object *ft_new_ref_for_shared_slot(ft_object *o);
+/* Mark o as safe to try-incref (a CAS of the shared state DEFAULT -> MAYBE_WEAKREF). */
+FT_API void ft_object_enable_try_incref(ft_object *o);
+
+/* Take a reference to o unless its count is already zero (it is being freed). o's memory must still
+ * be an object header (see the heap's reuse rule). Returns whether a reference was taken. */
+FT_API bool ft_try_incref(ft_object *o);
+/* try-incref o, then check that *slot still holds o; on a change, drop the reference and fail. */
+FT_API bool ft_try_incref_compare(ft_object *_Atomic *slot, ft_object *o);
+/* Load *slot and take a reference to what it holds, retrying while it changes. NULL if empty. */
+FT_API ft_object *ft_get_ref(ft_object *_Atomic *slot);
+
+/* ---- resurrection ---------------------------------------------------------------------------- */
+
+/* Around code run from dealloc (a finalizer): begin makes the caller the owner with count 1; end
+ * drops that reference and returns true if the object is dead (the caller goes on freeing it) or
+ * false if the finalizer resurrected it (the caller must not touch it again). */
+FT_API void ft_resurrect_begin(ft_object *o);
+FT_API bool ft_resurrect_end(ft_object *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

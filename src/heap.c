@@ -1,0 +1,477 @@
+/* heap.c: per-thread heaps: allocation, local and remote frees, abandonment and adoption, walking.
+ *
+ * Allocation takes the first block of the head page of the size class's active list. When that list
+ * has none, the slow path, in order: takes the head page's remote frees, carves more of its tail,
+ * moves exhausted pages to the full list, revives a full page that has received remote frees, and
+ * finally acquires a page (see page.c for the reuse rule).
+ *
+ * A free by the heap's owner pushes onto the page's own free list; a page that becomes empty is
+ * retired (unless it is its class's only active page, kept to avoid thrashing). A free by any other
+ * thread is one CAS onto the page's remote-free stack.
+ *
+ * A stopping thread takes its remote frees and retires what became empty, then abandons its heap set
+ * if any block is still allocated (or frees it). Its blocks stay valid; other threads' frees go to
+ * the remote stacks; the next thread to start adopts the set whole. The set's pages keep pointing to
+ * their heap; only the set's owner changes, so "is this my block?" is a comparison of set pointers.
+ *
+ * Walking (world stopped): every page of every set, owned or abandoned, is scanned; a page's free
+ * blocks are marked in a bitmap on the stack (its free list, its remote stack, its uncarved tail),
+ * and every other block is visited. Nothing is allocated. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal/internal.h"
+
+#define RETIRED_KEEP 4 /* empty pages a heap keeps for quick reuse before giving safe ones back */
+
+static uint64_t default_retire(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+static bool default_is_safe(void *ctx, uint64_t goal)
+{
+    (void)ctx;
+    (void)goal;
+    return true;
+}
+
+void ft_heap_runtime_init(ft_runtime *rt)
+{
+    rt->heaps.hook = (ft_page_reuse_hook){default_retire, default_is_safe, NULL};
+}
+
+void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook)
+{
+    rt->heaps.hook = *hook;
+}
+
+static void release_large_pages(ft_runtime *rt, ft_page_queue *q)
+{
+    for (ft_page *p = q->head, *next; p; p = next) {
+        next = p->next;
+        if (p->size_class == FT_LARGE_CLASS) {
+            ft_queue_remove(q, p);
+            ft_page_release(rt, p);
+        }
+    }
+}
+
+void ft_heap_runtime_destroy(ft_runtime *rt)
+{
+    for (ft_heap_set *set = rt->heaps.all, *next; set; set = next) {
+        next = set->next;
+        for (int k = 0; k < FT_HEAP_KINDS; k++) {
+            release_large_pages(rt, &set->heaps[k].large);
+            release_large_pages(rt, &set->heaps[k].retired);
+        }
+        free(set);
+    }
+    rt->heaps.all = NULL;
+    ft_segments_unmap(rt);
+}
+
+/* ---- allocation ------------------------------------------------------------------------------ */
+
+static void *pop_block(ft_page *page)
+{
+    ft_block *b = page->free;
+    page->free = (ft_block *)atomic_load_explicit(&b->next, memory_order_relaxed);
+    page->used++;
+    return b;
+}
+
+static void retire(ft_heap *heap, ft_page *page)
+{
+    ft_page_reuse_hook *hook = &heap->set->rt->heaps.hook;
+    page->retire_goal = hook->retire(hook->ctx);
+    page->list = FT_PAGE_RETIRED;
+    ft_queue_push_back(&heap->retired, page);
+}
+
+/* Give retired pages whose goal was reached back to the runtime, keeping `keep` for reuse. */
+static void release_retired(ft_heap *heap, size_t keep)
+{
+    ft_runtime *rt = heap->set->rt;
+    ft_page_reuse_hook *hook = &rt->heaps.hook;
+    size_t n = 0;
+    for (ft_page *p = heap->retired.head; p; p = p->next)
+        n++;
+    for (ft_page *p = heap->retired.head, *next; p && n > keep; p = next) {
+        next = p->next;
+        if (!hook->is_safe(hook->ctx, p->retire_goal))
+            continue;
+        ft_queue_remove(&heap->retired, p);
+        ft_page_release(rt, p);
+        n--;
+    }
+}
+
+static void *alloc_large(ft_heap *heap, size_t size)
+{
+    ft_page *page = ft_page_acquire_large(heap, size);
+    if (!page)
+        return NULL;
+    page->list = FT_PAGE_LARGE;
+    ft_queue_push_back(&heap->large, page);
+    page->used = 1;
+    return ft_page_blocks(page);
+}
+
+static void *alloc_slow(ft_heap *heap, uint8_t c)
+{
+    ft_page_queue *active = &heap->active[c];
+    for (ft_page *page = active->head, *next; page; page = next) {
+        next = page->next;
+        if (page->free || ft_page_collect_remote(page) || ft_page_carve(page)) {
+            if (page != active->head) {
+                ft_queue_remove(active, page);
+                ft_queue_push_front(active, page);
+            }
+            return pop_block(page);
+        }
+        ft_queue_remove(active, page);
+        page->list = FT_PAGE_FULL;
+        ft_queue_push_back(&heap->full[c], page);
+    }
+    for (ft_page *page = heap->full[c].head; page; page = page->next) {
+        if (ft_page_collect_remote(page)) {
+            ft_queue_remove(&heap->full[c], page);
+            page->list = FT_PAGE_ACTIVE;
+            ft_queue_push_front(active, page);
+            return pop_block(page);
+        }
+    }
+    ft_page *page = ft_page_acquire(heap, c);
+    if (!page)
+        return NULL;
+    page->list = FT_PAGE_ACTIVE;
+    ft_queue_push_front(active, page);
+    if (!page->free)
+        ft_page_carve(page);
+    return pop_block(page);
+}
+
+void *ft_heap_alloc(ft_heap *heap, size_t size)
+{
+    if (FT_UNLIKELY(size > FT_SMALL_MAX))
+        return alloc_large(heap, size);
+    uint8_t c = ft_size_class(size);
+    ft_page *page = heap->active[c].head;
+    if (FT_LIKELY(page && page->free))
+        return pop_block(page);
+    return alloc_slow(heap, c);
+}
+
+/* ---- free ------------------------------------------------------------------------------------ */
+
+static void page_emptied(ft_heap *heap, ft_page *page)
+{
+    if (page->size_class == FT_LARGE_CLASS) {
+        ft_queue_remove(&heap->large, page);
+        retire(heap, page);
+        release_retired(heap, RETIRED_KEEP);
+        return;
+    }
+    ft_page_queue *active = &heap->active[page->size_class];
+    if (page->list == FT_PAGE_ACTIVE && active->head == page && active->tail == page)
+        return; /* the class's only page: keep it */
+    ft_queue_remove(page->list == FT_PAGE_FULL ? &heap->full[page->size_class] : active, page);
+    retire(heap, page);
+    release_retired(heap, RETIRED_KEEP);
+}
+
+static void free_remote(ft_runtime *rt, ft_page *page, ft_block *b)
+{
+    uintptr_t head = atomic_load_explicit(&page->remote_free, memory_order_relaxed);
+    do
+        atomic_store_explicit(&b->next, head, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&page->remote_free, &head, (uintptr_t)b,
+                                                  memory_order_release, memory_order_relaxed));
+    atomic_fetch_add_explicit(&rt->heaps.remote_frees, 1, memory_order_relaxed);
+}
+
+void ft_heap_free_block(ft_thread *t, void *p)
+{
+    ft_page *page = ft_page_of(p);
+    ft_heap *heap = page->heap;
+    ft_block *b = p;
+    if (FT_UNLIKELY(!t || heap->set != t->heaps)) {
+        free_remote(heap->set->rt, page, b);
+        return;
+    }
+    atomic_store_explicit(&b->next, (uintptr_t)page->free, memory_order_relaxed);
+    page->free = b;
+    if (FT_UNLIKELY(--page->used == 0)) {
+        page_emptied(heap, page);
+    } else if (FT_UNLIKELY(page->list == FT_PAGE_FULL)) {
+        ft_queue_remove(&heap->full[page->size_class], page);
+        page->list = FT_PAGE_ACTIVE;
+        ft_queue_push_back(&heap->active[page->size_class], page);
+    }
+}
+
+/* ---- collection, thread start and stop ------------------------------------------------------- */
+
+/* Take every page's remote frees and retire the pages that became empty. */
+static void collect_queue(ft_heap *heap, ft_page_queue *q)
+{
+    for (ft_page *page = q->head, *next; page; page = next) {
+        next = page->next;
+        if (page->size_class == FT_LARGE_CLASS) {
+            if (atomic_load_explicit(&page->remote_free, memory_order_acquire) != 0) {
+                atomic_store_explicit(&page->remote_free, 0, memory_order_relaxed);
+                page->used = 0;
+            }
+        } else {
+            ft_page_collect_remote(page);
+        }
+        if (page->used == 0) {
+            ft_queue_remove(q, page);
+            retire(heap, page);
+        }
+    }
+}
+
+void ft_heap_collect(ft_heap_set *set)
+{
+    for (int k = 0; k < FT_HEAP_KINDS; k++) {
+        ft_heap *heap = &set->heaps[k];
+        for (int c = 0; c < FT_SIZE_CLASSES; c++) {
+            collect_queue(heap, &heap->active[c]);
+            collect_queue(heap, &heap->full[c]);
+        }
+        collect_queue(heap, &heap->large);
+        release_retired(heap, 0);
+    }
+}
+
+static bool set_is_empty(const ft_heap_set *set)
+{
+    for (int k = 0; k < FT_HEAP_KINDS; k++) {
+        const ft_heap *heap = &set->heaps[k];
+        if (heap->retired.head || heap->large.head)
+            return false;
+        for (int c = 0; c < FT_SIZE_CLASSES; c++)
+            if (heap->active[c].head || heap->full[c].head)
+                return false;
+    }
+    return true;
+}
+
+ft_status ft_heap_thread_start(ft_thread *t)
+{
+    ft_runtime *rt = t->rt;
+    ft_heap_runtime *h = &rt->heaps;
+    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    for (ft_heap_set *set = h->all; set; set = set->next) {
+        if (set->abandoned) {
+            set->abandoned = false;
+            atomic_store_explicit(&set->owner, t, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&h->abandoned, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&h->adopted, 1, memory_order_relaxed);
+            ft_mutex_unlock(&h->mutex);
+            t->heaps = set;
+            return FT_OK;
+        }
+    }
+    ft_mutex_unlock(&h->mutex);
+
+    ft_heap_set *set = ft_inject_failure(rt) ? NULL : calloc(1, sizeof *set);
+    if (!set)
+        return FT_ENOMEM;
+    set->rt = rt;
+    for (int k = 0; k < FT_HEAP_KINDS; k++) {
+        set->heaps[k].set = set;
+        set->heaps[k].kind = (ft_heap_kind)k;
+    }
+    atomic_store_explicit(&set->owner, t, memory_order_relaxed);
+    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    set->next = h->all;
+    if (h->all)
+        h->all->prev = set;
+    h->all = set;
+    ft_mutex_unlock(&h->mutex);
+    t->heaps = set;
+    return FT_OK;
+}
+
+void ft_heap_thread_stop(ft_thread *t)
+{
+    ft_heap_set *set = t->heaps;
+    ft_heap_runtime *h = &t->rt->heaps;
+    if (!set)
+        return;
+    ft_heap_collect(set);
+    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
+    bool empty = set_is_empty(set);
+    if (empty) {
+        if (set->prev)
+            set->prev->next = set->next;
+        else
+            h->all = set->next;
+        if (set->next)
+            set->next->prev = set->prev;
+    } else {
+        set->abandoned = true;
+        atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
+    }
+    ft_mutex_unlock(&h->mutex);
+    t->heaps = NULL;
+    if (empty)
+        free(set);
+}
+
+/* ---- public raw-memory API ------------------------------------------------------------------- */
+
+void *ft_malloc(ft_thread *t, size_t size)
+{
+    void *p = ft_heap_alloc(&t->heaps->heaps[FT_HEAP_RAW], size);
+    if (!p)
+        ft_set_last_error(FT_ENOMEM);
+    return p;
+}
+
+void *ft_calloc(ft_thread *t, size_t count, size_t size)
+{
+    if (size && count > SIZE_MAX / size) {
+        ft_set_last_error(FT_ENOMEM);
+        return NULL;
+    }
+    void *p = ft_malloc(t, count * size);
+    if (p)
+        memset(p, 0, count * size);
+    return p;
+}
+
+void ft_free(ft_thread *t, void *p)
+{
+    if (p)
+        ft_heap_free_block(t, p);
+}
+
+size_t ft_usable_size(const void *p)
+{
+    return ft_page_of(p)->block_size;
+}
+
+ft_thread *ft_heap_block_owner(const void *p)
+{
+    return atomic_load_explicit(&ft_page_of(p)->heap->set->owner, memory_order_relaxed);
+}
+
+/* ---- walking --------------------------------------------------------------------------------- */
+
+#define BITMAP_WORDS ((FT_PAGE_SIZE / 16 + 63) / 64)
+
+static void mark_free(const ft_page *page, uint64_t *bits, const ft_block *b)
+{
+    size_t i = (size_t)((const uint8_t *)b - ft_page_blocks((ft_page *)page)) / page->block_size;
+    bits[i / 64] |= (uint64_t)1 << (i % 64);
+}
+
+/* Visit the allocated blocks of one page; false if the visitor asked to stop. */
+static bool visit_page(ft_page *page, bool objects, ft_block_visitor fn, void *arg)
+{
+    if (page->size_class == FT_LARGE_CLASS) {
+        if (page->used == 0 || atomic_load_explicit(&page->remote_free, memory_order_relaxed))
+            return true;
+        void *b = ft_page_blocks(page);
+        if (objects &&
+            (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
+            return true;
+        return fn(b, page->block_size, arg);
+    }
+    uint64_t bits[BITMAP_WORDS] = {0};
+    for (const ft_block *b = page->free; b;
+         b = (const ft_block *)atomic_load_explicit(&((ft_block *)b)->next, memory_order_relaxed))
+        mark_free(page, bits, b);
+    for (uintptr_t r = atomic_load_explicit(&page->remote_free, memory_order_relaxed); r;
+         r = atomic_load_explicit(&((ft_block *)r)->next, memory_order_relaxed))
+        mark_free(page, bits, (const ft_block *)r);
+    uint8_t *base = ft_page_blocks(page);
+    for (uint32_t i = 0; i < page->reserved; i++) {
+        if (bits[i / 64] & ((uint64_t)1 << (i % 64)))
+            continue;
+        void *b = base + (size_t)i * page->block_size;
+        if (objects &&
+            (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
+            continue;
+        if (!fn(b, page->block_size, arg))
+            return false;
+    }
+    return true;
+}
+
+static bool visit_queue(ft_page_queue *q, bool objects, ft_block_visitor fn, void *arg)
+{
+    for (ft_page *p = q->head; p; p = p->next)
+        if (!visit_page(p, objects, fn, arg))
+            return false;
+    return true;
+}
+
+bool ft_world_stopped_by_caller(ft_runtime *rt)
+{
+    return ft_world_is_stopped(rt) &&
+           atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == ft_os_thread_id();
+}
+
+static void visit_all(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, void *arg)
+{
+    bool objects = kind != FT_HEAP_RAW;
+    ft_mutex_lock_ex(&rt->heaps.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    for (ft_heap_set *set = rt->heaps.all; set; set = set->next) {
+        ft_heap *heap = &set->heaps[kind];
+        bool go = visit_queue(&heap->large, objects, fn, arg);
+        for (int c = 0; go && c < FT_SIZE_CLASSES; c++)
+            go = visit_queue(&heap->active[c], objects, fn, arg) &&
+                 visit_queue(&heap->full[c], objects, fn, arg);
+        if (!go)
+            break;
+    }
+    ft_mutex_unlock(&rt->heaps.mutex);
+}
+
+ft_status ft_heap_visit(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, void *arg)
+{
+    if ((unsigned)kind >= FT_HEAP_KINDS || !fn)
+        return FT_EINVAL;
+    if (!ft_world_stopped_by_caller(rt))
+        return FT_EPERM;
+    visit_all(rt, kind, fn, arg);
+    return FT_OK;
+}
+
+static bool count_block(void *block, size_t size, void *arg)
+{
+    (void)block;
+    ft_heap_stats *s = arg;
+    s->live_blocks++;
+    s->live_bytes += size;
+    return true;
+}
+
+void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    bool stop = !ft_world_stopped_by_caller(rt);
+    if (stop)
+        ft_stop_the_world(rt);
+    for (int k = 0; k < FT_HEAP_KINDS; k++)
+        visit_all(rt, (ft_heap_kind)k, count_block, out);
+    ft_heap_runtime *h = &rt->heaps;
+    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    out->pool_pages = h->pool_pages;
+    out->released_pages = h->released_pages;
+    ft_mutex_unlock(&h->mutex);
+    if (stop)
+        ft_start_the_world(rt);
+    out->pages = atomic_load_explicit(&h->pages, memory_order_relaxed);
+    out->page_bytes = atomic_load_explicit(&h->page_bytes, memory_order_relaxed);
+    out->remote_frees = atomic_load_explicit(&h->remote_frees, memory_order_relaxed);
+    out->abandoned_heaps = atomic_load_explicit(&h->abandoned, memory_order_relaxed);
+    out->adopted_heaps = atomic_load_explicit(&h->adopted, memory_order_relaxed);
+}

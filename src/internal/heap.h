@@ -1,0 +1,156 @@
+/* internal/heap.h: the page heap's internal structures.
+ *
+ * Memory comes from the system in segments (4 MiB, aligned to the page size) and is handed out as
+ * 64 KiB pages, each aligned to 64 KiB with its ft_page header at its start, so page_of(block) is a
+ * mask. A page belongs to one heap and holds blocks of one size class; blocks larger than
+ * FT_SMALL_MAX get a large page of their own (a separate mapping, also 64 KiB-aligned).
+ *
+ * A heap keeps, per size class, a list of active pages (allocation takes from the head page's free
+ * list) and a list of full pages; plus its retired pages (empty, waiting for the reuse hook) and its
+ * large pages. Only the heap's owner touches these lists, or anyone while the world is stopped.
+ *
+ * Page life cycle:
+ *   pool -> (given to a heap, initialised for a class) -> active <-> full
+ *        -> retired when empty (goal from the reuse hook)
+ *        -> reused at once for the same class by the same heap, or,
+ *           once the hook says the goal is reached, re-initialised for another class or given back
+ *           to the runtime's pool, which returns it to the system (madvise) after FT_POOL_RELEASE_NS.
+ *
+ * Free lists: page->free is the owner's list; page->remote_free is a lock-free stack onto which other
+ * threads push (one CAS) and which the owner takes whole with one exchange, so there is no ABA.
+ * page->used counts blocks handed out and not yet freed back to the owner's list (a remote free is
+ * counted when the owner collects it), so used == 0 means the page is truly empty.
+ *
+ * Block links are stored in a block's first word with atomic stores, because that word is an
+ * object's ob_tid, which lock-free readers may load through a stale pointer. */
+#ifndef FTRT_INTERNAL_HEAP_H
+#define FTRT_INTERNAL_HEAP_H
+
+#include "ftrt/heap.h"
+#include "ftrt/lock.h"
+#include "ftrt/object.h"
+
+#define FT_PAGE_SHIFT 16
+#define FT_PAGE_SIZE ((size_t)1 << FT_PAGE_SHIFT)
+#define FT_SEGMENT_SIZE ((size_t)4 << 20)
+#define FT_PAGE_HEADER 128     /* blocks start here; >= sizeof(ft_page), keeps 16-byte alignment */
+#define FT_SMALL_MAX 8192      /* larger blocks get a large page */
+#define FT_SIZE_CLASSES 32
+#define FT_LARGE_CLASS 255
+#define FT_CARVE_BATCH 64      /* blocks carved from a page's untouched tail at a time */
+#define FT_POOL_RELEASE_NS (100 * FT_NS_PER_MS) /* an idle pool page is madvised after this */
+
+typedef struct ft_block {
+    _Atomic(uintptr_t) next; /* overlaps ob_tid: atomic, see above */
+} ft_block;
+
+enum ft_page_list { FT_PAGE_ACTIVE, FT_PAGE_FULL, FT_PAGE_RETIRED, FT_PAGE_LARGE, FT_PAGE_POOL };
+
+typedef struct ft_page {
+    struct ft_heap *heap;   /* set when given to a heap, before any block is handed out */
+    ft_block *free;         /* owner only */
+    _Atomic(uintptr_t) remote_free; /* push: any thread (CAS); take all: owner (exchange) */
+    struct ft_page *next, *prev;    /* the list named by `list`; owner only, or world stopped */
+    uint32_t used;          /* owner only */
+    uint32_t reserved;      /* owner only: blocks [0, reserved) carved so far */
+    uint32_t capacity;      /* immutable while in a heap */
+    uint32_t block_size;    /* immutable while in a heap */
+    uint8_t size_class;     /* immutable while in a heap; FT_LARGE_CLASS for a large page */
+    uint8_t list;           /* enum ft_page_list; owner only */
+    uint8_t released;       /* pool only: madvised */
+    uint64_t retire_goal;   /* retired: the reuse hook's goal */
+    int64_t pooled_at;      /* pool only: when it entered the pool */
+    size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping */
+} ft_page;
+
+_Static_assert(sizeof(ft_page) <= FT_PAGE_HEADER, "page header fits before the first block");
+
+typedef struct ft_page_queue {
+    ft_page *head, *tail;
+} ft_page_queue;
+
+typedef struct ft_heap {
+    struct ft_heap_set *set;
+    ft_heap_kind kind;
+    ft_page_queue active[FT_SIZE_CLASSES]; /* owner only */
+    ft_page_queue full[FT_SIZE_CLASSES];   /* owner only */
+    ft_page_queue retired;                 /* owner only */
+    ft_page_queue large;                   /* owner only */
+} ft_heap;
+
+/* The heaps of one thread state; abandoned and adopted as a unit. */
+typedef struct ft_heap_set {
+    ft_heap heaps[FT_HEAP_KINDS];
+    ft_runtime *rt;                 /* immutable */
+    _Atomic(ft_thread *) owner;     /* NULL while abandoned; written under rt->heaps.mutex */
+    struct ft_heap_set *next, *prev; /* rt->heaps.all; under rt->heaps.mutex */
+    bool abandoned;                 /* under rt->heaps.mutex */
+} ft_heap_set;
+
+/* The reuse hook: retire() returns a goal for a page that just became empty, is_safe(goal) says
+ * whether it may be repurposed now. The default (no reclamation layer) is always safe. */
+typedef struct ft_page_reuse_hook {
+    uint64_t (*retire)(void *ctx);
+    bool (*is_safe)(void *ctx, uint64_t goal);
+    void *ctx;
+} ft_page_reuse_hook;
+
+typedef struct ft_segment {
+    struct ft_segment *next;
+    uint8_t *base;  /* aligned start */
+    size_t size;
+    size_t carved;  /* bytes handed out as pages */
+} ft_segment;
+
+/* Runtime-wide heap state (a member of ft_runtime). */
+typedef struct ft_heap_runtime {
+    ft_mutex mutex;              /* guards everything below except the atomics */
+    ft_heap_set *all;            /* every heap set, owned or abandoned */
+    ft_segment *segments;        /* every segment; unmapped by ft_runtime_free */
+    ft_page_queue pool;          /* empty pages, oldest first */
+    uint64_t pool_pages, released_pages;
+    ft_page_reuse_hook hook;     /* set once, before any thread starts */
+    _Atomic(uint64_t) pages, page_bytes, abandoned, adopted, remote_frees;
+} ft_heap_runtime;
+
+static inline ft_page *ft_page_of(const void *p)
+{
+    return (ft_page *)((uintptr_t)p & ~(uintptr_t)(FT_PAGE_SIZE - 1));
+}
+
+static inline uint8_t *ft_page_blocks(ft_page *page)
+{
+    return (uint8_t *)page + FT_PAGE_HEADER;
+}
+
+/* heap.c */
+void ft_heap_runtime_init(ft_runtime *rt);
+void ft_heap_runtime_destroy(ft_runtime *rt);
+ft_status ft_heap_thread_start(ft_thread *t); /* adopt an abandoned set or make one */
+void ft_heap_thread_stop(ft_thread *t);       /* abandon (or free) the thread's set */
+void *ft_heap_alloc(ft_heap *heap, size_t size);
+void ft_heap_free_block(ft_thread *t, void *p);
+void ft_heap_collect(ft_heap_set *set);       /* take remote frees, retire and release what it can */
+void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook);
+bool ft_world_stopped_by_caller(ft_runtime *rt);
+
+/* page.c */
+ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class);
+ft_page *ft_page_acquire_large(ft_heap *heap, size_t size);
+void ft_page_init(ft_page *page, ft_heap *heap, uint8_t size_class, uint32_t block_size);
+void ft_page_release(ft_runtime *rt, ft_page *page); /* back to the pool, or unmapped if large */
+uint32_t ft_page_collect_remote(ft_page *page);      /* returns blocks taken */
+bool ft_page_carve(ft_page *page);
+void ft_pool_trim(ft_runtime *rt, bool all);
+void ft_segments_unmap(ft_runtime *rt);
+
+/* size classes */
+uint8_t ft_size_class(size_t size);
+uint32_t ft_class_size(uint8_t size_class);
+
+/* list helpers */
+void ft_queue_push_front(ft_page_queue *q, ft_page *p);
+void ft_queue_push_back(ft_page_queue *q, ft_page *p);
+void ft_queue_remove(ft_page_queue *q, ft_page *p);
+
+#endif

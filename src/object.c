@@ -1,0 +1,368 @@
+/* object.c: allocation, biased reference counting, lock-free reader support, resurrection, dealloc.
+ *
+ * The counting rules (see include/ftrt/object.h for the fields) and the invariants kept here:
+ *  1. ob_tid == 0 if and only if the object is merged or immortal. Whoever merges stores ob_tid = 0
+ *     before publishing MERGED, so "tid 0" is never seen on an object that is still biased.
+ *  2. Only the owner writes ob_ref_local, except during an explicit merge of an object whose owner
+ *     has stopped, or with the world stopped.
+ *  3. An object is freed only when the owner drops local to 0 and then reads shared == 0 exactly
+ *     (no other thread holds or has queued a reference, and none was promised try-incref), or when an
+ *     atomic update of shared produced exactly MERGED (merged, count zero). Exactly one thread sees
+ *     either, so an object is freed exactly once.
+ *  4. A QUEUED object carries one reference owned by the merge queue: the non-owner whose decref
+ *     found shared at zero gave its reference to the queue instead of subtracting it.
+ *  5. Immortal objects (local == UINT32_MAX) are never written by incref or decref.
+ *
+ * Dealloc runs the type's finalize once (PEP 442), with the object resurrected around it, then its
+ * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal/internal.h"
+
+#define ONE_SHARED ((intptr_t)1 << FT_SHARED_SHIFT)
+
+static intptr_t shared_count(intptr_t shared)
+{
+    return shared >> FT_SHARED_SHIFT; /* arithmetic: the shared part may be negative */
+}
+
+static intptr_t make_shared(intptr_t count, intptr_t state)
+{
+    return (intptr_t)(((uintptr_t)count << FT_SHARED_SHIFT) | (uintptr_t)state);
+}
+
+static const char *type_name(const ft_object *o)
+{
+    return o->ob_type && o->ob_type->name ? o->ob_type->name : "?";
+}
+
+ft_runtime *ft_object_runtime(const ft_object *o)
+{
+    return ft_page_of(o)->heap->set->rt;
+}
+
+/* ---- allocation ------------------------------------------------------------------------------ */
+
+static void init_header(ft_object *o, const ft_type *type)
+{
+    atomic_store_explicit(&o->ob_tid, ft_os_thread_id(), memory_order_relaxed);
+    atomic_store_explicit(&o->ob_flags, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_mutex.bits, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_gc_bits, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_local, 1, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
+    o->ob_type = type;
+}
+
+static void count_reference(ft_object *o, int64_t delta)
+{
+    ft_thread *t = ft_thread_current();
+    if (t)
+        atomic_store_explicit(&t->reftotal,
+                              atomic_load_explicit(&t->reftotal, memory_order_relaxed) + delta,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&ft_object_runtime(o)->reftotal, delta, memory_order_relaxed);
+}
+
+static ft_object *alloc_object(ft_thread *t, const ft_type *type, size_t size, bool from_freelist)
+{
+    if (FT_UNLIKELY(!t || atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
+        ft_fatal("ft_alloc: thread state %p is not attached (type '%s')", (void *)t,
+                 type && type->name ? type->name : "?");
+    ft_object *o = from_freelist ? ft_freelist_pop(t, type) : NULL;
+    if (!o) {
+        ft_heap_kind kind = (type->flags & FT_TYPE_GC) ? FT_HEAP_GC : FT_HEAP_OBJECT;
+        o = ft_inject_failure(t->rt) ? NULL : ft_heap_alloc(&t->heaps->heaps[kind], size);
+        if (!o) {
+            ft_set_last_error(FT_ENOMEM);
+            return NULL;
+        }
+    }
+    init_header(o, type);
+    memset(o + 1, 0, size - sizeof *o);
+#ifdef FTRT_DEBUG
+    count_reference(o, 1);
+#endif
+    return o;
+}
+
+ft_object *ft_alloc(ft_thread *t, const ft_type *type)
+{
+    if (!type || type->basic_size < sizeof(ft_object)) {
+        ft_set_last_error(FT_EINVAL);
+        return NULL;
+    }
+    return alloc_object(t, type, type->basic_size, type->freelist_max != 0);
+}
+
+ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems)
+{
+    if (!type || type->basic_size < sizeof(ft_object)) {
+        ft_set_last_error(FT_EINVAL);
+        return NULL;
+    }
+    if (type->item_size && nitems > (SIZE_MAX / 2 - type->basic_size) / type->item_size) {
+        ft_set_last_error(FT_ENOMEM);
+        return NULL;
+    }
+    return alloc_object(t, type, type->basic_size + nitems * type->item_size, false);
+}
+
+/* ---- dealloc --------------------------------------------------------------------------------- */
+
+static void free_memory(ft_thread *t, ft_object *o)
+{
+    atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+    atomic_fetch_or_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
+    if (o->ob_type->freelist_max && ft_freelist_push(t, o))
+        return;
+    ft_heap_free_block(t, o);
+}
+
+void ft_object_dealloc(ft_object *o)
+{
+    ft_thread *t = ft_thread_current();
+    if (FT_UNLIKELY(!t))
+        ft_fatal("object %p of type '%s' reached refcount zero on a thread that is not attached "
+                 "(it cannot be freed there)",
+                 (void *)o, type_name(o));
+    const ft_type *type = o->ob_type;
+    if (type->finalize &&
+        !(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FINALIZED)) {
+        atomic_fetch_or_explicit(&o->ob_gc_bits, FT_GC_FINALIZED, memory_order_relaxed);
+        ft_resurrect_begin(o);
+        type->finalize(o);
+        if (!ft_resurrect_end(o))
+            return; /* resurrected: someone else owns it now; do not touch it */
+    }
+    if (type->dealloc)
+        type->dealloc(o);
+    free_memory(t, o);
+}
+
+/* ---- the biased reference counting slow paths ------------------------------------------------ */
+
+void ft_merge_zero_local(ft_object *o)
+{
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire);
+    if (shared == 0) {
+        ft_object_dealloc(o); /* invariant 3, first case */
+        return;
+    }
+    atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed); /* invariant 1 */
+    intptr_t merged;
+    do
+        merged = shared | FT_SHARED_MERGED;
+    while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, merged,
+                                                  memory_order_acq_rel, memory_order_acquire));
+    if (merged == FT_SHARED_MERGED)
+        ft_object_dealloc(o);
+}
+
+void ft_decref_shared(ft_object *o)
+{
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
+    intptr_t next;
+    bool queue;
+    do {
+        queue = shared == FT_SHARED_DEFAULT || shared == FT_SHARED_MAYBE_WEAKREF;
+        next = queue ? FT_SHARED_QUEUED : shared - ONE_SHARED;
+    } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, next,
+                                                    memory_order_release, memory_order_relaxed));
+    if (queue) {
+        ft_brc_enqueue(o); /* invariant 4: the queue now holds our reference */
+    } else if (next == FT_SHARED_MERGED) {
+        atomic_thread_fence(memory_order_acquire);
+        ft_object_dealloc(o);
+    }
+}
+
+intptr_t ft_explicit_merge(ft_object *o, intptr_t extra)
+{
+    if (ft_object_is_immortal(o))
+        return (intptr_t)FT_IMMORTAL_LOCAL;
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed), count;
+    do
+        count = shared_count(shared) + (intptr_t)local + extra;
+    while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared,
+                                                  make_shared(count, FT_SHARED_MERGED),
+                                                  memory_order_acq_rel, memory_order_relaxed));
+    return count;
+}
+
+intptr_t ft_refcount(const ft_object *o)
+{
+    ft_object *m = (ft_object *)o;
+    uint32_t local = atomic_load_explicit(&m->ob_ref_local, memory_order_relaxed);
+    if (local == FT_IMMORTAL_LOCAL)
+        return (intptr_t)FT_IMMORTAL_LOCAL;
+    return (intptr_t)local +
+           shared_count(atomic_load_explicit(&m->ob_ref_shared, memory_order_relaxed));
+}
+
+void ft_set_refcount(ft_object *o, size_t n)
+{
+    if (ft_object_is_immortal(o))
+        return;
+    if (n >= FT_IMMORTAL_LOCAL) {
+        ft_immortalize(o);
+        return;
+    }
+    if (ft_object_is_owned(o)) {
+        atomic_store_explicit(&o->ob_ref_local, (uint32_t)n, memory_order_relaxed);
+    } else {
+        atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+        atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+        atomic_store_explicit(&o->ob_ref_shared, make_shared((intptr_t)n, FT_SHARED_MERGED),
+                              memory_order_relaxed);
+    }
+}
+
+void ft_immortalize(ft_object *o)
+{
+    atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
+    atomic_fetch_or_explicit(&o->ob_gc_bits, FT_GC_DEFERRED, memory_order_relaxed);
+}
+
+/* ---- checked (debug) fast paths -------------------------------------------------------------- */
+
+static void check_not_freed(ft_object *o, const char *op)
+{
+    if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
+        ft_fatal("%s: object %p of type '%s' was already freed (use after free)", op, (void *)o,
+                 type_name(o));
+}
+
+void ft_incref_checked(ft_object *o)
+{
+    check_not_freed(o, "ft_incref");
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    if (local == FT_IMMORTAL_LOCAL)
+        return;
+    if (ft_object_is_owned(o))
+        atomic_store_explicit(&o->ob_ref_local, local + 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&o->ob_ref_shared, ONE_SHARED, memory_order_relaxed);
+    count_reference(o, 1);
+}
+
+void ft_decref_checked(ft_object *o)
+{
+    check_not_freed(o, "ft_decref");
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    if (local == FT_IMMORTAL_LOCAL)
+        return;
+    count_reference(o, -1);
+    if (ft_object_is_owned(o)) {
+        if (FT_UNLIKELY(local == 0))
+            ft_fatal("ft_decref: reference count underflow on object %p of type '%s' (local 0, "
+                     "shared %ld)",
+                     (void *)o, type_name(o),
+                     (long)atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed));
+        atomic_store_explicit(&o->ob_ref_local, local - 1, memory_order_relaxed);
+        if (local == 1)
+            ft_merge_zero_local(o);
+        return;
+    }
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
+    if (FT_UNLIKELY((shared & FT_SHARED_FLAGS) == FT_SHARED_MERGED && shared_count(shared) <= 0))
+        ft_fatal("ft_decref: reference count underflow on object %p of type '%s' (merged, shared "
+                 "count %ld)",
+                 (void *)o, type_name(o), (long)shared_count(shared));
+    ft_decref_shared(o);
+}
+
+/* ---- lock-free readers ----------------------------------------------------------------------- */
+
+void ft_object_enable_try_incref(ft_object *o)
+{
+    intptr_t expected = FT_SHARED_DEFAULT;
+    atomic_compare_exchange_strong_explicit(&o->ob_ref_shared, &expected, FT_SHARED_MAYBE_WEAKREF,
+                                            memory_order_relaxed, memory_order_relaxed);
+}
+
+ft_object *ft_new_ref_for_shared_slot(ft_object *o)
+{
+    ft_incref(o);
+    if (!ft_object_is_owned(o))
+        ft_object_enable_try_incref(o);
+    return o;
+}
+
+bool ft_try_incref(ft_object *o)
+{
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    if (local == FT_IMMORTAL_LOCAL)
+        return true;
+    if (ft_object_is_owned(o)) {
+        ft_incref(o);
+        return true;
+    }
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
+    do {
+        /* Count zero and nobody promised readers it is safe: the owner may free it any moment. */
+        if (shared == FT_SHARED_DEFAULT || shared == FT_SHARED_MERGED)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, shared + ONE_SHARED,
+                                                    memory_order_relaxed, memory_order_relaxed));
+#ifdef FTRT_DEBUG
+    count_reference(o, 1);
+#endif
+    return true;
+}
+
+bool ft_try_incref_compare(ft_object *_Atomic *slot, ft_object *o)
+{
+    if (!ft_try_incref(o))
+        return false;
+    if (atomic_load_explicit(slot, memory_order_acquire) != o) {
+        ft_decref(o);
+        return false;
+    }
+    return true;
+}
+
+ft_object *ft_get_ref(ft_object *_Atomic *slot)
+{
+    for (;;) {
+        ft_object *o = atomic_load_explicit(slot, memory_order_acquire);
+        if (!o)
+            return NULL;
+        if (ft_try_incref_compare(slot, o))
+            return o;
+    }
+}
+
+/* ---- resurrection ---------------------------------------------------------------------------- */
+
+void ft_resurrect_begin(ft_object *o)
+{
+    atomic_store_explicit(&o->ob_tid, ft_os_thread_id(), memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_local, 1, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
+}
+
+bool ft_resurrect_end(ft_object *o)
+{
+    if (ft_object_is_immortal(o))
+        return false; /* the finalizer made it immortal: it lives forever */
+    if (ft_object_is_owned(o)) {
+        uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+        if (local == 1 && atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire) == 0) {
+            atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+            return true;
+        }
+        return ft_explicit_merge(o, -1) == 0;
+    }
+    /* Merged while resurrected: drop our reference in the shared count. */
+    intptr_t shared = atomic_fetch_sub_explicit(&o->ob_ref_shared, ONE_SHARED,
+                                                memory_order_acq_rel) - ONE_SHARED;
+    return shared == FT_SHARED_MERGED;
+}
