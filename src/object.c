@@ -139,6 +139,12 @@ void ft_object_dealloc(ft_object *o)
     }
     if (type->dealloc)
         type->dealloc(o);
+#ifdef FTRT_DEBUG
+    if (ft_refcount(o) != 0)
+        ft_fatal("dealloc of object %p of type '%s' left it referenced (count %ld): it cannot be "
+                 "freed",
+                 (void *)o, type_name(o), (long)ft_refcount(o));
+#endif
     free_memory(t, o);
 }
 
@@ -233,16 +239,19 @@ void ft_immortalize(ft_object *o)
 
 /* ---- checked (debug) fast paths -------------------------------------------------------------- */
 
-static void check_not_freed(ft_object *o, const char *op)
+static void check_usable(ft_object *o, const char *op)
 {
     if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
         ft_fatal("%s: object %p of type '%s' was already freed (use after free)", op, (void *)o,
                  type_name(o));
+    if (FT_UNLIKELY(!ft_thread_current()) && !ft_object_is_immortal(o))
+        ft_fatal("%s: object %p of type '%s' used from a thread that is not attached", op,
+                 (void *)o, type_name(o));
 }
 
 void ft_incref_checked(ft_object *o)
 {
-    check_not_freed(o, "ft_incref");
+    check_usable(o, "ft_incref");
     uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
     if (local == FT_IMMORTAL_LOCAL)
         return;
@@ -255,7 +264,7 @@ void ft_incref_checked(ft_object *o)
 
 void ft_decref_checked(ft_object *o)
 {
-    check_not_freed(o, "ft_decref");
+    check_usable(o, "ft_decref");
     uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
     if (local == FT_IMMORTAL_LOCAL)
         return;
