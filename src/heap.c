@@ -153,13 +153,13 @@ static void *alloc_slow(ft_heap *heap, uint8_t c)
     return pop_block(page);
 }
 
-void *ft_heap_alloc(ft_heap *heap, size_t size)
+void *ft_heap_alloc_slow(ft_heap *heap, size_t size)
 {
     if (FT_UNLIKELY(size > FT_SMALL_MAX))
         return alloc_large(heap, size);
     uint8_t c = ft_size_class(size);
     ft_page *page = heap->active[c].head;
-    if (FT_LIKELY(page && page->free))
+    if (page && page->free)
         return pop_block(page);
     return alloc_slow(heap, c);
 }

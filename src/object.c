@@ -55,9 +55,23 @@ static void init_header(ft_object *o, const ft_type *type)
     o->ob_type = type;
 }
 
+/* Zero the bytes after the header, rounded up to 8 (blocks are 16-byte multiples). Small payloads
+ * are the common case and a loop of word stores beats a call to memset. */
+static void zero_payload(ft_object *o, size_t size)
+{
+    size_t words = (size - sizeof *o + 7) / 8;
+    if (words > 32) {
+        memset(o + 1, 0, words * 8);
+        return;
+    }
+    uint64_t *p = (uint64_t *)(o + 1);
+    for (size_t i = 0; i < words; i++)
+        p[i] = 0;
+}
+
 static void count_reference(ft_object *o, int64_t delta)
 {
-    ft_thread *t = ft_thread_current();
+    ft_thread *t = ft_current_thread;
     if (t)
         atomic_store_explicit(&t->reftotal,
                               atomic_load_explicit(&t->reftotal, memory_order_relaxed) + delta,
@@ -81,7 +95,7 @@ static ft_object *alloc_object(ft_thread *t, const ft_type *type, size_t size, b
         }
     }
     init_header(o, type);
-    memset(o + 1, 0, size - sizeof *o);
+    zero_payload(o, size);
 #ifdef FTRT_DEBUG
     count_reference(o, 1);
 #endif
@@ -112,10 +126,17 @@ ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems)
 
 /* ---- dealloc --------------------------------------------------------------------------------- */
 
+/* Set gc bits on an object nobody else can write (being allocated, finalized or freed). */
+static void set_gc_bits_private(ft_object *o, uint8_t bits)
+{
+    uint8_t old = atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_gc_bits, (uint8_t)(old | bits), memory_order_relaxed);
+}
+
 static void free_memory(ft_thread *t, ft_object *o)
 {
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
-    atomic_fetch_or_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
+    set_gc_bits_private(o, FT_GC_FREED);
     if (o->ob_type->freelist_max && ft_freelist_push(t, o))
         return;
     ft_heap_free_block(t, o);
@@ -123,7 +144,7 @@ static void free_memory(ft_thread *t, ft_object *o)
 
 void ft_object_dealloc(ft_object *o)
 {
-    ft_thread *t = ft_thread_current();
+    ft_thread *t = ft_current_thread;
     if (FT_UNLIKELY(!t))
         ft_fatal("object %p of type '%s' reached refcount zero on a thread that is not attached "
                  "(it cannot be freed there)",
@@ -131,7 +152,7 @@ void ft_object_dealloc(ft_object *o)
     const ft_type *type = o->ob_type;
     if (type->finalize &&
         !(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FINALIZED)) {
-        atomic_fetch_or_explicit(&o->ob_gc_bits, FT_GC_FINALIZED, memory_order_relaxed);
+        set_gc_bits_private(o, FT_GC_FINALIZED);
         ft_resurrect_begin(o);
         type->finalize(o);
         if (!ft_resurrect_end(o))

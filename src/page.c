@@ -18,13 +18,34 @@
 
 /* ---- size classes: 16-byte steps to 128, then four classes per power of two up to 8 KiB ---- */
 
-uint8_t ft_size_class(size_t size)
+static uint8_t size_class_slow(size_t size)
 {
     if (size <= 128)
         return (uint8_t)(size == 0 ? 0 : (size - 1) / 16);
     size_t s = size - 1;
     unsigned bit = (unsigned)(63 - __builtin_clzll((unsigned long long)s));
     return (uint8_t)(8 + (bit - 7) * 4 + ((s >> (bit - 2)) & 3));
+}
+
+/* Classes of sizes up to FT_CLASS_TABLE_MAX, by (size + 15) / 16: one load on the fast path. */
+const uint8_t ft_class_table[FT_CLASS_TABLE_MAX / 16 + 1] = {
+#define C4(i) size_class_const(i), size_class_const(i + 1), size_class_const(i + 2), size_class_const(i + 3)
+#define size_class_const(i)                                                                        \
+    ((i) <= 8 ? ((i) == 0 ? 0 : (i) - 1)                                                          \
+              : (i) <= 10 ? 8 : (i) <= 12 ? 9 : (i) <= 14 ? 10 : (i) <= 16 ? 11                   \
+              : (i) <= 20 ? 12 : (i) <= 24 ? 13 : (i) <= 28 ? 14 : (i) <= 32 ? 15                  \
+              : (i) <= 40 ? 16 : (i) <= 48 ? 17 : (i) <= 56 ? 18 : 19)
+    C4(0), C4(4), C4(8), C4(12), C4(16), C4(20), C4(24), C4(28), C4(32), C4(36), C4(40), C4(44),
+    C4(48), C4(52), C4(56), C4(60), size_class_const(64)
+#undef C4
+#undef size_class_const
+};
+
+uint8_t ft_size_class(size_t size)
+{
+    if (FT_LIKELY(size <= FT_CLASS_TABLE_MAX))
+        return ft_class_table[(size + 15) / 16];
+    return size_class_slow(size);
 }
 
 uint32_t ft_class_size(uint8_t c)

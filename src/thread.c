@@ -22,12 +22,13 @@
 
 #define ATTACH_SPINS 200
 
-/* Process-wide (documented in include/ftrt/runtime.h): the calling OS thread's attached state. */
-static _Thread_local ft_thread *current_thread;
+/* Process-wide (documented in include/ftrt/runtime.h): the calling OS thread's attached state.
+ * Initial-exec TLS: one instruction to read, also from the shared library. */
+FT_TLS_INITIAL_EXEC _Thread_local ft_thread *ft_current_thread;
 
 ft_thread *ft_thread_current(void)
 {
-    return current_thread;
+    return ft_current_thread;
 }
 
 ft_runtime *ft_thread_runtime(const ft_thread *t)
@@ -172,7 +173,7 @@ void ft_attach(ft_thread *t)
         if (s == FT_THREAD_SUSPENDED)
             wait_while_suspended(t);
     }
-    current_thread = t;
+    ft_current_thread = t;
     if (t->cs_top != 0)
         ft_critical_section_resume(t);
 }
@@ -184,8 +185,8 @@ void ft_detach(ft_thread *t)
         ft_fatal("ft_detach: thread state %p is not attached", (void *)t);
     if (ft_critical_section_active_top(t))
         ft_critical_section_suspend_all(t);
-    if (current_thread == t)
-        current_thread = NULL;
+    if (ft_current_thread == t)
+        ft_current_thread = NULL;
     if (atomic_load_explicit(&t->head.pending, memory_order_relaxed) & FT_PENDING_STOP) {
         atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_STOP, memory_order_relaxed);
         ft_stw_suspend_self(t);

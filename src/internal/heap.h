@@ -37,6 +37,7 @@
 #define FT_SMALL_MAX 8192      /* larger blocks get a large page */
 #define FT_SIZE_CLASSES 32
 #define FT_LARGE_CLASS 255
+#define FT_CLASS_TABLE_MAX 1024 /* sizes up to this take their class from a table */
 #define FT_CARVE_BATCH 64      /* blocks carved from a page's untouched tail at a time */
 #define FT_POOL_RELEASE_NS (100 * FT_NS_PER_MS) /* an idle pool page is madvised after this */
 
@@ -128,7 +129,7 @@ void ft_heap_runtime_init(ft_runtime *rt);
 void ft_heap_runtime_destroy(ft_runtime *rt);
 ft_status ft_heap_thread_start(ft_thread *t); /* adopt an abandoned set or make one */
 void ft_heap_thread_stop(ft_thread *t);       /* abandon (or free) the thread's set */
-void *ft_heap_alloc(ft_heap *heap, size_t size);
+void *ft_heap_alloc_slow(ft_heap *heap, size_t size);
 void ft_heap_free_block(ft_thread *t, void *p);
 void ft_heap_collect(ft_heap_set *set);       /* take remote frees, retire and release what it can */
 void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook);
@@ -145,6 +146,7 @@ void ft_pool_trim(ft_runtime *rt, bool all);
 void ft_segments_unmap(ft_runtime *rt);
 
 /* size classes */
+extern const uint8_t ft_class_table[FT_CLASS_TABLE_MAX / 16 + 1];
 uint8_t ft_size_class(size_t size);
 uint32_t ft_class_size(uint8_t size_class);
 
@@ -152,5 +154,20 @@ uint32_t ft_class_size(uint8_t size_class);
 void ft_queue_push_front(ft_page_queue *q, ft_page *p);
 void ft_queue_push_back(ft_page_queue *q, ft_page *p);
 void ft_queue_remove(ft_page_queue *q, ft_page *p);
+
+/* The allocation fast path: the head page of the class has a free block. */
+static inline void *ft_heap_alloc(ft_heap *heap, size_t size)
+{
+    if (FT_LIKELY(size <= FT_CLASS_TABLE_MAX)) {
+        ft_page *page = heap->active[ft_class_table[(size + 15) / 16]].head;
+        if (FT_LIKELY(page && page->free)) {
+            ft_block *b = page->free;
+            page->free = (ft_block *)atomic_load_explicit(&b->next, memory_order_relaxed);
+            page->used++;
+            return b;
+        }
+    }
+    return ft_heap_alloc_slow(heap, size);
+}
 
 #endif

@@ -5,6 +5,11 @@
 #include "internal/types.h"
 #include "platform/platform.h"
 
+#define FT_TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
+
+/* thread.c: the attached thread state of the calling OS thread (ft_thread_current). */
+extern FT_TLS_INITIAL_EXEC _Thread_local ft_thread *ft_current_thread;
+
 /* fatal.c */
 void ft_set_last_error(ft_status s);
 
