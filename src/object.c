@@ -55,20 +55,6 @@ static void init_header(ft_object *o, const ft_type *type)
     o->ob_type = type;
 }
 
-/* Zero the bytes after the header, rounded up to 8 (blocks are 16-byte multiples). Small payloads
- * are the common case and a loop of word stores beats a call to memset. */
-static void zero_payload(ft_object *o, size_t size)
-{
-    size_t words = (size - sizeof *o + 7) / 8;
-    if (words > 32) {
-        memset(o + 1, 0, words * 8);
-        return;
-    }
-    uint64_t *p = (uint64_t *)(o + 1);
-    for (size_t i = 0; i < words; i++)
-        p[i] = 0;
-}
-
 static void count_reference(ft_object *o, int64_t delta)
 {
     ft_thread *t = ft_current_thread;
@@ -95,7 +81,7 @@ static ft_object *alloc_object(ft_thread *t, const ft_type *type, size_t size, b
         }
     }
     init_header(o, type);
-    zero_payload(o, size);
+    memset(o + 1, 0, size - sizeof *o);
 #ifdef FTRT_DEBUG
     count_reference(o, 1);
 #endif
