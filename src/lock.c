@@ -221,8 +221,11 @@ void ft_rmutex_unlock(ft_rmutex *m)
 
 /* ---- ft_rwmutex ------------------------------------------------------------------------------
  * Write-preferring: a reader waits while a writer holds the lock or anyone is parked, so a steady
- * stream of readers cannot starve a parked writer. The last reader out, and every writer, wake all
- * parked threads, which then compete again. */
+ * stream of readers cannot starve a parked writer. The last reader out wakes every parked thread but
+ * leaves HAS_PARKED set, so that arriving readers keep waiting while the woken writer takes the lock
+ * (a writer may lock with HAS_PARKED set); woken readers park again behind it. A writer's unlock
+ * clears the word and wakes everyone. HAS_PARKED with no holder therefore always means a writer has
+ * been woken and is about to lock. */
 
 #define RW_READER ((uintptr_t)1 << FT_RWMUTEX_READER_SHIFT)
 
@@ -257,10 +260,8 @@ void ft_rwmutex_runlock(ft_rwmutex *rw)
     if ((bits >> FT_RWMUTEX_READER_SHIFT) == 0)
         ft_fatal("ft_rwmutex_runlock: rwmutex %p has no readers", (void *)rw);
     bits -= RW_READER;
-    if ((bits >> FT_RWMUTEX_READER_SHIFT) == 0 && (bits & FT_RWMUTEX_HAS_PARKED)) {
-        atomic_fetch_and_explicit(&rw->bits, ~(uintptr_t)FT_RWMUTEX_HAS_PARKED, memory_order_relaxed);
+    if ((bits >> FT_RWMUTEX_READER_SHIFT) == 0 && (bits & FT_RWMUTEX_HAS_PARKED))
         ft_parking_lot_unpark_all(&rw->bits);
-    }
 }
 
 void ft_rwmutex_lock(ft_rwmutex *rw)

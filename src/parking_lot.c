@@ -181,6 +181,8 @@ ft_status ft_parking_lot_park(const void *addr, const void *expected, size_t siz
     return FT_OK;
 }
 
+static void wake(waiter *w);
+
 bool ft_parking_lot_unpark(const void *addr, ft_unpark_fn fn, void *arg)
 {
     bucket *b = bucket_for(addr);
@@ -197,18 +199,38 @@ bool ft_parking_lot_unpark(const void *addr, ft_unpark_fn fn, void *arg)
     bucket_unlock(b);
     if (!w)
         return false;
-    /* After this store the waiter may return and its stack frame vanish: wake through a copy of
-     * the address. A stale futex wake on reused memory is harmless; every sleeper re-checks. */
+    wake(w);
+    return true;
+}
+
+/* Mark w woken. After this store the waiter may return and its stack frame vanish: wake through a
+ * copy of the address. A stale futex wake on reused memory is harmless; every sleeper re-checks. */
+static void wake(waiter *w)
+{
     _Atomic(uint32_t) *word = &w->woken;
     atomic_store_explicit(word, 1, memory_order_release);
     ft_futex_wake_one(word);
-    return true;
 }
 
 size_t ft_parking_lot_unpark_all(const void *addr)
 {
+    /* Take exactly the waiters parked now, under one lock: a woken thread that parks again at once
+     * is not woken twice by this call. They are chained through their own next fields. */
+    bucket *b = bucket_for(addr);
+    waiter *woken = NULL;
     size_t n = 0;
-    while (ft_parking_lot_unpark(addr, NULL, NULL))
-        n++;
+    bool has_more;
+    bucket_lock(b);
+    for (waiter *w; (w = dequeue(b, addr, &has_more)) != NULL; n++) {
+        w->claimed = true;
+        w->next = woken;
+        woken = w;
+    }
+    bucket_unlock(b);
+    while (woken) {
+        waiter *next = woken->next; /* read before the wake: the waiter may return at once */
+        wake(woken);
+        woken = next;
+    }
     return n;
 }

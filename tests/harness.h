@@ -58,7 +58,7 @@ static const char *harness_current;
         }                                                                                          \
     } while (0)
 
-static _Atomic int harness_thread_failures;
+static _Atomic int harness_thread_failures __attribute__((unused));
 #define CHECK_THREAD(cond)                                                                         \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
