@@ -17,9 +17,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int harness_passed, harness_failed;
-static jmp_buf harness_jmp;
-static const char *harness_current;
+#define HARNESS_UNUSED __attribute__((unused))
+static int harness_passed HARNESS_UNUSED, harness_failed HARNESS_UNUSED;
+static jmp_buf harness_jmp HARNESS_UNUSED;
+static const char *harness_current HARNESS_UNUSED;
 
 #define TEST(name) static void test_##name(void)
 
@@ -58,7 +59,7 @@ static const char *harness_current;
         }                                                                                          \
     } while (0)
 
-static _Atomic int harness_thread_failures __attribute__((unused));
+static _Atomic int harness_thread_failures HARNESS_UNUSED;
 #define CHECK_THREAD(cond)                                                                         \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
