@@ -12,8 +12,10 @@
  * Detach walks down from the top, unlocking every active record and marking it INACTIVE, and stops
  * at the first record that is already inactive (everything below it is inactive too). Attach
  * re-locks only the top record; deeper ones are re-locked as the records above them end. So a
- * thread never waits while holding a critical-section mutex, and the only place two are taken at
- * once (the two-mutex begin) takes them in address order: no deadlock.
+ * thread never waits while holding a critical-section mutex, with one exception: a two-mutex section
+ * takes its mutexes in address order and keeps the lower while it waits for the higher (the record
+ * names neither until it holds both, so a detach meanwhile does not release the lower). Anyone who
+ * takes both takes them in that order, so this wait cannot close a cycle: no deadlock.
  *
  * A thread that has stopped the world takes no locks in its critical sections: no other thread
  * runs, and a contended mutex may have been handed to a thread that the stop has suspended, which
@@ -114,10 +116,9 @@ void ft_critical_section2_begin(ft_thread *t, ft_critical_section2 *c, ft_mutex 
     }
     c->base.mutex = NULL;
     push(t, &c->base, FT_CS_TWO);
-    /* Store each mutex once held, so that a detach while waiting for b releases a. */
     ft_mutex_lock_ex(a, FT_FOREVER, FT_LOCK_DETACH);
-    c->base.mutex = a;
     ft_mutex_lock_ex(b, FT_FOREVER, FT_LOCK_DETACH);
+    c->base.mutex = a;
     c->mutex2 = b;
 }
 
@@ -148,18 +149,18 @@ void ft_critical_section_resume(ft_thread *t)
     ft_critical_section *c = untag(top);
     ft_critical_section2 *c2 = (top & FT_CS_TWO) ? (ft_critical_section2 *)c : NULL;
     ft_mutex *m1 = c->mutex, *m2 = c2 ? c2->mutex2 : NULL;
-    /* Mark the record active but empty first: if locking parks and detaches us, the nested detach
-     * releases exactly what we hold so far, and the nested attach has nothing to re-lock. */
+    /* Mark the record active but empty while locking: if a wait detaches us, the nested detach
+     * releases nothing of this record (m1 stays held while we wait for m2, in address order) and
+     * the nested attach has nothing to re-lock. */
     c->mutex = NULL;
     if (c2)
         c2->mutex2 = NULL;
     t->cs_top = top & ~FT_CS_INACTIVE;
-    if (m1) {
+    if (m1)
         ft_mutex_lock_ex(m1, FT_FOREVER, FT_LOCK_DETACH);
-        c->mutex = m1;
-    }
-    if (m2) {
+    if (m2)
         ft_mutex_lock_ex(m2, FT_FOREVER, FT_LOCK_DETACH);
+    c->mutex = m1;
+    if (c2)
         c2->mutex2 = m2;
-    }
 }

@@ -45,17 +45,28 @@ FT_API void ft_mutex_unlock_slow(ft_mutex *m);
 /* Lock with a timeout (FT_FOREVER, 0 = try once). Returns FT_OK or FT_ETIMEDOUT. */
 FT_API ft_status ft_mutex_lock_ex(ft_mutex *m, int64_t timeout_ns, ft_lock_flags flags);
 
+/* Take the mutex if it is free (with or without parked waiters); never waits. */
 static inline bool ft_mutex_trylock(ft_mutex *m)
 {
-    uint8_t expected = FT_MUTEX_UNLOCKED;
-    return atomic_compare_exchange_strong_explicit(&m->bits, &expected, FT_MUTEX_LOCKED,
-                                                   memory_order_acquire, memory_order_relaxed);
+    uint8_t v = FT_MUTEX_UNLOCKED;
+    if (FT_LIKELY(atomic_compare_exchange_strong_explicit(&m->bits, &v, FT_MUTEX_LOCKED,
+                                                          memory_order_acquire,
+                                                          memory_order_relaxed)))
+        return true;
+    while (!(v & FT_MUTEX_LOCKED))
+        if (atomic_compare_exchange_weak_explicit(&m->bits, &v, (uint8_t)(v | FT_MUTEX_LOCKED),
+                                                  memory_order_acquire, memory_order_relaxed))
+            return true;
+    return false;
 }
 
 /* Lock, detaching the caller's thread state while parked. */
 static inline void ft_mutex_lock(ft_mutex *m)
 {
-    if (FT_UNLIKELY(!ft_mutex_trylock(m)))
+    uint8_t expected = FT_MUTEX_UNLOCKED;
+    if (FT_UNLIKELY(!atomic_compare_exchange_strong_explicit(&m->bits, &expected, FT_MUTEX_LOCKED,
+                                                             memory_order_acquire,
+                                                             memory_order_relaxed)))
         ft_mutex_lock_slow(m);
 }
 
