@@ -1,0 +1,177 @@
+/* bench.h: the small framework every ftrt benchmark file is written against.
+ *
+ * The numbers on a shared 2-vCPU guest drift between runs, so every figure is a comparison made inside
+ * one process: the baseline and ftrt run alternately (A B A B ...) after a warm-up, and the figure is
+ * the median of the per-repetition results. This header gives the pieces for that: a monotonic clock,
+ * medians and percentiles, the interleaving loop, pinned thread teams with a start gate, the
+ * cache-line ping-pong probe that tells a reader whether two threads were placed sensibly, a meter of
+ * other processes' CPU use, and the registry that prints each figure and writes results.json.
+ *
+ * Adding a figure: write `void bench_<area>_<what>(const bench_config *cfg, const char *name)` in
+ * bench_<area>.c, declare it below, list it in main.c's table, and have it call bench_report() once.
+ * A baseline library that may be absent (liburcu, mimalloc) is found by bench/CMakeLists.txt, which
+ * then defines FTRT_BENCH_HAVE_<NAME>; code using it sits under that macro, and without it the
+ * figure is left out of the table (or reports against the baselines it has). */
+#ifndef FTRT_BENCH_H
+#define FTRT_BENCH_H
+
+/* Affinity calls (pthread_setaffinity_np, cpu_set_t) are GNU extensions. Include this header first. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Data written by different threads is kept 128 bytes apart, not 64: Intel's adjacent-line
+ * prefetcher fetches lines in aligned pairs, so neighbours on one 128-byte pair still interfere. */
+#define BENCH_SEPARATION 128
+#define BENCH_ALIGNED _Alignas(BENCH_SEPARATION)
+
+/* Tell the compiler that memory may have been read or written here, without emitting anything. */
+#define BENCH_CLOBBER() __asm__ __volatile__("" ::: "memory")
+/* Start the code that follows on a 64-byte boundary (a tiny timed loop's speed depends on whether it
+ * straddles one of the front end's 64-byte blocks). */
+#define BENCH_ALIGN_CODE() __asm__ __volatile__(".p2align 6")
+/* Make the compiler believe a value is both used and changed, so a loop computing it cannot be
+ * folded, vectorised or hoisted, while the value itself stays in a register. */
+#define BENCH_KEEP(value) __asm__ __volatile__("" : "+r"(value))
+
+/* How a run was asked for. quick shortens every figure (fewer repetitions, shorter windows). */
+typedef struct bench_config {
+    bool quick;
+    int repetitions; /* interleaved repetitions per side after the warm-up; >= 5 */
+    int cpu_count;   /* CPUs this process may run on */
+    int cpus[2];     /* the two CPUs two-thread figures pin to (equal if only one is allowed) */
+} bench_config;
+
+/* Fill cfg: repetitions for the mode, and the CPUs this process may use. Call once, first. */
+void bench_config_init(bench_config *cfg, bool quick);
+
+/* ---- time and statistics ---------------------------------------------------------------------- */
+
+uint64_t bench_now_ns(void);
+/* Sort in place and return the median. */
+double bench_median(double *values, size_t count);
+/* The p-th percentile (0..100, nearest rank) of count values; reorders the array (selection). */
+uint32_t bench_percentile_u32(uint32_t *values, size_t count, double p);
+double bench_percentile_double(double *values, size_t count, double p);
+/* Busy-wait for about ns nanoseconds (a stand-in for work between measured events). */
+void bench_spin_ns(uint64_t ns);
+
+/* A side statistic gathered once per repetition (a p50 beside the p99 that is the figure), so it
+ * can be summarised the same way: by its median. */
+#define BENCH_MAX_REPETITIONS 64
+typedef struct bench_series {
+    double values[BENCH_MAX_REPETITIONS];
+    int count;
+} bench_series;
+
+/* Ignored during a warm-up run (see bench_warming_up). */
+void bench_series_add(bench_series *s, double value);
+double bench_series_median(bench_series *s);
+
+/* ---- interleaving ----------------------------------------------------------------------------- */
+
+/* One side of a comparison: run once and return a per-repetition result (for example ns per op). */
+typedef struct bench_side {
+    const char *label;
+    double (*run)(void *arg);
+    void *arg;
+} bench_side;
+
+typedef struct bench_comparison {
+    double median_a;     /* median of side A's results */
+    double median_b;     /* median of side B's results */
+    double median_ratio; /* median over repetitions of A / B from the same repetition */
+} bench_comparison;
+
+/* One warm-up run of each side, then cfg->repetitions runs of A then B. */
+bench_comparison bench_interleave(const bench_config *cfg, const bench_side *a, const bench_side *b);
+/* Whether bench_interleave is in its warm-up runs: side statistics should not be recorded then. */
+bool bench_warming_up(void);
+
+/* ---- threads ---------------------------------------------------------------------------------- */
+
+/* Create one thread, then join it: glibc switches its locks and malloc to their multi-threaded paths
+ * for good once a process has ever had a second thread, and a real user's process has. */
+void bench_make_process_threaded(void);
+/* Pin the calling thread to one CPU; false (with a warning printed once) if the kernel refused. */
+bool bench_pin_self(int cpu);
+/* Undo bench_pin_self: allow every CPU the process started with. */
+void bench_unpin_self(void);
+
+/* A reusable spinning barrier for pinned threads (which would only lose time in the kernel). */
+typedef struct bench_gate {
+    BENCH_ALIGNED _Atomic(uint32_t) arrived;
+    _Atomic(uint32_t) generation;
+    uint32_t parties;
+} bench_gate;
+
+void bench_gate_init(bench_gate *g, uint32_t parties);
+void bench_gate_wait(bench_gate *g);
+
+/* Run fn(arg_i) on `count` new threads, thread i pinned to cpus[i % 2] of cfg, and join them all. */
+typedef void *(*bench_thread_fn)(void *arg);
+void bench_team_run(const bench_config *cfg, int count, bench_thread_fn fn, void *args,
+                    size_t arg_size);
+
+/* The one-way hand-off time of one cache line between cfg's two CPUs, in ns (median of 5). */
+double bench_pingpong_ns(const bench_config *cfg);
+/* Print the probe line that heads every two-thread figure. */
+void bench_print_probe(const bench_config *cfg);
+/* Print how often a thread spinning alone on each CPU loses it (the host or another process taking
+ * the vCPU): the floor under every tail-latency figure. */
+void bench_print_stalls(const bench_config *cfg);
+
+/* ---- load ------------------------------------------------------------------------------------- */
+
+typedef struct bench_load_sample {
+    uint64_t wall_ns;
+    uint64_t busy_ticks;  /* all CPUs' non-idle time from /proc/stat, steal excluded */
+    uint64_t steal_ticks; /* time the hypervisor gave our vCPUs to someone else */
+    uint64_t self_ticks;  /* this process's user + system time */
+} bench_load_sample;
+
+typedef struct bench_load {
+    double other_fraction; /* other processes' CPU time / (wall time x CPUs) */
+    double steal_fraction; /* stolen time / (wall time x CPUs) */
+    double wall_s;
+} bench_load;
+
+bench_load_sample bench_load_sample_now(void);
+bench_load bench_load_between(const bench_load_sample *start, const bench_load_sample *end);
+
+/* ---- results ---------------------------------------------------------------------------------- */
+
+/* Record and print one figure. goal is like "<= 1.0"; raw_a / raw_b are the two sides' medians in
+ * raw_unit (pass raw_unit NULL when the figure has no two sides). Lines are printed at once. */
+void bench_report(const char *name, double value, const char *unit, const char *baseline,
+                  const char *goal, const char *label_a, double raw_a, const char *label_b,
+                  double raw_b, const char *raw_unit);
+/* Print an informational line under the current figure (not recorded in the JSON). */
+void bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Mark the start of a figure, so its line can show the load measured while it ran. */
+void bench_figure_begin(void);
+/* Write every reported figure as a JSON array; false on I/O failure (message printed). */
+bool bench_write_json(const char *path);
+/* How many reported figures missed their goal. */
+int bench_missed_goals(void);
+/* Report a failed sanity check (e.g. a lost update) and make the run exit non-zero. */
+void bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+bool bench_failed(void);
+
+/* ---- figures ---------------------------------------------------------------------------------- */
+
+typedef void (*bench_figure_fn)(const bench_config *cfg, const char *name);
+
+void bench_mutex_uncontended(const bench_config *cfg, const char *name);
+void bench_mutex_contended_throughput(const bench_config *cfg, const char *name);
+void bench_mutex_wait_p999(const bench_config *cfg, const char *name);
+void bench_stw_latency(const bench_config *cfg, const char *name);
+void bench_safepoint_poll(const bench_config *cfg, const char *name);
+
+#endif

@@ -1,0 +1,135 @@
+/* main.c: ftrt_bench, the table of figures and the run around them.
+ *
+ *     ftrt_bench [results.json] [--filter substr] [--quick]
+ *
+ * Prints a header (CPU, cores, load, a cache-line ping-pong probe, how often a spinning thread loses
+ * its CPU), one line per figure with its goal and both sides' raw medians, the load over the whole
+ * run, and writes the figures as a JSON array of {"name","value","unit","baseline","goal"} (default
+ * build/bench/results.json). The exit status is 0 unless a sanity check inside a figure failed, the
+ * JSON could not be written or --filter matched nothing; a missed goal is reported, not an error. */
+#include "bench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Names are stable: results.json is compared across runs and against the project's goals file. */
+static const struct {
+    const char *name;
+    bench_figure_fn run;
+} figures[] = {
+    {"mutex.uncontended", bench_mutex_uncontended},
+    {"mutex.contended_throughput", bench_mutex_contended_throughput},
+    {"mutex.wait_p999_ms", bench_mutex_wait_p999},
+    {"stw.latency_p99_us", bench_stw_latency},
+    {"safepoint.poll", bench_safepoint_poll},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: ftrt_bench [results.json] [--filter substr] [--quick]\n"
+                 "  results.json   where to write the figures (default build/bench/results.json)\n"
+                 "  --filter s     run only the figures whose name contains s\n"
+                 "  --quick        shorter windows and fewer repetitions (noisier)\n");
+}
+
+static void print_cpu_model(void)
+{
+    char line[512], model[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f)) {
+            if (strncmp(line, "model name", 10) == 0) {
+                const char *colon = strchr(line, ':');
+                if (colon) {
+                    snprintf(model, sizeof model, "%s", colon + 2);
+                    model[strcspn(model, "\n")] = '\0';
+                }
+                break;
+            }
+        }
+        fclose(f);
+    }
+    printf("cpu: %s\n", model);
+}
+
+static void print_loadavg(const char *when)
+{
+    char text[128] = "unavailable";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fgets(text, sizeof text, f))
+            text[strcspn(text, "\n")] = '\0';
+        fclose(f);
+    }
+    printf("loadavg %s: %s\n", when, text);
+}
+
+int main(int argc, char **argv)
+{
+    const char *json_path = "build/bench/results.json";
+    const char *filter = NULL;
+    bool quick = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc) {
+            filter = argv[++i];
+        } else if (strncmp(argv[i], "--filter=", 9) == 0) {
+            filter = argv[i] + 9;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (argv[i][0] != '-') {
+            json_path = argv[i];
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    bench_config cfg;
+    bench_config_init(&cfg, quick);
+    bench_make_process_threaded();
+
+    bench_load_sample run_start = bench_load_sample_now();
+    printf("ftrt_bench%s: medians of %d interleaved repetitions after a warm-up\n",
+           quick ? " --quick" : "", cfg.repetitions);
+    print_cpu_model();
+    printf("cores: %ld online, %d usable by this process; two-thread figures pin to CPUs %d and %d\n",
+           sysconf(_SC_NPROCESSORS_ONLN), cfg.cpu_count, cfg.cpus[0], cfg.cpus[1]);
+    printf("compiler: %s\n", __VERSION__);
+    print_loadavg("at start");
+    bench_print_probe(&cfg);
+    bench_print_stalls(&cfg);
+    printf("\n");
+
+    int ran = 0;
+    for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++) {
+        if (filter && !strstr(figures[i].name, filter))
+            continue;
+        bench_figure_begin();
+        figures[i].run(&cfg, figures[i].name);
+        ran++;
+    }
+    if (ran == 0) {
+        /* Most likely a typo in the filter: fail rather than write an empty results file. */
+        fprintf(stderr, "bench: no figure matches --filter %s\n", filter);
+        return 2;
+    }
+
+    bench_load_sample run_end = bench_load_sample_now();
+    bench_load load = bench_load_between(&run_start, &run_end);
+    printf("\nload over the run (%.1f s): other processes %.1f%% of all CPUs, steal %.1f%%%s\n",
+           load.wall_s, 100 * load.other_fraction, 100 * load.steal_fraction,
+           load.other_fraction + load.steal_fraction > 0.1 ? " (HIGH: rerun for figures you trust)"
+                                                          : "");
+    print_loadavg("at end");
+    printf("%d figures, %d missed their goal\n", ran, bench_missed_goals());
+
+    bool written = bench_write_json(json_path);
+    if (written)
+        printf("wrote %s\n", json_path);
+    return bench_failed() || !written ? 1 : 0;
+}
