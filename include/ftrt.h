@@ -11,6 +11,7 @@
 #include "ftrt/index_pool.h"
 #include "ftrt/heap.h"
 #include "ftrt/object.h"
+#include "ftrt/qsbr.h"
 
 #define FTRT_VERSION_MAJOR 0
 #define FTRT_VERSION_MINOR 1

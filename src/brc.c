@@ -48,6 +48,15 @@ static ft_thread *find_owner(ft_brc_bucket *b, uintptr_t tid)
     return NULL;
 }
 
+static void unregister_locked(ft_brc_bucket *b, ft_thread *t)
+{
+    ft_thread **link = &b->threads;
+    while (*link != t)
+        link = &(*link)->brc.bucket_next;
+    *link = t->brc.bucket_next;
+    t->brc.registered = false;
+}
+
 /* Push o on t's queue; false if a chunk could not be allocated. Bucket mutex held. */
 static bool push(ft_runtime *rt, ft_thread *t, ft_object *o)
 {
@@ -113,11 +122,7 @@ static ft_brc_chunk *take_queue(ft_thread *t, bool unregister_if_empty, bool *un
     t->brc.queue = NULL;
     atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_MERGE, memory_order_relaxed);
     if (unregister_if_empty && !q) {
-        ft_thread **link = &b->threads;
-        while (*link != t)
-            link = &(*link)->brc.bucket_next;
-        *link = t->brc.bucket_next;
-        t->brc.registered = false;
+        unregister_locked(b, t);
         *unregistered = true;
     }
     ft_mutex_unlock(&b->mutex);
@@ -149,6 +154,18 @@ void ft_brc_thread_start(ft_thread *t)
     b->threads = t;
     t->brc.registered = true;
     ft_mutex_unlock(&b->mutex);
+}
+
+void ft_brc_forget_thread(ft_thread *t)
+{
+    /* Its queued references are lost with it; the objects stay alive (leaked), never freed early. */
+    for (struct ft_brc_chunk *c = t->brc.queue, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    t->brc.queue = NULL;
+    if (t->brc.registered)
+        unregister_locked(bucket_for(t->rt, t->os_thread), t);
 }
 
 void ft_brc_thread_stop(ft_thread *t)

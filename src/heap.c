@@ -297,6 +297,18 @@ ft_status ft_heap_thread_start(ft_thread *t)
     return FT_OK;
 }
 
+void ft_heap_abandon(ft_thread *t)
+{
+    ft_heap_set *set = t->heaps;
+    ft_heap_runtime *h = &t->rt->heaps;
+    if (!set)
+        return;
+    atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
+    set->abandoned = true;
+    atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
+    t->heaps = NULL;
+}
+
 void ft_heap_thread_stop(ft_thread *t)
 {
     ft_heap_set *set = t->heaps;

@@ -42,6 +42,8 @@ ft_runtime *ft_runtime_new(const ft_config *cfg)
     rt->config.name = rt->name_copy;
     ft_index_pool_init(&rt->thread_indices);
     ft_heap_runtime_init(rt);
+    ft_qsbr_runtime_init(rt);
+    ft_delayed_install_page_hook(rt);
     atomic_store_explicit(&rt->fail_countdown, -1, memory_order_relaxed);
     return rt;
 }
@@ -55,7 +57,9 @@ ft_status ft_runtime_free(ft_runtime *rt)
     ft_mutex_unlock(&rt->head_mutex);
     if (started != 0 || ft_world_is_stopped(rt))
         return FT_EBUSY;
+    ft_delayed_runtime_destroy(rt);
     ft_heap_runtime_destroy(rt);
+    ft_qsbr_runtime_destroy(rt);
     ft_index_pool_destroy(&rt->thread_indices);
     free(rt->name_copy);
     free(rt);
@@ -85,4 +89,43 @@ int64_t ft_runtime_reftotal(ft_runtime *rt)
 void ft_debug_fail_allocation(ft_runtime *rt, int64_t nth)
 {
     atomic_store_explicit(&rt->fail_countdown, nth < 0 ? -1 : nth, memory_order_relaxed);
+}
+
+/* The child of fork() has one thread: the caller. Every other thread state describes a thread that
+ * no longer exists, and any internal lock may have been held by one of them. */
+void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
+{
+    ft_mutex *locks[] = {&rt->head_mutex, &rt->stw.mutex, &rt->heaps.mutex,
+                         &rt->qsbr.delayed_mutex, &rt->thread_indices.mutex};
+    for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
+        atomic_store_explicit(&locks[i]->bits, 0, memory_order_relaxed);
+    for (uint32_t i = 0; i < FT_BRC_BUCKETS; i++)
+        atomic_store_explicit(&rt->brc[i].mutex.bits, 0, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.requester, NULL, memory_order_relaxed);
+    atomic_store_explicit(&rt->stw.owner_os, 0, memory_order_relaxed);
+
+    for (ft_thread *t = rt->threads, *next; t; t = next) {
+        next = t->next;
+        if (t == survivor)
+            continue;
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            rt->threads = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        rt->nthreads--;
+        atomic_store_explicit(t->head.qsbr_seq, 0, memory_order_relaxed);
+        ft_brc_forget_thread(t);
+        ft_freelist_thread_stop(t);
+        ft_delayed_hand_over(t);
+        ft_heap_abandon(t);
+        atomic_fetch_add_explicit(&rt->reftotal,
+                                  atomic_load_explicit(&t->reftotal, memory_order_relaxed),
+                                  memory_order_relaxed);
+        ft_index_pool_free(&rt->thread_indices, t->index);
+        free(t);
+    }
 }

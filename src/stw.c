@@ -137,6 +137,8 @@ void ft_start_the_world(ft_runtime *rt)
                  "thread",
                  (void *)rt);
     lock_head(rt);
+    /* Every other thread is quiescent now: free the blocks they were holding back. */
+    ft_delayed_process_stopped(rt);
     ft_thread *requester = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);

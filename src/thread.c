@@ -10,9 +10,10 @@
  * stop already asked this thread to suspend, suspends it at once (so the requester need not wait for
  * its next 1 ms re-poll).
  *
- * Start makes the thread's heaps (or adopts a stopped thread's) and registers it for merges; stop
- * drains its merge queue and freelists and abandons its heaps while still attached, because those
- * steps may free objects, then unlinks it.
+ * Start reserves the thread's QSBR slot, makes its heaps (or adopts a stopped thread's) and registers
+ * it for merges; stop drains its merge queue, freelists and delayed frees and abandons its heaps
+ * while still attached, because those steps may free objects, then unlinks it. Attach and detach
+ * also bring the thread's QSBR slot online and offline.
  *
  * The current-thread pointer is process-wide thread-local storage: the thread state most recently
  * attached on this OS thread, cleared when it detaches. */
@@ -84,7 +85,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
         ft_set_last_error(FT_ENOMEM);
         return NULL;
     }
-    if (ft_heap_thread_start(t) != FT_OK) {
+    if (ft_qsbr_reserve(rt, t->index) != FT_OK || ft_heap_thread_start(t) != FT_OK) {
         ft_index_pool_free(&rt->thread_indices, t->index);
         free(t);
         ft_set_last_error(FT_ENOMEM);
@@ -97,6 +98,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
     bool stopping = atomic_load_explicit(&rt->stw.requested, memory_order_relaxed);
     atomic_store_explicit(&t->state, stopping ? FT_THREAD_SUSPENDED : FT_THREAD_DETACHED,
                           memory_order_relaxed);
+    ft_qsbr_bind(t); /* under the head lock: the slot array does not move meanwhile */
     t->next = rt->threads;
     if (rt->threads)
         rt->threads->prev = t;
@@ -124,6 +126,7 @@ void ft_thread_stop(ft_thread *t)
         ft_attach(t);
     ft_brc_thread_stop(t);
     ft_freelist_thread_stop(t);
+    ft_delayed_thread_stop(t);
     ft_heap_thread_stop(t);
     ft_detach(t);
 
@@ -173,6 +176,7 @@ void ft_attach(ft_thread *t)
         if (s == FT_THREAD_SUSPENDED)
             wait_while_suspended(t);
     }
+    ft_qsbr_attach(t);
     ft_current_thread = t;
     if (t->cs_top != 0)
         ft_critical_section_resume(t);
@@ -187,6 +191,7 @@ void ft_detach(ft_thread *t)
         ft_critical_section_suspend_all(t);
     if (ft_current_thread == t)
         ft_current_thread = NULL;
+    ft_qsbr_detach(t);
     if (atomic_load_explicit(&t->head.pending, memory_order_relaxed) & FT_PENDING_STOP) {
         atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_STOP, memory_order_relaxed);
         ft_stw_suspend_self(t);
@@ -205,4 +210,6 @@ void ft_safepoint_slow(ft_thread *t)
     }
     if (pending & FT_PENDING_MERGE)
         ft_brc_merge_pending(t);
+    if (pending & FT_PENDING_DELAYED)
+        ft_delayed_process(t);
 }

@@ -76,19 +76,27 @@ FT_API uint32_t ft_thread_index(const ft_thread *t);
 #define FT_PENDING_STOP ((uintptr_t)1)  /* a stop-the-world asks this thread to suspend */
 #define FT_PENDING_MERGE ((uintptr_t)2) /* objects wait in this thread's merge queue */
 
+#define FT_PENDING_DELAYED ((uintptr_t)4) /* delayed frees are due */
+
 /* The first member of every ft_thread; the rest is private. */
 struct ft_thread_head {
     _Atomic(uintptr_t) pending; /* FT_PENDING_* bits: set with fetch_or by any thread, cleared by the owner */
+    _Atomic(uint64_t) *qsbr_seq;          /* this thread's QSBR slot; moved only with the world stopped */
+    const _Atomic(uint64_t) *qsbr_wr_seq; /* the runtime's write sequence; immutable */
 };
 
 FT_API void ft_safepoint_slow(ft_thread *t);
 
-/* Let pending work run: a stop-the-world, and the later layers' deferred work. An attached thread
- * must call it regularly (in loops, at calls); a stop waits for every attached thread to get here. */
+/* A quiescent point (see ftrt/qsbr.h), and a chance for pending work to run: a stop-the-world, merges
+ * of objects other threads dropped, due delayed frees. An attached thread must call it regularly (in
+ * loops, at calls); a stop waits for every attached thread to get here. The common case is a load and
+ * a store to the thread's own cache line, and a relaxed load of the pending word. */
 static inline void ft_safepoint(ft_thread *t)
 {
-    if (FT_UNLIKELY(atomic_load_explicit(&((struct ft_thread_head *)t)->pending,
-                                         memory_order_relaxed) != 0))
+    struct ft_thread_head *h = (struct ft_thread_head *)t;
+    atomic_store_explicit(h->qsbr_seq, atomic_load_explicit(h->qsbr_wr_seq, memory_order_acquire),
+                          memory_order_release);
+    if (FT_UNLIKELY(atomic_load_explicit(&h->pending, memory_order_relaxed) != 0))
         ft_safepoint_slow(t);
 }
 

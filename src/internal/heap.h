@@ -129,6 +129,7 @@ void ft_heap_runtime_init(ft_runtime *rt);
 void ft_heap_runtime_destroy(ft_runtime *rt);
 ft_status ft_heap_thread_start(ft_thread *t); /* adopt an abandoned set or make one */
 void ft_heap_thread_stop(ft_thread *t);       /* abandon (or free) the thread's set */
+void ft_heap_abandon(ft_thread *t);           /* abandon without collecting (after fork) */
 void *ft_heap_alloc_slow(ft_heap *heap, size_t size);
 void ft_heap_free_block(ft_thread *t, void *p);
 void ft_heap_collect(ft_heap_set *set);       /* take remote frees, retire and release what it can */

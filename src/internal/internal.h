@@ -29,11 +29,28 @@ ft_runtime *ft_object_runtime(const ft_object *o);
 void ft_brc_enqueue(ft_object *o);
 void ft_brc_thread_start(ft_thread *t);
 void ft_brc_thread_stop(ft_thread *t);
+void ft_brc_forget_thread(ft_thread *t); /* after fork: drop a dead thread without draining */
 
 /* freelist.c */
 ft_object *ft_freelist_pop(ft_thread *t, const ft_type *type);
 bool ft_freelist_push(ft_thread *t, ft_object *o);
 void ft_freelist_thread_stop(ft_thread *t);
+
+/* qsbr.c */
+void ft_qsbr_runtime_init(ft_runtime *rt);
+void ft_qsbr_runtime_destroy(ft_runtime *rt);
+ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index); /* before the thread is linked */
+void ft_qsbr_bind(ft_thread *t);
+void ft_qsbr_attach(ft_thread *t);
+void ft_qsbr_detach(ft_thread *t);
+bool ft_qsbr_goal_reached(ft_runtime *rt, uint64_t goal); /* attached caller or world stopped */
+
+/* delayed.c */
+void ft_delayed_install_page_hook(ft_runtime *rt);
+void ft_delayed_thread_stop(ft_thread *t);
+void ft_delayed_hand_over(ft_thread *t); /* move t's queue to the runtime's */
+void ft_delayed_process_stopped(ft_runtime *rt); /* the world is stopped by the caller */
+void ft_delayed_runtime_destroy(ft_runtime *rt);
 
 /* critical_section.c: called by detach and attach of the owning thread. */
 void ft_critical_section_suspend_all(ft_thread *t);

@@ -21,6 +21,8 @@
  *   object.c         allocation, biased reference counting, try-incref, resurrection, dealloc
  *   brc.c            the merge queues of biased reference counting
  *   freelist.c       per-thread freelists of freed objects by type
+ *   qsbr.c           quiescent-state-based reclamation: sequences, slots, polling
+ *   delayed.c        delayed free and delayed decref queues, and the heap's page-reuse hook
  *   fatal.c          status strings, the last error, the fatal handler
  *
  * Thread states. Only the owner moves its state between ATTACHED and DETACHED. A stop-the-world
@@ -46,6 +48,7 @@
 
 #include "ftrt/critical_section.h"
 #include "ftrt/object.h"
+#include "ftrt/qsbr.h"
 #include "internal/heap.h"
 #include "ftrt/index_pool.h"
 #include "ftrt/lock.h"
@@ -72,10 +75,22 @@ struct ft_thread {
         struct ft_brc_chunk *queue;   /* objects to merge; under the bucket's mutex */
         bool registered;              /* owner only */
     } brc;
+    struct {
+        struct ft_delayed_chunk *head, *tail; /* this thread's delayed items; owner only (or world
+                                                 stopped) */
+        uint64_t count, memory;    /* pending since the last advance; owner only */
+        uint64_t page_memory;      /* retired page bytes since the last advance; owner only */
+    } delayed;
     struct ft_freelists *freelists; /* owner only; NULL until first used or when disabled */
     bool freelists_disabled;        /* owner only: set when the thread stops */
     _Atomic(int64_t) reftotal;      /* debug reference total: owner adds, anyone reads (relaxed) */
 };
+
+/* A thread's QSBR slot: the sequence it last reported, or 0 while detached. Padded so that a
+ * thread's quiescent store never touches another thread's line. */
+typedef struct ft_qsbr_slot {
+    _Alignas(64) _Atomic(uint64_t) seq; /* written by its thread; read by pollers */
+} ft_qsbr_slot;
 
 #define FT_BRC_BUCKETS 257
 
@@ -92,6 +107,16 @@ struct ft_runtime {
     uint32_t nthreads;       /* head */
     ft_index_pool thread_indices; /* its own lock */
     ft_heap_runtime heaps;        /* see internal/heap.h */
+    struct {
+        _Alignas(64) _Atomic(uint64_t) wr_seq; /* odd, advanced by 2; its own cache line */
+        _Alignas(64) _Atomic(uint64_t) rd_seq; /* a cached lower bound of every slot's sequence */
+        ft_qsbr_slot *slots;       /* indexed by thread index; replaced only with the world stopped */
+        uint32_t nslots;           /* likewise */
+        ft_mutex delayed_mutex;    /* guards delayed_head/tail */
+        struct ft_delayed_chunk *delayed_head, *delayed_tail; /* left by stopped threads */
+        _Atomic(bool) delayed_has_work; /* a hint that the runtime queue is not empty */
+        _Atomic(uint64_t) freed;   /* delayed items processed, in total */
+    } qsbr;
     ft_brc_bucket brc[FT_BRC_BUCKETS];
     _Atomic(int64_t) reftotal;    /* debug: totals of stopped threads and unattached callers */
     _Atomic(int64_t) fail_countdown; /* test hook: the allocation that fails when it reaches 0 */

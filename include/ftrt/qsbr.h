@@ -1,0 +1,80 @@
+/* ftrt/qsbr.h: quiescent-state-based reclamation and delayed free.
+ *
+ * Lock-free readers load pointers to shared memory without taking locks or references. A writer that
+ * unlinks such memory cannot free it at once: a reader may still be using it. QSBR answers "when is
+ * it safe?" cheaply:
+ *
+ *  - the runtime has a write sequence, odd, advanced by 2 (ft_qsbr_advance) when memory is retired;
+ *  - every attached thread records the sequence it has seen at each quiescent point, a moment at which
+ *    it holds no pointer obtained from a lock-free read. ft_safepoint() reports one (a load and a
+ *    store; no fence on x86); a detached thread counts as quiescent throughout;
+ *  - memory retired with goal g may be freed once every attached thread has recorded a sequence >= g
+ *    (ft_qsbr_poll).
+ *
+ * So a reader may use what it loaded until its next ft_safepoint (or ft_detach, or any call that may
+ * reach one), and no longer. ft_stop_the_world is a quiescent point for its caller.
+ *
+ * Delayed free builds on it: ft_free_delayed(t, p, size) frees ft_malloc memory, and
+ * ft_decref_delayed(t, obj) drops a reference, once every reader that could have seen them has moved
+ * on. Items wait in per-thread queues and are processed at safepoints when due, when the world is
+ * stopped, and when the thread stops (what cannot be freed yet goes to a runtime-wide queue that any
+ * thread processes). Goals: by default the next sequence (reached only after someone advances); the
+ * queue advances itself once more than 127 items or 1 MiB are pending, or at once for a block over
+ * 1 MiB, so memory held back stays bounded. */
+#ifndef FTRT_QSBR_H
+#define FTRT_QSBR_H
+
+#include "object.h"
+#include "runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Advance the write sequence; returns the new value, a goal reached once every attached thread has
+ * passed a quiescent point after this call. */
+FT_API uint64_t ft_qsbr_advance(ft_runtime *rt);
+
+/* A goal without advancing: reached after the next advance by anyone and a quiescent point of every
+ * attached thread after that. Cheaper (no shared write) when an advance is bound to come. */
+FT_API uint64_t ft_qsbr_next(ft_runtime *rt);
+
+/* Whether goal has been reached. The caller must be attached (t is its thread state). */
+FT_API bool ft_qsbr_poll(ft_thread *t, uint64_t goal);
+
+/* Report a quiescent point now (ft_safepoint does it too). */
+static inline void ft_qsbr_quiescent(ft_thread *t)
+{
+    struct ft_thread_head *h = (struct ft_thread_head *)t;
+    atomic_store_explicit(h->qsbr_seq, atomic_load_explicit(h->qsbr_wr_seq, memory_order_acquire),
+                          memory_order_release);
+}
+
+/* Free p (from ft_malloc) once no reader can see it. Never fails: if the queue cannot grow, the world
+ * is stopped and p is freed at once. */
+FT_API void ft_free_delayed(ft_thread *t, void *p, size_t size);
+
+/* Drop a reference to obj once no reader can see it (a reader may still try-incref it meanwhile). */
+FT_API void ft_decref_delayed(ft_thread *t, ft_object *obj);
+
+/* Free what is due in t's queue (and in the runtime's queue) now. */
+FT_API void ft_delayed_process(ft_thread *t);
+
+typedef struct ft_qsbr_stats {
+    uint64_t wr_seq, rd_seq;    /* the sequences */
+    uint64_t pending_items;     /* in every queue (exact with the world stopped) */
+    uint64_t pending_bytes;     /* their sizes */
+    uint64_t freed_items;       /* processed, in total */
+} ft_qsbr_stats;
+
+/* Statistics; stops the world itself unless the caller has already stopped it. */
+FT_API void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out);
+
+/* In the child after fork(): t is the only thread that survived; every other thread state's slot is
+ * taken offline, so it no longer holds goals back, and the runtime's internal locks are reset. */
+FT_API void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,313 @@
+/* delayed.c: delayed free and delayed decref, and QSBR's hook into the page heap.
+ *
+ * Each thread queues items {pointer, goal} in chunks of CHUNK_ITEMS; bit 0 of the pointer marks "drop
+ * a reference to this object" rather than "free this block". Goals never decrease along a queue (they
+ * come from the same sequence), so processing polls from the front and stops at the first goal not
+ * reached.
+ *
+ * Choosing a goal. The default is ft_qsbr_next: no shared write, reached after the next advance by
+ * anyone. To bound what is held back, the thread counts what it queued since its last advance; past
+ * ADVANCE_ITEMS items or ADVANCE_BYTES bytes it advances (the goal is the new sequence) and marks its
+ * queue due (FT_PENDING_DELAYED), so its next safepoint processes it. A block larger than
+ * ADVANCE_BYTES advances at once.
+ *
+ * Processing bumps the read index before it frees an item, because freeing may run a destructor that
+ * queues more items, or processes the queue again (re-entry). A thread that stops processes what it
+ * can and hands the rest to the runtime's queue, which any thread processes when it processes its own
+ * (if it can take the queue's lock without waiting). With the world stopped, the stopping thread frees
+ * every queued block at once (every other thread is quiescent); references stay queued, since a
+ * destructor must not run while the world is stopped.
+ *
+ * The page heap asks this layer when an empty page may take another layout: a page's goal is
+ * ft_qsbr_next, or an advance once more than PAGE_ADVANCE_BYTES of pages are pending. */
+#include <stdlib.h>
+
+#include "internal/internal.h"
+
+#define CHUNK_ITEMS 254
+#define ADVANCE_ITEMS 127
+#define ADVANCE_BYTES ((uint64_t)1 << 20)
+#define PAGE_ADVANCE_BYTES ((uint64_t)80 << 10)
+#define DECREF_TAG ((uintptr_t)1)
+
+typedef struct ft_delayed_item {
+    uintptr_t ptr; /* a block, or an object | DECREF_TAG */
+    uint64_t goal;
+    uint64_t size;
+} ft_delayed_item;
+
+typedef struct ft_delayed_chunk {
+    struct ft_delayed_chunk *next;
+    uint32_t rd, wr; /* items [rd, wr) are pending */
+    ft_delayed_item items[CHUNK_ITEMS];
+} ft_delayed_chunk;
+
+static bool seq_before(uint64_t a, uint64_t b)
+{
+    return (int64_t)(a - b) < 0;
+}
+
+/* ---- goals ----------------------------------------------------------------------------------- */
+
+static uint64_t goal_for(ft_thread *t, uint64_t size, bool *due)
+{
+    ft_runtime *rt = t->rt;
+    if (size > ADVANCE_BYTES) {
+        *due = true;
+        return ft_qsbr_advance(rt);
+    }
+    t->delayed.count++;
+    t->delayed.memory += size;
+    if (t->delayed.count > ADVANCE_ITEMS || t->delayed.memory > ADVANCE_BYTES) {
+        t->delayed.count = 0;
+        t->delayed.memory = 0;
+        *due = true;
+        return ft_qsbr_advance(rt);
+    }
+    *due = false;
+    return ft_qsbr_next(rt);
+}
+
+/* ---- freeing one item -------------------------------------------------------------------------- */
+
+static void free_item(ft_thread *t, uintptr_t ptr)
+{
+    if (ptr & DECREF_TAG)
+        ft_decref((ft_object *)(ptr & ~DECREF_TAG));
+    else
+        ft_heap_free_block(t, (void *)ptr);
+}
+
+/* The world could not wait (out of memory for the queue): stop it, so that every other thread is
+ * quiescent, and free now. A reference is merged under the stop and dropped after it. */
+static void free_now_stopped(ft_thread *t, uintptr_t ptr)
+{
+    ft_runtime *rt = t->rt;
+    bool stopped_here = !ft_world_stopped_by_caller(rt);
+    if (stopped_here)
+        ft_stop_the_world(rt);
+    if (!(ptr & DECREF_TAG))
+        ft_heap_free_block(t, (void *)ptr);
+    if (stopped_here)
+        ft_start_the_world(rt);
+    if (ptr & DECREF_TAG)
+        ft_decref((ft_object *)(ptr & ~DECREF_TAG));
+}
+
+/* ---- queues ---------------------------------------------------------------------------------- */
+
+static bool push(ft_thread *t, uintptr_t ptr, uint64_t goal, uint64_t size)
+{
+    ft_delayed_chunk *c = t->delayed.tail;
+    if (!c || c->wr == CHUNK_ITEMS) {
+        ft_delayed_chunk *n = ft_inject_failure(t->rt) ? NULL : malloc(sizeof *n);
+        if (!n)
+            return false;
+        n->next = NULL;
+        n->rd = n->wr = 0;
+        if (c)
+            c->next = n;
+        else
+            t->delayed.head = n;
+        t->delayed.tail = n;
+        c = n;
+    }
+    c->items[c->wr++] = (ft_delayed_item){ptr, goal, size};
+    return true;
+}
+
+static void enqueue(ft_thread *t, uintptr_t ptr, uint64_t size)
+{
+    if (ft_world_stopped_by_caller(t->rt) && !(ptr & DECREF_TAG)) {
+        ft_heap_free_block(t, (void *)ptr); /* every other thread is quiescent */
+        return;
+    }
+    bool due;
+    uint64_t goal = goal_for(t, size, &due);
+    if (!push(t, ptr, goal, size)) {
+        free_now_stopped(t, ptr);
+        return;
+    }
+    if (due || t->delayed.tail->wr == CHUNK_ITEMS)
+        atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_DELAYED, memory_order_relaxed);
+}
+
+void ft_free_delayed(ft_thread *t, void *p, size_t size)
+{
+    if (p)
+        enqueue(t, (uintptr_t)p, size);
+}
+
+void ft_decref_delayed(ft_thread *t, ft_object *obj)
+{
+    if (obj && !ft_object_is_immortal(obj))
+        enqueue(t, (uintptr_t)obj | DECREF_TAG, 0);
+}
+
+/* Process the queue whose head is *head (tail *tail): free what is due, free emptied chunks but the
+ * last. The owner's queue is re-read on every step because a destructor may append to it. */
+static void process_queue(ft_thread *t, ft_delayed_chunk **head, ft_delayed_chunk **tail)
+{
+    ft_runtime *rt = t->rt;
+    for (;;) {
+        ft_delayed_chunk *c = *head;
+        if (!c)
+            return;
+        if (c->rd == c->wr) {
+            if (c == *tail)
+                return;
+            *head = c->next;
+            free(c);
+            continue;
+        }
+        ft_delayed_item item = c->items[c->rd];
+        if (!ft_qsbr_goal_reached(rt, item.goal))
+            return;
+        c->rd++;
+        atomic_fetch_add_explicit(&rt->qsbr.freed, 1, memory_order_relaxed);
+        free_item(t, item.ptr);
+    }
+}
+
+static void process_runtime_queue(ft_thread *t)
+{
+    ft_runtime *rt = t->rt;
+    if (!atomic_load_explicit(&rt->qsbr.delayed_has_work, memory_order_relaxed) ||
+        !ft_mutex_trylock(&rt->qsbr.delayed_mutex))
+        return;
+    process_queue(t, &rt->qsbr.delayed_head, &rt->qsbr.delayed_tail);
+    ft_delayed_chunk *h = rt->qsbr.delayed_head;
+    bool empty = !h || (h == rt->qsbr.delayed_tail && h->rd == h->wr);
+    atomic_store_explicit(&rt->qsbr.delayed_has_work, !empty, memory_order_relaxed);
+    ft_mutex_unlock(&rt->qsbr.delayed_mutex);
+}
+
+void ft_delayed_process(ft_thread *t)
+{
+    atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_DELAYED, memory_order_relaxed);
+    process_queue(t, &t->delayed.head, &t->delayed.tail);
+    process_runtime_queue(t);
+}
+
+void ft_delayed_hand_over(ft_thread *t)
+{
+    ft_runtime *rt = t->rt;
+    ft_delayed_chunk *h = t->delayed.head;
+    if (h && (h != t->delayed.tail || h->rd != h->wr)) {
+        ft_mutex_lock_ex(&rt->qsbr.delayed_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+        if (rt->qsbr.delayed_tail)
+            rt->qsbr.delayed_tail->next = h;
+        else
+            rt->qsbr.delayed_head = h;
+        rt->qsbr.delayed_tail = t->delayed.tail;
+        atomic_store_explicit(&rt->qsbr.delayed_has_work, true, memory_order_relaxed);
+        ft_mutex_unlock(&rt->qsbr.delayed_mutex);
+    } else {
+        free(h);
+    }
+    t->delayed.head = t->delayed.tail = NULL;
+}
+
+void ft_delayed_thread_stop(ft_thread *t)
+{
+    /* Let the goals this thread holds back pass, free what is due, hand over the rest. */
+    ft_qsbr_quiescent(t);
+    ft_delayed_process(t);
+    ft_delayed_hand_over(t);
+}
+
+/* Free every queued block in queue q (the world is stopped: everyone else is quiescent, and the
+ * caller is at a quiescent point by contract). References are kept, compacted to the front. */
+static void free_blocks_stopped(ft_runtime *rt, ft_thread *self, ft_delayed_chunk *q)
+{
+    for (ft_delayed_chunk *c = q; c; c = c->next) {
+        uint32_t keep = c->rd;
+        for (uint32_t i = c->rd; i < c->wr; i++) {
+            if (c->items[i].ptr & DECREF_TAG) {
+                c->items[keep++] = c->items[i];
+            } else {
+                ft_heap_free_block(self, (void *)c->items[i].ptr);
+                atomic_fetch_add_explicit(&rt->qsbr.freed, 1, memory_order_relaxed);
+            }
+        }
+        c->wr = keep;
+    }
+}
+
+void ft_delayed_process_stopped(ft_runtime *rt)
+{
+    /* The head lock is held by the caller (ft_start_the_world): the thread list is stable. */
+    ft_thread *self = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
+    for (ft_thread *t = rt->threads; t; t = t->next)
+        free_blocks_stopped(rt, self, t->delayed.head);
+    free_blocks_stopped(rt, self, rt->qsbr.delayed_head);
+}
+
+void ft_delayed_runtime_destroy(ft_runtime *rt)
+{
+    for (ft_delayed_chunk *c = rt->qsbr.delayed_head, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    rt->qsbr.delayed_head = rt->qsbr.delayed_tail = NULL;
+}
+
+/* ---- statistics ------------------------------------------------------------------------------ */
+
+static void count_queue(const ft_delayed_chunk *q, ft_qsbr_stats *out)
+{
+    for (; q; q = q->next)
+        for (uint32_t i = q->rd; i < q->wr; i++) {
+            out->pending_items++;
+            out->pending_bytes += q->items[i].size;
+        }
+}
+
+void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out)
+{
+    *out = (ft_qsbr_stats){0};
+    bool stop = !ft_world_stopped_by_caller(rt);
+    if (stop)
+        ft_stop_the_world(rt);
+    for (ft_thread *t = rt->threads; t; t = t->next)
+        count_queue(t->delayed.head, out);
+    count_queue(rt->qsbr.delayed_head, out);
+    out->wr_seq = atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_relaxed);
+    out->rd_seq = atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_relaxed);
+    out->freed_items = atomic_load_explicit(&rt->qsbr.freed, memory_order_relaxed);
+    if (stop)
+        ft_start_the_world(rt);
+}
+
+/* ---- the page heap's reuse hook -------------------------------------------------------------- */
+
+static uint64_t page_retire_goal(void *ctx)
+{
+    ft_runtime *rt = ctx;
+    ft_thread *t = ft_current_thread;
+    if (!t || t->rt != rt)
+        return ft_qsbr_advance(rt);
+    t->delayed.page_memory += FT_PAGE_SIZE;
+    if (t->delayed.page_memory > PAGE_ADVANCE_BYTES) {
+        t->delayed.page_memory = 0;
+        return ft_qsbr_advance(rt);
+    }
+    return ft_qsbr_next(rt);
+}
+
+static bool page_goal_reached(void *ctx, uint64_t goal)
+{
+    ft_runtime *rt = ctx;
+    if (ft_world_stopped_by_caller(rt))
+        return true;
+    if (!seq_before(atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_acquire), goal))
+        return true;
+    ft_thread *t = ft_current_thread;
+    return t && t->rt == rt && ft_qsbr_goal_reached(rt, goal);
+}
+
+void ft_delayed_install_page_hook(ft_runtime *rt)
+{
+    ft_page_reuse_hook hook = {page_retire_goal, page_goal_reached, rt};
+    ft_heap_set_reuse_hook(rt, &hook);
+}

@@ -1,0 +1,148 @@
+/* qsbr.c: quiescent-state-based reclamation.
+ *
+ * Sequences. wr_seq starts at 1 and advances by 2, so it is always odd and never 0 (0 marks an offline
+ * slot). Each started thread has a slot, indexed by its thread index, holding the wr_seq it saw at its
+ * last quiescent point, or 0 while detached. A goal g is reached when every nonzero slot is >= g; the
+ * minimum found is cached in rd_seq (only ever moved forward, by CAS, so a racing poller that computed
+ * an older minimum cannot move it back). All comparisons are of signed differences, so they survive
+ * the 64-bit sequence wrapping.
+ *
+ * Why it is safe: a reader loads a pointer while attached and uses it before its next quiescent point.
+ * A writer that unlinks the memory and then advances gets goal g = new wr_seq. Any reader that might
+ * still hold the pointer has a slot value < g (it reported before the advance, or it is attached with
+ * an older value), so the goal is not reached until it reports again, after which it cannot hold the
+ * pointer. A thread that detaches sets its slot to 0 (it holds no such pointer while detached) and on
+ * attach publishes the current wr_seq with a sequentially consistent store, so a poller either sees it
+ * or the thread sees the writer's unlink.
+ *
+ * The slot array is replaced, doubled, only with the world stopped and the head lock held: threads'
+ * slot pointers (in their ft_thread_head, read inline by ft_safepoint) are re-pointed while they are
+ * suspended, and pollers, which must be attached (or have stopped the world), never see it move. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal/internal.h"
+
+#define SEQ_INITIAL 1
+#define SEQ_STEP 2
+#define INITIAL_SLOTS 8
+
+static bool seq_before(uint64_t a, uint64_t b)
+{
+    return (int64_t)(a - b) < 0;
+}
+
+void ft_qsbr_runtime_init(ft_runtime *rt)
+{
+    atomic_store_explicit(&rt->qsbr.wr_seq, SEQ_INITIAL, memory_order_relaxed);
+    atomic_store_explicit(&rt->qsbr.rd_seq, SEQ_INITIAL, memory_order_relaxed);
+    rt->qsbr.slots = NULL;
+    rt->qsbr.nslots = 0;
+}
+
+void ft_qsbr_runtime_destroy(ft_runtime *rt)
+{
+    free(rt->qsbr.slots);
+    rt->qsbr.slots = NULL;
+    rt->qsbr.nslots = 0;
+}
+
+static uint32_t nslots_locked(ft_runtime *rt)
+{
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    uint32_t n = rt->qsbr.nslots;
+    ft_mutex_unlock(&rt->head_mutex);
+    return n;
+}
+
+ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index)
+{
+    /* Growers are serialised by stw.mutex (taken by ft_stop_the_world); re-check under it. */
+    uint32_t n = nslots_locked(rt);
+    if (index < n)
+        return FT_OK;
+    uint32_t want = n ? n : INITIAL_SLOTS;
+    while (want <= index)
+        want *= 2;
+    ft_qsbr_slot *grown =
+        ft_inject_failure(rt) ? NULL : aligned_alloc(64, (size_t)want * sizeof(ft_qsbr_slot));
+    if (!grown)
+        return FT_ENOMEM;
+    for (uint32_t i = 0; i < want; i++)
+        atomic_store_explicit(&grown[i].seq, 0, memory_order_relaxed);
+
+    ft_stop_the_world(rt);
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_qsbr_slot *old = rt->qsbr.slots;
+    if (rt->qsbr.nslots > index) {
+        /* another thread grew it meanwhile */
+        old = grown;
+    } else {
+        for (uint32_t i = 0; i < rt->qsbr.nslots; i++)
+            atomic_store_explicit(&grown[i].seq,
+                                  atomic_load_explicit(&old[i].seq, memory_order_relaxed),
+                                  memory_order_relaxed);
+        for (ft_thread *t = rt->threads; t; t = t->next)
+            t->head.qsbr_seq = &grown[t->index].seq;
+        rt->qsbr.slots = grown;
+        rt->qsbr.nslots = want;
+    }
+    ft_mutex_unlock(&rt->head_mutex);
+    ft_start_the_world(rt);
+    free(old);
+    return FT_OK;
+}
+
+void ft_qsbr_bind(ft_thread *t)
+{
+    t->head.qsbr_seq = &t->rt->qsbr.slots[t->index].seq;
+    t->head.qsbr_wr_seq = &t->rt->qsbr.wr_seq;
+}
+
+void ft_qsbr_attach(ft_thread *t)
+{
+    atomic_store_explicit(t->head.qsbr_seq,
+                          atomic_load_explicit(&t->rt->qsbr.wr_seq, memory_order_acquire),
+                          memory_order_seq_cst);
+}
+
+void ft_qsbr_detach(ft_thread *t)
+{
+    atomic_store_explicit(t->head.qsbr_seq, 0, memory_order_release);
+}
+
+uint64_t ft_qsbr_advance(ft_runtime *rt)
+{
+    return atomic_fetch_add_explicit(&rt->qsbr.wr_seq, SEQ_STEP, memory_order_acq_rel) + SEQ_STEP;
+}
+
+uint64_t ft_qsbr_next(ft_runtime *rt)
+{
+    return atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_acquire) + SEQ_STEP;
+}
+
+bool ft_qsbr_goal_reached(ft_runtime *rt, uint64_t goal)
+{
+    uint64_t rd = atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_acquire);
+    if (!seq_before(rd, goal))
+        return true;
+    atomic_thread_fence(memory_order_seq_cst);
+    uint64_t min = atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_acquire);
+    for (uint32_t i = 0; i < rt->qsbr.nslots; i++) {
+        uint64_t s = atomic_load_explicit(&rt->qsbr.slots[i].seq, memory_order_acquire);
+        if (s != 0 && seq_before(s, min))
+            min = s;
+    }
+    while (seq_before(rd, min) &&
+           !atomic_compare_exchange_weak_explicit(&rt->qsbr.rd_seq, &rd, min, memory_order_acq_rel,
+                                                  memory_order_acquire))
+        ;
+    return !seq_before(min, goal);
+}
+
+bool ft_qsbr_poll(ft_thread *t, uint64_t goal)
+{
+    if (FT_UNLIKELY(atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
+        ft_fatal("ft_qsbr_poll: thread state %p is not attached", (void *)t);
+    return ft_qsbr_goal_reached(t->rt, goal);
+}
