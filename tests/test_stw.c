@@ -957,6 +957,23 @@ TEST(death_start_when_not_stopped)
     CHECK_DEATH(start_twice, NULL, "ft_start_the_world");
 }
 
+/* The OS thread holding the stop detached its own state in the runtime: attaching it would wait for
+ * the restart that only this thread can make. */
+static void attach_own_state_while_holding_the_stop(void *arg)
+{
+    (void)arg;
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    ft_detach(t);
+    ft_stop_the_world(rt);
+    ft_attach(t);
+}
+
+TEST(death_attach_own_state_while_holding_the_stop)
+{
+    CHECK_DEATH(attach_own_state_while_holding_the_stop, NULL, "ft_attach", "cannot attach");
+}
+
 int main(void)
 {
     RUN(stop_with_no_other_threads);
@@ -973,5 +990,6 @@ int main(void)
     RUN(stop_waits_for_a_slow_safepoint);
     RUN(death_nested_stop);
     RUN(death_start_when_not_stopped);
+    RUN(death_attach_own_state_while_holding_the_stop);
     return harness_done();
 }
