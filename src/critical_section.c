@@ -17,9 +17,10 @@
  * names neither until it holds both, so a detach meanwhile does not release the lower). Anyone who
  * takes both takes them in that order, so this wait cannot close a cycle: no deadlock.
  *
- * A thread that has stopped the world takes no locks in its critical sections: no other thread
- * runs, and a contended mutex may have been handed to a thread that the stop has suspended, which
- * would never release it (gh-144513). Such sections must end before the world restarts. */
+ * A thread that has stopped the world never waits in its critical sections: a free mutex is taken
+ * as usual, a contended one is skipped (the section is a no-op). No other thread runs, and a
+ * contended mutex may have been handed to a thread that the stop has suspended, which would never
+ * release it (gh-144513). Such sections must end before the world restarts. */
 #include "internal/internal.h"
 
 static ft_critical_section *untag(uintptr_t link)

@@ -173,8 +173,13 @@ void ft_attach(ft_thread *t)
             break;
         if (s == FT_THREAD_ATTACHED)
             ft_fatal("ft_attach: thread state %p is already attached", (void *)t);
-        if (s == FT_THREAD_SUSPENDED)
+        if (s == FT_THREAD_SUSPENDED) {
+            if (atomic_load_explicit(&t->rt->stw.owner_os, memory_order_relaxed) == t->os_thread)
+                ft_fatal("ft_attach: thread state %p cannot attach: its own OS thread has stopped "
+                         "the world of runtime %p (it would wait for itself forever)",
+                         (void *)t, (void *)t->rt);
             wait_while_suspended(t);
+        }
     }
     ft_qsbr_attach(t);
     ft_current_thread = t;

@@ -6,9 +6,11 @@
  *    of its critical sections are suspended and their mutexes released; on attach only the innermost
  *    is locked again, and outer ones are re-locked when the inner ones end;
  *  - beginning a section on a mutex the innermost section already holds is a no-op.
- * So a thread only ever waits while it holds nothing, and two-mutex sections lock in address order:
- * no lock-order deadlock is possible. The price: after anything that may block, an outer section's
- * invariants may have changed, and code must re-check them.
+ * So a thread only ever waits while it holds no critical-section mutex, with one exception: a
+ * two-mutex section takes its mutexes in address order and keeps the lower while it waits for the
+ * higher. Every two-mutex section takes them in that order, so no lock-order deadlock is possible.
+ * The price: after anything that may block, an outer section's invariants may have changed, and code
+ * must re-check them.
  *
  * Records live on the caller's stack and must be ended in reverse order:
  *
@@ -17,8 +19,10 @@
  *     ...
  *     ft_critical_section_end(t, &cs);
  *
- * While a thread has stopped the world, its critical sections do not lock at all (the other threads
- * cannot run, and a mutex may have been handed to one of them: see gh-144513). */
+ * While a thread has stopped the world, its critical sections never wait: a mutex that is free is
+ * taken as usual, a contended one is skipped (the other threads cannot run, and the mutex may have
+ * been handed to a thread that the stop has suspended, which would never release it: gh-144513).
+ * Such sections must end before the world restarts. */
 #ifndef FTRT_CRITICAL_SECTION_H
 #define FTRT_CRITICAL_SECTION_H
 

@@ -61,7 +61,10 @@ FT_API void ft_detach(ft_thread *t);
 /* Attach again: waits while the world is stopped, then re-locks the top critical section. */
 FT_API void ft_attach(ft_thread *t);
 
-/* The thread state attached on the calling OS thread, or NULL. Process-wide thread-local. */
+/* The thread state attached on the calling OS thread, or NULL. Process-wide thread-local. An OS
+ * thread may have thread states in several runtimes and may attach more than one at a time; this is
+ * then the one attached most recently (detaching it clears the pointer). Blocking lock calls detach
+ * only this one. */
 FT_API ft_thread *ft_thread_current(void);
 
 FT_API ft_runtime *ft_thread_runtime(const ft_thread *t);
