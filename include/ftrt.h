@@ -12,6 +12,7 @@
 #include "ftrt/heap.h"
 #include "ftrt/object.h"
 #include "ftrt/qsbr.h"
+#include "ftrt/uniqueid.h"
 
 #define FTRT_VERSION_MAJOR 0
 #define FTRT_VERSION_MINOR 1

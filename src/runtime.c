@@ -58,6 +58,7 @@ ft_status ft_runtime_free(ft_runtime *rt)
     if (started != 0 || ft_world_is_stopped(rt))
         return FT_EBUSY;
     ft_delayed_runtime_destroy(rt);
+    ft_uniqueid_runtime_destroy(rt);
     ft_heap_runtime_destroy(rt);
     ft_qsbr_runtime_destroy(rt);
     ft_index_pool_destroy(&rt->thread_indices);
@@ -119,6 +120,7 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
         rt->nthreads--;
         atomic_store_explicit(t->head.qsbr_seq, 0, memory_order_relaxed);
         ft_brc_forget_thread(t);
+        free(t->head.ptrc_counts); /* its slots are lost: those objects stay alive */
         ft_freelist_thread_stop(t);
         ft_delayed_hand_over(t);
         ft_heap_abandon(t);

@@ -124,6 +124,7 @@ void ft_thread_stop(ft_thread *t)
     /* Tear down attached: draining the merge queue and freelists may free objects. */
     if (atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED)
         ft_attach(t);
+    ft_uniqueid_thread_stop(t);
     ft_brc_thread_stop(t);
     ft_freelist_thread_stop(t);
     ft_delayed_thread_stop(t);

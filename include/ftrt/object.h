@@ -88,6 +88,9 @@ struct ft_type {
     size_t item_size;      /* bytes per item for ft_alloc_var; 0 otherwise */
     uint32_t flags;        /* FT_TYPE_* */
     uint32_t freelist_max; /* per-thread cache of freed instances (ft_alloc only, not _var); 0: none */
+    /* FT_TYPE_PER_THREAD_RC types: the offset of a uint32_t in the instance that the host reserves
+     * for ftrt (its unique id; 0 = none). */
+    uint32_t unique_id_offset;
     /* Visit each object this one references (the collector uses it). */
     int (*traverse)(ft_object *self, ft_visit_fn visit, void *arg);
     /* Drop the references this object holds, to break a cycle (the collector uses it). */

@@ -86,6 +86,8 @@ struct ft_thread_head {
     _Atomic(uintptr_t) pending; /* FT_PENDING_* bits: set with fetch_or by any thread, cleared by the owner */
     _Atomic(uint64_t) *qsbr_seq;          /* this thread's QSBR slot; moved only with the world stopped */
     const _Atomic(uint64_t) *qsbr_wr_seq; /* the runtime's write sequence; immutable */
+    intptr_t *ptrc_counts; /* per-thread reference counts by unique id - 1 (ftrt/uniqueid.h); owner */
+    size_t ptrc_size;      /* entries in ptrc_counts; owner */
 };
 
 FT_API void ft_safepoint_slow(ft_thread *t);

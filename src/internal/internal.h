@@ -45,6 +45,10 @@ void ft_qsbr_attach(ft_thread *t);
 void ft_qsbr_detach(ft_thread *t);
 bool ft_qsbr_goal_reached(ft_runtime *rt, uint64_t goal); /* attached caller or world stopped */
 
+/* uniqueid.c */
+void ft_uniqueid_thread_stop(ft_thread *t);
+void ft_uniqueid_runtime_destroy(ft_runtime *rt);
+
 /* delayed.c */
 void ft_delayed_install_page_hook(ft_runtime *rt);
 void ft_delayed_thread_stop(ft_thread *t);

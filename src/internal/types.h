@@ -23,6 +23,7 @@
  *   freelist.c       per-thread freelists of freed objects by type
  *   qsbr.c           quiescent-state-based reclamation: sequences, slots, polling
  *   delayed.c        delayed free and delayed decref queues, and the heap's page-reuse hook
+ *   uniqueid.c       unique ids and per-thread reference counts
  *   fatal.c          status strings, the last error, the fatal handler
  *
  * Thread states. Only the owner moves its state between ATTACHED and DETACHED. A stop-the-world
@@ -49,6 +50,7 @@
 #include "ftrt/critical_section.h"
 #include "ftrt/object.h"
 #include "ftrt/qsbr.h"
+#include "ftrt/uniqueid.h"
 #include "internal/heap.h"
 #include "ftrt/index_pool.h"
 #include "ftrt/lock.h"
@@ -81,6 +83,7 @@ struct ft_thread {
         uint64_t count, memory;    /* pending since the last advance; owner only */
         uint64_t page_memory;      /* retired page bytes since the last advance; owner only */
     } delayed;
+    bool ptrc_finalized;            /* owner only: per-thread counts merged for good (stopping) */
     struct ft_freelists *freelists; /* owner only; NULL until first used or when disabled */
     bool freelists_disabled;        /* owner only: set when the thread stops */
     _Atomic(int64_t) reftotal;      /* debug reference total: owner adds, anyone reads (relaxed) */
@@ -118,6 +121,12 @@ struct ft_runtime {
         _Atomic(uint64_t) freed;   /* delayed items processed, in total */
     } qsbr;
     ft_brc_bucket brc[FT_BRC_BUCKETS];
+    struct {
+        ft_mutex mutex;           /* guards table and free_head; size is also read without it */
+        uintptr_t *table;         /* by id - 1: an object, or (next free id << 1) | 1 */
+        uintptr_t free_head;      /* (first free id) << 1, or 0 */
+        _Atomic(uint32_t) size;   /* entries in table; grows only */
+    } uid;
     _Atomic(int64_t) reftotal;    /* debug: totals of stopped threads and unattached callers */
     _Atomic(int64_t) fail_countdown; /* test hook: the allocation that fails when it reaches 0 */
 

@@ -1,0 +1,67 @@
+/* ftrt/uniqueid.h: per-thread reference counts for hot shared objects.
+ *
+ * Some objects are referenced from every thread all the time (types, code, module dictionaries).
+ * Counting them on a shared field makes every thread fight over one cache line. Instead, such an
+ * object gets a small unique id, and each thread counts its references to it in a private array
+ * indexed by the id: an increment of a thread-local integer, no atomics, no sharing.
+ *
+ * The price: the true count is only known when every thread's slots are added up, which happens with
+ * the world stopped (ft_merge_refcounts) or when a thread stops (its slots are folded into the shared
+ * count). So the object becomes deferred: its shared count carries a large bias, ordinary decrefs can
+ * never bring it to zero, and only a merge frees it. Ids are recycled only after every thread's slot
+ * for them was merged, so a new object never inherits a stale count.
+ *
+ * The type opts in with FT_TYPE_PER_THREAD_RC and reserves a uint32_t in its instances for the id
+ * (ft_type.unique_id_offset). */
+#ifndef FTRT_UNIQUEID_H
+#define FTRT_UNIQUEID_H
+
+#include "object.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Give obj a unique id and make it deferred (the bias is added atomically, so any time will do).
+ * FT_EINVAL if its type does not opt in or it already has an id or is immortal; FT_ENOMEM if the id
+ * table cannot grow (obj unchanged). */
+FT_API ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj);
+
+static inline uint32_t ft_object_unique_id(const ft_object *obj)
+{
+    return *(const uint32_t *)((const char *)obj + obj->ob_type->unique_id_offset);
+}
+
+FT_API void ft_incref_per_thread_slow(ft_thread *t, ft_object *obj);
+FT_API void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj);
+
+/* Count a reference to obj in t's own array (an object without an id takes ft_incref). */
+static inline void ft_incref_per_thread(ft_thread *t, ft_object *obj)
+{
+    struct ft_thread_head *h = (struct ft_thread_head *)t;
+    size_t index = (size_t)ft_object_unique_id(obj) - 1; /* id 0 wraps to a miss */
+    if (FT_LIKELY(index < h->ptrc_size))
+        h->ptrc_counts[index]++;
+    else
+        ft_incref_per_thread_slow(t, obj);
+}
+
+static inline void ft_decref_per_thread(ft_thread *t, ft_object *obj)
+{
+    struct ft_thread_head *h = (struct ft_thread_head *)t;
+    size_t index = (size_t)ft_object_unique_id(obj) - 1;
+    if (FT_LIKELY(index < h->ptrc_size))
+        h->ptrc_counts[index]--;
+    else
+        ft_decref_per_thread_slow(t, obj);
+}
+
+/* Stop the world (unless the caller already has), add every thread's slots into the objects' shared
+ * counts, and free the objects whose true count is zero (after the world restarts, on the caller,
+ * which must be attached to rt if any object may die). Returns how many were freed. */
+FT_API size_t ft_merge_refcounts(ft_runtime *rt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

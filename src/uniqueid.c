@@ -1,0 +1,189 @@
+/* uniqueid.c: unique ids and per-thread reference counts.
+ *
+ * The runtime keeps a table of objects that have ids (id = index + 1; 0 means none), with a free
+ * list threaded through the unused entries. Each thread keeps an array of counts indexed by id - 1,
+ * grown on demand to the table's size; an object's true count is its own count plus every thread's
+ * slot, minus the deferral bias.
+ *
+ * Invariants:
+ *  - an object with an id carries the bias in its shared count, so no ordinary decref frees it;
+ *  - a slot is added into its object (and zeroed) only with the world stopped, or by its own thread
+ *    when it stops (an atomic add on the shared count, racing with nothing that could free it);
+ *  - an id is released only by ft_merge_refcounts, after every thread's slot for it was merged in the
+ *    same stop, so a recycled id never meets a stale slot.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal/internal.h"
+
+#define INITIAL_IDS 8
+#define BIAS_COUNT (INTPTR_MAX / 8) /* in references; shifted into the shared field */
+#define FREE_TAG ((uintptr_t)1)
+
+static uint32_t *id_field(ft_object *o)
+{
+    return (uint32_t *)((char *)o + o->ob_type->unique_id_offset);
+}
+
+static intptr_t bias_shared(void)
+{
+    return (intptr_t)((uintptr_t)BIAS_COUNT << FT_SHARED_SHIFT);
+}
+
+void ft_uniqueid_runtime_destroy(ft_runtime *rt)
+{
+    free(rt->uid.table);
+    rt->uid.table = NULL;
+    rt->uid.size = 0;
+}
+
+/* An entry index for obj, or FT_ENOMEM. Pool mutex held. */
+static ft_status take_entry(ft_runtime *rt, ft_object *obj, uint32_t *index)
+{
+    if (rt->uid.free_head == 0) {
+        uint32_t size = rt->uid.size ? rt->uid.size * 2 : INITIAL_IDS;
+        uintptr_t *table = ft_inject_failure(rt) ? NULL : realloc(rt->uid.table, size * sizeof *table);
+        if (!table)
+            return FT_ENOMEM;
+        for (uint32_t i = size; i-- > rt->uid.size;) {
+            table[i] = rt->uid.free_head | FREE_TAG;
+            rt->uid.free_head = ((uintptr_t)i + 1) << 1;
+        }
+        rt->uid.table = table;
+        atomic_store_explicit(&rt->uid.size, size, memory_order_relaxed);
+    }
+    *index = (uint32_t)(rt->uid.free_head >> 1) - 1;
+    rt->uid.free_head = rt->uid.table[*index] & ~FREE_TAG;
+    rt->uid.table[*index] = (uintptr_t)obj;
+    return FT_OK;
+}
+
+static void release_entry(ft_runtime *rt, uint32_t index)
+{
+    rt->uid.table[index] = rt->uid.free_head | FREE_TAG;
+    rt->uid.free_head = ((uintptr_t)index + 1) << 1;
+}
+
+ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj)
+{
+    const ft_type *type = obj->ob_type;
+    if (!(type->flags & FT_TYPE_PER_THREAD_RC) || type->unique_id_offset < sizeof(ft_object) ||
+        type->unique_id_offset + sizeof(uint32_t) > type->basic_size ||
+        ft_object_is_immortal(obj) || *id_field(obj) != 0)
+        return FT_EINVAL;
+    ft_runtime *rt = t->rt;
+    uint32_t index;
+    ft_mutex_lock_ex(&rt->uid.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_status s = take_entry(rt, obj, &index);
+    ft_mutex_unlock(&rt->uid.mutex);
+    if (s != FT_OK)
+        return s;
+    *id_field(obj) = index + 1;
+    atomic_fetch_or_explicit(&obj->ob_gc_bits, FT_GC_DEFERRED, memory_order_relaxed);
+    atomic_fetch_add_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_relaxed);
+    return FT_OK;
+}
+
+/* Make t's array cover every id issued so far; false if it cannot (then count normally). */
+static bool cover(ft_thread *t, size_t index)
+{
+    if (t->ptrc_finalized)
+        return false;
+    size_t size = atomic_load_explicit(&t->rt->uid.size, memory_order_relaxed);
+    if (index >= size)
+        return false;
+    intptr_t *counts = ft_inject_failure(t->rt)
+                           ? NULL
+                           : realloc(t->head.ptrc_counts, size * sizeof *counts);
+    if (!counts)
+        return false;
+    memset(counts + t->head.ptrc_size, 0, (size - t->head.ptrc_size) * sizeof *counts);
+    t->head.ptrc_counts = counts;
+    t->head.ptrc_size = size;
+    return true;
+}
+
+void ft_incref_per_thread_slow(ft_thread *t, ft_object *obj)
+{
+    size_t index = (size_t)ft_object_unique_id(obj) - 1;
+    if (ft_object_unique_id(obj) != 0 && cover(t, index))
+        t->head.ptrc_counts[index]++;
+    else
+        ft_incref(obj);
+}
+
+void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj)
+{
+    size_t index = (size_t)ft_object_unique_id(obj) - 1;
+    if (ft_object_unique_id(obj) != 0 && cover(t, index))
+        t->head.ptrc_counts[index]--;
+    else
+        ft_decref(obj);
+}
+
+/* Add t's slots into their objects' shared counts and zero them. Pool mutex held. */
+static void merge_thread(ft_runtime *rt, ft_thread *t)
+{
+    for (size_t i = 0; i < t->head.ptrc_size; i++) {
+        intptr_t n = t->head.ptrc_counts[i];
+        if (n == 0)
+            continue;
+        ft_object *obj = (ft_object *)rt->uid.table[i];
+        atomic_fetch_add_explicit(&obj->ob_ref_shared,
+                                  (intptr_t)((uintptr_t)n << FT_SHARED_SHIFT),
+                                  memory_order_relaxed);
+        t->head.ptrc_counts[i] = 0;
+    }
+}
+
+void ft_uniqueid_thread_stop(ft_thread *t)
+{
+    ft_runtime *rt = t->rt;
+    ft_mutex_lock_ex(&rt->uid.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    merge_thread(rt, t);
+    ft_mutex_unlock(&rt->uid.mutex);
+    free(t->head.ptrc_counts);
+    t->head.ptrc_counts = NULL;
+    t->head.ptrc_size = 0;
+    t->ptrc_finalized = true;
+}
+
+size_t ft_merge_refcounts(ft_runtime *rt)
+{
+    if (ft_world_stopped_by_caller(rt))
+        ft_fatal("ft_merge_refcounts: called with the world of runtime %p stopped (it stops the "
+                 "world itself, and frees objects after restarting it)",
+                 (void *)rt);
+    ft_stop_the_world(rt);
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_ex(&rt->uid.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    for (ft_thread *t = rt->threads; t; t = t->next)
+        merge_thread(rt, t);
+    uint32_t size = atomic_load_explicit(&rt->uid.size, memory_order_relaxed);
+    ft_object **dead = size ? malloc(size * sizeof *dead) : NULL; /* no memory: retry next time */
+    size_t ndead = 0;
+    for (uint32_t i = 0; dead && i < size; i++) {
+        if (rt->uid.table[i] & FREE_TAG)
+            continue;
+        ft_object *obj = (ft_object *)rt->uid.table[i];
+        if (ft_refcount(obj) - BIAS_COUNT != 0)
+            continue;
+        atomic_fetch_sub_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_relaxed);
+        atomic_fetch_and_explicit(&obj->ob_gc_bits, (uint8_t)~FT_GC_DEFERRED, memory_order_relaxed);
+        *id_field(obj) = 0;
+        release_entry(rt, i);
+        dead[ndead++] = obj;
+    }
+    ft_mutex_unlock(&rt->uid.mutex);
+    ft_mutex_unlock(&rt->head_mutex);
+    ft_start_the_world(rt);
+    if (ndead && !ft_current_thread)
+        ft_fatal("ft_merge_refcounts: %zu objects of runtime %p reached zero but the caller is not "
+                 "attached, so they cannot be freed",
+                 ndead, (void *)rt);
+    for (size_t i = 0; i < ndead; i++)
+        ft_object_dealloc(dead[i]);
+    free(dead);
+    return ndead;
+}
