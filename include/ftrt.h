@@ -13,6 +13,7 @@
 #include "ftrt/object.h"
 #include "ftrt/qsbr.h"
 #include "ftrt/uniqueid.h"
+#include "ftrt/tlbc.h"
 
 #define FTRT_VERSION_MAJOR 0
 #define FTRT_VERSION_MINOR 1

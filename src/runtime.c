@@ -13,6 +13,8 @@ void ft_config_init(ft_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->stw_repoll_ns = FT_NS_PER_MS;
     cfg->stw_spin_ns = 20 * FT_NS_PER_US;
+    const char *tlbc = getenv("FTRT_TLBC");
+    cfg->tlbc_disabled = tlbc && strcmp(tlbc, "0") == 0;
 }
 
 ft_runtime *ft_runtime_new(const ft_config *cfg)

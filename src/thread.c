@@ -99,6 +99,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
     atomic_store_explicit(&t->state, stopping ? FT_THREAD_SUSPENDED : FT_THREAD_DETACHED,
                           memory_order_relaxed);
     ft_qsbr_bind(t); /* under the head lock: the slot array does not move meanwhile */
+    t->head.tlbc_index = rt->config.tlbc_disabled ? 0 : t->index;
     t->next = rt->threads;
     if (rt->threads)
         rt->threads->prev = t;

@@ -34,6 +34,8 @@ typedef struct ft_config {
     const char *name;        /* shown in fatal messages and stats; may be NULL */
     int64_t stw_repoll_ns;   /* how long a stop-the-world waits before re-polling; default 1 ms */
     int64_t stw_spin_ns;     /* how long it spins before it parks; default 20 us */
+    bool tlbc_disabled;      /* every thread shares the original code (ftrt/tlbc.h); default false,
+                                or true when the environment has FTRT_TLBC=0 */
 } ft_config;
 
 /* Fill cfg with the defaults. */
@@ -88,6 +90,7 @@ struct ft_thread_head {
     const _Atomic(uint64_t) *qsbr_wr_seq; /* the runtime's write sequence; immutable */
     intptr_t *ptrc_counts; /* per-thread reference counts by unique id - 1 (ftrt/uniqueid.h); owner */
     size_t ptrc_size;      /* entries in ptrc_counts; owner */
+    size_t tlbc_index;     /* the copy of code this thread uses (ftrt/tlbc.h); immutable */
 };
 
 FT_API void ft_safepoint_slow(ft_thread *t);

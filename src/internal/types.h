@@ -24,6 +24,7 @@
  *   qsbr.c           quiescent-state-based reclamation: sequences, slots, polling
  *   delayed.c        delayed free and delayed decref queues, and the heap's page-reuse hook
  *   uniqueid.c       unique ids and per-thread reference counts
+ *   tlbc.c           thread-local copies of code buffers
  *   fatal.c          status strings, the last error, the fatal handler
  *
  * Thread states. Only the owner moves its state between ATTACHED and DETACHED. A stop-the-world
@@ -50,6 +51,7 @@
 #include "ftrt/critical_section.h"
 #include "ftrt/object.h"
 #include "ftrt/qsbr.h"
+#include "ftrt/tlbc.h"
 #include "ftrt/uniqueid.h"
 #include "internal/heap.h"
 #include "ftrt/index_pool.h"
@@ -127,6 +129,10 @@ struct ft_runtime {
         uintptr_t free_head;      /* (first free id) << 1, or 0 */
         _Atomic(uint32_t) size;   /* entries in table; grows only */
     } uid;
+    struct {
+        ft_mutex mutex;           /* guards list */
+        ft_tlbc *list;            /* every registered code buffer */
+    } tlbc;
     _Atomic(int64_t) reftotal;    /* debug: totals of stopped threads and unattached callers */
     _Atomic(int64_t) fail_countdown; /* test hook: the allocation that fails when it reaches 0 */
 
