@@ -14,6 +14,7 @@
 #include "ftrt/qsbr.h"
 #include "ftrt/uniqueid.h"
 #include "ftrt/tlbc.h"
+#include "ftrt/dict.h"
 
 #define FTRT_VERSION_MAJOR 0
 #define FTRT_VERSION_MINOR 1

@@ -210,7 +210,10 @@ void ft_delayed_hand_over(ft_thread *t)
 
 void ft_delayed_thread_stop(ft_thread *t)
 {
-    /* Let the goals this thread holds back pass, free what is due, hand over the rest. */
+    /* Make every goal queued so far reachable, pass the quiescent point this thread owes it, free
+     * what is due (everything, if no other thread is attached), hand over the rest. */
+    if (t->delayed.head || atomic_load_explicit(&t->rt->qsbr.delayed_has_work, memory_order_relaxed))
+        ft_qsbr_advance(t->rt);
     ft_qsbr_quiescent(t);
     ft_delayed_process(t);
     ft_delayed_hand_over(t);

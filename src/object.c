@@ -51,8 +51,10 @@ static void init_header(ft_object *o, const ft_type *type)
     atomic_store_explicit(&o->ob_mutex.bits, 0, memory_order_relaxed);
     atomic_store_explicit(&o->ob_gc_bits, 0, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_local, 1, memory_order_relaxed);
-    atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
     o->ob_type = type;
+    /* Last, with release: a try-incref that lands on a reused block (acquire CAS on this field)
+     * also sees everything that happened before the block was freed (see dict.c). */
+    atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_release);
 }
 
 static void count_reference(ft_object *o, int64_t delta)
@@ -327,7 +329,7 @@ bool ft_try_incref(ft_object *o)
         if (shared == FT_SHARED_DEFAULT || shared == FT_SHARED_MERGED)
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, shared + ONE_SHARED,
-                                                    memory_order_relaxed, memory_order_relaxed));
+                                                    memory_order_acquire, memory_order_relaxed));
 #ifdef FTRT_DEBUG
     count_reference(o, 1);
 #endif

@@ -25,6 +25,7 @@
  *   delayed.c        delayed free and delayed decref queues, and the heap's page-reuse hook
  *   uniqueid.c       unique ids and per-thread reference counts
  *   tlbc.c           thread-local copies of code buffers
+ *   dict.c           a concurrent dictionary with lock-free lookups (proof of the layer)
  *   fatal.c          status strings, the last error, the fatal handler
  *
  * Thread states. Only the owner moves its state between ATTACHED and DETACHED. A stop-the-world
@@ -51,6 +52,7 @@
 #include "ftrt/critical_section.h"
 #include "ftrt/object.h"
 #include "ftrt/qsbr.h"
+#include "ftrt/dict.h"
 #include "ftrt/tlbc.h"
 #include "ftrt/uniqueid.h"
 #include "internal/heap.h"
