@@ -90,21 +90,23 @@ static void retire(ft_heap *heap, ft_page *page)
     ft_queue_push_back(&heap->retired, page);
 }
 
-/* Give retired pages whose goal was reached back to the runtime, keeping `keep` for reuse. */
+/* Give retired pages whose goal was reached back to the runtime: every large page (a mapping that
+ * serves no other size), and small pages beyond `keep`, which stay for quick reuse. */
 static void release_retired(ft_heap *heap, size_t keep)
 {
     ft_runtime *rt = heap->set->rt;
     ft_page_reuse_hook *hook = &rt->heaps.hook;
-    size_t n = 0;
+    size_t small = 0;
     for (ft_page *p = heap->retired.head; p; p = p->next)
-        n++;
-    for (ft_page *p = heap->retired.head, *next; p && n > keep; p = next) {
+        small += p->size_class != FT_LARGE_CLASS;
+    for (ft_page *p = heap->retired.head, *next; p; p = next) {
         next = p->next;
-        if (!hook->is_safe(hook->ctx, p->retire_goal))
+        bool large = p->size_class == FT_LARGE_CLASS;
+        if ((!large && small <= keep) || !hook->is_safe(hook->ctx, p->retire_goal))
             continue;
         ft_queue_remove(&heap->retired, p);
         ft_page_release(rt, p);
-        n--;
+        small -= !large;
     }
 }
 

@@ -240,6 +240,8 @@ void ft_set_refcount(ft_object *o, size_t n)
 
 void ft_immortalize(ft_object *o)
 {
+    if (ft_object_is_immortal(o))
+        return; /* never written again: it may sit in read-only memory */
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
@@ -301,9 +303,16 @@ void ft_decref_checked(ft_object *o)
 
 void ft_object_enable_try_incref(ft_object *o)
 {
-    intptr_t expected = FT_SHARED_DEFAULT;
-    atomic_compare_exchange_strong_explicit(&o->ob_ref_shared, &expected, FT_SHARED_MAYBE_WEAKREF,
-                                            memory_order_relaxed, memory_order_relaxed);
+    if (ft_object_is_immortal(o))
+        return; /* never written: it may sit in read-only memory */
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
+    /* Only from the DEFAULT state, whatever the count: QUEUED and MERGED already make readers'
+     * increments visible to whoever frees the object. */
+    while ((shared & FT_SHARED_FLAGS) == FT_SHARED_DEFAULT &&
+           !atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared,
+                                                  shared | FT_SHARED_MAYBE_WEAKREF,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
 }
 
 ft_object *ft_new_ref_for_shared_slot(ft_object *o)

@@ -167,6 +167,8 @@ ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class)
     ft_page_reuse_hook *hook = &rt->heaps.hook;
     ft_page *safe = NULL;
     for (ft_page *p = heap->retired.head; p; p = p->next) {
+        if (p->size_class == FT_LARGE_CLASS)
+            continue; /* a mapping of its own: never re-used as a small page */
         if (p->size_class == size_class) {
             ft_queue_remove(&heap->retired, p);
             return p;

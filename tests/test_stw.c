@@ -564,15 +564,16 @@ TEST(detached_thread_stops_during_a_stop)
 
     ft_stop_the_world(rt);
     atomic_store(&l.go, true);
-    /* Stopping a state needs no restart, and the count drops while the world is still stopped. */
-    AWAIT(NULL, atomic_load(&l.stopped));
-    CHECK_THREAD(atomic_load(&l.stopped));
-    CHECK_THREAD(thread_count(rt) == 1);
+    /* Stopping a state attaches it first (its teardown may free objects), so a detached thread
+     * that stops during a stop finishes after the restart; the stop itself is not held up. */
     CHECK_THREAD(ft_world_is_stopped(rt));
     snapshot frozen;
     check_frozen(&load, &frozen);
+    CHECK_THREAD(!atomic_load(&l.stopped) || thread_count(rt) == 1);
     ft_start_the_world(rt);
     pthread_join(thread, NULL);
+    CHECK_THREAD(atomic_load(&l.stopped));
+    CHECK_THREAD(thread_count(rt) == 1);
 
     /* The runtime is still sound: stops keep working. */
     ft_stop_the_world(rt);

@@ -52,7 +52,9 @@ FT_API ft_status ft_runtime_free(ft_runtime *rt);
  * memory. A thread that starts while the world is stopped waits here until it restarts. */
 FT_API ft_thread *ft_thread_start(ft_runtime *rt);
 
-/* Stop the calling OS thread's thread state (attached or detached) and free it. Fatal if called
+/* Stop the calling OS thread's thread state (attached or detached) and free it. A detached state is
+ * attached first (its teardown may free objects), so during a stop this waits for the restart. Fatal
+ * if called
  * from another OS thread or with a critical section still open. */
 FT_API void ft_thread_stop(ft_thread *t);
 
