@@ -82,7 +82,10 @@ void ft_brc_enqueue(ft_object *o)
     bucket_lock(b);
     ft_thread *owner = find_owner(b, tid);
     if (owner && push(rt, owner, o)) {
-        atomic_fetch_or_explicit(&owner->head.pending, FT_PENDING_MERGE, memory_order_relaxed);
+        /* Test before set: the owner reads this word at every safepoint; don't write its line
+         * again while the bit is still set. */
+        if (!(atomic_load_explicit(&owner->head.pending, memory_order_relaxed) & FT_PENDING_MERGE))
+            atomic_fetch_or_explicit(&owner->head.pending, FT_PENDING_MERGE, memory_order_relaxed);
         ft_mutex_unlock(&b->mutex);
         return;
     }

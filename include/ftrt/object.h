@@ -16,8 +16,8 @@
  * An object is freed exactly once: when its owner drops ob_ref_local to 0 and finds ob_ref_shared
  * exactly 0, or when an atomic update leaves ob_ref_shared exactly MERGED (count zero).
  *
- * Immortal objects have ob_ref_local == UINT32_MAX; incref and decref never write them, so they can
- * sit in read-only memory and are shared by every thread without contention.
+ * Immortal objects have ob_ref_local == UINT32_MAX and ob_tid == 0; incref and decref never write
+ * them, so they can sit in read-only memory and are shared by every thread without contention.
  *
  * Destruction. When the count reaches zero, ftrt runs the type's finalize (once per object, PEP 442;
  * it may resurrect the object), then its dealloc (release what the object holds), then frees the
@@ -140,13 +140,13 @@ static inline void ft_incref(ft_object *o)
 #ifdef FTRT_DEBUG
     ft_incref_checked(o);
 #else
-    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
-    uint32_t next = local + 1;
-    if (FT_UNLIKELY(next == 0))
-        return; /* immortal */
+    /* Ownership first: an immortal object has ob_tid 0, so it is never "owned", and the owner's path
+     * needs no immortal check. */
     if (FT_LIKELY(ft_object_is_owned(o)))
-        atomic_store_explicit(&o->ob_ref_local, next, memory_order_relaxed);
-    else
+        atomic_store_explicit(&o->ob_ref_local,
+                              atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else if (!ft_object_is_immortal(o))
         atomic_fetch_add_explicit(&o->ob_ref_shared, (intptr_t)1 << FT_SHARED_SHIFT,
                                   memory_order_relaxed);
 #endif
@@ -157,15 +157,12 @@ static inline void ft_decref(ft_object *o)
 #ifdef FTRT_DEBUG
     ft_decref_checked(o);
 #else
-    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
-    if (FT_UNLIKELY(local == FT_IMMORTAL_LOCAL))
-        return;
     if (FT_LIKELY(ft_object_is_owned(o))) {
-        local--;
+        uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed) - 1;
         atomic_store_explicit(&o->ob_ref_local, local, memory_order_relaxed);
         if (FT_UNLIKELY(local == 0))
             ft_merge_zero_local(o);
-    } else {
+    } else if (!ft_object_is_immortal(o)) {
         ft_decref_shared(o);
     }
 #endif
