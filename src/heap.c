@@ -338,6 +338,8 @@ void ft_heap_thread_stop(ft_thread *t)
 
 void *ft_malloc(ft_thread *t, size_t size)
 {
+    if (FT_UNLIKELY(atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
+        ft_fatal("ft_malloc: thread state %p is not attached", (void *)t);
     void *p = ft_heap_alloc(&t->heaps->heaps[FT_HEAP_RAW], size);
     if (!p)
         ft_set_last_error(FT_ENOMEM);

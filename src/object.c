@@ -336,7 +336,7 @@ bool ft_try_incref(ft_object *o)
         if (shared == FT_SHARED_DEFAULT || shared == FT_SHARED_MERGED)
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, shared + ONE_SHARED,
-                                                    memory_order_relaxed, memory_order_relaxed));
+                                                    memory_order_acquire, memory_order_relaxed));
 #ifdef FTRT_DEBUG
     count_reference(o, 1);
 #endif

@@ -220,7 +220,10 @@ FT_API void ft_object_enable_try_incref(ft_object *o);
 FT_API bool ft_try_incref(ft_object *o);
 /* try-incref o, then check that *slot still holds o; on a change, drop the reference and fail. */
 FT_API bool ft_try_incref_compare(ft_object *_Atomic *slot, ft_object *o);
-/* Load *slot and take a reference to what it holds, retrying while it changes. NULL if empty. */
+/* Load *slot and take a reference to what it holds, retrying while it changes. NULL if empty. The
+ * object must carry the try-incref promise (stored with ft_new_ref_for_shared_slot by a thread that
+ * does not own it, or marked with ft_object_enable_try_incref); otherwise, while its shared count is
+ * zero, this spins until the slot changes. */
 FT_API ft_object *ft_get_ref(ft_object *_Atomic *slot);
 
 /* ---- resurrection ---------------------------------------------------------------------------- */
