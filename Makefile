@@ -22,40 +22,44 @@ NO_ASLR := $(shell setarch "$$(uname -m)" -R true >/dev/null 2>&1 && echo setarc
 # $(1): the preset; $(2): optional targets, so that `make demo` does not wait for (or trip over) tests.
 configure_and_build = $(CMAKE) --preset $(1) && $(CMAKE) --build --preset $(1) $(if $(2),--target $(2))
 
-.PHONY: all release debug demo test bench tsan asan clang install clean
+.PHONY: all deps release debug demo test bench tsan asan clang install clean
 
 all: release
 
-release:
+# Installs what is missing (apt-get), so the commands above work on a fresh Debian machine.
+deps:
+	@scripts/install-deps
+
+release: deps
 	$(call configure_and_build,release)
 
-debug:
+debug: deps
 	$(call configure_and_build,debug)
 
-demo:
+demo: deps
 	$(call configure_and_build,release,ftrt_demo)
 	build/release/demo/ftrt_demo
 
 test: debug
 	$(CTEST) --preset debug
 
-bench:
+bench: deps
 	$(call configure_and_build,release,ftrt_bench)
 	mkdir -p build/bench
 	build/release/bench/ftrt_bench build/bench/results.json
 
-tsan:
+tsan: deps
 	$(call configure_and_build,tsan)
 	$(NO_ASLR) $(CTEST) --preset tsan
 
-asan:
+asan: deps
 	$(call configure_and_build,asan)
 	$(CTEST) --preset asan
 
-clang:
+clang: deps
 	$(call configure_and_build,clang)
 
-install:
+install: deps
 	$(call configure_and_build,release,ftrt_static ftrt_shared)
 	$(CMAKE) --install build/release --prefix "$(PREFIX)"
 

@@ -9,9 +9,10 @@
  *
  * Adding a figure: write `void bench_<area>_<what>(const bench_config *cfg, const char *name)` in
  * bench_<area>.c, declare it below, list it in main.c's table, and have it call bench_report() once.
- * A baseline library that may be absent (liburcu, mimalloc) is found by bench/CMakeLists.txt, which
- * then defines FTRT_BENCH_HAVE_<NAME>; code using it sits under that macro, and without it the
- * figure is left out of the table (or reports against the baselines it has). */
+ * A baseline library that may be absent (liburcu) is found by bench/CMakeLists.txt, which then
+ * defines FTRT_BENCH_HAVE_<NAME>; code using it sits under that macro, and without it the figure is
+ * left out of the table (or reports against the baselines it has). mimalloc is the exception: it
+ * is loaded at run time (see bench_heap.c), and its figure is skipped with a note when absent. */
 #ifndef FTRT_BENCH_H
 #define FTRT_BENCH_H
 
@@ -173,5 +174,14 @@ void bench_mutex_contended_throughput(const bench_config *cfg, const char *name)
 void bench_mutex_wait_p999(const bench_config *cfg, const char *name);
 void bench_stw_latency(const bench_config *cfg, const char *name);
 void bench_safepoint_poll(const bench_config *cfg, const char *name);
+void bench_rc_owner_vs_plain(const bench_config *cfg, const char *name);
+void bench_rc_owner_vs_atomic(const bench_config *cfg, const char *name);
+void bench_rc_nonowner_vs_atomic(const bench_config *cfg, const char *name);
+void bench_rc_immortal_scaling_2t(const bench_config *cfg, const char *name);
+void bench_rc_cross_thread_drop(const bench_config *cfg, const char *name);
+void bench_heap_alloc_free_vs_malloc(const bench_config *cfg, const char *name);
+void bench_heap_alloc_free_vs_mimalloc(const bench_config *cfg, const char *name);
+void bench_heap_remote_free_vs_local(const bench_config *cfg, const char *name);
+void bench_heap_bytes_per_object(const bench_config *cfg, const char *name);
 
 #endif

@@ -24,6 +24,15 @@ static const struct {
     {"mutex.wait_p999_ms", bench_mutex_wait_p999},
     {"stw.latency_p99_us", bench_stw_latency},
     {"safepoint.poll", bench_safepoint_poll},
+    {"rc.owner_vs_plain", bench_rc_owner_vs_plain},
+    {"rc.owner_vs_atomic", bench_rc_owner_vs_atomic},
+    {"rc.nonowner_vs_atomic", bench_rc_nonowner_vs_atomic},
+    {"rc.immortal_scaling_2t", bench_rc_immortal_scaling_2t},
+    {"rc.cross_thread_drop", bench_rc_cross_thread_drop},
+    {"heap.alloc_free_vs_malloc", bench_heap_alloc_free_vs_malloc},
+    {"heap.alloc_free_vs_mimalloc", bench_heap_alloc_free_vs_mimalloc},
+    {"heap.remote_free_vs_local", bench_heap_remote_free_vs_local},
+    {"heap.bytes_per_object", bench_heap_bytes_per_object},
 };
 
 static void usage(FILE *out)

@@ -13,7 +13,8 @@
  * Edge cases:
  *  - ob_tid is 0 at enqueue: the owner merged the object meanwhile; drop the reference normally.
  *  - the owner is gone (stopped): nobody else can write its local count any more, so the enqueuing
- *    thread merges the object itself.
+ *    thread merges the object itself, under the bucket mutex (a new thread with the same id would
+ *    register under it and become the owner), and frees it after unlocking.
  *  - the queue cannot grow (out of memory): merge with the world stopped, where no owner runs.
  * A thread that stops drains its queue until, under its bucket mutex, the queue is empty and it can
  * unregister; after that its objects are merged by whoever drops them. A later thread that reuses
@@ -91,15 +92,23 @@ void ft_brc_enqueue(ft_object *o)
     bucket_lock(b);
     ft_thread *owner = find_owner(b, tid);
     if (owner && push(rt, owner, o)) {
-        atomic_fetch_or_explicit(&owner->head.pending, FT_PENDING_MERGE, memory_order_relaxed);
+        /* Test before set: the owner reads this word at every safepoint; don't write its line
+         * again while the bit is still set. */
+        if (!(atomic_load_explicit(&owner->head.pending, memory_order_relaxed) & FT_PENDING_MERGE))
+            atomic_fetch_or_explicit(&owner->head.pending, FT_PENDING_MERGE, memory_order_relaxed);
         ft_mutex_unlock(&b->mutex);
         return;
     }
-    ft_mutex_unlock(&b->mutex);
     if (!owner) {
-        merge_and_free(o);
+        /* Merge before unlocking: a new thread with the same OS thread id registers under this
+         * mutex and would then own the object and write its local count while we merge it. */
+        intptr_t count = ft_explicit_merge(o, -1);
+        ft_mutex_unlock(&b->mutex);
+        if (count == 0)
+            ft_object_dealloc(o);
         return;
     }
+    ft_mutex_unlock(&b->mutex);
     /* Out of memory: the owner is running; merge while it cannot touch its local count. */
     intptr_t count;
     if (ft_world_stopped_by_caller(rt)) {

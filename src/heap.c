@@ -184,14 +184,22 @@ static void page_emptied(ft_heap *heap, ft_page *page)
     release_retired(heap, RETIRED_KEEP);
 }
 
-static void free_remote(ft_runtime *rt, ft_page *page, ft_block *b)
+/* One CAS; counted in the freeing thread's own counter (summed by ft_heap_get_stats), so that no
+ * shared cache line is written. */
+static void free_remote(ft_thread *t, ft_page *page, ft_block *b)
 {
     uintptr_t head = atomic_load_explicit(&page->remote_free, memory_order_relaxed);
     do
         atomic_store_explicit(&b->next, head, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&page->remote_free, &head, (uintptr_t)b,
                                                   memory_order_release, memory_order_relaxed));
-    atomic_fetch_add_explicit(&rt->heaps.remote_frees, 1, memory_order_relaxed);
+    if (t)
+        atomic_store_explicit(&t->remote_frees,
+                              atomic_load_explicit(&t->remote_frees, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&page->heap->set->rt->heaps.remote_frees, 1,
+                                  memory_order_relaxed);
 }
 
 void ft_heap_free_block(ft_thread *t, void *p)
@@ -200,7 +208,7 @@ void ft_heap_free_block(ft_thread *t, void *p)
     ft_heap *heap = page->heap;
     ft_block *b = p;
     if (FT_UNLIKELY(!t || heap->set != t->heaps)) {
-        free_remote(heap->set->rt, page, b);
+        free_remote(t, page, b);
         return;
     }
     atomic_store_explicit(&b->next, (uintptr_t)page->free, memory_order_relaxed);
@@ -342,6 +350,8 @@ void ft_heap_thread_stop(ft_thread *t)
 
 void *ft_malloc(ft_thread *t, size_t size)
 {
+    if (FT_UNLIKELY(atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
+        ft_fatal("ft_malloc: thread state %p is not attached", (void *)t);
     void *p = ft_heap_alloc(&t->heaps->heaps[FT_HEAP_RAW], size);
     if (!p)
         ft_set_last_error(FT_ENOMEM);
@@ -486,6 +496,10 @@ void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out)
     out->pages = atomic_load_explicit(&h->pages, memory_order_relaxed);
     out->page_bytes = atomic_load_explicit(&h->page_bytes, memory_order_relaxed);
     out->remote_frees = atomic_load_explicit(&h->remote_frees, memory_order_relaxed);
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    for (ft_thread *t = rt->threads; t; t = t->next)
+        out->remote_frees += atomic_load_explicit(&t->remote_frees, memory_order_relaxed);
+    ft_mutex_unlock(&rt->head_mutex);
     out->abandoned_heaps = atomic_load_explicit(&h->abandoned, memory_order_relaxed);
     out->adopted_heaps = atomic_load_explicit(&h->adopted, memory_order_relaxed);
 }

@@ -88,9 +88,12 @@ ft_status ft_index_pool_alloc(ft_index_pool *p, uint32_t *out)
 void ft_index_pool_free(ft_index_pool *p, uint32_t index)
 {
     lock(p);
-    if (index >= p->next || p->size >= p->next)
-        ft_fatal("ft_index_pool_free: index %u was never handed out by pool %p (or freed twice)",
-                 index, (void *)p);
+    bool free_already = false;
+    for (uint32_t i = 0; i < p->size && !free_already; i++)
+        free_already = p->heap[i] == index; /* frees are rare: a scan is cheap enough */
+    if (index >= p->next || free_already)
+        ft_fatal("ft_index_pool_free: index %u %s pool %p", index,
+                 free_already ? "is already free in" : "was never handed out by", (void *)p);
     heap_push(p, index);
     ft_mutex_unlock(&p->mutex);
 }

@@ -79,7 +79,8 @@ ft_status ft_mutex_lock_ex(ft_mutex *m, int64_t timeout_ns, ft_lock_flags flags)
         if (!(v & FT_MUTEX_HAS_PARKED) && spins < SPIN_LIMIT) {
             for (int i = 0; i < SPIN_PAUSES; i++)
                 ft_cpu_relax();
-            spins++;
+            if (++spins % 8 == 0 && deadline >= 0 && ft_monotonic_ns() >= deadline)
+                return FT_ETIMEDOUT;
             continue;
         }
         uint8_t parked = v | FT_MUTEX_HAS_PARKED;

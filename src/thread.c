@@ -148,6 +148,9 @@ void ft_thread_stop(ft_thread *t)
     atomic_fetch_add_explicit(&rt->reftotal,
                               atomic_load_explicit(&t->reftotal, memory_order_relaxed),
                               memory_order_relaxed);
+    atomic_fetch_add_explicit(&rt->heaps.remote_frees,
+                              atomic_load_explicit(&t->remote_frees, memory_order_relaxed),
+                              memory_order_relaxed);
     ft_mutex_unlock(&rt->head_mutex);
 
     ft_index_pool_free(&rt->thread_indices, t->index);

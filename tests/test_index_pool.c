@@ -222,6 +222,32 @@ TEST(concurrent_alloc_free_never_shares_an_index)
     ft_index_pool_destroy(&shared_pool);
 }
 
+static void free_twice(void *arg)
+{
+    (void)arg;
+    ft_index_pool pool = FT_INDEX_POOL_INIT;
+    uint32_t a, b;
+    ft_index_pool_alloc(&pool, &a);
+    ft_index_pool_alloc(&pool, &b);
+    ft_index_pool_free(&pool, a);
+    ft_index_pool_free(&pool, a);
+}
+
+static void free_never_handed_out(void *arg)
+{
+    (void)arg;
+    ft_index_pool pool = FT_INDEX_POOL_INIT;
+    uint32_t a;
+    ft_index_pool_alloc(&pool, &a);
+    ft_index_pool_free(&pool, a + 1);
+}
+
+TEST(bad_frees_are_fatal)
+{
+    CHECK_DEATH(free_twice, NULL, "ft_index_pool_free", "already free");
+    CHECK_DEATH(free_never_handed_out, NULL, "ft_index_pool_free", "never handed out");
+}
+
 int main(void)
 {
     RUN(smallest_first_order);
@@ -229,5 +255,6 @@ int main(void)
     RUN(growth_and_full_reuse);
     RUN(random_operations_match_bitmap_model);
     RUN(concurrent_alloc_free_never_shares_an_index);
+    RUN(bad_frees_are_fatal);
     return harness_done();
 }

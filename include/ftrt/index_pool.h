@@ -27,7 +27,8 @@ FT_API void ft_index_pool_init(ft_index_pool *p);
 FT_API void ft_index_pool_destroy(ft_index_pool *p);
 /* The smallest free index, or FT_ENOMEM if the heap could not grow (nothing changed). */
 FT_API ft_status ft_index_pool_alloc(ft_index_pool *p, uint32_t *out);
-/* Give an index back. Never allocates. */
+/* Give an index back. Never allocates. Fatal for an index that was never handed out or is already
+ * free. */
 FT_API void ft_index_pool_free(ft_index_pool *p, uint32_t index);
 
 #ifdef __cplusplus

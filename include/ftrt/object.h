@@ -16,8 +16,8 @@
  * An object is freed exactly once: when its owner drops ob_ref_local to 0 and finds ob_ref_shared
  * exactly 0, or when an atomic update leaves ob_ref_shared exactly MERGED (count zero).
  *
- * Immortal objects have ob_ref_local == UINT32_MAX; incref and decref never write them, so they can
- * sit in read-only memory and are shared by every thread without contention.
+ * Immortal objects have ob_ref_local == UINT32_MAX and ob_tid == 0; incref and decref never write
+ * them, so they can sit in read-only memory and are shared by every thread without contention.
  *
  * Destruction. When the count reaches zero, ftrt runs the type's finalize (once per object, PEP 442;
  * it may resurrect the object), then its dealloc (release what the object holds), then frees the
@@ -143,13 +143,13 @@ static inline void ft_incref(ft_object *o)
 #ifdef FTRT_DEBUG
     ft_incref_checked(o);
 #else
-    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
-    uint32_t next = local + 1;
-    if (FT_UNLIKELY(next == 0))
-        return; /* immortal */
+    /* Ownership first: an immortal object has ob_tid 0, so it is never "owned", and the owner's path
+     * needs no immortal check. */
     if (FT_LIKELY(ft_object_is_owned(o)))
-        atomic_store_explicit(&o->ob_ref_local, next, memory_order_relaxed);
-    else
+        atomic_store_explicit(&o->ob_ref_local,
+                              atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else if (!ft_object_is_immortal(o))
         atomic_fetch_add_explicit(&o->ob_ref_shared, (intptr_t)1 << FT_SHARED_SHIFT,
                                   memory_order_relaxed);
 #endif
@@ -160,15 +160,12 @@ static inline void ft_decref(ft_object *o)
 #ifdef FTRT_DEBUG
     ft_decref_checked(o);
 #else
-    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
-    if (FT_UNLIKELY(local == FT_IMMORTAL_LOCAL))
-        return;
     if (FT_LIKELY(ft_object_is_owned(o))) {
-        local--;
+        uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed) - 1;
         atomic_store_explicit(&o->ob_ref_local, local, memory_order_relaxed);
         if (FT_UNLIKELY(local == 0))
             ft_merge_zero_local(o);
-    } else {
+    } else if (!ft_object_is_immortal(o)) {
         ft_decref_shared(o);
     }
 #endif
@@ -226,7 +223,10 @@ FT_API void ft_object_enable_try_incref(ft_object *o);
 FT_API bool ft_try_incref(ft_object *o);
 /* try-incref o, then check that *slot still holds o; on a change, drop the reference and fail. */
 FT_API bool ft_try_incref_compare(ft_object *_Atomic *slot, ft_object *o);
-/* Load *slot and take a reference to what it holds, retrying while it changes. NULL if empty. */
+/* Load *slot and take a reference to what it holds, retrying while it changes. NULL if empty. The
+ * object must carry the try-incref promise (stored with ft_new_ref_for_shared_slot by a thread that
+ * does not own it, or marked with ft_object_enable_try_incref); otherwise, while its shared count is
+ * zero, this spins until the slot changes. */
 FT_API ft_object *ft_get_ref(ft_object *_Atomic *slot);
 
 /* ---- resurrection ---------------------------------------------------------------------------- */

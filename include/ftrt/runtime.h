@@ -44,18 +44,20 @@ FT_API void ft_config_init(ft_config *cfg);
 /* A new runtime (cfg may be NULL for the defaults), or NULL with ft_last_error() set. */
 FT_API ft_runtime *ft_runtime_new(const ft_config *cfg);
 
-/* Free a runtime. FT_EBUSY, with nothing freed, while any thread is still started. */
+/* Free a runtime. FT_EBUSY, with nothing freed, while any thread is still started or the world is
+ * stopped; FT_EINVAL for NULL. */
 FT_API ft_status ft_runtime_free(ft_runtime *rt);
 
 /* Start a thread state for the calling OS thread; it is attached on return. NULL with
  * ft_last_error() = FT_EEXIST if this OS thread already has a thread state in rt, FT_ENOMEM if out of
- * memory. A thread that starts while the world is stopped waits here until it restarts. */
+ * memory, FT_EINVAL if rt is NULL. A thread that starts while the world is stopped waits here until
+ * it restarts. */
 FT_API ft_thread *ft_thread_start(ft_runtime *rt);
 
 /* Stop the calling OS thread's thread state (attached or detached) and free it. A detached state is
  * attached first (its teardown may free objects), so during a stop this waits for the restart. Fatal
- * if called
- * from another OS thread or with a critical section still open. */
+ * if called from another OS thread, with a critical section still open, or while this thread has the
+ * world stopped. */
 FT_API void ft_thread_stop(ft_thread *t);
 
 /* Detach: the thread may block; it no longer delays a stop-the-world. Its critical sections are

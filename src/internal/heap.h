@@ -111,7 +111,9 @@ typedef struct ft_heap_runtime {
     ft_page_queue pool;          /* empty pages, oldest first */
     uint64_t pool_pages, released_pages;
     ft_page_reuse_hook hook;     /* set once, before any thread starts */
-    _Atomic(uint64_t) pages, page_bytes, abandoned, adopted, remote_frees;
+    _Atomic(uint64_t) pages, page_bytes, abandoned, adopted;
+    _Atomic(uint64_t) remote_frees; /* by stopped threads and unattached callers (live threads count
+                                       their own: ft_thread.remote_frees) */
 } ft_heap_runtime;
 
 static inline ft_page *ft_page_of(const void *p)

@@ -91,6 +91,7 @@ struct ft_thread {
     struct ft_freelists *freelists; /* owner only; NULL until first used or when disabled */
     bool freelists_disabled;        /* owner only: set when the thread stops */
     _Atomic(int64_t) reftotal;      /* debug reference total: owner adds, anyone reads (relaxed) */
+    _Atomic(uint64_t) remote_frees; /* frees into other threads' pages: owner adds, anyone reads */
 };
 
 /* A thread's QSBR slot: the sequence it last reported, or 0 while detached. Padded so that a

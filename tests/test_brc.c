@@ -1,0 +1,831 @@
+/* tests/test_brc.c: biased reference counting across threads: merge queues and thread exit.
+ *
+ * An object dropped by a thread that does not own it is queued to its owner, and freed by the owner's
+ * next safepoint (or by the owner's ft_thread_stop); once the owner has stopped, whoever drops the
+ * object merges and frees it directly. These tests hand objects between threads in each of those
+ * situations and check, through a dealloc callback that records every deallocation by object id, that
+ * every object is freed exactly once, never early, and by the thread the rules name. Stress tests race
+ * an owner's ft_thread_stop against other threads' drops; bounce thousands of objects between three
+ * threads at random while a fourth repeatedly stops the world and walks the heap, checking that the
+ * walk sees exactly the objects not yet freed; and race lock-free readers' try-increfs against the
+ * last decref, checking that no reader ever gets hold of a freed object.
+ *
+ * Threads wait for each other with barriers (detached, so a stop-the-world never waits for a blocked
+ * thread) or by spinning on atomics with ft_safepoint and a generous deadline. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "ftrt.h"
+#include "harness.h"
+
+/* ---- tracked objects ------------------------------------------------------------------------------ */
+
+#define MAX_OBJECTS (1 << 16)
+#define ALIVE 0xA11Eu
+#define DEAD 0xDEADu
+
+typedef struct tracked {
+    ft_object ob;
+    uint32_t id;
+    _Atomic uint32_t magic; /* ALIVE from allocation until dealloc poisons it */
+} tracked;
+
+static _Atomic uint8_t freed_count[MAX_OBJECTS];
+static _Atomic uintptr_t freed_by[MAX_OBJECTS]; /* ft_os_thread_id() of the deallocating thread */
+static _Atomic uint32_t next_id, total_freed, bad_deallocs;
+
+static void tracked_dealloc(ft_object *o)
+{
+    tracked *p = (tracked *)o;
+    if (atomic_exchange_explicit(&p->magic, DEAD, memory_order_relaxed) != ALIVE)
+        atomic_fetch_add(&bad_deallocs, 1);
+    atomic_store(&freed_by[p->id], ft_os_thread_id()); /* before the count others wait for */
+    atomic_fetch_add(&freed_count[p->id], 1);
+    atomic_fetch_add(&total_freed, 1);
+}
+
+static const ft_type tracked_type = {
+    .name = "tracked", .basic_size = sizeof(tracked), .dealloc = tracked_dealloc};
+
+static void reset_tracking(void)
+{
+    for (uint32_t i = 0; i < MAX_OBJECTS; i++) {
+        atomic_store_explicit(&freed_count[i], 0, memory_order_relaxed);
+        atomic_store_explicit(&freed_by[i], 0, memory_order_relaxed);
+    }
+    atomic_store(&next_id, 0);
+    atomic_store(&total_freed, 0);
+    atomic_store(&bad_deallocs, 0);
+}
+
+static tracked *new_tracked(ft_thread *t, const ft_type *type)
+{
+    tracked *p = (tracked *)ft_alloc(t, type);
+    if (!p)
+        return NULL;
+    uint32_t id = atomic_fetch_add(&next_id, 1);
+    if (id >= MAX_OBJECTS) {
+        fprintf(stderr, "test_brc: more than %d objects\n", MAX_OBJECTS);
+        abort();
+    }
+    p->id = id;
+    atomic_store_explicit(&p->magic, ALIVE, memory_order_relaxed);
+    return p;
+}
+
+static bool is_alive(tracked *p)
+{
+    return atomic_load_explicit(&p->magic, memory_order_relaxed) == ALIVE &&
+           atomic_load(&freed_count[p->id]) == 0;
+}
+
+/* Every object allocated since reset_tracking freed exactly once, none freed in a bad state. */
+static bool all_freed_once(void)
+{
+    uint32_t n = atomic_load(&next_id);
+    for (uint32_t i = 0; i < n; i++)
+        if (atomic_load(&freed_count[i]) != 1) {
+            fprintf(stderr, "object %u freed %u times\n", i, (unsigned)atomic_load(&freed_count[i]));
+            return false;
+        }
+    return atomic_load(&total_freed) == n && atomic_load(&bad_deallocs) == 0;
+}
+
+/* ---- waiting -------------------------------------------------------------------------------------- */
+
+#define WAIT_LIMIT_NS (30 * INT64_C(1000000000))
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static bool still_waiting(ft_thread *t, int64_t start)
+{
+    if (t)
+        ft_safepoint(t);
+    sched_yield();
+    return now_ns() - start < WAIT_LIMIT_NS;
+}
+
+/* Spin (with safepoints when t is attached) until cond holds or the limit passes. */
+#define AWAIT(t, cond)                                                                             \
+    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
+    }
+
+/* A barrier wait that does not hold up a stop-the-world. */
+static void barrier_detached(ft_thread *t, pthread_barrier_t *b)
+{
+    if (t)
+        ft_detach(t);
+    pthread_barrier_wait(b);
+    if (t)
+        ft_attach(t);
+}
+
+static uintptr_t pending_bits(ft_thread *t)
+{
+    return atomic_load_explicit(&((struct ft_thread_head *)t)->pending, memory_order_relaxed);
+}
+
+static void check_heap_empty(ft_runtime *rt)
+{
+    ft_heap_stats s;
+    ft_heap_get_stats(rt, &s);
+    CHECK_EQ(s.live_blocks, 0);
+#ifdef FTRT_DEBUG
+    CHECK_EQ(ft_runtime_reftotal(rt), 0);
+#endif
+}
+
+/* ---- an owner that keeps running ------------------------------------------------------------------ */
+
+enum { HANDOFF = 600 }; /* more than one merge-queue chunk */
+
+typedef struct handoff {
+    ft_runtime *rt;
+    tracked *objects[HANDOFF];
+    uint32_t ids[HANDOFF]; /* read after the objects are freed, so not from them */
+    int count;
+    pthread_barrier_t barrier;
+    _Atomic uintptr_t owner_os;
+    _Atomic bool owner_saw_pending, freed_before_safepoint;
+    _Atomic int next_drop; /* phase 2: objects dropped so far, one at a time */
+} handoff;
+
+static void handoff_init(handoff *h, ft_runtime *rt, int count)
+{
+    memset(h->objects, 0, sizeof h->objects);
+    h->rt = rt;
+    h->count = count;
+    pthread_barrier_init(&h->barrier, NULL, 2);
+    atomic_store(&h->owner_os, 0);
+    atomic_store(&h->owner_saw_pending, false);
+    atomic_store(&h->freed_before_safepoint, false);
+    atomic_store(&h->next_drop, 0);
+}
+
+static void allocate_all(ft_thread *t, handoff *h)
+{
+    for (int i = 0; i < h->count; i++) {
+        h->objects[i] = new_tracked(t, &tracked_type);
+        CHECK_THREAD(h->objects[i] != NULL);
+        h->ids[i] = h->objects[i] ? h->objects[i]->id : 0;
+    }
+}
+
+/* The owner allocates, then (phase 1) waits detached while the other thread drops everything, then
+ * runs one safepoint; then (phase 2) allocates again and spins at safepoints while the other thread
+ * drops them one by one. */
+static void *running_owner(void *arg)
+{
+    handoff *h = arg;
+    ft_thread *t = ft_thread_start(h->rt);
+    CHECK_THREAD(t != NULL);
+    atomic_store(&h->owner_os, ft_os_thread_id());
+    allocate_all(t, h);
+    barrier_detached(t, &h->barrier); /* handed over */
+    barrier_detached(t, &h->barrier); /* all dropped */
+    atomic_store(&h->owner_saw_pending, (pending_bits(t) & FT_PENDING_MERGE) != 0);
+    atomic_store(&h->freed_before_safepoint, atomic_load(&total_freed) != 0);
+    ft_safepoint(t);
+    CHECK_THREAD(atomic_load(&total_freed) == (uint32_t)h->count);
+    barrier_detached(t, &h->barrier); /* phase 1 done */
+    barrier_detached(t, &h->barrier); /* phase 1 checked */
+
+    allocate_all(t, h);
+    barrier_detached(t, &h->barrier); /* handed over */
+    AWAIT(t, atomic_load(&total_freed) == 2 * (uint32_t)h->count);
+    barrier_detached(t, &h->barrier);
+    ft_thread_stop(t);
+    return NULL;
+}
+
+TEST(drop_on_another_thread_while_the_owner_runs)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    static handoff h;
+    handoff_init(&h, rt, HANDOFF);
+    pthread_t owner;
+    CHECK_EQ(pthread_create(&owner, NULL, running_owner, &h), 0);
+
+    barrier_detached(t, &h.barrier);
+    for (int i = 0; i < h.count; i++) {
+        ft_decref(&h.objects[i]->ob);
+        CHECK(is_alive(h.objects[i])); /* queued, not freed: only the owner knows its local count */
+        CHECK_EQ(atomic_load(&h.objects[i]->ob.ob_ref_shared), FT_SHARED_QUEUED);
+    }
+    CHECK_EQ(atomic_load(&total_freed), 0);
+    barrier_detached(t, &h.barrier);
+    barrier_detached(t, &h.barrier);
+    CHECK(atomic_load(&h.owner_saw_pending));
+    CHECK(!atomic_load(&h.freed_before_safepoint));
+    for (int i = 0; i < h.count; i++) {
+        CHECK_EQ(atomic_load(&freed_count[h.ids[i]]), 1);
+        CHECK_EQ(atomic_load(&freed_by[h.ids[i]]), atomic_load(&h.owner_os));
+    }
+    barrier_detached(t, &h.barrier);
+
+    /* Phase 2: the owner is busy at its safepoints; each drop is freed there promptly. */
+    barrier_detached(t, &h.barrier);
+    for (int i = 0; i < h.count; i++) {
+        uint32_t id = h.ids[i];
+        ft_decref(&h.objects[i]->ob);
+        AWAIT(t, atomic_load(&freed_count[id]) != 0);
+        CHECK_EQ(atomic_load(&freed_count[id]), 1);
+        CHECK_EQ(atomic_load(&freed_by[id]), atomic_load(&h.owner_os));
+    }
+    barrier_detached(t, &h.barrier);
+    ft_detach(t);
+    pthread_join(owner, NULL);
+    ft_attach(t);
+    pthread_barrier_destroy(&h.barrier);
+    CHECK_THREADS_OK();
+    CHECK(all_freed_once());
+    check_heap_empty(rt);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- an owner that stops -------------------------------------------------------------------------- */
+
+/* The owner allocates and hands over, then waits detached; when released it stops its thread state
+ * (without a safepoint first), then waits again before its OS thread exits. */
+static void *stopping_owner(void *arg)
+{
+    handoff *h = arg;
+    ft_thread *t = ft_thread_start(h->rt);
+    CHECK_THREAD(t != NULL);
+    atomic_store(&h->owner_os, ft_os_thread_id());
+    allocate_all(t, h);
+    barrier_detached(t, &h->barrier); /* handed over */
+    barrier_detached(t, &h->barrier); /* may stop now */
+    ft_thread_stop(t);
+    pthread_barrier_wait(&h->barrier); /* stopped */
+    pthread_barrier_wait(&h->barrier); /* the OS thread may exit */
+    return NULL;
+}
+
+TEST(queued_objects_are_freed_when_the_owner_stops)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    static handoff h;
+    handoff_init(&h, rt, HANDOFF);
+    pthread_t owner;
+    CHECK_EQ(pthread_create(&owner, NULL, stopping_owner, &h), 0);
+    barrier_detached(t, &h.barrier);
+    for (int i = 0; i < h.count; i++)
+        ft_decref(&h.objects[i]->ob);
+    CHECK_EQ(atomic_load(&total_freed), 0);
+    barrier_detached(t, &h.barrier);
+    barrier_detached(t, &h.barrier); /* the owner's ft_thread_stop has returned */
+    CHECK_EQ(atomic_load(&total_freed), (uint32_t)h.count);
+    for (int i = 0; i < h.count; i++)
+        CHECK_EQ(atomic_load(&freed_by[h.ids[i]]), atomic_load(&h.owner_os));
+    barrier_detached(t, &h.barrier);
+    pthread_join(owner, NULL);
+    pthread_barrier_destroy(&h.barrier);
+    CHECK_THREADS_OK();
+    CHECK(all_freed_once());
+    check_heap_empty(rt);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* After the owner has stopped, drops merge and free directly: check both when its OS thread is still
+ * alive and when it has exited. Half the objects also carry a shared reference taken before the stop,
+ * so their first drop only subtracts and their second one frees. */
+static void drop_after_owner_stopped(bool owner_exits)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    static handoff h;
+    handoff_init(&h, rt, 200);
+    pthread_t owner;
+    CHECK_EQ(pthread_create(&owner, NULL, stopping_owner, &h), 0);
+    barrier_detached(t, &h.barrier);
+    for (int i = 0; i < h.count; i += 2)
+        ft_incref(&h.objects[i]->ob);
+    barrier_detached(t, &h.barrier);
+    barrier_detached(t, &h.barrier); /* the owner has stopped */
+    if (owner_exits) {
+        barrier_detached(t, &h.barrier);
+        pthread_join(owner, NULL);
+    }
+    CHECK_EQ(atomic_load(&total_freed), 0);
+    for (int i = 0; i < h.count; i++) {
+        tracked *p = h.objects[i];
+        uint32_t id = h.ids[i];
+        if (i % 2 == 0) {
+            ft_decref(&p->ob);
+            CHECK(is_alive(p));
+        }
+        ft_decref(&p->ob);
+        CHECK_EQ(atomic_load(&freed_count[id]), 1); /* at once: nobody else could merge it */
+        CHECK_EQ(atomic_load(&freed_by[id]), ft_os_thread_id());
+    }
+    CHECK_EQ(pending_bits(t) & FT_PENDING_MERGE, 0);
+    if (!owner_exits) {
+        barrier_detached(t, &h.barrier);
+        pthread_join(owner, NULL);
+    }
+    pthread_barrier_destroy(&h.barrier);
+    CHECK_THREADS_OK();
+    CHECK(all_freed_once());
+    check_heap_empty(rt);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(drop_after_the_owner_stopped)
+{
+    drop_after_owner_stopped(false);
+}
+
+TEST(drop_after_the_owner_exited)
+{
+    drop_after_owner_stopped(true);
+}
+
+/* ---- a thread that restarts owns its objects again ------------------------------------------------ */
+
+typedef struct restart_args {
+    ft_runtime *rt;
+    bool owned_after_restart;
+    int freed_at_local_drop;
+} restart_args;
+
+static void *restarting_thread(void *arg)
+{
+    restart_args *a = arg;
+    ft_thread *t = ft_thread_start(a->rt);
+    tracked *p = new_tracked(t, &tracked_type);
+    ft_thread_stop(t);
+    t = ft_thread_start(a->rt); /* same OS thread, so the same thread id */
+    a->owned_after_restart = ft_object_is_owned(&p->ob);
+    ft_decref(&p->ob); /* a local decref to zero: freed here, with no merge */
+    a->freed_at_local_drop = atomic_load(&freed_count[p->id]);
+    ft_thread_stop(t);
+    return NULL;
+}
+
+TEST(restarted_thread_owns_its_objects_again)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    restart_args a = {.rt = rt};
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, restarting_thread, &a), 0);
+    pthread_join(th, NULL);
+    CHECK(a.owned_after_restart);
+    CHECK_EQ(a.freed_at_local_drop, 1);
+    CHECK(all_freed_once());
+    check_heap_empty(rt);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- stress: an owner stops while others drop its objects ----------------------------------------- */
+
+enum { RACE_ROUNDS = 150, RACE_OBJECTS = 64 };
+
+typedef struct race {
+    ft_runtime *rt;
+    tracked *objects[RACE_OBJECTS];
+    pthread_barrier_t barrier;
+} race;
+
+static void *owner_that_stops_at_once(void *arg)
+{
+    race *r = arg;
+    ft_thread *t = ft_thread_start(r->rt);
+    CHECK_THREAD(t != NULL);
+    for (int i = 0; i < RACE_OBJECTS; i++) {
+        r->objects[i] = new_tracked(t, &tracked_type);
+        if (i % 3 == 0)
+            ft_incref(&r->objects[i]->ob); /* one reference for each dropper */
+    }
+    barrier_detached(t, &r->barrier);
+    ft_thread_stop(t); /* races the drops */
+    return NULL;
+}
+
+static void *dropper(void *arg)
+{
+    race *r = arg;
+    ft_thread *t = ft_thread_start(r->rt);
+    CHECK_THREAD(t != NULL);
+    barrier_detached(t, &r->barrier);
+    for (int i = RACE_OBJECTS - 1; i >= 0; i--) {
+        if (i % 3 == 0)
+            ft_decref(&r->objects[i]->ob);
+        ft_safepoint(t);
+    }
+    ft_thread_stop(t);
+    return NULL;
+}
+
+TEST(owner_stop_races_drops)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    static race r;
+    r.rt = rt;
+    ft_thread *t = ft_thread_start(rt);
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        uint32_t before = atomic_load(&next_id);
+        pthread_barrier_init(&r.barrier, NULL, 3);
+        pthread_t owner, other;
+        CHECK_EQ(pthread_create(&owner, NULL, owner_that_stops_at_once, &r), 0);
+        CHECK_EQ(pthread_create(&other, NULL, dropper, &r), 0);
+        barrier_detached(t, &r.barrier);
+        for (int i = 0; i < RACE_OBJECTS; i++) {
+            ft_decref(&r.objects[i]->ob);
+            ft_safepoint(t);
+        }
+        ft_detach(t);
+        pthread_join(owner, NULL);
+        pthread_join(other, NULL);
+        ft_attach(t);
+        pthread_barrier_destroy(&r.barrier);
+        for (uint32_t id = before; id < atomic_load(&next_id); id++)
+            CHECK_EQ(atomic_load(&freed_count[id]), 1); /* by the end of its round */
+    }
+    CHECK_THREADS_OK();
+    CHECK(all_freed_once());
+    check_heap_empty(rt);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- stress: objects bounced between threads at random -------------------------------------------- */
+
+/* Every object is marked for try-incref by its owner at allocation, so a slot that holds an object can
+ * always be read with ft_get_ref (its shared state never returns to an unmarked zero).
+ *
+ * Readers may try-incref an object that another thread has just freed. That is sound here even with
+ * the default page-reuse hook (which lets an empty page be repurposed at once): every object has the
+ * same size class and nothing else allocates from the object heaps, so a block a stale pointer reaches
+ * is always an object header of this type, or a zeroed released page, never something else. */
+enum { BOUNCERS = 3, SLOTS = 32, HELD = 8, BOUNCE_ITERATIONS = 12000, WALK_EVERY = 1000 };
+
+typedef struct bounce {
+    ft_runtime *rt;
+    ft_object *_Atomic slots[SLOTS];
+    _Atomic int finished;
+    _Atomic uint64_t walks;
+} bounce;
+
+typedef struct bouncer {
+    bounce *b;
+    uint64_t rng;
+    tracked *held[HELD];
+    int nheld;
+} bouncer;
+
+static uint64_t next_random(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void hold(bouncer *me, tracked *p)
+{
+    if (!p)
+        return;
+    CHECK_THREAD(is_alive(p));
+    if (me->nheld < HELD)
+        me->held[me->nheld++] = p;
+    else
+        ft_decref(&p->ob);
+}
+
+static tracked *take_held(bouncer *me, uint64_t r)
+{
+    if (me->nheld == 0)
+        return NULL;
+    int i = (int)(r % (uint64_t)me->nheld);
+    tracked *p = me->held[i];
+    me->held[i] = me->held[--me->nheld];
+    return p;
+}
+
+static void bounce_step(ft_thread *t, bouncer *me)
+{
+    bounce *b = me->b;
+    uint64_t r = next_random(&me->rng);
+    ft_object *_Atomic *slot = &b->slots[(r >> 8) % SLOTS];
+    switch (r % 8) {
+    case 0: { /* a new object, into a slot */
+        tracked *p = new_tracked(t, &tracked_type);
+        CHECK_THREAD(p != NULL);
+        if (!p)
+            return;
+        ft_object_enable_try_incref(&p->ob);
+        hold(me, (tracked *)atomic_exchange(slot, &p->ob));
+        break;
+    }
+    case 1:
+    case 2: { /* swap a held reference (or nothing) with a slot's */
+        tracked *mine = take_held(me, r >> 16);
+        hold(me, (tracked *)atomic_exchange(slot, mine ? &mine->ob : NULL));
+        break;
+    }
+    case 3: /* a lock-free read */
+        hold(me, (tracked *)ft_get_ref(slot));
+        break;
+    case 4: { /* one lock-free attempt on what was just seen */
+        ft_object *seen = atomic_load(slot);
+        if (seen && ft_try_incref_compare(slot, seen))
+            hold(me, (tracked *)seen);
+        break;
+    }
+    case 5: { /* a second reference to something held */
+        if (me->nheld == 0)
+            break;
+        tracked *p = me->held[(r >> 16) % (uint64_t)me->nheld];
+        ft_incref(&p->ob);
+        hold(me, p);
+        break;
+    }
+    default: { /* drop something held */
+        tracked *p = take_held(me, r >> 16);
+        if (p) {
+            CHECK_THREAD(is_alive(p));
+            ft_decref(&p->ob);
+        }
+        break;
+    }
+    }
+}
+
+static void *bouncer_main(void *arg)
+{
+    bouncer *me = arg;
+    ft_thread *t = ft_thread_start(me->b->rt);
+    CHECK_THREAD(t != NULL);
+    uint64_t walks_seen = 0;
+    for (int i = 1; i <= BOUNCE_ITERATIONS; i++) {
+        bounce_step(t, me);
+        ft_safepoint(t);
+        if (i % WALK_EVERY == 0) { /* let the main thread walk the heap in the middle of it all */
+            AWAIT(t, atomic_load(&me->b->walks) > walks_seen);
+            walks_seen = atomic_load(&me->b->walks);
+        }
+    }
+    while (me->nheld > 0)
+        ft_decref(&me->held[--me->nheld]->ob);
+    ft_thread_stop(t); /* the others may still be dropping this thread's objects */
+    atomic_fetch_add(&me->b->finished, 1);
+    return NULL;
+}
+
+typedef struct walk_count {
+    uint64_t visited, not_alive;
+} walk_count;
+
+static bool count_live(void *block, size_t size, void *arg)
+{
+    (void)size;
+    walk_count *w = arg;
+    tracked *p = block;
+    w->visited++;
+    if (!is_alive(p))
+        w->not_alive++;
+    return true;
+}
+
+TEST(objects_bounced_between_threads)
+{
+    reset_tracking();
+    static bounce b;
+    memset(&b, 0, sizeof b);
+    b.rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(b.rt);
+    static bouncer workers[BOUNCERS];
+    pthread_t th[BOUNCERS];
+    for (int i = 0; i < BOUNCERS; i++) {
+        workers[i] = (bouncer){.b = &b, .rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)};
+        CHECK_EQ(pthread_create(&th[i], NULL, bouncer_main, &workers[i]), 0);
+    }
+    /* While they run: with the world stopped, the heap walk sees exactly the objects not yet freed
+     * (allocation and dealloc both finish between two safepoints, so the counters are exact). */
+    while (atomic_load(&b.finished) < BOUNCERS) {
+        ft_stop_the_world(b.rt);
+        walk_count w = {0, 0};
+        ft_status st = ft_heap_visit(b.rt, FT_HEAP_OBJECT, count_live, &w);
+        uint32_t allocated = atomic_load(&next_id), freed = atomic_load(&total_freed);
+        ft_start_the_world(b.rt);
+        CHECK_EQ(st, FT_OK);
+        CHECK_EQ(w.not_alive, 0);
+        CHECK_EQ(w.visited, allocated - freed);
+        atomic_fetch_add(&b.walks, 1);
+        ft_safepoint(t);
+        sched_yield();
+    }
+    ft_detach(t);
+    for (int i = 0; i < BOUNCERS; i++)
+        pthread_join(th[i], NULL);
+    ft_attach(t);
+    CHECK_THREADS_OK();
+    for (int i = 0; i < SLOTS; i++) {
+        ft_object *o = atomic_exchange(&b.slots[i], NULL);
+        if (o) {
+            CHECK(is_alive((tracked *)o));
+            ft_decref(o); /* its owner has stopped: merged and freed here */
+        }
+    }
+    CHECK(atomic_load(&next_id) > 1000);
+    CHECK(atomic_load(&b.walks) >= BOUNCE_ITERATIONS / WALK_EVERY);
+    CHECK(all_freed_once());
+    ft_thread_stop(t);
+    check_heap_empty(b.rt); /* from outside the runtime */
+    CHECK_EQ(ft_runtime_free(b.rt), FT_OK);
+}
+
+/* ---- stress: try-incref racing the last decref ----------------------------------------------------- */
+
+/* A writer publishes fresh objects in one slot; readers take references through the slot with
+ * ft_try_incref_compare and check that what they got is alive. Two ways of publishing:
+ *  - owning: the slot holds a reference; the writer swaps the object out, then drops that reference,
+ *    often the last one while a reader is trying;
+ *  - weak: the slot holds no reference (like a weak reference, which its object's dealloc clears);
+ *    the writer drops its only reference while the object is still in the slot, so a reader's try
+ *    can succeed on the slot's current object at the very moment its count reaches zero: the try
+ *    must then fail, and the object be freed once, or the try succeed and the object live on.
+ *    (Without the clearing, the slot would keep a freed address, and an object later allocated at
+ *    that address would seem to be in the slot before it was published.)
+ *
+ * Soundness with the default page-reuse hook: the writer allocates a pin object first and at most a
+ * handful of objects are alive at once, so every object comes from the pin's page, which never
+ * empties; a freed block there is only ever reused as an object of the same type, and a freed block
+ * reads as count zero. The test checks that precondition at the end. */
+enum { TRY_READERS = 2, TRY_OBJECTS = 5000, TRY_AWAIT_EVERY = 64, TRY_MIN_READS = 20 };
+
+typedef struct try_race {
+    ft_runtime *rt;
+    bool weak;
+    pthread_barrier_t start;
+    ft_object *_Atomic slot;
+    _Atomic bool done;
+    _Atomic uint64_t looks, reads;
+    _Atomic bool off_page;
+} try_race;
+
+static uintptr_t page_of(const void *p)
+{
+    return (uintptr_t)p & ~(uintptr_t)0xFFFF; /* the heap's 64 KiB pages */
+}
+
+static ft_object *_Atomic *weak_slot; /* the slot weakly_tracked objects clear when they die */
+
+static void weakly_tracked_dealloc(ft_object *o)
+{
+    ft_object *expected = o;
+    atomic_compare_exchange_strong(weak_slot, &expected, NULL);
+    tracked_dealloc(o);
+}
+
+static const ft_type weakly_tracked_type = {
+    .name = "weakly tracked", .basic_size = sizeof(tracked), .dealloc = weakly_tracked_dealloc};
+
+/* Every TRY_AWAIT_EVERY objects, wait until the readers have looked at the slot a few times since
+ * `looks` was read (so at least once since the writer's last store): a short spin, then yielding. On a
+ * busy machine the readers might otherwise run only while the writer is preempted. */
+static void await_a_look(ft_thread *t, try_race *r, int i, uint64_t looks)
+{
+    if (i % TRY_AWAIT_EVERY != 0)
+        return;
+    uint64_t enough = looks + TRY_READERS + 1;
+    for (int spin = 0; spin < 2000; spin++) {
+        if (atomic_load(&r->looks) >= enough)
+            return;
+        ft_cpu_relax();
+    }
+    AWAIT(t, atomic_load(&r->looks) >= enough);
+}
+
+static void *try_writer(void *arg)
+{
+    try_race *r = arg;
+    ft_thread *t = ft_thread_start(r->rt);
+    CHECK_THREAD(t != NULL);
+    tracked *pin = new_tracked(t, &tracked_type);
+    barrier_detached(t, &r->start);
+    for (int i = 0; i < TRY_OBJECTS; i++) {
+        tracked *p = new_tracked(t, r->weak ? &weakly_tracked_type : &tracked_type);
+        CHECK_THREAD(p != NULL);
+        if (!p)
+            break;
+        if (page_of(p) != page_of(pin))
+            atomic_store(&r->off_page, true);
+        if (r->weak) {
+            ft_object_enable_try_incref(&p->ob); /* readers may try it while the writer owns it */
+            atomic_store(&r->slot, &p->ob);
+            await_a_look(t, r, i, atomic_load(&r->looks));
+            ft_decref(&p->ob); /* frees it in the slot, unless a reader holds a reference */
+        } else {
+            if (i % 2 == 0)
+                ft_object_enable_try_incref(&p->ob); /* else readers succeed only once others count */
+            ft_object *old = atomic_exchange(&r->slot, ft_new_ref_for_shared_slot(&p->ob));
+            ft_decref(&p->ob);
+            if (old)
+                ft_decref(old); /* often the last reference, racing the readers' tries */
+            await_a_look(t, r, i, atomic_load(&r->looks));
+        }
+    }
+    ft_object *last = atomic_exchange(&r->slot, NULL);
+    if (last && !r->weak)
+        ft_decref(last);
+    atomic_store(&r->done, true);
+    ft_decref(&pin->ob);
+    ft_thread_stop(t);
+    return NULL;
+}
+
+static void *try_reader(void *arg)
+{
+    try_race *r = arg;
+    ft_thread *t = ft_thread_start(r->rt);
+    CHECK_THREAD(t != NULL);
+    barrier_detached(t, &r->start);
+    while (!atomic_load(&r->done)) {
+        ft_object *seen = atomic_load(&r->slot);
+        if (seen) {
+            if (ft_try_incref_compare(&r->slot, seen)) {
+                CHECK_THREAD(is_alive((tracked *)seen));
+                ft_incref(seen); /* a second reference, counted in shared */
+                ft_decref(seen);
+                CHECK_THREAD(is_alive((tracked *)seen));
+                ft_decref(seen); /* may be the last one: then freed here */
+                atomic_fetch_add_explicit(&r->reads, 1, memory_order_relaxed);
+            }
+        }
+        atomic_fetch_add_explicit(&r->looks, 1, memory_order_relaxed);
+        ft_safepoint(t);
+    }
+    ft_thread_stop(t);
+    return NULL;
+}
+
+static void try_incref_race(bool weak)
+{
+    reset_tracking();
+    static try_race r;
+    memset(&r, 0, sizeof r);
+    r.rt = ft_runtime_new(NULL);
+    r.weak = weak;
+    weak_slot = &r.slot;
+    pthread_barrier_init(&r.start, NULL, TRY_READERS + 1);
+    pthread_t writer, readers[TRY_READERS];
+    for (int i = 0; i < TRY_READERS; i++)
+        CHECK_EQ(pthread_create(&readers[i], NULL, try_reader, &r), 0);
+    CHECK_EQ(pthread_create(&writer, NULL, try_writer, &r), 0);
+    pthread_join(writer, NULL);
+    for (int i = 0; i < TRY_READERS; i++)
+        pthread_join(readers[i], NULL);
+    pthread_barrier_destroy(&r.start);
+    CHECK_THREADS_OK();
+    CHECK(!atomic_load(&r.off_page)); /* the soundness precondition above */
+    CHECK(atomic_load(&r.reads) >= TRY_MIN_READS);
+    CHECK(all_freed_once());
+    check_heap_empty(r.rt);
+    CHECK_EQ(ft_runtime_free(r.rt), FT_OK);
+}
+
+TEST(try_incref_races_the_last_decref)
+{
+    try_incref_race(false);
+}
+
+TEST(try_incref_races_the_last_decref_through_a_weak_slot)
+{
+    try_incref_race(true);
+}
+
+int main(void)
+{
+    RUN(drop_on_another_thread_while_the_owner_runs);
+    RUN(queued_objects_are_freed_when_the_owner_stops);
+    RUN(drop_after_the_owner_stopped);
+    RUN(drop_after_the_owner_exited);
+    RUN(restarted_thread_owns_its_objects_again);
+    RUN(owner_stop_races_drops);
+    RUN(objects_bounced_between_threads);
+    RUN(try_incref_races_the_last_decref);
+    RUN(try_incref_races_the_last_decref_through_a_weak_slot);
+    return harness_done();
+}

@@ -1,0 +1,722 @@
+/* tests/test_heap.c: the page heap: raw memory, statistics, remote frees, abandonment and adoption,
+ * and the heap walk.
+ *
+ * Raw blocks of every small size class and several large sizes are checked for alignment, usable size
+ * and overlap (each block is filled with its own byte pattern, checked after all are filled). The
+ * statistics are checked against what the test allocated: live blocks, remote frees (a block freed by a
+ * thread other than its heap's owner), abandoned heaps (a thread stopped with blocks still allocated)
+ * and adopted ones (the next thread to start takes the abandoned heap over, and then frees those blocks
+ * locally). The heap walk, with the world stopped, must visit exactly the live blocks of the kind asked
+ * for, on running, detached and stopped threads alike: not freed ones, not objects cached on a
+ * freelist, not blocks of another kind. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdatomic.h>
+
+#include "ftrt.h"
+#include "harness.h"
+
+/* ---- helpers ------------------------------------------------------------------------------------- */
+
+static ft_heap_stats stats_of(ft_runtime *rt)
+{
+    ft_heap_stats s;
+    ft_heap_get_stats(rt, &s);
+    return s;
+}
+
+static int compare_pointers(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void sort_pointers(void **p, size_t n)
+{
+    qsort(p, n, sizeof *p, compare_pointers);
+}
+
+typedef void (*step_fn)(ft_thread *t, void *arg);
+
+typedef struct helper {
+    ft_runtime *rt;
+    step_fn fn;
+    void *arg;
+} helper;
+
+static void *helper_main(void *p)
+{
+    helper *h = p;
+    ft_thread *t = ft_thread_start(h->rt);
+    CHECK_THREAD(t != NULL);
+    if (t) {
+        h->fn(t, h->arg);
+        ft_thread_stop(t);
+    }
+    return NULL;
+}
+
+/* Run fn on a new OS thread attached to rt, which stops its thread state afterwards. self (may be
+ * NULL) is the caller's thread state, detached while it waits. */
+static void on_other_thread(ft_runtime *rt, ft_thread *self, step_fn fn, void *arg)
+{
+    helper h = {rt, fn, arg};
+    pthread_t th;
+    if (self)
+        ft_detach(self);
+    int rc = pthread_create(&th, NULL, helper_main, &h);
+    if (rc == 0)
+        pthread_join(th, NULL);
+    if (self)
+        ft_attach(self);
+    CHECK_EQ(rc, 0);
+    CHECK_THREADS_OK();
+}
+
+static const ft_type plain_type = {.name = "plain", .basic_size = 48};
+static const ft_type gc_type = {.name = "gc", .basic_size = 64, .flags = FT_TYPE_GC};
+static const ft_type gc_var_type = {
+    .name = "gc var", .basic_size = 40, .item_size = 8, .flags = FT_TYPE_GC};
+static const ft_type gc_large_type = {.name = "gc large", .basic_size = 20000, .flags = FT_TYPE_GC};
+static const ft_type gc_cached_type = {
+    .name = "gc cached", .basic_size = 96, .flags = FT_TYPE_GC, .freelist_max = 8};
+
+/* ---- raw memory -------------------------------------------------------------------------------- */
+
+#define MAX_RAW 4096
+
+static size_t raw_sizes(size_t *sizes)
+{
+    size_t n = 0;
+    for (size_t s = 1; s <= 512; s++)
+        sizes[n++] = s;
+    for (size_t s = 513; s <= 8192; s += 37)
+        sizes[n++] = s;
+    for (size_t p = 128; p <= 8192; p *= 2) { /* around the class boundaries */
+        sizes[n++] = p - 1;
+        sizes[n++] = p + 1;
+        sizes[n++] = p + p / 4;
+        sizes[n++] = p + p / 4 + 1;
+    }
+    sizes[n++] = 8192;
+    size_t large[] = {8193, 10000, 65536 - 128, 65536, 65537, 200000, (size_t)1 << 20, (size_t)5 << 20};
+    for (size_t i = 0; i < sizeof large / sizeof large[0]; i++)
+        sizes[n++] = large[i];
+    return n;
+}
+
+TEST(raw_blocks_of_every_size)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    static size_t sizes[MAX_RAW];
+    static unsigned char *blocks[MAX_RAW];
+    size_t n = raw_sizes(sizes);
+    for (size_t i = 0; i < n; i++) {
+        blocks[i] = ft_malloc(t, sizes[i]);
+        CHECK(blocks[i] != NULL);
+        CHECK_EQ((uintptr_t)blocks[i] % 16, 0);
+        size_t usable = ft_usable_size(blocks[i]);
+        CHECK(usable >= sizes[i]);
+        CHECK(sizes[i] <= 128 ? usable - sizes[i] < 16 : usable <= sizes[i] + sizes[i] / 4 + 65536);
+        memset(blocks[i], (int)(i * 31 + 7) & 0xFF, usable);
+        ft_safepoint(t);
+    }
+    for (size_t i = 0; i < n; i++) { /* no block overlaps another */
+        size_t usable = ft_usable_size(blocks[i]);
+        for (size_t b = 0; b < usable; b++)
+            if (blocks[i][b] != ((i * 31 + 7) & 0xFF))
+                CHECK(!"a block was overwritten by another one");
+        CHECK(ft_heap_block_owner(blocks[i]) == t);
+    }
+    ft_heap_stats s = stats_of(rt);
+    CHECK_EQ(s.live_blocks, n);
+    CHECK(s.pages > 0);
+    CHECK(s.page_bytes >= s.pages * 65536);
+    CHECK_EQ(s.remote_frees, 0);
+    for (size_t i = 0; i < n; i++)
+        ft_free(t, blocks[i]);
+    ft_free(t, NULL);
+    s = stats_of(rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.live_bytes, 0);
+    CHECK_EQ(s.remote_frees, 0);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(calloc_zeroes_and_checks_overflow)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    size_t sizes[] = {8, 100, 1000, 8000, 50000};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        unsigned char *dirty = ft_malloc(t, sizes[k]);
+        CHECK(dirty != NULL);
+        memset(dirty, 0xEE, sizes[k]);
+        ft_free(t, dirty);
+        unsigned char *z = ft_calloc(t, sizes[k] / 4, 4);
+        CHECK(z != NULL);
+        for (size_t b = 0; b < sizes[k] / 4 * 4; b++)
+            CHECK_EQ(z[b], 0);
+        ft_free(t, z);
+    }
+    CHECK(ft_calloc(t, SIZE_MAX / 2, 3) == NULL);
+    CHECK_EQ(ft_last_error(), FT_ENOMEM);
+    CHECK(ft_malloc(t, SIZE_MAX) == NULL);
+    CHECK_EQ(ft_last_error(), FT_ENOMEM);
+    CHECK(ft_malloc(t, SIZE_MAX - 65536) == NULL);
+    CHECK_EQ(ft_last_error(), FT_ENOMEM);
+    CHECK_EQ(stats_of(rt).live_blocks, 0);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(object_payloads_are_zeroed_in_every_class)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    static const ft_type var = {.name = "bytes", .basic_size = sizeof(ft_object), .item_size = 1};
+    for (size_t items = 0; items <= 12000; items += items < 256 ? 8 : 97) {
+        for (int round = 0; round < 2; round++) { /* the second allocation reuses the dirty block */
+            ft_object *o = ft_alloc_var(t, &var, items);
+            CHECK(o != NULL);
+            CHECK_EQ((uintptr_t)o % 16, 0);
+            unsigned char *payload = (unsigned char *)(o + 1);
+            for (size_t b = 0; b < items; b++)
+                CHECK_EQ(payload[b], 0);
+            memset(payload, 0x5A, items);
+            ft_decref(o);
+        }
+    }
+    CHECK_EQ(stats_of(rt).live_blocks, 0);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- statistics, remote frees, abandonment, adoption ---------------------------------------------- */
+
+enum { BLOCKS = 300 };
+
+/* BLOCKS raw blocks of various sizes (some large) and BLOCKS objects, GC and not. */
+typedef struct block_set {
+    void *raw[BLOCKS];
+    ft_object *objects[BLOCKS];
+} block_set;
+
+static void allocate_blocks(ft_thread *t, void *arg)
+{
+    block_set *b = arg;
+    for (int i = 0; i < BLOCKS; i++) {
+        b->raw[i] = ft_malloc(t, (size_t)(i % 7 == 6 ? 9000 + i : 16 + i * 8 % 2000));
+        CHECK_THREAD(b->raw[i] != NULL);
+        b->objects[i] = ft_alloc(t, i % 2 ? &gc_type : &plain_type);
+        CHECK_THREAD(b->objects[i] != NULL);
+    }
+}
+
+static void free_blocks(ft_thread *t, block_set *b, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        ft_free(t, b->raw[i]);
+        ft_decref(b->objects[i]);
+    }
+}
+
+typedef struct range {
+    block_set *b;
+    int from, to;
+    bool local; /* blocks belonged to this helper's heap (checked per block) */
+} range;
+
+static void free_range(ft_thread *t, void *arg)
+{
+    range *r = arg;
+    r->local = true;
+    for (int i = r->from; i < r->to; i++)
+        r->local &= ft_heap_block_owner(r->b->raw[i]) == t &&
+                    ft_heap_block_owner(r->b->objects[i]) == t;
+    free_blocks(t, r->b, r->from, r->to);
+}
+
+TEST(remote_frees_are_counted)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    static block_set b;
+    allocate_blocks(t, &b);
+    CHECK_THREADS_OK();
+    CHECK_EQ(stats_of(rt).live_blocks, 2 * BLOCKS);
+    range r = {&b, 0, BLOCKS / 2, false};
+    on_other_thread(rt, t, free_range, &r);
+    CHECK(!r.local);
+    /* The raw blocks were freed remotely; the objects were queued to their owner, still alive. */
+    ft_heap_stats s = stats_of(rt);
+    CHECK_EQ(s.remote_frees, BLOCKS / 2);
+    CHECK_EQ(s.live_blocks, 2 * BLOCKS - BLOCKS / 2);
+    CHECK_EQ(s.abandoned_heaps, 0);
+    ft_safepoint(t); /* the owner frees them, locally */
+    s = stats_of(rt);
+    CHECK_EQ(s.remote_frees, BLOCKS / 2);
+    CHECK_EQ(s.live_blocks, 2 * (BLOCKS - BLOCKS / 2));
+
+    /* The owner's own frees are local; reusing the remotely freed blocks is fine too. */
+    free_blocks(t, &b, BLOCKS / 2, BLOCKS);
+    CHECK_EQ(stats_of(rt).remote_frees, BLOCKS / 2);
+    allocate_blocks(t, &b);
+    CHECK_EQ(stats_of(rt).live_blocks, 2 * BLOCKS);
+    free_blocks(t, &b, 0, BLOCKS);
+    s = stats_of(rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.remote_frees, BLOCKS / 2);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+static void nothing_left(ft_thread *t, void *arg)
+{
+    (void)arg;
+    void *p = ft_malloc(t, 100);
+    ft_object *o = ft_alloc(t, &gc_type);
+    CHECK_THREAD(p && o);
+    ft_free(t, p);
+    ft_decref(o);
+}
+
+typedef struct adopt_check {
+    block_set *b;
+    bool adopted;
+    uint64_t remote_before, remote_after;
+    ft_runtime *rt;
+} adopt_check;
+
+static void adopt_and_free(ft_thread *t, void *arg)
+{
+    adopt_check *a = arg;
+    a->adopted = true;
+    for (int i = 0; i < BLOCKS; i++)
+        if (a->b->raw[i])
+            a->adopted &= ft_heap_block_owner(a->b->raw[i]) == t &&
+                          ft_heap_block_owner(a->b->objects[i]) == t;
+    a->remote_before = stats_of(a->rt).remote_frees;
+    for (int i = 0; i < BLOCKS; i++)
+        if (a->b->raw[i]) {
+            ft_free(t, a->b->raw[i]);
+            ft_decref(a->b->objects[i]);
+        }
+    a->remote_after = stats_of(a->rt).remote_frees;
+}
+
+TEST(abandoned_heap_is_adopted_by_the_next_thread)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt); /* started first: it keeps a heap of its own */
+    static block_set b;
+
+    /* A thread that stops with nothing allocated leaves no heap behind. */
+    on_other_thread(rt, t, nothing_left, NULL);
+    ft_heap_stats s = stats_of(rt);
+    CHECK_EQ(s.abandoned_heaps, 0);
+    CHECK_EQ(s.live_blocks, 0);
+
+    on_other_thread(rt, t, allocate_blocks, &b);
+    s = stats_of(rt);
+    CHECK_EQ(s.abandoned_heaps, 1);
+    CHECK_EQ(s.adopted_heaps, 0);
+    CHECK_EQ(s.live_blocks, 2 * BLOCKS);
+    for (int i = 0; i < BLOCKS; i++) {
+        CHECK(ft_heap_block_owner(b.raw[i]) == NULL);
+        CHECK(ft_heap_block_owner(b.objects[i]) == NULL);
+    }
+
+    /* Frees into an abandoned heap are remote; its objects' owner is gone, so they are merged and
+     * freed at once. */
+    free_blocks(t, &b, 0, 50);
+    s = stats_of(rt);
+    CHECK_EQ(s.remote_frees, 100);
+    CHECK_EQ(s.live_blocks, 2 * (BLOCKS - 50));
+    for (int i = 0; i < 50; i++)
+        b.raw[i] = NULL;
+
+    /* The next thread to start adopts the heap: the blocks are its own, its frees are local. */
+    adopt_check a = {.b = &b, .rt = rt};
+    on_other_thread(rt, t, adopt_and_free, &a);
+    CHECK(a.adopted);
+    CHECK_EQ(a.remote_after, a.remote_before);
+    s = stats_of(rt);
+    CHECK_EQ(s.adopted_heaps, 1);
+    CHECK_EQ(s.abandoned_heaps, 0); /* the adopter left it empty when it stopped */
+    CHECK_EQ(s.live_blocks, 0);
+    ft_thread_stop(t);
+    s = stats_of(rt);
+    CHECK_EQ(s.pages, 0); /* no heap holds a page any more */
+    CHECK_EQ(s.page_bytes, 0);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* Two threads alive at once, each allocating a block set and stopping (so neither adopts the other's
+ * heap). */
+typedef struct pair {
+    ft_runtime *rt;
+    block_set *sets[2];
+    pthread_barrier_t both_started;
+    _Atomic int next;
+} pair;
+
+static void *pair_member(void *arg)
+{
+    pair *p = arg;
+    ft_thread *t = ft_thread_start(p->rt);
+    CHECK_THREAD(t != NULL);
+    ft_detach(t);
+    pthread_barrier_wait(&p->both_started);
+    ft_attach(t);
+    int me = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+    allocate_blocks(t, p->sets[me]);
+    ft_thread_stop(t);
+    return NULL;
+}
+
+static void abandon_two(ft_runtime *rt, block_set *first, block_set *second)
+{
+    pair p = {.rt = rt, .sets = {first, second}};
+    pthread_barrier_init(&p.both_started, NULL, 2);
+    pthread_t a, b;
+    CHECK_EQ(pthread_create(&a, NULL, pair_member, &p), 0);
+    CHECK_EQ(pthread_create(&b, NULL, pair_member, &p), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    pthread_barrier_destroy(&p.both_started);
+    CHECK_THREADS_OK();
+}
+
+typedef struct two_sets {
+    block_set *first, *second;
+    int owned;
+} two_sets;
+
+static void count_owned(ft_thread *t, void *arg)
+{
+    two_sets *ts = arg;
+    ts->owned = (ft_heap_block_owner(ts->first->raw[0]) == t) +
+                (ft_heap_block_owner(ts->second->raw[0]) == t);
+    /* It frees nothing: at its stop the adopted heap is abandoned again. */
+}
+
+TEST(each_abandoned_heap_is_adopted_once)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    static block_set first, second;
+    abandon_two(rt, &first, &second);
+    ft_heap_stats s = stats_of(rt);
+    CHECK_EQ(s.abandoned_heaps, 2);
+    CHECK_EQ(s.live_blocks, 4 * BLOCKS);
+
+    two_sets ts = {&first, &second, 0};
+    on_other_thread(rt, NULL, count_owned, &ts);
+    CHECK_EQ(ts.owned, 1); /* one heap per thread */
+    s = stats_of(rt);
+    CHECK_EQ(s.adopted_heaps, 1);
+    CHECK_EQ(s.abandoned_heaps, 2);
+
+    ft_thread *t = ft_thread_start(rt);
+    bool owns_first = ft_heap_block_owner(first.raw[0]) == t;
+    CHECK(owns_first != (ft_heap_block_owner(second.raw[0]) == t));
+    s = stats_of(rt);
+    CHECK_EQ(s.abandoned_heaps, 1);
+    CHECK_EQ(s.adopted_heaps, 2);
+    uint64_t remote_before = s.remote_frees;
+    free_blocks(t, &first, 0, BLOCKS);
+    free_blocks(t, &second, 0, BLOCKS);
+    s = stats_of(rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.remote_frees - remote_before, 2 * BLOCKS); /* the other heap's blocks only */
+    ft_thread_stop(t);
+    s = stats_of(rt);
+    CHECK_EQ(s.abandoned_heaps, 1); /* the other one: emptied remotely, still waiting */
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* A large block's page, once freed, must not turn into a small page that keeps the large mapping's
+ * accounting (or its tail) forever: with every block freed and every thread stopped, no heap holds a
+ * page, so both page counters are back to zero. */
+TEST(large_page_accounting_after_reuse)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    void *large = ft_malloc(t, 200000);
+    CHECK(large != NULL);
+    ft_free(t, large);
+    void *small = ft_malloc(t, 16);
+    CHECK(small != NULL);
+    ft_free(t, small);
+    ft_thread_stop(t);
+    ft_heap_stats s = stats_of(rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.pages, 0);
+    CHECK_EQ(s.page_bytes, 0);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- the heap walk ------------------------------------------------------------------------------- */
+
+enum { WALKERS = 4, STOPPED_WALKERS = 2, PER_WALKER = 240, PER_SLOT = PER_WALKER + 8 };
+#define MAX_EXPECTED ((WALKERS + 1) * PER_SLOT)
+
+/* Slot w < WALKERS belongs to walker thread w, slot WALKERS to the main thread. */
+typedef struct walk_test {
+    ft_runtime *rt;
+    pthread_barrier_t started, ready, release;
+    void *gc[WALKERS + 1][PER_SLOT], *objects[WALKERS + 1][PER_SLOT], *raw[WALKERS + 1][PER_SLOT];
+    int ngc[WALKERS + 1], nobjects[WALKERS + 1], nraw[WALKERS + 1];
+} walk_test;
+
+static walk_test wt;
+
+/* Allocate a mix of blocks of every kind and free a third of them, recording the survivors. */
+static void populate(ft_thread *t, int w)
+{
+    wt.ngc[w] = wt.nobjects[w] = wt.nraw[w] = 0;
+    for (int i = 0; i < PER_WALKER; i++) {
+        ft_object *g;
+        switch (i % 4) {
+        case 0:
+            g = ft_alloc(t, &gc_type);
+            break;
+        case 1:
+            g = ft_alloc_var(t, &gc_var_type, (size_t)i);
+            break;
+        case 2:
+            g = i % 40 == 2 ? ft_alloc(t, &gc_large_type) : ft_alloc(t, &gc_type);
+            break;
+        default:
+            g = ft_alloc(t, &gc_cached_type);
+            break;
+        }
+        ft_object *plain = ft_alloc(t, &plain_type);
+        void *raw = ft_malloc(t, (size_t)(24 + i * 13 % 3000));
+        CHECK_THREAD(g && plain && raw);
+        if (i % 3 == 0) { /* freed: not in the walk (the cached type's go to the freelist) */
+            ft_decref(g);
+            ft_decref(plain);
+            ft_free(t, raw);
+            continue;
+        }
+        wt.gc[w][wt.ngc[w]++] = g;
+        wt.objects[w][wt.nobjects[w]++] = plain;
+        wt.raw[w][wt.nraw[w]++] = raw;
+    }
+}
+
+static void depopulate(ft_thread *t, int w)
+{
+    for (int i = 0; i < wt.ngc[w]; i++)
+        ft_decref(wt.gc[w][i]);
+    for (int i = 0; i < wt.nobjects[w]; i++)
+        ft_decref(wt.objects[w][i]);
+    for (int i = 0; i < wt.nraw[w]; i++)
+        ft_free(t, wt.raw[w][i]);
+    wt.ngc[w] = wt.nobjects[w] = wt.nraw[w] = 0;
+}
+
+static void *walker(void *arg)
+{
+    int w = (int)(intptr_t)arg;
+    ft_thread *t = ft_thread_start(wt.rt);
+    CHECK_THREAD(t != NULL);
+    populate(t, w);
+    ft_detach(t); /* alive but detached: a stop does not wait for it */
+    pthread_barrier_wait(&wt.started); /* every heap exists, so none is adopted below */
+    if (w < STOPPED_WALKERS) {
+        ft_thread_stop(t); /* its heap is abandoned with the blocks in it */
+        pthread_barrier_wait(&wt.ready);
+        pthread_barrier_wait(&wt.release);
+        return NULL;
+    }
+    pthread_barrier_wait(&wt.ready);
+    pthread_barrier_wait(&wt.release);
+    ft_attach(t);
+    depopulate(t, w);
+    ft_thread_stop(t);
+    return NULL;
+}
+
+typedef struct collected {
+    void **blocks;
+    size_t count, capacity, min_size;
+    bool too_small;
+} collected;
+
+static bool collect(void *block, size_t size, void *arg)
+{
+    collected *c = arg;
+    if (size < c->min_size)
+        c->too_small = true;
+    if (c->count < c->capacity)
+        c->blocks[c->count] = block;
+    c->count++;
+    return true;
+}
+
+static bool stop_after_one(void *block, size_t size, void *arg)
+{
+    (void)block;
+    (void)size;
+    ++*(int *)arg;
+    return false;
+}
+
+static bool ignore_block(void *block, size_t size, void *arg)
+{
+    (void)block;
+    (void)size;
+    (void)arg;
+    return true;
+}
+
+/* All recorded blocks of one kind, sorted. */
+static size_t expected_blocks(void *table[][PER_SLOT], const int *counts, void **out)
+{
+    size_t n = 0;
+    for (int w = 0; w <= WALKERS; w++)
+        for (int i = 0; i < counts[w]; i++)
+            out[n++] = table[w][i];
+    sort_pointers(out, n);
+    return n;
+}
+
+static bool same_blocks(void **expected, size_t n, collected *c)
+{
+    if (c->count != n || c->too_small)
+        return false;
+    sort_pointers(c->blocks, n);
+    return memcmp(expected, c->blocks, n * sizeof(void *)) == 0;
+}
+
+typedef struct outside_visit {
+    ft_runtime *rt;
+    ft_status status;
+} outside_visit;
+
+static void *visit_from_outside(void *arg)
+{
+    outside_visit *v = arg;
+    v->status = ft_heap_visit(v->rt, FT_HEAP_GC, ignore_block, NULL);
+    return NULL;
+}
+
+static ft_status visit_from_another_thread(ft_runtime *rt)
+{
+    outside_visit v = {rt, FT_OK};
+    pthread_t th;
+    if (pthread_create(&th, NULL, visit_from_outside, &v) != 0)
+        return FT_EINVAL;
+    pthread_join(th, NULL);
+    return v.status;
+}
+
+TEST(heap_walk_visits_exactly_the_live_blocks)
+{
+    memset(&wt, 0, sizeof wt);
+    wt.rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(wt.rt);
+    pthread_barrier_init(&wt.started, NULL, WALKERS + 1);
+    pthread_barrier_init(&wt.ready, NULL, WALKERS + 1);
+    pthread_barrier_init(&wt.release, NULL, WALKERS + 1);
+    pthread_t th[WALKERS];
+    for (int w = 0; w < WALKERS; w++)
+        CHECK_EQ(pthread_create(&th[w], NULL, walker, (void *)(intptr_t)w), 0);
+    populate(t, WALKERS);
+    /* Two objects of the cached type on the main thread's freelist, two more alive. */
+    ft_object *cached[4];
+    for (int i = 0; i < 4; i++) {
+        cached[i] = ft_alloc(t, &gc_cached_type);
+        CHECK(cached[i] != NULL);
+    }
+    ft_decref(cached[0]);
+    ft_decref(cached[1]);
+    wt.gc[WALKERS][wt.ngc[WALKERS]++] = cached[2];
+    wt.gc[WALKERS][wt.ngc[WALKERS]++] = cached[3];
+    ft_detach(t);
+    pthread_barrier_wait(&wt.started);
+    pthread_barrier_wait(&wt.ready);
+    ft_attach(t);
+    CHECK_THREADS_OK();
+
+    /* Without a stopped world the walk is refused, inside the runtime and outside it. */
+    CHECK_EQ(ft_heap_visit(wt.rt, FT_HEAP_GC, ignore_block, NULL), FT_EPERM);
+    CHECK_EQ(visit_from_another_thread(wt.rt), FT_EPERM);
+
+    /* Everything the walk needs is allocated before the stop. */
+    static void *expected_gc[MAX_EXPECTED], *expected_objects[MAX_EXPECTED], *expected_raw[MAX_EXPECTED];
+    static void *seen_gc[MAX_EXPECTED], *seen_objects[MAX_EXPECTED], *seen_raw[MAX_EXPECTED];
+    size_t ngc = expected_blocks(wt.gc, wt.ngc, expected_gc);
+    size_t nobjects = expected_blocks(wt.objects, wt.nobjects, expected_objects);
+    size_t nraw = expected_blocks(wt.raw, wt.nraw, expected_raw);
+    collected gc = {seen_gc, 0, MAX_EXPECTED, 48, false};
+    collected objects = {seen_objects, 0, MAX_EXPECTED, plain_type.basic_size, false};
+    collected raw = {seen_raw, 0, MAX_EXPECTED, 24, false};
+    int visited_before_stop = 0;
+    ft_heap_stats stopped_stats;
+
+    ft_stop_the_world(wt.rt);
+    ft_status gc_status = ft_heap_visit(wt.rt, FT_HEAP_GC, collect, &gc);
+    ft_status objects_status = ft_heap_visit(wt.rt, FT_HEAP_OBJECT, collect, &objects);
+    ft_status raw_status = ft_heap_visit(wt.rt, FT_HEAP_RAW, collect, &raw);
+    ft_status early_status = ft_heap_visit(wt.rt, FT_HEAP_GC, stop_after_one, &visited_before_stop);
+    ft_status bad_kind = ft_heap_visit(wt.rt, FT_HEAP_KINDS, ignore_block, NULL);
+    ft_status no_fn = ft_heap_visit(wt.rt, FT_HEAP_GC, NULL, NULL);
+    ft_status other_thread = visit_from_another_thread(wt.rt); /* stopped, but not by that thread */
+    ft_heap_get_stats(wt.rt, &stopped_stats);                   /* no nested stop */
+    ft_start_the_world(wt.rt);
+
+    CHECK_EQ(gc_status, FT_OK);
+    CHECK_EQ(objects_status, FT_OK);
+    CHECK_EQ(raw_status, FT_OK);
+    CHECK_EQ(early_status, FT_OK);
+    CHECK_EQ(visited_before_stop, 1);
+    CHECK_EQ(bad_kind, FT_EINVAL);
+    CHECK_EQ(no_fn, FT_EINVAL);
+    CHECK_EQ(other_thread, FT_EPERM);
+    CHECK(same_blocks(expected_gc, ngc, &gc));
+    CHECK(same_blocks(expected_objects, nobjects, &objects));
+    CHECK(same_blocks(expected_raw, nraw, &raw));
+    CHECK_EQ(stopped_stats.live_blocks, ngc + nobjects + nraw);
+    CHECK_EQ(stopped_stats.abandoned_heaps, STOPPED_WALKERS);
+
+    /* The stopped walkers' blocks are freed from here; the others free their own. */
+    for (int w = 0; w < STOPPED_WALKERS; w++)
+        depopulate(t, w);
+    depopulate(t, WALKERS);
+    ft_detach(t);
+    pthread_barrier_wait(&wt.release);
+    for (int w = 0; w < WALKERS; w++)
+        pthread_join(th[w], NULL);
+    ft_attach(t);
+    CHECK_THREADS_OK();
+    pthread_barrier_destroy(&wt.started);
+    pthread_barrier_destroy(&wt.ready);
+    pthread_barrier_destroy(&wt.release);
+    ft_thread_stop(t);
+    ft_heap_stats s = stats_of(wt.rt);
+    CHECK_EQ(s.live_blocks, 0);
+#ifdef FTRT_DEBUG
+    CHECK_EQ(ft_runtime_reftotal(wt.rt), 0);
+#endif
+    CHECK_EQ(ft_runtime_free(wt.rt), FT_OK);
+}
+
+int main(void)
+{
+    RUN(raw_blocks_of_every_size);
+    RUN(calloc_zeroes_and_checks_overflow);
+    RUN(object_payloads_are_zeroed_in_every_class);
+    RUN(remote_frees_are_counted);
+    RUN(abandoned_heap_is_adopted_by_the_next_thread);
+    RUN(each_abandoned_heap_is_adopted_once);
+    RUN(large_page_accounting_after_reuse);
+    RUN(heap_walk_visits_exactly_the_live_blocks);
+    return harness_done();
+}
