@@ -32,12 +32,19 @@ static bool seq_before(uint64_t a, uint64_t b)
     return (int64_t)(a - b) < 0;
 }
 
-void ft_qsbr_runtime_init(ft_runtime *rt)
+/* The first slots come with the runtime, so that the first INITIAL_SLOTS threads never need a
+ * stop-the-world to grow the array. */
+ft_status ft_qsbr_runtime_init(ft_runtime *rt)
 {
     atomic_store_explicit(&rt->qsbr.wr_seq, SEQ_INITIAL, memory_order_relaxed);
     atomic_store_explicit(&rt->qsbr.rd_seq, SEQ_INITIAL, memory_order_relaxed);
-    rt->qsbr.slots = NULL;
-    rt->qsbr.nslots = 0;
+    rt->qsbr.slots = aligned_alloc(64, INITIAL_SLOTS * sizeof(ft_qsbr_slot));
+    if (!rt->qsbr.slots)
+        return FT_ENOMEM;
+    for (uint32_t i = 0; i < INITIAL_SLOTS; i++)
+        atomic_store_explicit(&rt->qsbr.slots[i].seq, 0, memory_order_relaxed);
+    rt->qsbr.nslots = INITIAL_SLOTS;
+    return FT_OK;
 }
 
 void ft_qsbr_runtime_destroy(ft_runtime *rt)
@@ -61,7 +68,7 @@ ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index)
     uint32_t n = nslots_locked(rt);
     if (index < n)
         return FT_OK;
-    uint32_t want = n ? n : INITIAL_SLOTS;
+    uint32_t want = n;
     while (want <= index)
         want *= 2;
     ft_qsbr_slot *grown =

@@ -43,8 +43,13 @@ ft_runtime *ft_runtime_new(const ft_config *cfg)
     }
     rt->config.name = rt->name_copy;
     ft_index_pool_init(&rt->thread_indices);
+    if (ft_qsbr_runtime_init(rt) != FT_OK) {
+        free(rt->name_copy);
+        free(rt);
+        ft_set_last_error(FT_ENOMEM);
+        return NULL;
+    }
     ft_heap_runtime_init(rt);
-    ft_qsbr_runtime_init(rt);
     ft_delayed_install_page_hook(rt);
     atomic_store_explicit(&rt->fail_countdown, -1, memory_order_relaxed);
     return rt;

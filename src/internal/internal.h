@@ -37,7 +37,7 @@ bool ft_freelist_push(ft_thread *t, ft_object *o);
 void ft_freelist_thread_stop(ft_thread *t);
 
 /* qsbr.c */
-void ft_qsbr_runtime_init(ft_runtime *rt);
+ft_status ft_qsbr_runtime_init(ft_runtime *rt);
 void ft_qsbr_runtime_destroy(ft_runtime *rt);
 ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index); /* before the thread is linked */
 void ft_qsbr_bind(ft_thread *t);
