@@ -309,8 +309,17 @@ static bool page_goal_reached(void *ctx, uint64_t goal)
     return t && t->rt == rt && ft_qsbr_goal_reached(rt, goal);
 }
 
+static void page_goals_flush(void *ctx)
+{
+    ft_runtime *rt = ctx;
+    ft_thread *t = ft_current_thread;
+    ft_qsbr_advance(rt);
+    if (t && t->rt == rt)
+        ft_qsbr_quiescent(t);
+}
+
 void ft_delayed_install_page_hook(ft_runtime *rt)
 {
-    ft_page_reuse_hook hook = {page_retire_goal, page_goal_reached, rt};
+    ft_page_reuse_hook hook = {page_retire_goal, page_goal_reached, page_goals_flush, rt};
     ft_heap_set_reuse_hook(rt, &hook);
 }

@@ -37,9 +37,14 @@ static bool default_is_safe(void *ctx, uint64_t goal)
     return true;
 }
 
+static void default_flush(void *ctx)
+{
+    (void)ctx;
+}
+
 void ft_heap_runtime_init(ft_runtime *rt)
 {
-    rt->heaps.hook = (ft_page_reuse_hook){default_retire, default_is_safe, NULL};
+    rt->heaps.hook = (ft_page_reuse_hook){default_retire, default_is_safe, default_flush, NULL};
 }
 
 void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook)
@@ -253,8 +258,11 @@ void ft_heap_collect(ft_heap_set *set)
             collect_queue(heap, &heap->full[c]);
         }
         collect_queue(heap, &heap->large);
-        release_retired(heap, 0);
     }
+    ft_page_reuse_hook *hook = &set->rt->heaps.hook;
+    hook->flush(hook->ctx);
+    for (int k = 0; k < FT_HEAP_KINDS; k++)
+        release_retired(&set->heaps[k], 0);
 }
 
 static bool set_is_empty(const ft_heap_set *set)

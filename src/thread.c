@@ -129,10 +129,6 @@ void ft_thread_stop(ft_thread *t)
     ft_brc_thread_stop(t);
     ft_freelist_thread_stop(t);
     ft_delayed_thread_stop(t);
-    /* Pages this thread retired become reusable once every thread passes a quiescent point after
-     * an advance: make that possible now, so a thread that stops alone gives them back at once. */
-    ft_qsbr_advance(rt);
-    ft_qsbr_quiescent(t);
     ft_heap_thread_stop(t);
     ft_detach(t);
 

@@ -89,10 +89,12 @@ typedef struct ft_heap_set {
 } ft_heap_set;
 
 /* The reuse hook: retire() returns a goal for a page that just became empty, is_safe(goal) says
- * whether it may be repurposed now. The default (no reclamation layer) is always safe. */
+ * whether it may be repurposed now, flush() is called by a stopping thread between retiring its
+ * empty pages and giving back the safe ones. The default (no reclamation layer) is always safe. */
 typedef struct ft_page_reuse_hook {
     uint64_t (*retire)(void *ctx);
     bool (*is_safe)(void *ctx, uint64_t goal);
+    void (*flush)(void *ctx); /* make goals handed out so far reachable, as far as the caller can */
     void *ctx;
 } ft_page_reuse_hook;
 
