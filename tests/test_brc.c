@@ -21,7 +21,9 @@
 #include <time.h>
 
 #include "ftrt.h"
-#include "harness.h"
+
+#define WAIT_LIMIT_NS (30 * INT64_C(1000000000))
+#include "test_util.h"
 
 /* ---- tracked objects ------------------------------------------------------------------------------ */
 
@@ -95,30 +97,6 @@ static bool all_freed_once(void)
         }
     return atomic_load(&total_freed) == n && atomic_load(&bad_deallocs) == 0;
 }
-
-/* ---- waiting -------------------------------------------------------------------------------------- */
-
-#define WAIT_LIMIT_NS (30 * INT64_C(1000000000))
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static bool still_waiting(ft_thread *t, int64_t start)
-{
-    if (t)
-        ft_safepoint(t);
-    sched_yield();
-    return now_ns() - start < WAIT_LIMIT_NS;
-}
-
-/* Spin (with safepoints when t is attached) until cond holds or the limit passes. */
-#define AWAIT(t, cond)                                                                             \
-    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
-    }
 
 /* A barrier wait that does not hold up a stop-the-world. */
 static void barrier_detached(ft_thread *t, pthread_barrier_t *b)

@@ -28,37 +28,11 @@
 #include <time.h>
 
 #include "ftrt.h"
-#include "harness.h"
-
-/* ---- helpers ------------------------------------------------------------------------------------- */
 
 #define WAIT_LIMIT_NS (30 * INT64_C(1000000000))
+#include "test_util.h"
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static bool still_waiting(ft_thread *t, int64_t start)
-{
-    if (t)
-        ft_safepoint(t);
-    sched_yield();
-    return now_ns() - start < WAIT_LIMIT_NS;
-}
-
-/* Spin until cond holds or the limit passes (t: the waiter's attached state or NULL); check cond
- * afterwards. */
-#define AWAIT(t, cond)                                                                             \
-    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
-    }
-
-static int thread_failures(void)
-{
-    return atomic_load(&harness_thread_failures);
-}
+/* ---- helpers ------------------------------------------------------------------------------------- */
 
 /* A mutex that nobody else holds is free if this thread can take it. */
 static bool is_free(ft_mutex *m)

@@ -14,7 +14,7 @@
 #include <stdatomic.h>
 
 #include "ftrt.h"
-#include "harness.h"
+#include "test_util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -31,33 +31,12 @@ _Static_assert(sizeof(item) == OBJECT_SIZE, "one size class for both types");
 static const ft_type cached_type = {.name = "cached", .basic_size = OBJECT_SIZE, .freelist_max = LIMIT};
 static const ft_type uncached_type = {.name = "uncached", .basic_size = OBJECT_SIZE};
 
-static ft_heap_stats stats_of(ft_runtime *rt)
-{
-    ft_heap_stats s;
-    ft_heap_get_stats(rt, &s);
-    return s;
-}
-
 static bool contains(ft_object *const *set, int n, const ft_object *o)
 {
     for (int i = 0; i < n; i++)
         if (set[i] == o)
             return true;
     return false;
-}
-
-typedef struct fixture {
-    ft_runtime *rt;
-    ft_thread *t;
-} fixture;
-
-static fixture setup(void)
-{
-    fixture f = {ft_runtime_new(NULL), NULL};
-    CHECK(f.rt != NULL);
-    f.t = ft_thread_start(f.rt);
-    CHECK(f.t != NULL);
-    return f;
 }
 
 static void teardown(fixture f)
@@ -73,45 +52,11 @@ static void teardown(fixture f)
     CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
 }
 
-typedef void (*step_fn)(ft_thread *t, void *arg);
-
-typedef struct helper {
-    ft_runtime *rt;
-    step_fn fn;
-    void *arg;
-} helper;
-
-static void *helper_main(void *p)
-{
-    helper *h = p;
-    ft_thread *t = ft_thread_start(h->rt);
-    CHECK_THREAD(t != NULL);
-    if (t) {
-        h->fn(t, h->arg);
-        ft_thread_stop(t);
-    }
-    return NULL;
-}
-
-/* Run fn once on a new OS thread attached to self's runtime; self waits detached. */
-static void on_other_thread(ft_thread *self, step_fn fn, void *arg)
-{
-    helper h = {ft_thread_runtime(self), fn, arg};
-    pthread_t th;
-    ft_detach(self);
-    int rc = pthread_create(&th, NULL, helper_main, &h);
-    if (rc == 0)
-        pthread_join(th, NULL);
-    ft_attach(self);
-    CHECK_EQ(rc, 0);
-    CHECK_THREADS_OK();
-}
-
 /* ---- reuse and the limit ------------------------------------------------------------------------- */
 
 TEST(freed_object_comes_back_to_its_own_type_only)
 {
-    fixture f = setup();
+    fixture f = fixture_setup();
     ft_object *x = ft_alloc(f.t, &cached_type);
     CHECK(x != NULL);
     ((item *)x)->payload[2] = 0xDEAD;
@@ -141,7 +86,7 @@ TEST(freed_object_comes_back_to_its_own_type_only)
 
 TEST(only_freelist_max_objects_are_cached)
 {
-    fixture f = setup();
+    fixture f = fixture_setup();
     enum { EXTRA = 6, N = LIMIT + EXTRA };
     ft_object *x[N], *y[N];
     for (int i = 0; i < N; i++) {
@@ -189,7 +134,7 @@ static const ft_type uncached_var_type = {
 
 TEST(larger_var_objects_are_not_cached)
 {
-    fixture f = setup();
+    fixture f = fixture_setup();
     ft_object *v = ft_alloc_var(f.t, &cached_var_type, 100);
     CHECK(v != NULL);
     ft_decref(v);
@@ -223,7 +168,7 @@ static const ft_type finalized_cached_type = {.name = "finalized cached",
 
 TEST(recycled_object_is_finalized_again)
 {
-    fixture f = setup();
+    fixture f = fixture_setup();
     atomic_store(&finalizes, 0);
     atomic_store(&deallocs, 0);
     ft_object *o = ft_alloc(f.t, &finalized_cached_type);
@@ -257,7 +202,7 @@ static void try_incref_step(ft_thread *t, void *arg)
 /* A reader holding a stale pointer to a cached object must not revive it. */
 TEST(cached_object_is_dead_to_try_incref)
 {
-    fixture f = setup();
+    fixture f = fixture_setup();
     ft_object *marked = ft_alloc(f.t, &cached_type);
     ft_object *plain = ft_alloc(f.t, &cached_type);
     CHECK(marked && plain);
@@ -301,7 +246,7 @@ static bool record(void *block, size_t size, void *arg)
 
 TEST(cached_object_is_not_visited)
 {
-    fixture f = setup();
+    fixture f = fixture_setup();
     ft_object *live = ft_alloc(f.t, &gc_cached_type);
     ft_object *cached = ft_alloc(f.t, &gc_cached_type);
     CHECK(live && cached);
@@ -323,7 +268,7 @@ enum { TYPES = 40, PER_TYPE = 2 };
 
 TEST(many_types_keep_their_cached_objects)
 {
-    fixture f = setup();
+    fixture f = fixture_setup();
     static ft_type types[TYPES];
     static char names[TYPES][24];
     for (int k = 0; k < TYPES; k++) {
@@ -397,7 +342,7 @@ static void incref_step(ft_thread *t, void *o)
 
 TEST(freelists_are_per_thread_and_emptied_at_stop)
 {
-    fixture f = setup();
+    fixture f = fixture_setup();
     cache_args c = {.rt = f.rt, .main_thread = f.t};
     c.foreign = ft_alloc(f.t, &cached_type);
     CHECK(c.foreign != NULL);

@@ -16,16 +16,9 @@
 #include <stdatomic.h>
 
 #include "ftrt.h"
-#include "harness.h"
+#include "test_util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
-
-static ft_heap_stats stats_of(ft_runtime *rt)
-{
-    ft_heap_stats s;
-    ft_heap_get_stats(rt, &s);
-    return s;
-}
 
 static int compare_pointers(const void *a, const void *b)
 {
@@ -36,43 +29,6 @@ static int compare_pointers(const void *a, const void *b)
 static void sort_pointers(void **p, size_t n)
 {
     qsort(p, n, sizeof *p, compare_pointers);
-}
-
-typedef void (*step_fn)(ft_thread *t, void *arg);
-
-typedef struct helper {
-    ft_runtime *rt;
-    step_fn fn;
-    void *arg;
-} helper;
-
-static void *helper_main(void *p)
-{
-    helper *h = p;
-    ft_thread *t = ft_thread_start(h->rt);
-    CHECK_THREAD(t != NULL);
-    if (t) {
-        h->fn(t, h->arg);
-        ft_thread_stop(t);
-    }
-    return NULL;
-}
-
-/* Run fn on a new OS thread attached to rt, which stops its thread state afterwards. self (may be
- * NULL) is the caller's thread state, detached while it waits. */
-static void on_other_thread(ft_runtime *rt, ft_thread *self, step_fn fn, void *arg)
-{
-    helper h = {rt, fn, arg};
-    pthread_t th;
-    if (self)
-        ft_detach(self);
-    int rc = pthread_create(&th, NULL, helper_main, &h);
-    if (rc == 0)
-        pthread_join(th, NULL);
-    if (self)
-        ft_attach(self);
-    CHECK_EQ(rc, 0);
-    CHECK_THREADS_OK();
 }
 
 static const ft_type plain_type = {.name = "plain", .basic_size = 48};
@@ -250,7 +206,7 @@ TEST(remote_frees_are_counted)
     CHECK_THREADS_OK();
     CHECK_EQ(stats_of(rt).live_blocks, 2 * BLOCKS);
     range r = {&b, 0, BLOCKS / 2, false};
-    on_other_thread(rt, t, free_range, &r);
+    run_on_new_thread(rt, t, free_range, &r);
     CHECK(!r.local);
     /* The raw blocks were freed remotely; the objects were queued to their owner, still alive. */
     ft_heap_stats s = stats_of(rt);
@@ -316,12 +272,12 @@ TEST(abandoned_heap_is_adopted_by_the_next_thread)
     static block_set b;
 
     /* A thread that stops with nothing allocated leaves no heap behind. */
-    on_other_thread(rt, t, nothing_left, NULL);
+    run_on_new_thread(rt, t, nothing_left, NULL);
     ft_heap_stats s = stats_of(rt);
     CHECK_EQ(s.abandoned_heaps, 0);
     CHECK_EQ(s.live_blocks, 0);
 
-    on_other_thread(rt, t, allocate_blocks, &b);
+    run_on_new_thread(rt, t, allocate_blocks, &b);
     s = stats_of(rt);
     CHECK_EQ(s.abandoned_heaps, 1);
     CHECK_EQ(s.adopted_heaps, 0);
@@ -342,7 +298,7 @@ TEST(abandoned_heap_is_adopted_by_the_next_thread)
 
     /* The next thread to start adopts the heap: the blocks are its own, its frees are local. */
     adopt_check a = {.b = &b, .rt = rt};
-    on_other_thread(rt, t, adopt_and_free, &a);
+    run_on_new_thread(rt, t, adopt_and_free, &a);
     CHECK(a.adopted);
     CHECK_EQ(a.remote_after, a.remote_before);
     s = stats_of(rt);
@@ -415,7 +371,7 @@ TEST(each_abandoned_heap_is_adopted_once)
     CHECK_EQ(s.live_blocks, 4 * BLOCKS);
 
     two_sets ts = {&first, &second, 0};
-    on_other_thread(rt, NULL, count_owned, &ts);
+    run_on_new_thread(rt, NULL, count_owned, &ts);
     CHECK_EQ(ts.owned, 1); /* one heap per thread */
     s = stats_of(rt);
     CHECK_EQ(s.adopted_heaps, 1);

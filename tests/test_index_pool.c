@@ -11,32 +11,7 @@
 #include <time.h>
 
 #include "ftrt.h"
-#include "harness.h"
-
-#define WAIT_LIMIT_S 10
-
-/* Fail the current test if a helper thread recorded a failure; the count starts again at zero so
- * that one failure is not blamed on every later test. */
-static void check_helpers_ok(void)
-{
-    CHECK_EQ(atomic_exchange(&harness_thread_failures, 0), 0);
-}
-
-static void start_thread(pthread_t *thread, void *(*fn)(void *), void *arg)
-{
-    CHECK_EQ(pthread_create(thread, NULL, fn, arg), 0);
-}
-
-/* Join, failing the test rather than hanging if the thread does not end within the wait limit, or
- * if it recorded a failure. */
-static void join_thread(pthread_t thread)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += WAIT_LIMIT_S;
-    CHECK_EQ(pthread_timedjoin_np(thread, NULL, &deadline), 0);
-    check_helpers_ok();
-}
+#include "test_util.h"
 
 static uint32_t alloc_index(ft_index_pool *p)
 {

@@ -15,111 +15,11 @@
 #include <time.h>
 
 #include "ftrt.h"
-#include "harness.h"
-
-/* How long any wait for another thread may take before the test is declared failed. Generous,
- * because the machine is shared and TSan slows everything down. */
-#define WAIT_LIMIT_NS (10 * INT64_C(1000000000))
-#define WAIT_LIMIT_S 10
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * INT64_C(1000000000) + ts.tv_nsec;
-}
-
-/* The main thread spins, yielding the CPU, until cond holds or the wait limit passes, and checks
- * cond afterwards. */
-#define SPIN_UNTIL(cond)                                                                           \
-    for (int64_t spin_deadline_ = now_ns() + WAIT_LIMIT_NS; !(cond) && now_ns() < spin_deadline_;) \
-    sched_yield()
-
-/* A helper thread waits for the main thread's signal without a limit: the main thread gives it
- * unless it has failed its test, and then the process ends without waiting for the helper. */
-#define WAIT_FOR_MAIN(cond)                                                                        \
-    while (!(cond))                                                                                \
-    sched_yield()
-
-/* Yield for at least ns nanoseconds of wall time. Not synchronisation: the tests use it where the
- * passing of time is itself what is tested (the 1 ms fairness rule, "nothing happens meanwhile"). */
-static void let_time_pass(int64_t ns)
-{
-    int64_t start = now_ns();
-    while (now_ns() - start < ns)
-        sched_yield();
-}
-
-/* A thread whose parking the main thread must observe publishes its kernel id and the address of
- * the stack frame it will block from (its thread function's), before it blocks. */
-typedef struct thread_identity {
-    _Atomic pid_t tid;
-    void *_Atomic frame;
-} thread_identity;
-
-static void publish_identity(thread_identity *id, void *frame)
-{
-    atomic_store(&id->frame, frame);
-    atomic_store(&id->tid, gettid());
-}
-
-static void forget_identity(thread_identity *id)
-{
-    atomic_store(&id->tid, 0);
-}
-
-/* Whether the thread is parked: blocked in the futex system call on a word in its own stack, less
- * than 1 MiB below its published frame, where the parking lot keeps a waiter's record (in the park
- * call's frame: the one thing these tests assume about the implementation). Being asleep is not
- * enough: a thread also sleeps for a moment on locks inside the C library or a sanitizer's runtime,
- * and a test that took that for parking would race with the thread it thinks is parked. */
-static bool thread_is_parked(thread_identity *id)
-{
-    pid_t tid = atomic_load(&id->tid);
-    if (tid == 0)
-        return false;
-    char path[64], text[256];
-    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    long number;
-    unsigned long word;
-    if (sscanf(text, "%ld %lx", &number, &word) != 2 || number != SYS_futex)
-        return false;
-    uintptr_t frame = (uintptr_t)atomic_load(&id->frame);
-    return word < frame && frame - word < ((uintptr_t)1 << 20);
-}
+#include "test_util.h"
 
 static uint8_t bits_of(ft_mutex *m)
 {
     return atomic_load_explicit(&m->bits, memory_order_acquire);
-}
-
-/* Fail the current test if a helper thread recorded a failure during it; the count starts again
- * at zero so that one failure is not blamed on every later test. */
-static void check_helpers_ok(void)
-{
-    CHECK_EQ(atomic_exchange(&harness_thread_failures, 0), 0);
-}
-
-static void start_thread(pthread_t *thread, void *(*fn)(void *), void *arg)
-{
-    CHECK_EQ(pthread_create(thread, NULL, fn, arg), 0);
-}
-
-/* Join, failing the test rather than hanging if the thread does not end within the wait limit, or
- * if it recorded a failure. */
-static void join_thread(pthread_t thread)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += WAIT_LIMIT_S;
-    CHECK_EQ(pthread_timedjoin_np(thread, NULL, &deadline), 0);
-    check_helpers_ok();
 }
 
 /* ---- the byte through lock and unlock ------------------------------------------------------ */

@@ -16,7 +16,7 @@
 #include <sys/mman.h>
 
 #include "ftrt.h"
-#include "harness.h"
+#include "test_util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -49,20 +49,11 @@ static uintptr_t pending_bits(ft_thread *t)
     return atomic_load_explicit(&((struct ft_thread_head *)t)->pending, memory_order_relaxed);
 }
 
-typedef struct fixture {
-    ft_runtime *rt;
-    ft_thread *t;
-} fixture;
-
 static fixture setup(void)
 {
     atomic_store(&deallocs, 0);
     atomic_store(&dealloc_thread, 0);
-    fixture f = {ft_runtime_new(NULL), NULL};
-    CHECK(f.rt != NULL);
-    f.t = ft_thread_start(f.rt);
-    CHECK(f.t != NULL);
-    return f;
+    return fixture_setup();
 }
 
 /* Every object freed; the debug reference total is expected_total (0 unless the test changed counts
@@ -91,41 +82,6 @@ static ft_object *new_probe(ft_thread *t)
     ft_object *o = ft_alloc(t, &probe_type);
     CHECK(o != NULL);
     return o;
-}
-
-/* Run fn(t, arg) once on a new OS thread attached to rt. The caller detaches while it waits, so it
- * never delays a stop-the-world the helper may cause. */
-typedef void (*step_fn)(ft_thread *t, void *arg);
-
-typedef struct helper {
-    ft_runtime *rt;
-    step_fn fn;
-    void *arg;
-} helper;
-
-static void *helper_main(void *p)
-{
-    helper *h = p;
-    ft_thread *t = ft_thread_start(h->rt);
-    CHECK_THREAD(t != NULL);
-    if (t) {
-        h->fn(t, h->arg);
-        ft_thread_stop(t);
-    }
-    return NULL;
-}
-
-static void on_other_thread(ft_thread *self, step_fn fn, void *arg)
-{
-    helper h = {ft_thread_runtime(self), fn, arg};
-    pthread_t th;
-    ft_detach(self);
-    int rc = pthread_create(&th, NULL, helper_main, &h);
-    if (rc == 0)
-        pthread_join(th, NULL);
-    ft_attach(self);
-    CHECK_EQ(rc, 0);
-    CHECK_THREADS_OK();
 }
 
 static void incref_step(ft_thread *t, void *o)

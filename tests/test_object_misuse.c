@@ -19,7 +19,7 @@
 #include <time.h>
 
 #include "ftrt.h"
-#include "harness.h"
+#include "test_util.h"
 #include "internal/types.h" /* ft_runtime.fail_countdown: whether an armed failure was used */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
@@ -39,13 +39,6 @@ static void count_dealloc(ft_object *o)
 
 static const ft_type victim_type = {
     .name = "victim", .basic_size = sizeof(victim), .dealloc = count_dealloc};
-
-static ft_heap_stats stats_of(ft_runtime *rt)
-{
-    ft_heap_stats s;
-    ft_heap_get_stats(rt, &s);
-    return s;
-}
 
 /* The text ft_fatal prints for p. */
 typedef struct address {

@@ -15,7 +15,7 @@
 #include <semaphore.h>
 
 #include "ftrt.h"
-#include "harness.h"
+#include "test_util.h"
 
 /* ---- puppet threads: an OS thread that starts and stops a thread state when told to -------------- */
 
@@ -89,13 +89,6 @@ static void puppet_finish(puppet *p)
     pthread_join(p->os_thread, NULL);
     sem_destroy(&p->go);
     sem_destroy(&p->done);
-}
-
-static uint32_t thread_count(ft_runtime *rt)
-{
-    ft_runtime_stats stats;
-    ft_runtime_get_stats(rt, &stats);
-    return stats.threads;
 }
 
 /* ---- runtimes ------------------------------------------------------------------------------------ */

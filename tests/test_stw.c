@@ -26,35 +26,14 @@
 #include <time.h>
 
 #include "ftrt.h"
-#include "harness.h"
+
+#define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
+#include "test_util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
-#define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
 #define NEGATIVE_WINDOW_NS (20 * FT_NS_PER_MS)   /* how long a "must not happen yet" is watched */
 #define FREEZE_SPINS 4000                        /* the busy interval between two looks at frozen counters */
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* One step of a wait: poll the safepoint if the waiter is attached, let others run, and say whether
- * the time limit still allows waiting. */
-static bool still_waiting(ft_thread *t, int64_t start)
-{
-    if (t)
-        ft_safepoint(t);
-    sched_yield();
-    return now_ns() - start < WAIT_LIMIT_NS;
-}
-
-/* Spin until cond holds or the limit passes; check cond afterwards. */
-#define AWAIT(t, cond)                                                                             \
-    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
-    }
 
 static void busy_for_ns(int64_t ns)
 {
@@ -63,23 +42,11 @@ static void busy_for_ns(int64_t ns)
         ft_cpu_relax();
 }
 
-static int thread_failures(void)
-{
-    return atomic_load(&harness_thread_failures);
-}
-
 static uint64_t stw_count(ft_runtime *rt)
 {
     ft_runtime_stats stats;
     ft_runtime_get_stats(rt, &stats);
     return stats.stw_count;
-}
-
-static uint32_t thread_count(ft_runtime *rt)
-{
-    ft_runtime_stats stats;
-    ft_runtime_get_stats(rt, &stats);
-    return stats.threads;
 }
 
 static bool stop_requested(ft_thread *t)

@@ -1,0 +1,234 @@
+/* tests/test_util.h: helpers that several test files need, written once so they cannot drift apart.
+ *
+ * Time and waiting: now_ns(); SPIN_UNTIL (the main thread spins with a deadline), AWAIT (the same,
+ * polling the safepoint of an attached waiter), WAIT_FOR_MAIN (a helper thread waits for the main
+ * thread's signal); let_time_pass() where the passing of time is itself under test. The wait limit
+ * is WAIT_LIMIT_NS (WAIT_LIMIT_S in seconds), 10 s unless the test file defines it before including
+ * this header.
+ *
+ * Threads: start_thread() and join_thread() (a timed join that also fails the test if a helper
+ * recorded a failure), thread_failures(); thread_identity with thread_is_parked(), which tells from
+ * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
+ * on a new OS thread attached to a runtime; a runtime with one attached thread (fixture).
+ *
+ * Statistics: stats_of() (the heap's) and thread_count() (the runtime's). */
+#ifndef FTRT_TEST_UTIL_H
+#define FTRT_TEST_UTIL_H
+
+#ifndef _GNU_SOURCE
+#error "test files define _GNU_SOURCE before any include (gettid, pthread_timedjoin_np)"
+#endif
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#include "ftrt.h"
+#include "harness.h"
+
+/* ---- time and waiting ---------------------------------------------------------------------------- */
+
+/* How long any wait for another thread may take before the test is declared failed. Generous,
+ * because the machine is shared and TSan slows everything down. */
+#ifndef WAIT_LIMIT_NS
+#define WAIT_LIMIT_NS (10 * INT64_C(1000000000))
+#endif
+#define WAIT_LIMIT_S ((time_t)(WAIT_LIMIT_NS / INT64_C(1000000000)))
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * INT64_C(1000000000) + ts.tv_nsec;
+}
+
+/* The main thread spins, yielding the CPU, until cond holds or the wait limit passes, and checks
+ * cond afterwards. */
+#define SPIN_UNTIL(cond)                                                                           \
+    for (int64_t spin_deadline_ = now_ns() + WAIT_LIMIT_NS; !(cond) && now_ns() < spin_deadline_;) \
+    sched_yield()
+
+/* One step of a wait: poll the safepoint if the waiter is attached, let others run, and say whether
+ * the time limit still allows waiting. */
+static inline bool still_waiting(ft_thread *t, int64_t start)
+{
+    if (t)
+        ft_safepoint(t);
+    sched_yield();
+    return now_ns() - start < WAIT_LIMIT_NS;
+}
+
+/* Spin until cond holds or the limit passes (t: the waiter's attached state or NULL, so that it
+ * never holds up a stop-the-world); check cond afterwards. */
+#define AWAIT(t, cond)                                                                             \
+    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
+    }
+
+/* A helper thread waits for the main thread's signal without a limit: the main thread gives it
+ * unless it has failed its test, and then the process ends without waiting for the helper. */
+#define WAIT_FOR_MAIN(cond)                                                                        \
+    while (!(cond))                                                                                \
+    sched_yield()
+
+/* Yield for at least ns nanoseconds of wall time. Not synchronisation: for tests where the passing
+ * of time is itself what is tested (a fairness rule, "nothing happens meanwhile"). */
+static inline void let_time_pass(int64_t ns)
+{
+    int64_t start = now_ns();
+    while (now_ns() - start < ns)
+        sched_yield();
+}
+
+/* ---- helper threads ------------------------------------------------------------------------------ */
+
+static inline int thread_failures(void)
+{
+    return atomic_load(&harness_thread_failures);
+}
+
+/* Fail the current test if a helper thread recorded a failure; the count starts again at zero so
+ * that one failure is not blamed on every later test. */
+static inline void check_helpers_ok(void)
+{
+    CHECK_EQ(atomic_exchange(&harness_thread_failures, 0), 0);
+}
+
+static inline void start_thread(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+    CHECK_EQ(pthread_create(thread, NULL, fn, arg), 0);
+}
+
+/* Join, failing the test rather than hanging if the thread does not end within the wait limit, or
+ * if it recorded a failure. */
+static inline void join_thread(pthread_t thread)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += WAIT_LIMIT_S;
+    CHECK_EQ(pthread_timedjoin_np(thread, NULL, &deadline), 0);
+    check_helpers_ok();
+}
+
+/* A thread whose parking the main thread must observe publishes its kernel id and the address of
+ * the stack frame it will block from (its thread function's), before it blocks. */
+typedef struct thread_identity {
+    _Atomic pid_t tid;
+    void *_Atomic frame;
+} thread_identity;
+
+static inline void publish_identity(thread_identity *id, void *frame)
+{
+    atomic_store(&id->frame, frame);
+    atomic_store(&id->tid, gettid());
+}
+
+static inline void forget_identity(thread_identity *id)
+{
+    atomic_store(&id->tid, 0);
+}
+
+/* Whether the thread is parked: blocked in the futex system call on a word in its own stack, less
+ * than 1 MiB below its published frame, where the parking lot keeps a waiter's record (in the park
+ * call's frame: the one thing these tests assume about the implementation). Being asleep is not
+ * enough: a thread also sleeps for a moment on locks inside the C library or a sanitizer's runtime,
+ * and a test that took that for parking would race with the thread it thinks is parked. */
+static inline bool thread_is_parked(thread_identity *id)
+{
+    pid_t tid = atomic_load(&id->tid);
+    if (tid == 0)
+        return false;
+    char path[64], text[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    long number;
+    unsigned long word;
+    if (sscanf(text, "%ld %lx", &number, &word) != 2 || number != SYS_futex)
+        return false;
+    uintptr_t frame = (uintptr_t)atomic_load(&id->frame);
+    return word < frame && frame - word < ((uintptr_t)1 << 20);
+}
+
+/* ---- runtimes and thread states ------------------------------------------------------------------ */
+
+/* A runtime with the calling thread attached to it. */
+typedef struct fixture {
+    ft_runtime *rt;
+    ft_thread *t;
+} fixture;
+
+static inline fixture fixture_setup(void)
+{
+    fixture f = {ft_runtime_new(NULL), NULL};
+    CHECK(f.rt != NULL);
+    f.t = ft_thread_start(f.rt);
+    CHECK(f.t != NULL);
+    return f;
+}
+
+typedef void (*step_fn)(ft_thread *t, void *arg);
+
+typedef struct step_helper {
+    ft_runtime *rt;
+    step_fn fn;
+    void *arg;
+} step_helper;
+
+static inline void *step_helper_main(void *p)
+{
+    step_helper *h = p;
+    ft_thread *t = ft_thread_start(h->rt);
+    CHECK_THREAD(t != NULL);
+    if (t) {
+        h->fn(t, h->arg);
+        ft_thread_stop(t);
+    }
+    return NULL;
+}
+
+/* Run fn(t, arg) once on a new OS thread attached to rt, which stops its thread state afterwards.
+ * self (may be NULL) is the caller's thread state, detached while it waits so that it never delays
+ * a stop-the-world the helper may cause. The join orders the helper's step before what follows. */
+static inline void run_on_new_thread(ft_runtime *rt, ft_thread *self, step_fn fn, void *arg)
+{
+    step_helper h = {rt, fn, arg};
+    pthread_t th;
+    if (self)
+        ft_detach(self);
+    int rc = pthread_create(&th, NULL, step_helper_main, &h);
+    if (rc == 0)
+        pthread_join(th, NULL);
+    if (self)
+        ft_attach(self);
+    CHECK_EQ(rc, 0);
+    CHECK_THREADS_OK();
+}
+
+/* The same, on self's runtime. */
+static inline void on_other_thread(ft_thread *self, step_fn fn, void *arg)
+{
+    run_on_new_thread(ft_thread_runtime(self), self, fn, arg);
+}
+
+/* ---- statistics ---------------------------------------------------------------------------------- */
+
+static inline ft_heap_stats stats_of(ft_runtime *rt)
+{
+    ft_heap_stats s;
+    ft_heap_get_stats(rt, &s);
+    return s;
+}
+
+static inline uint32_t thread_count(ft_runtime *rt)
+{
+    ft_runtime_stats stats;
+    ft_runtime_get_stats(rt, &stats);
+    return stats.threads;
+}
+
+#endif
