@@ -1,5 +1,6 @@
-/* demo/demo.h: what the demo's two phases share: clock, random numbers, stop-latency logs, and each
- * phase's entry point. demo.c has the bank phase and main; graphs.c has the object-graph phase. */
+/* demo/demo.h: what the demo's three phases share: clock, random numbers, stop-latency logs, and
+ * each phase's entry point. demo.c has the bank phase and main; graphs.c has the object-graph
+ * phase; sharing.c has the shared-dictionary phase. */
 #ifndef FTRT_DEMO_H
 #define FTRT_DEMO_H
 
@@ -27,5 +28,6 @@ void demo_latency_print_and_free(demo_latency_log *log);
  * not, 2 if it could not be set up. */
 int demo_bank_phase(long run_ms, long cpus);
 int demo_graphs_phase(long run_ms, long cpus);
+int demo_sharing_phase(long run_ms, long cpus);
 
 #endif
