@@ -1,0 +1,744 @@
+/* tests/test_dict.c: the concurrent dictionary (lock-free lookups, locked writes, QSBR resizes).
+ *
+ * Single-threaded: the semantics of get (absent is NULL; a hit is a new reference), set (insert,
+ * replace, revive after a delete; references taken and dropped), del and size, equality for distinct
+ * but equal keys and for colliding hashes, growth through several resizes, and a set whose table
+ * cannot grow (FT_ENOMEM, nothing changed).
+ *
+ * Concurrent: two writers own disjoint key ranges and keep a private model of their range; two
+ * readers look up random keys without locks. Resizes happen throughout (thousands of keys), with
+ * deletes and hot keys replaced over and over. Every value encodes its key and a per-key version,
+ * and the writer publishes the highest version it created before storing it, so a reader can tell
+ * a value that was never stored for a key (wrong key, version from the future, or a dead object) and
+ * a lookup that goes back in time. Writers check their own keys against the model as they go, and at
+ * the end every key must map to the model's value and ft_dict_size must match. Every key and value
+ * object carries a serial number; after the dictionary is dropped, all threads have stopped and a
+ * final quiesce has run the delayed decrefs, each must have been deallocated exactly once. A second
+ * test replaces two hot keys back and forth under readers, so that each replaced value is freed at
+ * once and its block taken by the next value (of the other key): a lookup must never return it.
+ * Under TSan this also checks the publication order of entries and tables.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "ftrt.h"
+#include "harness.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
+/* ---- waiting ------------------------------------------------------------------------------------- */
+
+#define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static bool still_waiting(ft_thread *t, int64_t start)
+{
+    if (t)
+        ft_safepoint(t);
+    sched_yield();
+    return now_ns() - start < WAIT_LIMIT_NS;
+}
+
+#define AWAIT(t, cond)                                                                             \
+    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
+    }
+
+/* ---- objects ------------------------------------------------------------------------------------- */
+
+#define LIVE_MAGIC 0x1157u
+#define DEAD_MAGIC 0xDEADu
+#define MAX_SERIALS (1u << 19)
+
+typedef struct key_obj {
+    ft_object ob;
+    int64_t k;
+    uint32_t magic;
+    uint32_t serial;
+} key_obj;
+
+typedef struct val_obj {
+    ft_object ob;
+    int64_t k;
+    int64_t version;
+    uint32_t magic;
+    uint32_t serial;
+} val_obj;
+
+static _Atomic uint32_t next_serial;
+static _Atomic uint8_t deallocs_by_serial[MAX_SERIALS];
+static _Atomic int bad_deallocs;
+static _Atomic int64_t equal_calls;
+static _Atomic int equal_on_dead;
+
+static void key_dealloc(ft_object *self)
+{
+    key_obj *k = (key_obj *)self;
+    if (k->magic != LIVE_MAGIC || k->serial >= MAX_SERIALS) {
+        atomic_fetch_add(&bad_deallocs, 1);
+        return;
+    }
+    k->magic = DEAD_MAGIC;
+    atomic_fetch_add(&deallocs_by_serial[k->serial], 1);
+}
+
+static void val_dealloc(ft_object *self)
+{
+    val_obj *v = (val_obj *)self;
+    if (v->magic != LIVE_MAGIC || v->serial >= MAX_SERIALS) {
+        atomic_fetch_add(&bad_deallocs, 1);
+        return;
+    }
+    v->magic = DEAD_MAGIC;
+    atomic_fetch_add(&deallocs_by_serial[v->serial], 1);
+}
+
+static const ft_type key_type = {.name = "key", .basic_size = sizeof(key_obj), .dealloc = key_dealloc};
+static const ft_type val_type = {.name = "val", .basic_size = sizeof(val_obj), .dealloc = val_dealloc};
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x7FB5D329728EA185ull;
+    x ^= x >> 27;
+    x *= 0x81DADEF4BC2DD44Dull;
+    return x ^ (x >> 33);
+}
+
+/* Keys 2j and 2j+1 share a hash: every lookup also exercises the equality callback. */
+static uint64_t key_hash(ft_object *o)
+{
+    return mix((uint64_t)((key_obj *)o)->k >> 1);
+}
+
+static bool key_equal(ft_object *a, ft_object *b)
+{
+    const key_obj *x = (const key_obj *)a, *y = (const key_obj *)b;
+    atomic_fetch_add_explicit(&equal_calls, 1, memory_order_relaxed);
+    if (x->magic != LIVE_MAGIC || y->magic != LIVE_MAGIC)
+        atomic_fetch_add(&equal_on_dead, 1);
+    return x->k == y->k;
+}
+
+static const ft_dict_ops key_ops = {key_hash, key_equal};
+
+static uint32_t take_serial(void)
+{
+    return atomic_fetch_add(&next_serial, 1);
+}
+
+static ft_object *new_key(ft_thread *t, int64_t k)
+{
+    key_obj *o = (key_obj *)ft_alloc(t, &key_type);
+    if (!o)
+        return NULL;
+    o->k = k;
+    o->magic = LIVE_MAGIC;
+    o->serial = take_serial();
+    return &o->ob;
+}
+
+static ft_object *new_val(ft_thread *t, int64_t k, int64_t version)
+{
+    val_obj *o = (val_obj *)ft_alloc(t, &val_type);
+    if (!o)
+        return NULL;
+    o->k = k;
+    o->version = version;
+    o->magic = LIVE_MAGIC;
+    o->serial = take_serial();
+    return &o->ob;
+}
+
+static void reset_counts(void)
+{
+    uint32_t n = atomic_load(&next_serial);
+    for (uint32_t i = 0; i < n && i < MAX_SERIALS; i++)
+        atomic_store(&deallocs_by_serial[i], 0);
+    atomic_store(&next_serial, 0);
+    atomic_store(&bad_deallocs, 0);
+    atomic_store(&equal_calls, 0);
+    atomic_store(&equal_on_dead, 0);
+}
+
+/* Every object made since reset_counts was deallocated exactly once; returns the first serial
+ * that was not (or UINT32_MAX). */
+static uint32_t first_not_freed_once(void)
+{
+    uint32_t n = atomic_load(&next_serial);
+    for (uint32_t i = 0; i < n; i++)
+        if (atomic_load(&deallocs_by_serial[i]) != 1)
+            return i;
+    return UINT32_MAX;
+}
+
+static ft_runtime *new_runtime(void)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    CHECK(rt != NULL);
+    return rt;
+}
+
+/* Run every delayed item (t is the only thread left): a few rounds, since a dealloc may queue more. */
+static void quiesce_all(ft_runtime *rt, ft_thread *t)
+{
+    for (int round = 0; round < 8; round++) {
+        ft_qsbr_advance(rt);
+        ft_safepoint(t);
+        ft_delayed_process(t);
+    }
+}
+
+static int64_t val_version(ft_object *v)
+{
+    return ((val_obj *)v)->version;
+}
+
+/* ---- single-threaded semantics ------------------------------------------------------------------- */
+
+TEST(new_rejects_bad_ops)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *t = ft_thread_start(rt);
+    CHECK(t != NULL);
+    CHECK(ft_dict_new(t, NULL) == NULL);
+    CHECK_EQ(ft_last_error(), FT_EINVAL);
+    ft_dict_ops no_hash = {NULL, key_equal};
+    CHECK(ft_dict_new(t, &no_hash) == NULL);
+    CHECK_EQ(ft_last_error(), FT_EINVAL);
+    ft_dict_ops no_equal = {key_hash, NULL};
+    CHECK(ft_dict_new(t, &no_equal) == NULL);
+    CHECK_EQ(ft_last_error(), FT_EINVAL);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(get_set_del_semantics)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *t = ft_thread_start(rt);
+    CHECK(t != NULL);
+    ft_dict *d = ft_dict_new(t, &key_ops);
+    CHECK(d != NULL);
+    CHECK_EQ(ft_refcount((ft_object *)d), 1);
+    CHECK_EQ(ft_dict_size(d), 0);
+
+    ft_object *k1 = new_key(t, 10), *k1_twin = new_key(t, 10), *k2 = new_key(t, 11);
+    ft_object *v1 = new_val(t, 10, 1), *v2 = new_val(t, 10, 2), *v3 = new_val(t, 11, 1);
+    CHECK(k1 && k1_twin && k2 && v1 && v2 && v3);
+    CHECK_EQ(key_hash(k1), key_hash(k2)); /* a collision, on purpose */
+    CHECK(ft_dict_get(t, d, k1) == NULL);
+
+    CHECK_EQ(ft_dict_set(t, d, k1, v1), FT_OK);
+    CHECK_EQ(ft_dict_size(d), 1);
+    CHECK_EQ(ft_refcount(k1), 2); /* the dictionary took its own references */
+    CHECK_EQ(ft_refcount(v1), 2);
+    ft_object *got = ft_dict_get(t, d, k1);
+    CHECK(got == v1);
+    CHECK_EQ(ft_refcount(v1), 3); /* a new reference for the caller */
+    ft_decref(got);
+    got = ft_dict_get(t, d, k1_twin); /* equal, not identical */
+    CHECK(got == v1);
+    ft_decref(got);
+    CHECK(ft_dict_get(t, d, k2) == NULL); /* same hash, different key */
+
+    /* Replace through an equal key: the old value's reference is dropped, the key kept. */
+    CHECK_EQ(ft_dict_set(t, d, k1_twin, v2), FT_OK);
+    CHECK_EQ(ft_dict_size(d), 1);
+    CHECK_EQ(ft_refcount(v1), 1);
+    CHECK_EQ(ft_refcount(v2), 2);
+    CHECK_EQ(ft_refcount(k1_twin), 1);
+    got = ft_dict_get(t, d, k1);
+    CHECK(got == v2);
+    ft_decref(got);
+    /* Setting the same value again changes nothing. */
+    CHECK_EQ(ft_dict_set(t, d, k1, v2), FT_OK);
+    CHECK_EQ(ft_refcount(v2), 2);
+    CHECK_EQ(ft_dict_size(d), 1);
+
+    CHECK_EQ(ft_dict_set(t, d, k2, v3), FT_OK);
+    CHECK_EQ(ft_dict_size(d), 2);
+    got = ft_dict_get(t, d, k2);
+    CHECK(got == v3);
+    ft_decref(got);
+
+    CHECK(ft_dict_del(t, d, k1_twin));
+    CHECK_EQ(ft_dict_size(d), 1);
+    CHECK_EQ(ft_refcount(v2), 1);
+    CHECK(ft_dict_get(t, d, k1) == NULL);
+    CHECK(!ft_dict_del(t, d, k1));
+    CHECK_EQ(ft_dict_size(d), 1);
+    got = ft_dict_get(t, d, k2); /* its colliding neighbour is still found */
+    CHECK(got == v3);
+    ft_decref(got);
+
+    /* Revive the deleted key. */
+    CHECK_EQ(ft_dict_set(t, d, k1, v1), FT_OK);
+    CHECK_EQ(ft_dict_size(d), 2);
+    got = ft_dict_get(t, d, k1_twin);
+    CHECK(got == v1);
+    ft_decref(got);
+
+    /* Grow through several resizes, with deletes in between. */
+    enum { MANY = 300 };
+    ft_object *keys[MANY], *vals[MANY];
+    for (int i = 0; i < MANY; i++) {
+        keys[i] = new_key(t, 1000 + i);
+        vals[i] = new_val(t, 1000 + i, 1);
+        CHECK(keys[i] && vals[i]);
+        CHECK_EQ(ft_dict_set(t, d, keys[i], vals[i]), FT_OK);
+        if (i % 5 == 4)
+            CHECK(ft_dict_del(t, d, keys[i - 2]));
+    }
+    CHECK_EQ(ft_dict_size(d), 2 + MANY - MANY / 5);
+    for (int i = 0; i < MANY; i++) {
+        got = ft_dict_get(t, d, keys[i]);
+        if (i % 5 == 2) {
+            CHECK(got == NULL);
+        } else {
+            CHECK(got == vals[i]);
+            ft_decref(got);
+        }
+    }
+    got = ft_dict_get(t, d, k2);
+    CHECK(got == v3);
+    ft_decref(got);
+
+    /* Drop the dictionary: every reference it held goes (removed keys after a grace period). */
+    ft_decref((ft_object *)d);
+    quiesce_all(rt, t);
+    CHECK_EQ(ft_refcount(k1), 1);
+    CHECK_EQ(ft_refcount(k2), 1);
+    CHECK_EQ(ft_refcount(v1), 1);
+    CHECK_EQ(ft_refcount(v2), 1);
+    CHECK_EQ(ft_refcount(v3), 1);
+    for (int i = 0; i < MANY; i++) {
+        CHECK_EQ(ft_refcount(keys[i]), 1);
+        CHECK_EQ(ft_refcount(vals[i]), 1);
+        ft_decref(keys[i]);
+        ft_decref(vals[i]);
+    }
+    ft_decref(k1);
+    ft_decref(k1_twin);
+    ft_decref(k2);
+    ft_decref(v1);
+    ft_decref(v2);
+    ft_decref(v3);
+    CHECK_EQ(first_not_freed_once(), UINT32_MAX);
+    CHECK_EQ(atomic_load(&bad_deallocs), 0);
+    CHECK_EQ(atomic_load(&equal_on_dead), 0);
+    CHECK(atomic_load(&equal_calls) > 0);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(set_out_of_memory_changes_nothing)
+{
+    /* Tables past 8 KiB take a page of their own, whose mapping the test hook can fail. */
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *t = ft_thread_start(rt);
+    CHECK(t != NULL);
+    ft_dict *d = ft_dict_new(t, &key_ops);
+    CHECK(d != NULL);
+    enum { N = 400 };
+    static ft_object *keys[N], *vals[N];
+    int failures = 0;
+    for (int i = 0; i < N; i++) {
+        keys[i] = new_key(t, i);
+        vals[i] = new_val(t, i, 1);
+        CHECK(keys[i] && vals[i]);
+        ft_debug_fail_allocation(rt, 0);
+        ft_status st = ft_dict_set(t, d, keys[i], vals[i]);
+        ft_debug_fail_allocation(rt, -1);
+        if (st != FT_OK) {
+            failures++;
+            CHECK_EQ(st, FT_ENOMEM);
+            CHECK_EQ(ft_last_error(), FT_ENOMEM);
+            CHECK_EQ(ft_dict_size(d), i);
+            CHECK_EQ(ft_refcount(keys[i]), 1);
+            CHECK_EQ(ft_refcount(vals[i]), 1);
+            CHECK(ft_dict_get(t, d, keys[i]) == NULL);
+            for (int j = 0; j < i; j++) {
+                ft_object *v = ft_dict_get(t, d, keys[j]);
+                CHECK(v == vals[j]);
+                ft_decref(v);
+            }
+            CHECK_EQ(ft_dict_set(t, d, keys[i], vals[i]), FT_OK);
+        }
+        CHECK_EQ(ft_dict_size(d), i + 1);
+    }
+    CHECK(failures > 0);
+    ft_decref((ft_object *)d);
+    quiesce_all(rt, t);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(ft_refcount(keys[i]), 1);
+        ft_decref(keys[i]);
+        ft_decref(vals[i]);
+    }
+    CHECK_EQ(first_not_freed_once(), UINT32_MAX);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- concurrent readers and writers -------------------------------------------------------------- */
+
+#define WRITERS 2
+#define READERS 2
+#define KEYS_PER_WRITER 1500
+#define KEYS (WRITERS * KEYS_PER_WRITER)
+#define HOT_KEYS 8 /* per writer: replaced over and over */
+#define WRITER_OPS (UNDER_TSAN ? 10000 : 100000)
+
+typedef struct stress {
+    ft_runtime *rt;
+    ft_dict *d;
+    _Atomic int64_t max_version[KEYS]; /* highest version created for each key */
+    int64_t model[WRITERS][KEYS_PER_WRITER]; /* writer-private: the stored version, 0 = absent */
+    _Atomic int writers_done;
+    _Atomic int readers_started;
+    _Atomic uint64_t reader_hits, reader_misses;
+} stress;
+
+typedef struct stress_arg {
+    stress *s;
+    int id;
+} stress_arg;
+
+static uint64_t next_random(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+static void writer_set(ft_thread *t, stress *s, int w, int64_t k)
+{
+    int64_t version = atomic_load(&s->max_version[k]) + 1;
+    ft_object *key = new_key(t, k); /* a fresh, equal key object every time */
+    ft_object *val = new_val(t, k, version);
+    CHECK_THREAD(key && val);
+    if (!key || !val)
+        return;
+    atomic_store(&s->max_version[k], version); /* before the value can be seen */
+    CHECK_THREAD(ft_dict_set(t, s->d, key, val) == FT_OK);
+    s->model[w][k - (int64_t)w * KEYS_PER_WRITER] = version;
+    ft_decref(key);
+    ft_decref(val);
+}
+
+static void writer_check(ft_thread *t, stress *s, int w, int64_t k)
+{
+    ft_object *key = new_key(t, k);
+    CHECK_THREAD(key != NULL);
+    if (!key)
+        return;
+    ft_object *v = ft_dict_get(t, s->d, key);
+    int64_t expected = s->model[w][k - (int64_t)w * KEYS_PER_WRITER];
+    if (expected == 0) {
+        CHECK_THREAD(v == NULL);
+    } else {
+        CHECK_THREAD(v != NULL && ((val_obj *)v)->k == k && val_version(v) == expected);
+    }
+    ft_xdecref(v);
+    ft_decref(key);
+}
+
+static void *writer_main(void *arg)
+{
+    stress_arg *a = arg;
+    stress *s = a->s;
+    int w = a->id;
+    ft_thread *t = ft_thread_start(s->rt);
+    CHECK_THREAD(t != NULL);
+    if (!t)
+        return NULL;
+    while (atomic_load(&s->readers_started) < READERS) {
+        ft_safepoint(t);
+        sched_yield();
+    }
+    int64_t base = (int64_t)w * KEYS_PER_WRITER;
+    /* Fill the range in order: the table resizes several times under the readers. */
+    for (int64_t i = 0; i < KEYS_PER_WRITER; i++) {
+        writer_set(t, s, w, base + i);
+        ft_safepoint(t);
+    }
+    uint64_t rng = 0x9E3779B97F4A7C15ull * (uint64_t)(w + 1);
+    for (int op = 0; op < WRITER_OPS; op++) {
+        uint64_t r = next_random(&rng);
+        int64_t k = base + (int64_t)((r >> 8) % ((r & 3) == 0 ? HOT_KEYS : KEYS_PER_WRITER));
+        unsigned kind = (unsigned)((r >> 40) % 10);
+        if (kind < 6) {
+            writer_set(t, s, w, k);
+        } else if (kind < 8) {
+            ft_object *key = new_key(t, k);
+            CHECK_THREAD(key != NULL);
+            if (key) {
+                bool present = s->model[w][k - base] != 0;
+                CHECK_THREAD(ft_dict_del(t, s->d, key) == present);
+                s->model[w][k - base] = 0;
+                ft_decref(key);
+            }
+        } else {
+            writer_check(t, s, w, k);
+        }
+        ft_safepoint(t);
+    }
+    atomic_fetch_add(&s->writers_done, 1);
+    ft_thread_stop(t);
+    return NULL;
+}
+
+static void *reader_main(void *arg)
+{
+    stress_arg *a = arg;
+    stress *s = a->s;
+    ft_thread *t = ft_thread_start(s->rt);
+    CHECK_THREAD(t != NULL);
+    if (!t)
+        return NULL;
+    static _Thread_local ft_object *keys[KEYS];
+    static _Thread_local int64_t last_seen[KEYS];
+    for (int64_t k = 0; k < KEYS; k++) {
+        keys[k] = new_key(t, k);
+        CHECK_THREAD(keys[k] != NULL);
+        last_seen[k] = 0;
+    }
+    atomic_fetch_add(&s->readers_started, 1);
+    uint64_t rng = 0xD1B54A32D192ED03ull * (uint64_t)(a->id + 1);
+    uint64_t hits = 0, misses = 0, bad = 0;
+    while (atomic_load(&s->writers_done) < WRITERS) {
+        for (int i = 0; i < 64; i++) {
+            uint64_t r = next_random(&rng);
+            int64_t w = (int64_t)(r & 1);
+            int64_t k = w * KEYS_PER_WRITER +
+                        (int64_t)((r >> 8) % ((r & 6) == 0 ? HOT_KEYS : KEYS_PER_WRITER));
+            ft_object *v = ft_dict_get(t, s->d, keys[k]);
+            if (!v) {
+                misses++;
+                continue;
+            }
+            hits++;
+            const val_obj *vo = (const val_obj *)v;
+            int64_t published = atomic_load(&s->max_version[k]);
+            if (vo->magic != LIVE_MAGIC || vo->k != k || vo->version < 1 ||
+                vo->version > published || vo->version < last_seen[k]) {
+                if (bad++ < 5)
+                    fprintf(stderr,
+                            "reader: key %ld got value (key %ld, version %ld, magic %#x); "
+                            "published %ld, last seen %ld\n",
+                            (long)k, (long)vo->k, (long)vo->version, vo->magic, (long)published,
+                            (long)last_seen[k]);
+            }
+            last_seen[k] = vo->version;
+            ft_decref(v);
+        }
+        ft_safepoint(t);
+    }
+    CHECK_THREAD(bad == 0);
+    for (int64_t k = 0; k < KEYS; k++)
+        ft_xdecref(keys[k]);
+    atomic_fetch_add(&s->reader_hits, hits);
+    atomic_fetch_add(&s->reader_misses, misses);
+    ft_thread_stop(t);
+    return NULL;
+}
+
+TEST(readers_and_writers_with_resizes)
+{
+    reset_counts();
+    static stress s;
+    memset(&s, 0, sizeof s);
+    s.rt = new_runtime();
+    ft_thread *m = ft_thread_start(s.rt);
+    CHECK(m != NULL);
+    s.d = ft_dict_new(m, &key_ops);
+    CHECK(s.d != NULL);
+
+    pthread_t threads[WRITERS + READERS];
+    stress_arg args[WRITERS + READERS];
+    ft_detach(m);
+    for (int i = 0; i < WRITERS + READERS; i++) {
+        args[i] = (stress_arg){&s, i < WRITERS ? i : i - WRITERS};
+        CHECK(pthread_create(&threads[i], NULL, i < WRITERS ? writer_main : reader_main,
+                             &args[i]) == 0);
+    }
+    for (int i = 0; i < WRITERS + READERS; i++)
+        pthread_join(threads[i], NULL);
+    ft_attach(m);
+    CHECK_THREADS_OK();
+    CHECK(atomic_load(&s.reader_hits) > 0);
+
+    /* No lost value: every key maps to its writer's model, and the size agrees. */
+    size_t present = 0;
+    for (int w = 0; w < WRITERS; w++)
+        for (int64_t i = 0; i < KEYS_PER_WRITER; i++) {
+            int64_t k = (int64_t)w * KEYS_PER_WRITER + i;
+            ft_object *key = new_key(m, k);
+            CHECK(key != NULL);
+            ft_object *v = ft_dict_get(m, s.d, key);
+            if (s.model[w][i] == 0) {
+                CHECK(v == NULL);
+            } else {
+                present++;
+                CHECK(v != NULL);
+                CHECK_EQ(((val_obj *)v)->k, k);
+                CHECK_EQ(val_version(v), s.model[w][i]);
+                CHECK_EQ(ft_refcount(v), 2); /* the dictionary's and ours */
+                ft_decref(v);
+            }
+            ft_decref(key);
+        }
+    CHECK_EQ(ft_dict_size(s.d), present);
+    CHECK(present > 0);
+
+    /* Drop it; after a final quiesce every key and value was deallocated exactly once. */
+    ft_decref((ft_object *)s.d);
+    quiesce_all(s.rt, m);
+    ft_qsbr_stats st;
+    ft_qsbr_get_stats(s.rt, &st);
+    CHECK_EQ(st.pending_items, 0);
+    uint32_t first = first_not_freed_once();
+    if (first != UINT32_MAX)
+        fprintf(stderr, "object serial %u deallocated %d times (of %u objects)\n", first,
+                (int)atomic_load(&deallocs_by_serial[first]), atomic_load(&next_serial));
+    CHECK_EQ(first, UINT32_MAX);
+    CHECK_EQ(atomic_load(&bad_deallocs), 0);
+    CHECK_EQ(atomic_load(&equal_on_dead), 0);
+    ft_thread_stop(m);
+    CHECK_EQ(ft_runtime_free(s.rt), FT_OK);
+}
+
+/* ---- two hot keys replaced under readers --------------------------------------------------------- */
+
+#define HOT_REPLACEMENTS (UNDER_TSAN ? 20000 : 300000)
+#define HOT_READERS 2
+
+typedef struct hot {
+    ft_runtime *rt;
+    ft_dict *d;
+    _Atomic int64_t max_version[2];
+    _Atomic bool done;
+    _Atomic int readers_started;
+} hot;
+
+static void *hot_reader(void *arg)
+{
+    hot *h = arg;
+    ft_thread *t = ft_thread_start(h->rt);
+    CHECK_THREAD(t != NULL);
+    if (!t)
+        return NULL;
+    ft_object *keys[2] = {new_key(t, 0), new_key(t, 1)};
+    CHECK_THREAD(keys[0] && keys[1]);
+    int64_t last_seen[2] = {0, 0};
+    uint64_t bad = 0;
+    atomic_fetch_add(&h->readers_started, 1);
+    for (uint64_t i = 0; !atomic_load(&h->done); i++) {
+        int k = (int)(i & 1);
+        ft_object *v = ft_dict_get(t, h->d, keys[k]);
+        CHECK_THREAD(v != NULL); /* never deleted */
+        if (!v)
+            break;
+        const val_obj *vo = (const val_obj *)v;
+        int64_t published = atomic_load(&h->max_version[k]);
+        if (vo->magic != LIVE_MAGIC || vo->k != k || vo->version > published ||
+            vo->version < last_seen[k]) {
+            if (bad++ < 5)
+                fprintf(stderr, "hot reader: key %d got (key %ld, version %ld, magic %#x), "
+                        "published %ld, last seen %ld\n", k, (long)vo->k, (long)vo->version,
+                        vo->magic, (long)published, (long)last_seen[k]);
+        }
+        last_seen[k] = vo->version;
+        ft_decref(v);
+        ft_safepoint(t);
+    }
+    CHECK_THREAD(bad == 0);
+    ft_decref(keys[0]);
+    ft_decref(keys[1]);
+    ft_thread_stop(t);
+    return NULL;
+}
+
+TEST(hot_keys_replaced_under_readers)
+{
+    /* Each replacement frees the old value at once (no reader holds it), and the writer's next value
+     * takes its block: a reader must never return that block as the other key's value. */
+    reset_counts();
+    static hot h;
+    memset(&h, 0, sizeof h);
+    h.rt = new_runtime();
+    ft_thread *w = ft_thread_start(h.rt);
+    CHECK(w != NULL);
+    h.d = ft_dict_new(w, &key_ops);
+    CHECK(h.d != NULL);
+    ft_object *keys[2] = {new_key(w, 0), new_key(w, 1)};
+    CHECK(keys[0] && keys[1]);
+    for (int k = 0; k < 2; k++) {
+        ft_object *v = new_val(w, k, 1);
+        CHECK(v != NULL);
+        atomic_store(&h.max_version[k], 1);
+        CHECK_EQ(ft_dict_set(w, h.d, keys[k], v), FT_OK);
+        ft_decref(v);
+    }
+    pthread_t readers[HOT_READERS];
+    for (int i = 0; i < HOT_READERS; i++)
+        CHECK(pthread_create(&readers[i], NULL, hot_reader, &h) == 0);
+    AWAIT(w, atomic_load(&h.readers_started) == HOT_READERS);
+    for (int64_t i = 0; i < HOT_REPLACEMENTS; i++) {
+        int k = (int)(i & 1);
+        int64_t version = atomic_load(&h.max_version[k]) + 1;
+        ft_object *v = new_val(w, k, version);
+        CHECK(v != NULL);
+        atomic_store(&h.max_version[k], version);
+        CHECK_EQ(ft_dict_set(w, h.d, keys[k], v), FT_OK);
+        ft_decref(v);
+        ft_safepoint(w);
+    }
+    atomic_store(&h.done, true);
+    ft_detach(w);
+    for (int i = 0; i < HOT_READERS; i++)
+        pthread_join(readers[i], NULL);
+    ft_attach(w);
+    CHECK_THREADS_OK();
+    CHECK_EQ(ft_dict_size(h.d), 2);
+    ft_decref((ft_object *)h.d);
+    ft_decref(keys[0]);
+    ft_decref(keys[1]);
+    quiesce_all(h.rt, w);
+    CHECK_EQ(first_not_freed_once(), UINT32_MAX);
+    CHECK_EQ(atomic_load(&bad_deallocs), 0);
+    ft_thread_stop(w);
+    CHECK_EQ(ft_runtime_free(h.rt), FT_OK);
+}
+
+int main(void)
+{
+    RUN(new_rejects_bad_ops);
+    RUN(get_set_del_semantics);
+    RUN(set_out_of_memory_changes_nothing);
+    RUN(readers_and_writers_with_resizes);
+    RUN(hot_keys_replaced_under_readers);
+    return harness_done();
+}

@@ -1,0 +1,616 @@
+/* tests/test_qsbr.c: quiescent-state-based reclamation: sequences, goals, polls, slots, fork.
+ *
+ * A goal from ft_qsbr_advance must stay unreached while any attached thread has not passed a
+ * quiescent point since the advance, and must be reached once every attached thread has. The tests
+ * drive helper threads ("workers") step by step through commands: a worker either loops over
+ * ft_safepoint (quiescent, and stoppable) or holds still without one (attached but not quiescent),
+ * so the main thread knows exactly which threads owe a quiescent point when it polls. Further tests:
+ * goals from ft_qsbr_next need somebody's advance; detached threads never hold a goal back; the slot
+ * array grows (with the world stopped) while dozens of threads advance, poll and pass safepoints,
+ * after which every thread's slot still counts on its own; a start whose array cannot grow fails
+ * alone; and a forked child whose parent had a non-quiescent thread can still reach goals and stop
+ * the world.
+ *
+ * Waits spin on atomics with a generous time limit (a broken runtime fails a check rather than
+ * hanging); the test's own handshakes use sequentially consistent atomics so that they never hide an
+ * ordering bug of the runtime under TSan. "Must not happen yet" checks look many times, yielding
+ * between looks; they never decide whether a correct runtime passes. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "ftrt.h"
+#include "harness.h"
+
+/* ---- helpers ------------------------------------------------------------------------------------- */
+
+#define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
+#define NEGATIVE_LOOKS 200                        /* looks at a goal that must stay unreached */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* One step of a wait: pass a safepoint if the waiter is attached (t), let others run, and say
+ * whether the time limit still allows waiting. */
+static bool still_waiting(ft_thread *t, int64_t start)
+{
+    if (t)
+        ft_safepoint(t);
+    sched_yield();
+    return now_ns() - start < WAIT_LIMIT_NS;
+}
+
+#define AWAIT(t, cond)                                                                             \
+    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
+    }
+
+/* Poll goal NEGATIVE_LOOKS times without t passing a quiescent point; true if it was ever reached. */
+static bool reached_without_quiescing(ft_thread *t, uint64_t goal)
+{
+    for (int i = 0; i < NEGATIVE_LOOKS; i++) {
+        if (ft_qsbr_poll(t, goal))
+            return true;
+        sched_yield();
+    }
+    return false;
+}
+
+/* A worker: a thread with its own thread state that runs commands posted by the main thread. Idle,
+ * it passes safepoints (while `quiescent`) or holds still without one. */
+typedef struct worker worker;
+typedef void (*worker_fn)(worker *w);
+
+struct worker {
+    pthread_t thread;
+    ft_runtime *rt;
+    ft_thread *t;             /* the worker's thread state; written before `started` */
+    _Atomic bool started, exited;
+    _Atomic bool quiescent;   /* the idle loop passes safepoints */
+    _Atomic bool quit;
+    _Atomic int posted, done; /* command sequence numbers */
+    worker_fn fn;             /* the posted command; written before `posted` */
+    uint64_t result;          /* a command's result; read after `done` */
+};
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    w->t = ft_thread_start(w->rt);
+    CHECK_THREAD(w->t != NULL);
+    atomic_store(&w->started, true);
+    if (!w->t)
+        return NULL;
+    for (;;) {
+        if (atomic_load(&w->quiescent))
+            ft_safepoint(w->t);
+        int posted = atomic_load(&w->posted);
+        if (posted != atomic_load(&w->done)) {
+            w->fn(w);
+            atomic_store(&w->done, posted);
+            continue;
+        }
+        if (atomic_load(&w->quit))
+            break;
+        sched_yield();
+    }
+    ft_thread_stop(w->t);
+    atomic_store(&w->exited, true);
+    return NULL;
+}
+
+/* Start a worker; `self` (the caller's attached thread state, or NULL) keeps passing safepoints
+ * meanwhile, since the worker's start may stop the world. */
+static void worker_start(ft_thread *self, worker *w, ft_runtime *rt)
+{
+    memset(w, 0, sizeof *w);
+    w->rt = rt;
+    atomic_store(&w->quiescent, true);
+    CHECK(pthread_create(&w->thread, NULL, worker_main, w) == 0);
+    AWAIT(self, atomic_load(&w->started));
+    CHECK(atomic_load(&w->started) && w->t != NULL);
+}
+
+/* Run fn on the worker and wait for it; the waiter passes safepoints only if self is given. */
+static void worker_do(ft_thread *self, worker *w, worker_fn fn)
+{
+    w->fn = fn;
+    int n = atomic_load(&w->posted) + 1;
+    atomic_store(&w->posted, n);
+    AWAIT(self, atomic_load(&w->done) == n);
+    CHECK_EQ(atomic_load(&w->done), n);
+}
+
+static void worker_finish(ft_thread *self, worker *w)
+{
+    atomic_store(&w->quit, true);
+    AWAIT(self, atomic_load(&w->exited));
+    CHECK(atomic_load(&w->exited));
+    pthread_join(w->thread, NULL);
+}
+
+static void cmd_hold(worker *w)
+{
+    atomic_store(&w->quiescent, false);
+}
+
+static void cmd_resume(worker *w)
+{
+    atomic_store(&w->quiescent, true);
+}
+
+static void cmd_safepoint(worker *w)
+{
+    ft_safepoint(w->t);
+}
+
+static void cmd_quiescent(worker *w)
+{
+    ft_qsbr_quiescent(w->t);
+}
+
+static void cmd_detach(worker *w)
+{
+    atomic_store(&w->quiescent, false);
+    ft_detach(w->t);
+}
+
+static void cmd_attach(worker *w)
+{
+    ft_attach(w->t);
+}
+
+static void cmd_advance(worker *w)
+{
+    w->result = ft_qsbr_advance(w->rt);
+}
+
+static ft_runtime *new_runtime(void)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    CHECK(rt != NULL);
+    return rt;
+}
+
+/* ---- sequences ----------------------------------------------------------------------------------- */
+
+TEST(sequences_are_odd_and_advance_by_two)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    uint64_t next = ft_qsbr_next(rt);
+    CHECK_EQ(next % 2, 1);
+    CHECK_EQ(ft_qsbr_next(rt), next); /* next does not advance */
+    uint64_t g = ft_qsbr_advance(rt);
+    CHECK_EQ(g, next);
+    CHECK_EQ(ft_qsbr_next(rt), g + 2);
+    CHECK_EQ(ft_qsbr_advance(rt), g + 2);
+    ft_qsbr_stats stats;
+    ft_qsbr_get_stats(rt, &stats);
+    CHECK_EQ(stats.wr_seq, g + 2);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- goals and quiescent points ------------------------------------------------------------------ */
+
+TEST(goal_waits_for_every_attached_thread)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    worker b;
+    worker_start(a, &b, rt);
+
+    /* The caller alone: reached once it passes a quiescent point itself. */
+    worker_do(a, &b, cmd_hold);
+    uint64_t g = ft_qsbr_advance(rt);
+    CHECK(!ft_qsbr_poll(a, g)); /* a itself has not passed one since the advance */
+    ft_safepoint(a);
+    CHECK(!reached_without_quiescing(a, g)); /* b is attached and holds still */
+    worker_do(NULL, &b, cmd_safepoint);
+    CHECK(ft_qsbr_poll(a, g));
+
+    /* ft_qsbr_quiescent reports the same thing. */
+    uint64_t g2 = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!reached_without_quiescing(a, g2));
+    worker_do(NULL, &b, cmd_quiescent);
+    CHECK(ft_qsbr_poll(a, g2));
+    CHECK(ft_qsbr_poll(a, g)); /* an older goal stays reached */
+
+    /* The poller's own point counts too: b quiescent, a not. */
+    uint64_t g3 = ft_qsbr_advance(rt);
+    worker_do(NULL, &b, cmd_safepoint);
+    CHECK(!reached_without_quiescing(a, g3));
+    ft_qsbr_quiescent(a);
+    CHECK(ft_qsbr_poll(a, g3));
+
+    /* Two goals: quiescing after the first advance only does not reach the second. */
+    uint64_t g4 = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    worker_do(NULL, &b, cmd_safepoint);
+    uint64_t g5 = ft_qsbr_advance(rt);
+    CHECK(ft_qsbr_poll(a, g4));
+    CHECK(!ft_qsbr_poll(a, g5));
+    ft_qsbr_quiescent(a);
+    CHECK(!reached_without_quiescing(a, g5));
+    worker_do(NULL, &b, cmd_safepoint);
+    CHECK(ft_qsbr_poll(a, g5));
+
+    worker_do(a, &b, cmd_resume);
+    worker_finish(a, &b);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(next_goal_needs_an_advance)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+
+    uint64_t g = ft_qsbr_next(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!ft_qsbr_poll(a, g));
+    ft_safepoint(a);
+    CHECK(!reached_without_quiescing(a, g)); /* nobody advanced: quiescing alone never reaches it */
+
+    /* Another thread advances: the sequence it gets is exactly the goal. */
+    worker b;
+    worker_start(a, &b, rt);
+    worker_do(a, &b, cmd_hold);
+    uint64_t g1 = ft_qsbr_next(rt);
+    CHECK(!ft_qsbr_poll(a, g1));
+    worker_do(NULL, &b, cmd_advance);
+    CHECK_EQ(b.result, g1);
+    ft_qsbr_quiescent(a);
+    CHECK(!reached_without_quiescing(a, g1)); /* b advanced but has not passed a point since */
+    worker_do(NULL, &b, cmd_safepoint);
+    CHECK(ft_qsbr_poll(a, g1));
+    CHECK(ft_qsbr_poll(a, g));
+
+    /* The caller advances itself. */
+    uint64_t g2 = ft_qsbr_next(rt);
+    CHECK(!ft_qsbr_poll(a, g2));
+    CHECK_EQ(ft_qsbr_advance(rt), g2);
+    worker_do(NULL, &b, cmd_safepoint);
+    CHECK(!ft_qsbr_poll(a, g2));
+    ft_qsbr_quiescent(a);
+    CHECK(ft_qsbr_poll(a, g2));
+
+    worker_do(a, &b, cmd_resume);
+    worker_finish(a, &b);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(detached_thread_never_blocks_a_goal)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    worker b;
+    worker_start(a, &b, rt);
+
+    /* Detached: goals advanced meanwhile need only a. */
+    worker_do(a, &b, cmd_detach);
+    uint64_t g = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(ft_qsbr_poll(a, g));
+    uint64_t g2 = ft_qsbr_advance(rt);
+    ft_safepoint(a);
+    CHECK(ft_qsbr_poll(a, g2));
+
+    /* Attaching publishes the current sequence: goals before it stay reached, later ones wait. */
+    worker_do(NULL, &b, cmd_attach);
+    CHECK(ft_qsbr_poll(a, g2));
+    uint64_t g3 = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!reached_without_quiescing(a, g3));
+    worker_do(NULL, &b, cmd_safepoint);
+    CHECK(ft_qsbr_poll(a, g3));
+
+    /* A goal pending while b detaches is released by the detach. */
+    uint64_t g4 = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!ft_qsbr_poll(a, g4));
+    worker_do(NULL, &b, cmd_detach);
+    CHECK(ft_qsbr_poll(a, g4));
+
+    worker_do(a, &b, cmd_attach);
+    worker_do(a, &b, cmd_resume);
+    worker_finish(a, &b);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(stopped_thread_never_blocks_a_goal)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    worker b;
+    worker_start(a, &b, rt);
+    worker_do(a, &b, cmd_hold);
+    uint64_t g = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!ft_qsbr_poll(a, g));
+    worker_finish(NULL, &b); /* stops without passing ft_safepoint on its own */
+    CHECK(ft_qsbr_poll(a, g));
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- the slot array grows while threads run ------------------------------------------------------ */
+
+#define GROWTH_THREADS 40 /* plus the main thread: slots grow 8 -> 16 -> 32 -> 64 */
+
+typedef struct growth_shared {
+    ft_runtime *rt;
+    _Atomic int phase;    /* 0: advance and poll; 1: hold still one by one; 2: stop */
+    _Atomic int started;
+    _Atomic uint64_t max_index;
+} growth_shared;
+
+typedef struct growth_thread {
+    pthread_t thread;
+    growth_shared *shared;
+    _Atomic uint64_t rounds;  /* goals this thread advanced and saw reached */
+    _Atomic bool holding;     /* phase 1: attached, not passing safepoints */
+    _Atomic bool release;     /* pass one safepoint now */
+    _Atomic bool passed;
+} growth_thread;
+
+static void *growth_main(void *arg)
+{
+    growth_thread *g = arg;
+    growth_shared *s = g->shared;
+    ft_thread *t = ft_thread_start(s->rt);
+    CHECK_THREAD(t != NULL);
+    if (!t)
+        return NULL;
+    uint64_t index = ft_thread_index(t);
+    for (uint64_t m = atomic_load(&s->max_index); index > m;)
+        atomic_compare_exchange_weak(&s->max_index, &m, index);
+    atomic_fetch_add(&s->started, 1);
+    int64_t start = now_ns();
+    while (atomic_load(&s->phase) == 0) {
+        uint64_t goal = ft_qsbr_advance(s->rt);
+        bool reached = false;
+        while (!reached && atomic_load(&s->phase) == 0) {
+            ft_safepoint(t);
+            reached = ft_qsbr_poll(t, goal);
+            if (!reached)
+                sched_yield();
+        }
+        if (reached)
+            atomic_fetch_add(&g->rounds, 1);
+        if (now_ns() - start > WAIT_LIMIT_NS) {
+            CHECK_THREAD(!"phase 0 did not end");
+            break;
+        }
+    }
+    /* Phase 1: hold still (the last safepoint above was before this point), pass exactly one
+     * safepoint when released, then hold still again. */
+    atomic_store(&g->holding, true);
+    start = now_ns();
+    while (!atomic_load(&g->release) && now_ns() - start < WAIT_LIMIT_NS)
+        sched_yield();
+    ft_safepoint(t);
+    atomic_store(&g->passed, true);
+    while (atomic_load(&s->phase) != 2 && now_ns() - start < WAIT_LIMIT_NS)
+        sched_yield();
+    ft_thread_stop(t);
+    return NULL;
+}
+
+static bool all_rounds_at_least(growth_thread *threads, uint64_t rounds)
+{
+    for (int i = 0; i < GROWTH_THREADS; i++)
+        if (atomic_load(&threads[i].rounds) < rounds)
+            return false;
+    return true;
+}
+
+TEST(slots_grow_while_threads_run)
+{
+    static growth_thread threads[GROWTH_THREADS];
+    growth_shared shared = {.rt = new_runtime()};
+    ft_thread *a = ft_thread_start(shared.rt);
+    CHECK(a != NULL);
+    memset(threads, 0, sizeof threads);
+    for (int i = 0; i < GROWTH_THREADS; i++) {
+        threads[i].shared = &shared;
+        CHECK(pthread_create(&threads[i].thread, NULL, growth_main, &threads[i]) == 0);
+    }
+    /* Every thread started (each start past the array's end grew it, with the world stopped) and
+     * saw goals reached, while the others kept advancing, polling and passing safepoints. */
+    AWAIT(a, atomic_load(&shared.started) == GROWTH_THREADS && all_rounds_at_least(threads, 3));
+    CHECK_EQ(atomic_load(&shared.started), GROWTH_THREADS);
+    CHECK(all_rounds_at_least(threads, 3));
+    CHECK(atomic_load(&shared.max_index) >= 32); /* the array grew past 8, 16 and 32 slots */
+    CHECK_THREADS_OK();
+
+    /* Now every thread holds still; each thread's slot must hold the goal back on its own. */
+    atomic_store(&shared.phase, 1);
+    for (int i = 0; i < GROWTH_THREADS; i++) {
+        AWAIT(a, atomic_load(&threads[i].holding));
+        CHECK(atomic_load(&threads[i].holding));
+    }
+    uint64_t goal = ft_qsbr_advance(shared.rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!reached_without_quiescing(a, goal));
+    for (int k = 0; k < GROWTH_THREADS; k++) {
+        int i = (k * 17 + 5) % GROWTH_THREADS; /* a scrambled order (17 is coprime with 40) */
+        atomic_store(&threads[i].release, true);
+        AWAIT(NULL, atomic_load(&threads[i].passed));
+        CHECK(atomic_load(&threads[i].passed));
+        if (k < GROWTH_THREADS - 1)
+            CHECK(!ft_qsbr_poll(a, goal));
+        else
+            CHECK(ft_qsbr_poll(a, goal));
+    }
+    atomic_store(&shared.phase, 2);
+    ft_detach(a);
+    for (int i = 0; i < GROWTH_THREADS; i++)
+        pthread_join(threads[i].thread, NULL);
+    ft_attach(a);
+    CHECK_THREADS_OK();
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(shared.rt), FT_OK);
+}
+
+/* A thread start whose slot array cannot grow fails cleanly, and the runtime keeps working. */
+
+typedef struct start_attempt {
+    ft_runtime *rt;
+    ft_thread *t;
+    ft_status error;
+} start_attempt;
+
+static void *try_start(void *arg)
+{
+    start_attempt *s = arg;
+    s->t = ft_thread_start(s->rt);
+    s->error = s->t ? FT_OK : ft_last_error();
+    if (s->t)
+        ft_thread_stop(s->t);
+    return NULL;
+}
+
+TEST(slot_growth_failure_fails_the_start_only)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    enum { FIRST_ARRAY = 8 }; /* slots; the next start needs a bigger array */
+    static worker w[FIRST_ARRAY - 1];
+    for (int i = 0; i < FIRST_ARRAY - 1; i++)
+        worker_start(a, &w[i], rt);
+    start_attempt s = {.rt = rt};
+    /* Allocation sites of a start: its state, its index, then the slot array's growth. */
+    ft_debug_fail_allocation(rt, 2);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, try_start, &s) == 0);
+    ft_detach(a);
+    pthread_join(th, NULL);
+    ft_attach(a);
+    ft_debug_fail_allocation(rt, -1);
+    CHECK(s.t == NULL);
+    CHECK_EQ(s.error, FT_ENOMEM);
+    ft_runtime_stats stats;
+    ft_runtime_get_stats(rt, &stats);
+    CHECK_EQ(stats.threads, FIRST_ARRAY);
+
+    /* Goals still need every thread; the next start grows the array and counts too. */
+    worker_do(a, &w[3], cmd_hold);
+    uint64_t g = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!reached_without_quiescing(a, g));
+    worker_do(NULL, &w[3], cmd_safepoint);
+    AWAIT(a, ft_qsbr_poll(a, g));
+    CHECK(ft_qsbr_poll(a, g));
+    worker_do(a, &w[3], cmd_resume);
+    worker extra;
+    worker_start(a, &extra, rt);
+    CHECK_EQ(ft_thread_index(extra.t), FIRST_ARRAY);
+    worker_do(a, &extra, cmd_hold);
+    uint64_t g2 = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!reached_without_quiescing(a, g2));
+    worker_do(NULL, &extra, cmd_safepoint);
+    AWAIT(a, ft_qsbr_poll(a, g2));
+    CHECK(ft_qsbr_poll(a, g2));
+    worker_do(a, &extra, cmd_resume);
+    worker_finish(a, &extra);
+    for (int i = 0; i < FIRST_ARRAY - 1; i++)
+        worker_finish(a, &w[i]);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- fork ---------------------------------------------------------------------------------------- */
+
+/* The child's checks; returns the exit status (0: all passed). */
+static int fork_child_checks(ft_runtime *rt, ft_thread *a)
+{
+    alarm(20); /* a stop that waits for the vanished thread would hang: die instead */
+    ft_runtime_after_fork_child(rt, a);
+    uint64_t goal = ft_qsbr_advance(rt);
+    if (ft_qsbr_poll(a, goal))
+        return 2; /* a has not passed a quiescent point since the advance */
+    ft_qsbr_quiescent(a);
+    if (!ft_qsbr_poll(a, goal))
+        return 3; /* the parent's other thread still holds goals back */
+    ft_stop_the_world(rt);
+    ft_start_the_world(rt);
+    ft_runtime_stats stats;
+    ft_runtime_get_stats(rt, &stats);
+    if (stats.threads != 1)
+        return 4;
+    uint64_t goal2 = ft_qsbr_advance(rt);
+    ft_safepoint(a);
+    if (!ft_qsbr_poll(a, goal2))
+        return 5;
+    ft_thread_stop(a);
+    if (ft_runtime_free(rt) != FT_OK)
+        return 6;
+    return 0;
+}
+
+TEST(fork_child_resets_other_threads)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    worker b;
+    worker_start(a, &b, rt);
+    worker_do(a, &b, cmd_hold); /* attached and not quiescent at the fork */
+    uint64_t before = ft_qsbr_advance(rt);
+    ft_qsbr_quiescent(a);
+    CHECK(!ft_qsbr_poll(a, before));
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(fork_child_checks(rt, a));
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status))
+        fprintf(stderr, "fork child: killed by signal %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : -1);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+
+    /* The parent is unaffected: b still holds the goal back. */
+    CHECK(!reached_without_quiescing(a, before));
+    worker_do(NULL, &b, cmd_safepoint);
+    CHECK(ft_qsbr_poll(a, before));
+    worker_do(a, &b, cmd_resume);
+    worker_finish(a, &b);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+int main(void)
+{
+    RUN(sequences_are_odd_and_advance_by_two);
+    RUN(goal_waits_for_every_attached_thread);
+    RUN(next_goal_needs_an_advance);
+    RUN(detached_thread_never_blocks_a_goal);
+    RUN(stopped_thread_never_blocks_a_goal);
+    RUN(slots_grow_while_threads_run);
+    RUN(slot_growth_failure_fails_the_start_only);
+    RUN(fork_child_resets_other_threads);
+    return harness_done();
+}

@@ -1,0 +1,679 @@
+/* tests/test_uniqueid.c: unique ids and per-thread reference counts.
+ *
+ * An object with a unique id is counted in each thread's private array; its true count is its own
+ * count plus every thread's slot, and is only known after ft_merge_refcounts (or as each thread
+ * stops). The shared count carries a bias of INTPTR_MAX / 8 references while the object has an id
+ * (src/uniqueid.c), so the tests read the true count as ft_refcount(obj) - BIAS.
+ *
+ * The tests drive helper threads ("workers", which pass safepoints while idle, so merges can stop
+ * them) through increments and decrements, and check: merges give the exact count, including while
+ * workers keep counting and threads start and stop; an object is freed exactly once, by the merge
+ * after its last reference went, never while any thread's slot holds a reference; a stopping
+ * thread's slots reach the object without a merge; a recycled id starts from zero even though live
+ * threads had nonzero slots for the object that held it before; thread arrays grow as ids are
+ * issued; and ft_object_enable_per_thread_rc's refusals (including out of memory, which leaves the
+ * object unchanged). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "ftrt.h"
+#include "harness.h"
+
+/* ---- helpers ------------------------------------------------------------------------------------- */
+
+#define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
+#define BIAS (INTPTR_MAX / 8)                    /* the deferral bias, in references */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static bool still_waiting(ft_thread *t, int64_t start)
+{
+    if (t)
+        ft_safepoint(t);
+    sched_yield();
+    return now_ns() - start < WAIT_LIMIT_NS;
+}
+
+#define AWAIT(t, cond)                                                                             \
+    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
+    }
+
+/* The objects: per-thread counted, with a serial number so that each dealloc is attributed. */
+#define MAX_SERIALS 256
+
+typedef struct shared_obj {
+    ft_object ob;
+    uint32_t unique_id; /* reserved for ftrt */
+    uint32_t serial;
+} shared_obj;
+
+static _Atomic int deallocs_by_serial[MAX_SERIALS];
+static _Atomic int deallocs;
+static uint32_t next_serial;
+
+static void shared_dealloc(ft_object *self)
+{
+    uint32_t serial = ((shared_obj *)self)->serial;
+    CHECK_THREAD(serial < MAX_SERIALS);
+    if (serial < MAX_SERIALS)
+        atomic_fetch_add(&deallocs_by_serial[serial], 1);
+    atomic_fetch_add(&deallocs, 1);
+}
+
+static const ft_type ptrc_type = {
+    .name = "ptrc",
+    .basic_size = sizeof(shared_obj),
+    .flags = FT_TYPE_PER_THREAD_RC,
+    .unique_id_offset = offsetof(shared_obj, unique_id),
+    .dealloc = shared_dealloc,
+};
+
+static const ft_type plain_type = {
+    .name = "plain",
+    .basic_size = sizeof(shared_obj),
+    .unique_id_offset = offsetof(shared_obj, unique_id), /* but no FT_TYPE_PER_THREAD_RC */
+    .dealloc = shared_dealloc,
+};
+
+static const ft_type bad_offset_type = {
+    .name = "bad offset",
+    .basic_size = sizeof(shared_obj),
+    .flags = FT_TYPE_PER_THREAD_RC,
+    .unique_id_offset = 0, /* inside the header */
+    .dealloc = shared_dealloc,
+};
+
+static void reset_counts(void)
+{
+    for (int i = 0; i < MAX_SERIALS; i++)
+        atomic_store(&deallocs_by_serial[i], 0);
+    atomic_store(&deallocs, 0);
+    next_serial = 0;
+}
+
+static ft_object *new_obj(ft_thread *t, const ft_type *type)
+{
+    shared_obj *o = (shared_obj *)ft_alloc(t, type);
+    if (!o)
+        return NULL;
+    o->serial = next_serial++;
+    return &o->ob;
+}
+
+static ft_object *new_enabled(ft_thread *t)
+{
+    ft_object *o = new_obj(t, &ptrc_type);
+    if (o && ft_object_enable_per_thread_rc(t, o) != FT_OK)
+        return NULL;
+    return o;
+}
+
+static intptr_t true_count(const ft_object *o)
+{
+    return ft_refcount(o) - BIAS;
+}
+
+static int serial_deallocs(const ft_object *o)
+{
+    return atomic_load(&deallocs_by_serial[((const shared_obj *)o)->serial]);
+}
+
+/* A worker: a thread with its own thread state running commands posted by the main thread; idle,
+ * it passes safepoints, so a merge can stop it. */
+typedef struct worker worker;
+typedef void (*worker_fn)(worker *w);
+
+struct worker {
+    pthread_t thread;
+    ft_runtime *rt;
+    ft_thread *t;
+    _Atomic bool started, exited, quit;
+    _Atomic int posted, done;
+    worker_fn fn;
+    ft_object *obj; /* the command's object and count; written before `posted` */
+    int n;
+};
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    w->t = ft_thread_start(w->rt);
+    CHECK_THREAD(w->t != NULL);
+    atomic_store(&w->started, true);
+    if (!w->t)
+        return NULL;
+    for (;;) {
+        ft_safepoint(w->t);
+        int posted = atomic_load(&w->posted);
+        if (posted != atomic_load(&w->done)) {
+            w->fn(w);
+            atomic_store(&w->done, posted);
+            continue;
+        }
+        if (atomic_load(&w->quit))
+            break;
+        sched_yield();
+    }
+    ft_thread_stop(w->t);
+    atomic_store(&w->exited, true);
+    return NULL;
+}
+
+static void worker_start(ft_thread *self, worker *w, ft_runtime *rt)
+{
+    memset(w, 0, sizeof *w);
+    w->rt = rt;
+    CHECK(pthread_create(&w->thread, NULL, worker_main, w) == 0);
+    AWAIT(self, atomic_load(&w->started));
+    CHECK(atomic_load(&w->started) && w->t != NULL);
+}
+
+static void worker_do(ft_thread *self, worker *w, worker_fn fn, ft_object *obj, int n)
+{
+    w->fn = fn;
+    w->obj = obj;
+    w->n = n;
+    int seq = atomic_load(&w->posted) + 1;
+    atomic_store(&w->posted, seq);
+    AWAIT(self, atomic_load(&w->done) == seq);
+    CHECK_EQ(atomic_load(&w->done), seq);
+}
+
+static void worker_finish(ft_thread *self, worker *w)
+{
+    atomic_store(&w->quit, true);
+    AWAIT(self, atomic_load(&w->exited));
+    CHECK(atomic_load(&w->exited));
+    pthread_join(w->thread, NULL);
+}
+
+static void cmd_incref(worker *w)
+{
+    for (int i = 0; i < w->n; i++)
+        ft_incref_per_thread(w->t, w->obj);
+}
+
+static void cmd_decref(worker *w)
+{
+    for (int i = 0; i < w->n; i++)
+        ft_decref_per_thread(w->t, w->obj);
+}
+
+static ft_runtime *new_runtime(void)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    CHECK(rt != NULL);
+    return rt;
+}
+
+/* ---- enabling ------------------------------------------------------------------------------------ */
+
+TEST(enable_refuses_bad_objects)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+
+    ft_object *plain = new_obj(a, &plain_type);
+    CHECK(plain != NULL);
+    CHECK_EQ(ft_object_enable_per_thread_rc(a, plain), FT_EINVAL);
+    CHECK_EQ(ft_object_unique_id(plain), 0);
+    CHECK_EQ(ft_refcount(plain), 1);
+
+    ft_object *bad = new_obj(a, &bad_offset_type);
+    CHECK(bad != NULL);
+    CHECK_EQ(ft_object_enable_per_thread_rc(a, bad), FT_EINVAL);
+    CHECK_EQ(ft_refcount(bad), 1);
+
+    ft_object *obj = new_obj(a, &ptrc_type);
+    CHECK(obj != NULL);
+    CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_OK);
+    CHECK(ft_object_unique_id(obj) != 0);
+    CHECK_EQ(true_count(obj), 1);
+    CHECK(atomic_load(&obj->ob_gc_bits) & FT_GC_DEFERRED);
+    uint32_t id = ft_object_unique_id(obj);
+    CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_EINVAL); /* twice */
+    CHECK_EQ(ft_object_unique_id(obj), id);
+    CHECK_EQ(true_count(obj), 1);
+
+    ft_object *immortal = new_obj(a, &ptrc_type);
+    CHECK(immortal != NULL);
+    ft_immortalize(immortal);
+    CHECK_EQ(ft_object_enable_per_thread_rc(a, immortal), FT_EINVAL);
+    CHECK_EQ(ft_object_unique_id(immortal), 0);
+    CHECK(ft_object_is_immortal(immortal));
+
+    /* Deferred: an ordinary decref of the last ordinary reference does not free it. */
+    ft_decref(obj);
+    CHECK_EQ(serial_deallocs(obj), 0);
+    CHECK_EQ(true_count(obj), 0);
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(atomic_load(&deallocs), 1);
+
+    ft_decref(plain);
+    ft_decref(bad);
+    CHECK_EQ(atomic_load(&deallocs), 3);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(enable_out_of_memory_leaves_the_object_unchanged)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    ft_object *obj = new_obj(a, &ptrc_type);
+    CHECK(obj != NULL);
+    intptr_t shared_before = atomic_load(&obj->ob_ref_shared);
+    uint8_t gc_before = atomic_load(&obj->ob_gc_bits);
+    ft_debug_fail_allocation(rt, 0); /* the id table's first allocation fails */
+    CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_ENOMEM);
+    ft_debug_fail_allocation(rt, -1);
+    CHECK_EQ(ft_object_unique_id(obj), 0);
+    CHECK_EQ(ft_refcount(obj), 1);
+    CHECK_EQ(atomic_load(&obj->ob_ref_shared), shared_before);
+    CHECK_EQ(atomic_load(&obj->ob_gc_bits), gc_before);
+    /* Still an ordinary object: the last decref frees it at once. */
+    ft_object *other = new_obj(a, &ptrc_type);
+    CHECK(other != NULL);
+    ft_decref(obj);
+    CHECK_EQ(atomic_load(&deallocs), 1);
+    /* And the table works once memory is back. */
+    CHECK_EQ(ft_object_enable_per_thread_rc(a, other), FT_OK);
+    CHECK(ft_object_unique_id(other) != 0);
+    ft_decref_per_thread(a, other);
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(atomic_load(&deallocs), 2);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(object_without_an_id_counts_normally)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    ft_object *obj = new_obj(a, &ptrc_type); /* opted in, but never enabled */
+    CHECK(obj != NULL);
+    ft_incref_per_thread(a, obj);
+    CHECK_EQ(ft_refcount(obj), 2);
+    worker b;
+    worker_start(a, &b, rt);
+    worker_do(a, &b, cmd_incref, obj, 3);
+    CHECK_EQ(ft_refcount(obj), 5); /* no merge needed */
+    worker_do(a, &b, cmd_decref, obj, 3);
+    CHECK_EQ(ft_refcount(obj), 2);
+    ft_decref_per_thread(a, obj);
+    CHECK_EQ(ft_refcount(obj), 1);
+    ft_decref_per_thread(a, obj);
+    CHECK_EQ(atomic_load(&deallocs), 1); /* freed at once, no merge */
+    worker_finish(a, &b);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- merges -------------------------------------------------------------------------------------- */
+
+#define COUNT_WORKERS 4
+
+TEST(merge_gives_the_exact_count)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    ft_object *obj = new_enabled(a);
+    CHECK(obj != NULL);
+    worker w[COUNT_WORKERS];
+    for (int i = 0; i < COUNT_WORKERS; i++)
+        worker_start(a, &w[i], rt);
+
+    intptr_t expected = 1;
+    for (int i = 0; i < COUNT_WORKERS; i++) {
+        worker_do(a, &w[i], cmd_incref, obj, 100 * (i + 1) + 7);
+        worker_do(a, &w[i], cmd_decref, obj, 7);
+        expected += 100 * (i + 1);
+    }
+    CHECK_EQ(true_count(obj), 1); /* the slots are private until merged */
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(obj), expected);
+    CHECK_EQ(ft_merge_refcounts(rt), 0); /* merging again adds nothing */
+    CHECK_EQ(true_count(obj), expected);
+
+    /* Drop them from other threads than took them: slots go negative, the sum is what counts. */
+    for (int i = 0; i < COUNT_WORKERS; i++)
+        worker_do(a, &w[(i + 1) % COUNT_WORKERS], cmd_decref, obj, 100 * (i + 1));
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(obj), 1);
+    CHECK_EQ(atomic_load(&deallocs), 0);
+
+    for (int i = 0; i < COUNT_WORKERS; i++)
+        worker_finish(a, &w[i]);
+    ft_decref_per_thread(a, obj);
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(atomic_load(&deallocs), 1);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(freed_exactly_when_the_last_reference_goes)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    ft_object *obj = new_enabled(a);
+    CHECK(obj != NULL);
+    worker x;
+    worker_start(a, &x, rt);
+    worker_do(a, &x, cmd_incref, obj, 1);
+    ft_decref(obj); /* the allocation's reference, the ordinary way */
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ(ft_merge_refcounts(rt), 0);
+        CHECK_EQ(true_count(obj), 1);
+        CHECK_EQ(serial_deallocs(obj), 0);
+        /* x churns, but keeps its reference across every merge */
+        worker_do(a, &x, cmd_incref, obj, 3);
+        CHECK_EQ(ft_merge_refcounts(rt), 0);
+        worker_do(a, &x, cmd_decref, obj, 3);
+    }
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(obj), 1);
+    CHECK_EQ(serial_deallocs(obj), 0);
+    worker_do(a, &x, cmd_decref, obj, 1); /* the last reference */
+    CHECK_EQ(serial_deallocs(obj), 0);    /* only a merge frees */
+    uint32_t serial = ((shared_obj *)obj)->serial;
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(atomic_load(&deallocs_by_serial[serial]), 1);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(atomic_load(&deallocs_by_serial[serial]), 1);
+    worker_finish(a, &x);
+    CHECK_EQ(atomic_load(&deallocs), 1);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(stopping_thread_merges_its_slots)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    ft_object *obj = new_enabled(a);
+    CHECK(obj != NULL);
+    worker x;
+    worker_start(a, &x, rt);
+    worker_do(a, &x, cmd_incref, obj, 5);
+    CHECK_EQ(true_count(obj), 1);
+    worker_finish(a, &x);
+    CHECK_EQ(true_count(obj), 6); /* folded in by the stop itself */
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(obj), 6);
+
+    worker y;
+    worker_start(a, &y, rt);
+    worker_do(a, &y, cmd_decref, obj, 5);
+    worker_finish(a, &y);
+    CHECK_EQ(true_count(obj), 1);
+    CHECK_EQ(serial_deallocs(obj), 0);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+
+    /* A stopping thread that drops the last reference: the next merge frees. */
+    worker z;
+    worker_start(a, &z, rt);
+    ft_decref(obj);
+    worker_do(a, &z, cmd_incref, obj, 1);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    worker_do(a, &z, cmd_decref, obj, 1);
+    worker_finish(a, &z);
+    CHECK_EQ(true_count(obj), 0);
+    CHECK_EQ(serial_deallocs(obj), 0);
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(atomic_load(&deallocs), 1);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(recycled_id_has_no_stale_slots)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    worker x, y;
+    worker_start(a, &x, rt);
+    worker_start(a, &y, rt);
+
+    /* The old object's count is 1 (a) + 1 (x) - 2 (y) = 0; x and y keep running with slots +1
+     * and -2 until the merge that frees it. */
+    ft_object *old = new_enabled(a);
+    CHECK(old != NULL);
+    uint32_t id = ft_object_unique_id(old);
+    worker_do(a, &x, cmd_incref, old, 1);
+    worker_do(a, &y, cmd_decref, old, 2);
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(serial_deallocs(old), 1);
+
+    /* The new object gets the same id; its count must not include x's or y's old slots. */
+    ft_object *fresh = new_enabled(a);
+    CHECK(fresh != NULL);
+    CHECK_EQ(ft_object_unique_id(fresh), id);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(fresh), 1);
+    CHECK_EQ(serial_deallocs(fresh), 0);
+    worker_do(a, &x, cmd_incref, fresh, 2);
+    worker_do(a, &y, cmd_incref, fresh, 1);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(fresh), 4);
+    worker_do(a, &x, cmd_decref, fresh, 2);
+    worker_do(a, &y, cmd_decref, fresh, 1);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(fresh), 1);
+
+    worker_finish(a, &x);
+    worker_finish(a, &y);
+    CHECK_EQ(true_count(fresh), 1); /* x and y stopped with zero slots for it */
+    ft_decref_per_thread(a, fresh);
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(serial_deallocs(fresh), 1);
+    CHECK_EQ(atomic_load(&deallocs), 2);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- many ids: thread arrays grow ---------------------------------------------------------------- */
+
+#define MANY_IDS 40 /* the id table grows 8 -> 16 -> 32 -> 64 */
+
+static ft_object *many[MANY_IDS];
+
+static void cmd_incref_all(worker *w)
+{
+    for (int i = 0; i < MANY_IDS; i++)
+        for (int k = 0; k <= i % 3; k++)
+            ft_incref_per_thread(w->t, many[i]);
+}
+
+static void cmd_decref_all(worker *w)
+{
+    for (int i = 0; i < MANY_IDS; i++)
+        for (int k = 0; k <= i % 3; k++)
+            ft_decref_per_thread(w->t, many[i]);
+}
+
+TEST(thread_arrays_grow_with_the_ids)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    worker x, y;
+    worker_start(a, &x, rt);
+    worker_start(a, &y, rt);
+    /* x counts each object as soon as it has its id: its array grows step by step. */
+    for (int i = 0; i < MANY_IDS; i++) {
+        many[i] = new_enabled(a);
+        CHECK(many[i] != NULL);
+        worker_do(a, &x, cmd_incref, many[i], 1);
+    }
+    /* y's array grows at once to the whole table. */
+    worker_do(a, &y, cmd_incref_all, NULL, 0);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    for (int i = 0; i < MANY_IDS; i++)
+        CHECK_EQ(true_count(many[i]), 2 + i % 3 + 1);
+    worker_do(a, &y, cmd_decref_all, NULL, 0);
+    for (int i = 0; i < MANY_IDS; i++)
+        worker_do(a, &x, cmd_decref, many[i], 1);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    for (int i = 0; i < MANY_IDS; i++) {
+        CHECK_EQ(true_count(many[i]), 1);
+        ft_decref_per_thread(a, many[i]);
+    }
+    CHECK_EQ(ft_merge_refcounts(rt), MANY_IDS);
+    CHECK_EQ(atomic_load(&deallocs), MANY_IDS);
+    for (int i = 0; i < MANY_IDS; i++)
+        CHECK_EQ(atomic_load(&deallocs_by_serial[i]), 1);
+    worker_finish(a, &x);
+    worker_finish(a, &y);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- concurrency: merges while threads count, start and stop ------------------------------------- */
+
+#define RACE_THREADS 6
+#define RACE_ROUNDS 2000
+#define RACE_KEEP 50 /* references each thread still holds when it stops */
+
+#define RACE_MIN_MERGES 3 /* threads stay until the main thread has merged this often */
+
+typedef struct race_shared {
+    ft_runtime *rt;
+    ft_object *obj;
+    _Atomic int finished;
+    _Atomic uint64_t merges;
+} race_shared;
+
+/* Stay attached (passing safepoints, slots not yet folded in) until enough merges have run. */
+static void await_merges(ft_thread *t, race_shared *s)
+{
+    AWAIT(t, atomic_load(&s->merges) >= RACE_MIN_MERGES);
+    CHECK_THREAD(atomic_load(&s->merges) >= RACE_MIN_MERGES);
+}
+
+static void *race_main(void *arg)
+{
+    race_shared *s = arg;
+    ft_thread *t = ft_thread_start(s->rt);
+    CHECK_THREAD(t != NULL);
+    if (!t)
+        return NULL;
+    for (int r = 0; r < RACE_ROUNDS; r++) {
+        ft_incref_per_thread(t, s->obj);
+        ft_incref_per_thread(t, s->obj);
+        ft_safepoint(t); /* a merge may run here, with this thread's slot at +2 */
+        ft_decref_per_thread(t, s->obj);
+        if (r >= RACE_KEEP)
+            ft_decref_per_thread(t, s->obj);
+        if (r % 64 == 0)
+            sched_yield();
+    }
+    await_merges(t, s);
+    ft_thread_stop(t); /* folds the last RACE_KEEP references in */
+    atomic_fetch_add(&s->finished, 1);
+    return NULL;
+}
+
+static void *race_release_main(void *arg)
+{
+    race_shared *s = arg;
+    ft_thread *t = ft_thread_start(s->rt);
+    CHECK_THREAD(t != NULL);
+    if (!t)
+        return NULL;
+    for (int r = 0; r < RACE_KEEP; r++) {
+        ft_decref_per_thread(t, s->obj);
+        ft_safepoint(t);
+    }
+    await_merges(t, s);
+    ft_thread_stop(t);
+    atomic_fetch_add(&s->finished, 1);
+    return NULL;
+}
+
+static void run_racers(ft_thread *a, race_shared *s, void *(*fn)(void *), intptr_t low,
+                       intptr_t high)
+{
+    pthread_t threads[RACE_THREADS];
+    atomic_store(&s->finished, 0);
+    atomic_store(&s->merges, 0);
+    for (int i = 0; i < RACE_THREADS; i++)
+        CHECK(pthread_create(&threads[i], NULL, fn, s) == 0);
+    /* Merge over and over meanwhile: the true count stays within what the threads may hold. */
+    int64_t start = now_ns();
+    while (atomic_load(&s->finished) < RACE_THREADS && now_ns() - start < WAIT_LIMIT_NS) {
+        CHECK_EQ(ft_merge_refcounts(s->rt), 0);
+        intptr_t c = true_count(s->obj);
+        if (c < low || c > high)
+            fprintf(stderr, "count %ld outside [%ld, %ld]\n", (long)c, (long)low, (long)high);
+        CHECK(c >= low && c <= high);
+        atomic_fetch_add(&s->merges, 1);
+        sched_yield();
+    }
+    ft_detach(a);
+    for (int i = 0; i < RACE_THREADS; i++)
+        pthread_join(threads[i], NULL);
+    ft_attach(a);
+    CHECK_THREADS_OK();
+    CHECK(atomic_load(&s->merges) >= RACE_MIN_MERGES);
+}
+
+TEST(merges_race_with_counting_threads)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    race_shared s = {.rt = rt, .obj = new_enabled(a)};
+    CHECK(s.obj != NULL);
+    run_racers(a, &s, race_main, 1, 1 + RACE_THREADS * (RACE_KEEP + 2));
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(s.obj), 1 + RACE_THREADS * RACE_KEEP);
+    run_racers(a, &s, race_release_main, 1, 1 + RACE_THREADS * RACE_KEEP);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(s.obj), 1);
+    CHECK_EQ(atomic_load(&deallocs), 0);
+    ft_decref_per_thread(a, s.obj);
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(atomic_load(&deallocs), 1);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+int main(void)
+{
+    RUN(enable_refuses_bad_objects);
+    RUN(enable_out_of_memory_leaves_the_object_unchanged);
+    RUN(object_without_an_id_counts_normally);
+    RUN(merge_gives_the_exact_count);
+    RUN(freed_exactly_when_the_last_reference_goes);
+    RUN(stopping_thread_merges_its_slots);
+    RUN(recycled_id_has_no_stale_slots);
+    RUN(thread_arrays_grow_with_the_ids);
+    RUN(merges_race_with_counting_threads);
+    return harness_done();
+}
