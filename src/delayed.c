@@ -13,8 +13,9 @@
  *
  * Processing bumps the read index before it frees an item, because freeing may run a destructor that
  * queues more items, or processes the queue again (re-entry). A thread that stops processes what it
- * can and hands the rest to the runtime's queue, which any thread processes when it processes its own
- * (if it can take the queue's lock without waiting). With the world stopped, the stopping thread frees
+ * can and hands the rest to the runtime's queue, which any thread processes when it processes its own:
+ * it takes the whole queue under the queue's lock (if it can without waiting), processes it with no
+ * lock held, since a destructor may block or stop the world, and puts back what is not due. With the world stopped, the stopping thread frees
  * every queued block at once (every other thread is quiescent); references stay queued, since a
  * destructor must not run while the world is stopped.
  *
@@ -154,8 +155,10 @@ static void process_queue(ft_thread *t, ft_delayed_chunk **head, ft_delayed_chun
         if (!c)
             return;
         if (c->rd == c->wr) {
-            if (c == *tail)
+            if (c == *tail) {
+                c->rd = c->wr = 0; /* empty: reuse its slots */
                 return;
+            }
             *head = c->next;
             free(c);
             continue;
@@ -169,17 +172,44 @@ static void process_queue(ft_thread *t, ft_delayed_chunk **head, ft_delayed_chun
     }
 }
 
+/* Append the queue head..tail to the runtime's queue (at the back, or at the front). */
+static void splice_into_runtime(ft_runtime *rt, ft_delayed_chunk *head, ft_delayed_chunk *tail,
+                                bool front)
+{
+    ft_mutex_lock_ex(&rt->qsbr.delayed_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    if (front) {
+        tail->next = rt->qsbr.delayed_head;
+        rt->qsbr.delayed_head = head;
+        if (!rt->qsbr.delayed_tail)
+            rt->qsbr.delayed_tail = tail;
+    } else {
+        if (rt->qsbr.delayed_tail)
+            rt->qsbr.delayed_tail->next = head;
+        else
+            rt->qsbr.delayed_head = head;
+        rt->qsbr.delayed_tail = tail;
+    }
+    atomic_store_explicit(&rt->qsbr.delayed_has_work, true, memory_order_relaxed);
+    ft_mutex_unlock(&rt->qsbr.delayed_mutex);
+}
+
+/* Take the runtime's whole queue, process it with no lock held (destructors may block, stop the
+ * world or re-enter), and put back what is not due yet, in front of anything queued meanwhile. */
 static void process_runtime_queue(ft_thread *t)
 {
     ft_runtime *rt = t->rt;
     if (!atomic_load_explicit(&rt->qsbr.delayed_has_work, memory_order_relaxed) ||
         !ft_mutex_trylock(&rt->qsbr.delayed_mutex))
         return;
-    process_queue(t, &rt->qsbr.delayed_head, &rt->qsbr.delayed_tail);
-    ft_delayed_chunk *h = rt->qsbr.delayed_head;
-    bool empty = !h || (h == rt->qsbr.delayed_tail && h->rd == h->wr);
-    atomic_store_explicit(&rt->qsbr.delayed_has_work, !empty, memory_order_relaxed);
+    ft_delayed_chunk *head = rt->qsbr.delayed_head, *tail = rt->qsbr.delayed_tail;
+    rt->qsbr.delayed_head = rt->qsbr.delayed_tail = NULL;
+    atomic_store_explicit(&rt->qsbr.delayed_has_work, false, memory_order_relaxed);
     ft_mutex_unlock(&rt->qsbr.delayed_mutex);
+    process_queue(t, &head, &tail);
+    if (head && (head != tail || head->rd != head->wr))
+        splice_into_runtime(rt, head, tail, true);
+    else
+        free(head);
 }
 
 void ft_delayed_process(ft_thread *t)
@@ -191,20 +221,11 @@ void ft_delayed_process(ft_thread *t)
 
 void ft_delayed_hand_over(ft_thread *t)
 {
-    ft_runtime *rt = t->rt;
     ft_delayed_chunk *h = t->delayed.head;
-    if (h && (h != t->delayed.tail || h->rd != h->wr)) {
-        ft_mutex_lock_ex(&rt->qsbr.delayed_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
-        if (rt->qsbr.delayed_tail)
-            rt->qsbr.delayed_tail->next = h;
-        else
-            rt->qsbr.delayed_head = h;
-        rt->qsbr.delayed_tail = t->delayed.tail;
-        atomic_store_explicit(&rt->qsbr.delayed_has_work, true, memory_order_relaxed);
-        ft_mutex_unlock(&rt->qsbr.delayed_mutex);
-    } else {
+    if (h && (h != t->delayed.tail || h->rd != h->wr))
+        splice_into_runtime(t->rt, h, t->delayed.tail, false);
+    else
         free(h);
-    }
     t->delayed.head = t->delayed.tail = NULL;
 }
 

@@ -104,7 +104,8 @@ void ft_debug_fail_allocation(ft_runtime *rt, int64_t nth)
 void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
 {
     ft_mutex *locks[] = {&rt->head_mutex, &rt->stw.mutex, &rt->heaps.mutex,
-                         &rt->qsbr.delayed_mutex, &rt->thread_indices.mutex};
+                         &rt->qsbr.delayed_mutex, &rt->thread_indices.mutex, &rt->uid.mutex,
+                         &rt->tlbc.mutex};
     for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
         atomic_store_explicit(&locks[i]->bits, 0, memory_order_relaxed);
     for (uint32_t i = 0; i < FT_BRC_BUCKETS; i++)

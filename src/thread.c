@@ -125,10 +125,12 @@ void ft_thread_stop(ft_thread *t)
     /* Tear down attached: draining the merge queue and freelists may free objects. */
     if (atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED)
         ft_attach(t);
+    /* Unregister from the merge queues last: until then this thread may still run destructors and
+     * count its own objects, and a non-owner that found no owner would merge them concurrently. */
     ft_uniqueid_thread_stop(t);
-    ft_brc_thread_stop(t);
     ft_freelist_thread_stop(t);
     ft_delayed_thread_stop(t);
+    ft_brc_thread_stop(t);
     ft_heap_thread_stop(t);
     ft_detach(t);
 

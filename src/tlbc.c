@@ -150,9 +150,13 @@ size_t ft_tlbc_count(ft_runtime *rt)
     size_t n = 0;
     ft_mutex_lock_ex(&rt->tlbc.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
     for (ft_tlbc *c = rt->tlbc.list; c; c = c->next) {
+        /* Under the buffer's lock: a grower may free the old array, and the caller may not be
+         * attached (so not protected by QSBR). */
+        ft_mutex_lock_ex(&c->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
         ft_tlbc_array *a = atomic_load_explicit(&c->copies, memory_order_acquire);
         for (size_t i = 1; i < a->size; i++)
             n += atomic_load_explicit(&a->entries[i], memory_order_relaxed) != NULL;
+        ft_mutex_unlock(&c->mutex);
     }
     ft_mutex_unlock(&rt->tlbc.mutex);
     return n;

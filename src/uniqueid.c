@@ -70,16 +70,19 @@ ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj)
     const ft_type *type = obj->ob_type;
     if (!(type->flags & FT_TYPE_PER_THREAD_RC) || type->unique_id_offset < sizeof(ft_object) ||
         type->unique_id_offset + sizeof(uint32_t) > type->basic_size ||
-        ft_object_is_immortal(obj) || *id_field(obj) != 0)
+        ft_object_is_immortal(obj))
         return FT_EINVAL;
     ft_runtime *rt = t->rt;
     uint32_t index;
+    /* The "already has an id" check and the id's store under one lock: two threads enabling the
+     * same object cannot both succeed. */
     ft_mutex_lock_ex(&rt->uid.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
-    ft_status s = take_entry(rt, obj, &index);
+    ft_status s = *id_field(obj) != 0 ? FT_EINVAL : take_entry(rt, obj, &index);
+    if (s == FT_OK)
+        *id_field(obj) = index + 1;
     ft_mutex_unlock(&rt->uid.mutex);
     if (s != FT_OK)
         return s;
-    *id_field(obj) = index + 1;
     atomic_fetch_or_explicit(&obj->ob_gc_bits, FT_GC_DEFERRED, memory_order_relaxed);
     atomic_fetch_add_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_relaxed);
     return FT_OK;

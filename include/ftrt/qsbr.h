@@ -16,9 +16,11 @@
  *
  * Delayed free builds on it: ft_free_delayed(t, p, size) frees ft_malloc memory, and
  * ft_decref_delayed(t, obj) drops a reference, once every reader that could have seen them has moved
- * on. Items wait in per-thread queues and are processed at safepoints when due, when the world is
- * stopped, and when the thread stops (what cannot be freed yet goes to a runtime-wide queue that any
- * thread processes). Goals: by default the next sequence (reached only after someone advances); the
+ * on. Items wait in per-thread queues and are processed at safepoints when due; when the world is
+ * stopped (every stop, including the ones ft_qsbr_get_stats and ft_heap_get_stats make, frees all
+ * queued blocks as it restarts; references stay queued, since destructors do not run under a stop);
+ * and when the thread stops (it advances the sequence, passes its own quiescent point, frees what is
+ * due, and hands the rest to a runtime-wide queue that any thread processes). Goals: by default the next sequence (reached only after someone advances); the
  * queue advances itself once more than 127 items or 1 MiB are pending, or at once for a block over
  * 1 MiB, so memory held back stays bounded. */
 #ifndef FTRT_QSBR_H
