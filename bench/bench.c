@@ -2,7 +2,7 @@
  * teams, the ping-pong probe, the load meter and the results registry with its JSON writer. */
 #include "bench.h"
 
-#include "ftrt/platform.h"
+#include "ftrt.h"
 
 #include <errno.h>
 #include <math.h>
@@ -255,6 +255,28 @@ void bench_team_run(const bench_config *cfg, int count, bench_thread_fn fn, void
     }
     for (int i = 0; i < count; i++)
         pthread_join(threads[i], NULL);
+}
+
+ft_thread *bench_thread_start(ft_runtime *rt)
+{
+    ft_thread *t = ft_thread_start(rt);
+    if (!t) {
+        fprintf(stderr, "bench: ft_thread_start: %s\n", ft_status_str(ft_last_error()));
+        exit(2);
+    }
+    return t;
+}
+
+void *bench_alloc(size_t bytes)
+{
+    size_t padded = (bytes + BENCH_SEPARATION - 1) / BENCH_SEPARATION * BENCH_SEPARATION;
+    void *p = aligned_alloc(BENCH_SEPARATION, padded ? padded : BENCH_SEPARATION);
+    if (!p) {
+        fprintf(stderr, "bench: out of memory\n");
+        exit(2);
+    }
+    memset(p, 0, bytes);
+    return p;
 }
 
 /* ---- ping-pong probe -------------------------------------------------------------------------- */

@@ -165,6 +165,14 @@ int bench_missed_goals(void);
 void bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool bench_failed(void);
 
+struct ft_runtime;
+struct ft_thread;
+/* Start a thread state in rt for the calling OS thread; exits the program if it cannot. */
+struct ft_thread *bench_thread_start(struct ft_runtime *rt);
+/* bytes of zeroed memory, starting on a BENCH_SEPARATION boundary and padded to a multiple of it,
+ * so that nothing else shares its lines; free() it. Exits the program when out of memory. */
+void *bench_alloc(size_t bytes);
+
 /* ---- figures ---------------------------------------------------------------------------------- */
 
 typedef void (*bench_figure_fn)(const bench_config *cfg, const char *name);
@@ -183,5 +191,15 @@ void bench_heap_alloc_free_vs_malloc(const bench_config *cfg, const char *name);
 void bench_heap_alloc_free_vs_mimalloc(const bench_config *cfg, const char *name);
 void bench_heap_remote_free_vs_local(const bench_config *cfg, const char *name);
 void bench_heap_bytes_per_object(const bench_config *cfg, const char *name);
+#ifdef FTRT_BENCH_HAVE_URCU_QSBR
+void bench_qsbr_quiescent_vs_urcu(const bench_config *cfg, const char *name);
+void bench_qsbr_delayed_free_vs_call_rcu(const bench_config *cfg, const char *name);
+#endif
+void bench_qsbr_peak_memory_vs_immediate(const bench_config *cfg, const char *name);
+void bench_ptrc_scaling_2t(const bench_config *cfg, const char *name);
+void bench_ptrc_atomic_control_2t(const bench_config *cfg, const char *name);
+void bench_tlbc_first_copy_vs_memcpy(const bench_config *cfg, const char *name);
+void bench_dict_lookup_scaling_2t(const bench_config *cfg, const char *name);
+void bench_dict_lookup_vs_rwlock_2t(const bench_config *cfg, const char *name);
 
 #endif

@@ -33,6 +33,16 @@ static const struct {
     {"heap.alloc_free_vs_mimalloc", bench_heap_alloc_free_vs_mimalloc},
     {"heap.remote_free_vs_local", bench_heap_remote_free_vs_local},
     {"heap.bytes_per_object", bench_heap_bytes_per_object},
+    #ifdef FTRT_BENCH_HAVE_URCU_QSBR
+    {"qsbr.quiescent_vs_urcu", bench_qsbr_quiescent_vs_urcu},
+    {"qsbr.delayed_free_vs_call_rcu", bench_qsbr_delayed_free_vs_call_rcu},
+#endif
+    {"qsbr.peak_memory_vs_immediate", bench_qsbr_peak_memory_vs_immediate},
+    {"ptrc.scaling_2t", bench_ptrc_scaling_2t},
+    {"ptrc.atomic_control_2t", bench_ptrc_atomic_control_2t},
+    {"tlbc.first_copy_vs_memcpy", bench_tlbc_first_copy_vs_memcpy},
+    {"dict.lookup_scaling_2t", bench_dict_lookup_scaling_2t},
+    {"dict.lookup_vs_rwlock_2t", bench_dict_lookup_vs_rwlock_2t},
 };
 
 static void usage(FILE *out)

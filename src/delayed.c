@@ -150,14 +150,15 @@ void ft_decref_delayed(ft_thread *t, ft_object *obj)
 static void process_queue(ft_thread *t, ft_delayed_chunk **head, ft_delayed_chunk **tail)
 {
     ft_runtime *rt = t->rt;
+    uint64_t freed = 0; /* added to the shared total once, not per item */
     for (;;) {
         ft_delayed_chunk *c = *head;
         if (!c)
-            return;
+            break;
         if (c->rd == c->wr) {
             if (c == *tail) {
                 c->rd = c->wr = 0; /* empty: reuse its slots */
-                return;
+                break;
             }
             *head = c->next;
             free(c);
@@ -165,11 +166,13 @@ static void process_queue(ft_thread *t, ft_delayed_chunk **head, ft_delayed_chun
         }
         ft_delayed_item item = c->items[c->rd];
         if (!ft_qsbr_goal_reached(rt, item.goal))
-            return;
+            break;
         c->rd++;
-        atomic_fetch_add_explicit(&rt->qsbr.freed, 1, memory_order_relaxed);
+        freed++;
         free_item(t, item.ptr);
     }
+    if (freed)
+        atomic_fetch_add_explicit(&rt->qsbr.freed, freed, memory_order_relaxed);
 }
 
 /* Append the queue head..tail to the runtime's queue (at the back, or at the front). */
