@@ -43,25 +43,7 @@
 /* ---- waiting ------------------------------------------------------------------------------------- */
 
 #define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static bool still_waiting(ft_thread *t, int64_t start)
-{
-    if (t)
-        ft_safepoint(t);
-    sched_yield();
-    return now_ns() - start < WAIT_LIMIT_NS;
-}
-
-#define AWAIT(t, cond)                                                                             \
-    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
-    }
+#include "test_util.h"
 
 /* ---- objects ------------------------------------------------------------------------------------- */
 

@@ -29,29 +29,11 @@
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
 #define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
+#include "test_util.h"
 #define NEGATIVE_LOOKS 200                        /* looks at a goal that must stay unreached */
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* One step of a wait: pass a safepoint if the waiter is attached (t), let others run, and say
  * whether the time limit still allows waiting. */
-static bool still_waiting(ft_thread *t, int64_t start)
-{
-    if (t)
-        ft_safepoint(t);
-    sched_yield();
-    return now_ns() - start < WAIT_LIMIT_NS;
-}
-
-#define AWAIT(t, cond)                                                                             \
-    for (int64_t await_start_ = now_ns(); !(cond) && still_waiting((t), await_start_);) {          \
-    }
-
 /* Poll goal NEGATIVE_LOOKS times without t passing a quiescent point; true if it was ever reached. */
 static bool reached_without_quiescing(ft_thread *t, uint64_t goal)
 {
