@@ -11,7 +11,7 @@
  *
  *     ft_runtime *rt = ft_runtime_new(NULL);
  *     ft_thread *t = ft_thread_start(rt);      // attached on return
- *     for (;;) { work(); ft_safepoint(t); }    // a relaxed load when nothing is pending
+ *     for (;;) { work(); ft_safepoint(t); }    // a quiescent report and a relaxed load
  *     ft_detach(t); blocking_io(); ft_attach(t);
  *     ft_thread_stop(t);
  *     ft_runtime_free(rt);
