@@ -2,8 +2,8 @@
  *
  * Blocks handed to ft_free_delayed must stay allocated, with their contents untouched, until every
  * attached thread has passed a quiescent point after their goal; references handed to
- * ft_decref_delayed likewise. The tests hold a helper thread ("worker") attached without passing a
- * safepoint, poison blocks with patterns, and check that the patterns survive and the allocator never
+ * ft_decref_delayed likewise. The tests hold a helper thread (a commanded worker, tests/test_util.h)
+ * attached without passing a safepoint, poison blocks with patterns, and check that the patterns survive and the allocator never
  * hands the blocks out again until the worker passes one; then that the blocks are free. ftrt has its
  * own heap, so ASan cannot see a block freed too early: the checks are the patterns, the allocator,
  * the heap walk (with the world stopped) and ft_qsbr_get_stats.
@@ -47,92 +47,6 @@
 #define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
 #include "test_util.h"
 #define MIB ((size_t)1 << 20)
-
-/* A worker: a thread with its own thread state running commands posted by the main thread. Idle, it
- * passes safepoints (while `quiescent`) or holds still without one. */
-typedef struct worker worker;
-typedef void (*worker_fn)(worker *w);
-
-struct worker {
-    pthread_t thread;
-    ft_runtime *rt;
-    ft_thread *t;
-    _Atomic bool started, exited;
-    _Atomic bool quiescent;
-    _Atomic bool quit;
-    _Atomic int posted, done;
-    worker_fn fn;
-    void *arg;
-};
-
-static void *worker_main(void *arg)
-{
-    worker *w = arg;
-    w->t = ft_thread_start(w->rt);
-    CHECK_THREAD(w->t != NULL);
-    atomic_store(&w->started, true);
-    if (!w->t)
-        return NULL;
-    for (;;) {
-        if (atomic_load(&w->quiescent))
-            ft_safepoint(w->t);
-        int posted = atomic_load(&w->posted);
-        if (posted != atomic_load(&w->done)) {
-            w->fn(w);
-            atomic_store(&w->done, posted);
-            continue;
-        }
-        if (atomic_load(&w->quit))
-            break;
-        sched_yield();
-    }
-    ft_thread_stop(w->t);
-    atomic_store(&w->exited, true);
-    return NULL;
-}
-
-static void worker_start(ft_thread *self, worker *w, ft_runtime *rt)
-{
-    memset(w, 0, sizeof *w);
-    w->rt = rt;
-    atomic_store(&w->quiescent, true);
-    CHECK(pthread_create(&w->thread, NULL, worker_main, w) == 0);
-    AWAIT(self, atomic_load(&w->started));
-    CHECK(atomic_load(&w->started) && w->t != NULL);
-}
-
-static void worker_do(ft_thread *self, worker *w, worker_fn fn, void *arg)
-{
-    w->fn = fn;
-    w->arg = arg;
-    int n = atomic_load(&w->posted) + 1;
-    atomic_store(&w->posted, n);
-    AWAIT(self, atomic_load(&w->done) == n);
-    CHECK_EQ(atomic_load(&w->done), n);
-}
-
-static void worker_finish(ft_thread *self, worker *w)
-{
-    atomic_store(&w->quit, true);
-    AWAIT(self, atomic_load(&w->exited));
-    CHECK(atomic_load(&w->exited));
-    pthread_join(w->thread, NULL);
-}
-
-static void cmd_hold(worker *w)
-{
-    atomic_store(&w->quiescent, false);
-}
-
-static void cmd_resume(worker *w)
-{
-    atomic_store(&w->quiescent, true);
-}
-
-static void cmd_safepoint(worker *w)
-{
-    ft_safepoint(w->t);
-}
 
 static ft_runtime *new_runtime(void)
 {
@@ -221,9 +135,9 @@ TEST(block_freed_only_after_every_thread_quiesced)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker b;
-    worker_start(a, &b, rt);
-    worker_do(a, &b, cmd_hold, NULL);
+    commanded b;
+    commanded_start(a, &b, rt);
+    commanded_do(a, &b, cmd_hold, NULL);
 
     void *blocks[POISON_BLOCKS];
     for (int i = 0; i < POISON_BLOCKS; i++) {
@@ -261,11 +175,11 @@ TEST(block_freed_only_after_every_thread_quiesced)
         ft_free(a, probes[j]);
 
     /* b passes a quiescent point: now the owner's processing frees them. */
-    worker_do(NULL, &b, cmd_safepoint, NULL);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     CHECK(ft_qsbr_poll(a, goal));
     ft_delayed_process(a);
     CHECK_EQ(atomic_load(&counted_deallocs), 1);
-    worker_do(a, &b, cmd_resume, NULL);
+    commanded_do(a, &b, cmd_resume, NULL);
     ft_stop_the_world(rt);
     block_search search = {blocks, POISON_BLOCKS, 0};
     ft_status walked = ft_heap_visit(rt, FT_HEAP_RAW, find_blocks, &search);
@@ -276,7 +190,7 @@ TEST(block_freed_only_after_every_thread_quiesced)
     CHECK_EQ(during.pending_items, 0);
     CHECK_EQ(during.freed_items, POISON_BLOCKS + 1);
 
-    worker_finish(a, &b);
+    commanded_finish(a, &b);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -603,7 +517,7 @@ TEST(reentrant_destructors_free_everything_once)
 
 #define HANDOVER_ITEMS 40
 
-static void cmd_queue_and_stop(worker *w)
+static void cmd_queue_and_stop(commanded *w)
 {
     /* Queue references to objects the worker owns and blocks, then let the worker stop. */
     for (int i = 0; i < HANDOVER_ITEMS; i++) {
@@ -622,8 +536,8 @@ TEST(stopping_thread_hands_over_to_the_runtime)
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     atomic_store(&counted_deallocs, 0);
-    worker b;
-    worker_start(a, &b, rt);
+    commanded b;
+    commanded_start(a, &b, rt);
     ft_safepoint(a);
     /* From here a passes no quiescent point until b has stopped. */
     b.fn = cmd_queue_and_stop;
@@ -920,9 +834,9 @@ TEST(emptied_page_not_repurposed_before_its_goal)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker b;
-    worker_start(a, &b, rt);
-    worker_do(a, &b, cmd_hold, NULL);
+    commanded b;
+    commanded_start(a, &b, rt);
+    commanded_do(a, &b, cmd_hold, NULL);
 
     /* Fill one page with 48-byte blocks: allocate until a block lands in a second page. */
     enum { MAX_BLOCKS = 4096 };
@@ -960,7 +874,7 @@ TEST(emptied_page_not_repurposed_before_its_goal)
     }
 
     /* After b's quiescent point (and a's), the page may take the other class. */
-    worker_do(NULL, &b, cmd_safepoint, NULL);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     ft_safepoint(a);
     enum { MORE = 2 * 1100 };
     static void *more[MORE];
@@ -977,8 +891,8 @@ TEST(emptied_page_not_repurposed_before_its_goal)
     for (int i = 0; i < MORE; i++)
         ft_free(a, more[i]);
     ft_free(a, spill);
-    worker_do(a, &b, cmd_resume, NULL);
-    worker_finish(a, &b);
+    commanded_do(a, &b, cmd_resume, NULL);
+    commanded_finish(a, &b);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -989,9 +903,9 @@ TEST(emptied_page_reused_at_once_for_its_own_class)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker b;
-    worker_start(a, &b, rt);
-    worker_do(a, &b, cmd_hold, NULL);
+    commanded b;
+    commanded_start(a, &b, rt);
+    commanded_do(a, &b, cmd_hold, NULL);
     enum { MAX_BLOCKS = 4096 };
     static void *small[MAX_BLOCKS];
     int n = 0;
@@ -1023,8 +937,8 @@ TEST(emptied_page_reused_at_once_for_its_own_class)
     for (int i = 0; i < m; i++)
         ft_free(a, again[i]);
     ft_free(a, spill);
-    worker_do(a, &b, cmd_resume, NULL);
-    worker_finish(a, &b);
+    commanded_do(a, &b, cmd_resume, NULL);
+    commanded_finish(a, &b);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }

@@ -45,111 +45,23 @@ static bool reached_without_quiescing(ft_thread *t, uint64_t goal)
     return false;
 }
 
-/* A worker: a thread with its own thread state that runs commands posted by the main thread. Idle,
- * it passes safepoints (while `quiescent`) or holds still without one. */
-typedef struct worker worker;
-typedef void (*worker_fn)(worker *w);
-
-struct worker {
-    pthread_t thread;
-    ft_runtime *rt;
-    ft_thread *t;             /* the worker's thread state; written before `started` */
-    _Atomic bool started, exited;
-    _Atomic bool quiescent;   /* the idle loop passes safepoints */
-    _Atomic bool quit;
-    _Atomic int posted, done; /* command sequence numbers */
-    worker_fn fn;             /* the posted command; written before `posted` */
-    uint64_t result;          /* a command's result; read after `done` */
-};
-
-static void *worker_main(void *arg)
-{
-    worker *w = arg;
-    w->t = ft_thread_start(w->rt);
-    CHECK_THREAD(w->t != NULL);
-    atomic_store(&w->started, true);
-    if (!w->t)
-        return NULL;
-    for (;;) {
-        if (atomic_load(&w->quiescent))
-            ft_safepoint(w->t);
-        int posted = atomic_load(&w->posted);
-        if (posted != atomic_load(&w->done)) {
-            w->fn(w);
-            atomic_store(&w->done, posted);
-            continue;
-        }
-        if (atomic_load(&w->quit))
-            break;
-        sched_yield();
-    }
-    ft_thread_stop(w->t);
-    atomic_store(&w->exited, true);
-    return NULL;
-}
-
-/* Start a worker; `self` (the caller's attached thread state, or NULL) keeps passing safepoints
- * meanwhile, since the worker's start may stop the world. */
-static void worker_start(ft_thread *self, worker *w, ft_runtime *rt)
-{
-    memset(w, 0, sizeof *w);
-    w->rt = rt;
-    atomic_store(&w->quiescent, true);
-    CHECK(pthread_create(&w->thread, NULL, worker_main, w) == 0);
-    AWAIT(self, atomic_load(&w->started));
-    CHECK(atomic_load(&w->started) && w->t != NULL);
-}
-
-/* Run fn on the worker and wait for it; the waiter passes safepoints only if self is given. */
-static void worker_do(ft_thread *self, worker *w, worker_fn fn)
-{
-    w->fn = fn;
-    int n = atomic_load(&w->posted) + 1;
-    atomic_store(&w->posted, n);
-    AWAIT(self, atomic_load(&w->done) == n);
-    CHECK_EQ(atomic_load(&w->done), n);
-}
-
-static void worker_finish(ft_thread *self, worker *w)
-{
-    atomic_store(&w->quit, true);
-    AWAIT(self, atomic_load(&w->exited));
-    CHECK(atomic_load(&w->exited));
-    pthread_join(w->thread, NULL);
-}
-
-static void cmd_hold(worker *w)
-{
-    atomic_store(&w->quiescent, false);
-}
-
-static void cmd_resume(worker *w)
-{
-    atomic_store(&w->quiescent, true);
-}
-
-static void cmd_safepoint(worker *w)
-{
-    ft_safepoint(w->t);
-}
-
-static void cmd_quiescent(worker *w)
+static void cmd_quiescent(commanded *w)
 {
     ft_qsbr_quiescent(w->t);
 }
 
-static void cmd_detach(worker *w)
+static void cmd_detach(commanded *w)
 {
     atomic_store(&w->quiescent, false);
     ft_detach(w->t);
 }
 
-static void cmd_attach(worker *w)
+static void cmd_attach(commanded *w)
 {
     ft_attach(w->t);
 }
 
-static void cmd_advance(worker *w)
+static void cmd_advance(commanded *w)
 {
     w->result = ft_qsbr_advance(w->rt);
 }
@@ -189,29 +101,29 @@ TEST(goal_waits_for_every_attached_thread)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker b;
-    worker_start(a, &b, rt);
+    commanded b;
+    commanded_start(a, &b, rt);
 
     /* The caller alone: reached once it passes a quiescent point itself. */
-    worker_do(a, &b, cmd_hold);
+    commanded_do(a, &b, cmd_hold, NULL);
     uint64_t g = ft_qsbr_advance(rt);
     CHECK(!ft_qsbr_poll(a, g)); /* a itself has not passed one since the advance */
     ft_safepoint(a);
     CHECK(!reached_without_quiescing(a, g)); /* b is attached and holds still */
-    worker_do(NULL, &b, cmd_safepoint);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     CHECK(ft_qsbr_poll(a, g));
 
     /* ft_qsbr_quiescent reports the same thing. */
     uint64_t g2 = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
     CHECK(!reached_without_quiescing(a, g2));
-    worker_do(NULL, &b, cmd_quiescent);
+    commanded_do(NULL, &b, cmd_quiescent, NULL);
     CHECK(ft_qsbr_poll(a, g2));
     CHECK(ft_qsbr_poll(a, g)); /* an older goal stays reached */
 
     /* The poller's own point counts too: b quiescent, a not. */
     uint64_t g3 = ft_qsbr_advance(rt);
-    worker_do(NULL, &b, cmd_safepoint);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     CHECK(!reached_without_quiescing(a, g3));
     ft_qsbr_quiescent(a);
     CHECK(ft_qsbr_poll(a, g3));
@@ -219,17 +131,17 @@ TEST(goal_waits_for_every_attached_thread)
     /* Two goals: quiescing after the first advance only does not reach the second. */
     uint64_t g4 = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
-    worker_do(NULL, &b, cmd_safepoint);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     uint64_t g5 = ft_qsbr_advance(rt);
     CHECK(ft_qsbr_poll(a, g4));
     CHECK(!ft_qsbr_poll(a, g5));
     ft_qsbr_quiescent(a);
     CHECK(!reached_without_quiescing(a, g5));
-    worker_do(NULL, &b, cmd_safepoint);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     CHECK(ft_qsbr_poll(a, g5));
 
-    worker_do(a, &b, cmd_resume);
-    worker_finish(a, &b);
+    commanded_do(a, &b, cmd_resume, NULL);
+    commanded_finish(a, &b);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -247,16 +159,16 @@ TEST(next_goal_needs_an_advance)
     CHECK(!reached_without_quiescing(a, g)); /* nobody advanced: quiescing alone never reaches it */
 
     /* Another thread advances: the sequence it gets is exactly the goal. */
-    worker b;
-    worker_start(a, &b, rt);
-    worker_do(a, &b, cmd_hold);
+    commanded b;
+    commanded_start(a, &b, rt);
+    commanded_do(a, &b, cmd_hold, NULL);
     uint64_t g1 = ft_qsbr_next(rt);
     CHECK(!ft_qsbr_poll(a, g1));
-    worker_do(NULL, &b, cmd_advance);
+    commanded_do(NULL, &b, cmd_advance, NULL);
     CHECK_EQ(b.result, g1);
     ft_qsbr_quiescent(a);
     CHECK(!reached_without_quiescing(a, g1)); /* b advanced but has not passed a point since */
-    worker_do(NULL, &b, cmd_safepoint);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     CHECK(ft_qsbr_poll(a, g1));
     CHECK(ft_qsbr_poll(a, g));
 
@@ -264,13 +176,13 @@ TEST(next_goal_needs_an_advance)
     uint64_t g2 = ft_qsbr_next(rt);
     CHECK(!ft_qsbr_poll(a, g2));
     CHECK_EQ(ft_qsbr_advance(rt), g2);
-    worker_do(NULL, &b, cmd_safepoint);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     CHECK(!ft_qsbr_poll(a, g2));
     ft_qsbr_quiescent(a);
     CHECK(ft_qsbr_poll(a, g2));
 
-    worker_do(a, &b, cmd_resume);
-    worker_finish(a, &b);
+    commanded_do(a, &b, cmd_resume, NULL);
+    commanded_finish(a, &b);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -280,11 +192,11 @@ TEST(detached_thread_never_blocks_a_goal)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker b;
-    worker_start(a, &b, rt);
+    commanded b;
+    commanded_start(a, &b, rt);
 
     /* Detached: goals advanced meanwhile need only a. */
-    worker_do(a, &b, cmd_detach);
+    commanded_do(a, &b, cmd_detach, NULL);
     uint64_t g = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
     CHECK(ft_qsbr_poll(a, g));
@@ -293,24 +205,24 @@ TEST(detached_thread_never_blocks_a_goal)
     CHECK(ft_qsbr_poll(a, g2));
 
     /* Attaching publishes the current sequence: goals before it stay reached, later ones wait. */
-    worker_do(NULL, &b, cmd_attach);
+    commanded_do(NULL, &b, cmd_attach, NULL);
     CHECK(ft_qsbr_poll(a, g2));
     uint64_t g3 = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
     CHECK(!reached_without_quiescing(a, g3));
-    worker_do(NULL, &b, cmd_safepoint);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     CHECK(ft_qsbr_poll(a, g3));
 
     /* A goal pending while b detaches is released by the detach. */
     uint64_t g4 = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
     CHECK(!ft_qsbr_poll(a, g4));
-    worker_do(NULL, &b, cmd_detach);
+    commanded_do(NULL, &b, cmd_detach, NULL);
     CHECK(ft_qsbr_poll(a, g4));
 
-    worker_do(a, &b, cmd_attach);
-    worker_do(a, &b, cmd_resume);
-    worker_finish(a, &b);
+    commanded_do(a, &b, cmd_attach, NULL);
+    commanded_do(a, &b, cmd_resume, NULL);
+    commanded_finish(a, &b);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -320,13 +232,13 @@ TEST(stopped_thread_never_blocks_a_goal)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker b;
-    worker_start(a, &b, rt);
-    worker_do(a, &b, cmd_hold);
+    commanded b;
+    commanded_start(a, &b, rt);
+    commanded_do(a, &b, cmd_hold, NULL);
     uint64_t g = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
     CHECK(!ft_qsbr_poll(a, g));
-    worker_finish(NULL, &b); /* stops without passing ft_safepoint on its own */
+    commanded_finish(NULL, &b); /* stops without passing ft_safepoint on its own */
     CHECK(ft_qsbr_poll(a, g));
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
@@ -475,9 +387,9 @@ TEST(slot_growth_failure_fails_the_start_only)
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     enum { FIRST_ARRAY = 8 }; /* slots; the next start needs a bigger array */
-    static worker w[FIRST_ARRAY - 1];
+    static commanded w[FIRST_ARRAY - 1];
     for (int i = 0; i < FIRST_ARRAY - 1; i++)
-        worker_start(a, &w[i], rt);
+        commanded_start(a, &w[i], rt);
     start_attempt s = {.rt = rt};
     /* Allocation sites of a start: its state, its index, then the slot array's growth. */
     ft_debug_fail_allocation(rt, 2);
@@ -494,28 +406,28 @@ TEST(slot_growth_failure_fails_the_start_only)
     CHECK_EQ(stats.threads, FIRST_ARRAY);
 
     /* Goals still need every thread; the next start grows the array and counts too. */
-    worker_do(a, &w[3], cmd_hold);
+    commanded_do(a, &w[3], cmd_hold, NULL);
     uint64_t g = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
     CHECK(!reached_without_quiescing(a, g));
-    worker_do(NULL, &w[3], cmd_safepoint);
+    commanded_do(NULL, &w[3], cmd_safepoint, NULL);
     AWAIT(a, ft_qsbr_poll(a, g));
     CHECK(ft_qsbr_poll(a, g));
-    worker_do(a, &w[3], cmd_resume);
-    worker extra;
-    worker_start(a, &extra, rt);
+    commanded_do(a, &w[3], cmd_resume, NULL);
+    commanded extra;
+    commanded_start(a, &extra, rt);
     CHECK_EQ(ft_thread_index(extra.t), FIRST_ARRAY);
-    worker_do(a, &extra, cmd_hold);
+    commanded_do(a, &extra, cmd_hold, NULL);
     uint64_t g2 = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
     CHECK(!reached_without_quiescing(a, g2));
-    worker_do(NULL, &extra, cmd_safepoint);
+    commanded_do(NULL, &extra, cmd_safepoint, NULL);
     AWAIT(a, ft_qsbr_poll(a, g2));
     CHECK(ft_qsbr_poll(a, g2));
-    worker_do(a, &extra, cmd_resume);
-    worker_finish(a, &extra);
+    commanded_do(a, &extra, cmd_resume, NULL);
+    commanded_finish(a, &extra);
     for (int i = 0; i < FIRST_ARRAY - 1; i++)
-        worker_finish(a, &w[i]);
+        commanded_finish(a, &w[i]);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -554,9 +466,9 @@ TEST(fork_child_resets_other_threads)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker b;
-    worker_start(a, &b, rt);
-    worker_do(a, &b, cmd_hold); /* attached and not quiescent at the fork */
+    commanded b;
+    commanded_start(a, &b, rt);
+    commanded_do(a, &b, cmd_hold, NULL); /* attached and not quiescent at the fork */
     uint64_t before = ft_qsbr_advance(rt);
     ft_qsbr_quiescent(a);
     CHECK(!ft_qsbr_poll(a, before));
@@ -576,10 +488,10 @@ TEST(fork_child_resets_other_threads)
 
     /* The parent is unaffected: b still holds the goal back. */
     CHECK(!reached_without_quiescing(a, before));
-    worker_do(NULL, &b, cmd_safepoint);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
     CHECK(ft_qsbr_poll(a, before));
-    worker_do(a, &b, cmd_resume);
-    worker_finish(a, &b);
+    commanded_do(a, &b, cmd_resume, NULL);
+    commanded_finish(a, &b);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }

@@ -9,7 +9,9 @@
  * Threads: start_thread() and join_thread() (a timed join that also fails the test if a helper
  * recorded a failure), thread_failures(); thread_identity with thread_is_parked(), which tells from
  * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
- * on a new OS thread attached to a runtime; a runtime with one attached thread (fixture).
+ * on a new OS thread attached to a runtime; a runtime with one attached thread (fixture); commanded
+ * workers (commanded_start/do/finish), attached threads that run one posted command at a time and
+ * pass safepoints only when told to.
  *
  * Statistics: stats_of() (the heap's) and thread_count() (the runtime's). */
 #ifndef FTRT_TEST_UTIL_H
@@ -229,6 +231,99 @@ static inline uint32_t thread_count(ft_runtime *rt)
     ft_runtime_stats stats;
     ft_runtime_get_stats(rt, &stats);
     return stats.threads;
+}
+
+/* ---- commanded workers --------------------------------------------------------------------------- */
+
+/* A commanded worker: a thread with its own thread state that runs commands the main thread posts.
+ * While idle it passes safepoints (when `quiescent`) or holds still without one, so a test always
+ * knows which thread owes a quiescent point. */
+typedef struct commanded commanded;
+typedef void (*commanded_fn)(commanded *w);
+
+struct commanded {
+    pthread_t thread;
+    ft_runtime *rt;
+    ft_thread *t;             /* the commanded's thread state; written before `started` */
+    _Atomic bool started, exited;
+    _Atomic bool quiescent;   /* the idle loop passes safepoints */
+    _Atomic bool quit;
+    _Atomic int posted, done; /* command sequence numbers */
+    commanded_fn fn;             /* the posted command; written before `posted` */
+    void *arg;                /* its argument; written before `posted` */
+    uint64_t result;          /* a command's result; read after `done` */
+};
+
+static inline void *commanded_main(void *arg)
+{
+    commanded *w = arg;
+    w->t = ft_thread_start(w->rt);
+    CHECK_THREAD(w->t != NULL);
+    atomic_store(&w->started, true);
+    if (!w->t)
+        return NULL;
+    for (;;) {
+        if (atomic_load(&w->quiescent))
+            ft_safepoint(w->t);
+        int posted = atomic_load(&w->posted);
+        if (posted != atomic_load(&w->done)) {
+            w->fn(w);
+            atomic_store(&w->done, posted);
+            continue;
+        }
+        if (atomic_load(&w->quit))
+            break;
+        sched_yield();
+    }
+    ft_thread_stop(w->t);
+    atomic_store(&w->exited, true);
+    return NULL;
+}
+
+/* Start a commanded; `self` (the caller's attached thread state, or NULL) keeps passing safepoints
+ * meanwhile, since the commanded's start may stop the world. */
+static inline void commanded_start(ft_thread *self, commanded *w, ft_runtime *rt)
+{
+    memset(w, 0, sizeof *w);
+    w->rt = rt;
+    atomic_store(&w->quiescent, true);
+    CHECK(pthread_create(&w->thread, NULL, commanded_main, w) == 0);
+    AWAIT(self, atomic_load(&w->started));
+    CHECK(atomic_load(&w->started) && w->t != NULL);
+}
+
+/* Run fn(w) with w->arg = arg on the commanded and wait for it. */
+static inline void commanded_do(ft_thread *self, commanded *w, commanded_fn fn, void *arg)
+{
+    w->fn = fn;
+    w->arg = arg;
+    int n = atomic_load(&w->posted) + 1;
+    atomic_store(&w->posted, n);
+    AWAIT(self, atomic_load(&w->done) == n);
+    CHECK_EQ(atomic_load(&w->done), n);
+}
+
+static inline void commanded_finish(ft_thread *self, commanded *w)
+{
+    atomic_store(&w->quit, true);
+    AWAIT(self, atomic_load(&w->exited));
+    CHECK(atomic_load(&w->exited));
+    pthread_join(w->thread, NULL);
+}
+
+static inline void cmd_hold(commanded *w)
+{
+    atomic_store(&w->quiescent, false);
+}
+
+static inline void cmd_resume(commanded *w)
+{
+    atomic_store(&w->quiescent, true);
+}
+
+static inline void cmd_safepoint(commanded *w)
+{
+    ft_safepoint(w->t);
 }
 
 #endif
