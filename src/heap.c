@@ -249,7 +249,8 @@ static void collect_queue(ft_heap *heap, ft_page_queue *q)
     }
 }
 
-void ft_heap_collect(ft_heap_set *set)
+/* Take remote frees, retire the pages that became empty, give back what may be given back. */
+static void collect_set(ft_heap_set *set)
 {
     for (int k = 0; k < FT_HEAP_KINDS; k++) {
         ft_heap *heap = &set->heaps[k];
@@ -333,7 +334,7 @@ void ft_heap_thread_stop(ft_thread *t)
     ft_heap_runtime *h = &t->rt->heaps;
     if (!set)
         return;
-    ft_heap_collect(set);
+    collect_set(set);
     ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
     atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
     bool empty = set_is_empty(set);

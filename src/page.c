@@ -212,6 +212,8 @@ ft_page *ft_page_acquire_large(ft_heap *heap, size_t size)
     return page;
 }
 
+static void pool_trim(ft_runtime *rt);
+
 void ft_page_release(ft_runtime *rt, ft_page *page)
 {
     atomic_fetch_sub_explicit(&rt->heaps.pages, 1, memory_order_relaxed);
@@ -227,16 +229,16 @@ void ft_page_release(ft_runtime *rt, ft_page *page)
     ft_queue_push_back(&rt->heaps.pool, page);
     rt->heaps.pool_pages++;
     ft_mutex_unlock(&rt->heaps.mutex);
-    ft_pool_trim(rt, false);
+    pool_trim(rt);
 }
 
-/* Return idle pool pages to the system: those pooled longer than FT_POOL_RELEASE_NS ago, or all. */
-void ft_pool_trim(ft_runtime *rt, bool all)
+/* Return idle pool pages to the system: those pooled longer than FT_POOL_RELEASE_NS ago. */
+static void pool_trim(ft_runtime *rt)
 {
     int64_t cutoff = ft_monotonic_ns() - FT_POOL_RELEASE_NS;
     ft_heap_runtime *h = &rt->heaps;
     ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
-    for (ft_page *p = h->pool.head; p && (all || p->pooled_at <= cutoff); p = p->next) {
+    for (ft_page *p = h->pool.head; p && p->pooled_at <= cutoff; p = p->next) {
         if (p->released)
             continue;
         madvise((uint8_t *)p + RELEASE_KEEP, FT_PAGE_SIZE - RELEASE_KEEP, MADV_DONTNEED);

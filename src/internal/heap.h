@@ -136,7 +136,6 @@ void ft_heap_thread_stop(ft_thread *t);       /* abandon (or free) the thread's 
 void ft_heap_abandon(ft_thread *t);           /* abandon without collecting (after fork) */
 void *ft_heap_alloc_slow(ft_heap *heap, size_t size);
 void ft_heap_free_block(ft_thread *t, void *p);
-void ft_heap_collect(ft_heap_set *set);       /* take remote frees, retire and release what it can */
 void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook);
 bool ft_world_stopped_by_caller(ft_runtime *rt);
 
@@ -147,7 +146,6 @@ void ft_page_init(ft_page *page, ft_heap *heap, uint8_t size_class, uint32_t blo
 void ft_page_release(ft_runtime *rt, ft_page *page); /* back to the pool, or unmapped if large */
 uint32_t ft_page_collect_remote(ft_page *page);      /* returns blocks taken */
 bool ft_page_carve(ft_page *page);
-void ft_pool_trim(ft_runtime *rt, bool all);
 void ft_segments_unmap(ft_runtime *rt);
 
 /* size classes */

@@ -1,4 +1,4 @@
-/* platform/linux.c: futex wait/wake, the monotonic clock and yield on Linux.
+/* platform/linux.c: futex wait/wake and the monotonic clock on Linux.
  *
  * Waits use FUTEX_WAIT_BITSET with an absolute CLOCK_MONOTONIC deadline, so a wait that is
  * interrupted and resumed keeps its original deadline without recomputing it. The futexes are
@@ -8,7 +8,6 @@
 #endif
 #include <errno.h>
 #include <linux/futex.h>
-#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,9 +46,4 @@ int64_t ft_monotonic_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-void ft_os_yield(void)
-{
-    sched_yield();
 }

@@ -1,8 +1,8 @@
 /* platform/platform.h: the operating-system services ftrt builds on, and nothing else.
  *
  * Everything OS-specific sits behind these few calls, implemented once per platform (linux.c today).
- * A port to another OS supplies: a 32-bit address wait/wake (futex, WaitOnAddress, __ulock), a
- * monotonic clock, and a yield.
+ * A port to another OS supplies: a 32-bit address wait/wake (futex, WaitOnAddress, __ulock) and a
+ * monotonic clock.
  *
  * ft_futex_wait_until blocks while *addr == expected, until woken, a signal or the absolute monotonic
  * deadline (FT_FOREVER for none). It may return spuriously; callers re-check their condition. */
@@ -26,8 +26,5 @@ static inline int64_t ft_deadline_after(int64_t timeout_ns)
 {
     return timeout_ns < 0 ? FT_FOREVER : ft_monotonic_ns() + timeout_ns;
 }
-
-/* Give the CPU to another runnable thread, if any. */
-void ft_os_yield(void);
 
 #endif
