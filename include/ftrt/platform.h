@@ -16,7 +16,11 @@ extern "C" {
 static inline uintptr_t ft_os_thread_id(void)
 {
     uintptr_t tid;
-#if defined(__x86_64__)
+#if defined(__has_builtin) && __has_builtin(__builtin_thread_pointer)
+    /* The compiler knows this value is constant for the thread, so it reads the register once per
+     * function rather than once per use (an asm statement is not moved across memory clobbers). */
+    tid = (uintptr_t)__builtin_thread_pointer();
+#elif defined(__x86_64__)
     __asm__("movq %%fs:0, %0" : "=r"(tid));
 #elif defined(__aarch64__)
     __asm__("mrs %0, tpidr_el0" : "=r"(tid));
