@@ -1,11 +1,11 @@
 /* qsbr.c: quiescent-state-based reclamation.
  *
  * Sequences. wr_seq starts at 1 and advances by 2, so it is always odd and never 0 (0 marks an offline
- * slot). Each started thread has a slot, indexed by its thread index, holding the wr_seq it saw at its
- * last quiescent point, or 0 while detached. A goal g is reached when every nonzero slot is >= g; the
- * minimum found is cached in rd_seq (only ever moved forward, by CAS, so a racing poller that computed
- * an older minimum cannot move it back). All comparisons are of signed differences, so they survive
- * the 64-bit sequence wrapping.
+ * slot). Each started thread has a slot, head.qsbr_seq in its thread state, holding the wr_seq it saw
+ * at its last quiescent point, or 0 while detached. A goal g is reached when every nonzero slot is
+ * >= g; the minimum found is cached in rd_seq (only ever moved forward, by CAS, so a racing poller
+ * that computed an older minimum cannot move it back). All comparisons are of signed differences, so
+ * they survive the 64-bit sequence wrapping.
  *
  * Why it is safe: a reader loads a pointer while attached and uses it before its next quiescent point.
  * A writer that unlinks the memory and then advances gets goal g = new wr_seq. Any reader that might
@@ -15,9 +15,12 @@
  * attach publishes the current wr_seq with a sequentially consistent store, so a poller either sees it
  * or the thread sees the writer's unlink.
  *
- * The slot array is replaced, doubled, only with the world stopped and the head lock held: threads'
- * slot pointers (in their ft_thread_head, read inline by ft_safepoint) are re-pointed while they are
- * suspended, and pollers, which must be attached (or have stopped the world), never see it move. */
+ * Where pollers find the slots. The slot sits in the thread state, so that ft_safepoint's report is a
+ * store at a fixed offset from its argument. Pollers scan rt->qsbr.states, every thread state made so
+ * far by thread index. States are never freed before the runtime (a stopped thread's state keeps slot
+ * 0 and is reused by the next thread given its index), so a poller never reads freed memory. The
+ * array is replaced, doubled, only with the world stopped and the head lock held; pollers, which must
+ * be attached (or have stopped the world), never see it move. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,25 +35,25 @@ static bool seq_before(uint64_t a, uint64_t b)
     return (int64_t)(a - b) < 0;
 }
 
-/* The first slots come with the runtime, so that the first INITIAL_SLOTS threads never need a
+/* The first entries come with the runtime, so that the first INITIAL_SLOTS threads never need a
  * stop-the-world to grow the array. */
 ft_status ft_qsbr_runtime_init(ft_runtime *rt)
 {
     atomic_store_explicit(&rt->qsbr.wr_seq, SEQ_INITIAL, memory_order_relaxed);
     atomic_store_explicit(&rt->qsbr.rd_seq, SEQ_INITIAL, memory_order_relaxed);
-    rt->qsbr.slots = aligned_alloc(64, INITIAL_SLOTS * sizeof(ft_qsbr_slot));
-    if (!rt->qsbr.slots)
+    rt->qsbr.states = calloc(INITIAL_SLOTS, sizeof *rt->qsbr.states);
+    if (!rt->qsbr.states)
         return FT_ENOMEM;
-    for (uint32_t i = 0; i < INITIAL_SLOTS; i++)
-        atomic_store_explicit(&rt->qsbr.slots[i].seq, 0, memory_order_relaxed);
     rt->qsbr.nslots = INITIAL_SLOTS;
     return FT_OK;
 }
 
 void ft_qsbr_runtime_destroy(ft_runtime *rt)
 {
-    free(rt->qsbr.slots);
-    rt->qsbr.slots = NULL;
+    for (uint32_t i = 0; i < rt->qsbr.nslots; i++)
+        free(atomic_load_explicit(&rt->qsbr.states[i], memory_order_relaxed));
+    free(rt->qsbr.states);
+    rt->qsbr.states = NULL;
     rt->qsbr.nslots = 0;
 }
 
@@ -71,27 +74,23 @@ ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index)
     uint32_t want = n;
     while (want <= index)
         want *= 2;
-    ft_qsbr_slot *grown =
-        ft_inject_failure(rt) ? NULL : aligned_alloc(64, (size_t)want * sizeof(ft_qsbr_slot));
+    ft_thread *_Atomic *grown =
+        ft_inject_failure(rt) ? NULL : calloc(want, sizeof *grown);
     if (!grown)
         return FT_ENOMEM;
-    for (uint32_t i = 0; i < want; i++)
-        atomic_store_explicit(&grown[i].seq, 0, memory_order_relaxed);
 
     ft_stop_the_world(rt);
     ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
-    ft_qsbr_slot *old = rt->qsbr.slots;
+    ft_thread *_Atomic *old = rt->qsbr.states;
     if (rt->qsbr.nslots > index) {
         /* another thread grew it meanwhile */
         old = grown;
     } else {
         for (uint32_t i = 0; i < rt->qsbr.nslots; i++)
-            atomic_store_explicit(&grown[i].seq,
-                                  atomic_load_explicit(&old[i].seq, memory_order_relaxed),
+            atomic_store_explicit(&grown[i],
+                                  atomic_load_explicit(&old[i], memory_order_relaxed),
                                   memory_order_relaxed);
-        for (ft_thread *t = rt->threads; t; t = t->next)
-            t->head.qsbr_seq = &grown[t->index].seq;
-        rt->qsbr.slots = grown;
+        rt->qsbr.states = grown;
         rt->qsbr.nslots = want;
     }
     ft_mutex_unlock(&rt->head_mutex);
@@ -100,22 +99,31 @@ ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index)
     return FT_OK;
 }
 
+ft_thread *ft_qsbr_state_at(ft_runtime *rt, uint32_t index)
+{
+    return atomic_load_explicit(&rt->qsbr.states[index], memory_order_relaxed);
+}
+
+void ft_qsbr_publish_state(ft_runtime *rt, ft_thread *t)
+{
+    atomic_store_explicit(&rt->qsbr.states[t->index], t, memory_order_release);
+}
+
 void ft_qsbr_bind(ft_thread *t)
 {
-    t->head.qsbr_seq = &t->rt->qsbr.slots[t->index].seq;
     t->head.qsbr_wr_seq = &t->rt->qsbr.wr_seq;
 }
 
 void ft_qsbr_attach(ft_thread *t)
 {
-    atomic_store_explicit(t->head.qsbr_seq,
+    atomic_store_explicit(&t->head.qsbr_seq,
                           atomic_load_explicit(&t->rt->qsbr.wr_seq, memory_order_acquire),
                           memory_order_seq_cst);
 }
 
 void ft_qsbr_detach(ft_thread *t)
 {
-    atomic_store_explicit(t->head.qsbr_seq, 0, memory_order_release);
+    atomic_store_explicit(&t->head.qsbr_seq, 0, memory_order_release);
 }
 
 uint64_t ft_qsbr_advance(ft_runtime *rt)
@@ -136,7 +144,8 @@ bool ft_qsbr_goal_reached(ft_runtime *rt, uint64_t goal)
     atomic_thread_fence(memory_order_seq_cst);
     uint64_t min = atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_acquire);
     for (uint32_t i = 0; i < rt->qsbr.nslots; i++) {
-        uint64_t s = atomic_load_explicit(&rt->qsbr.slots[i].seq, memory_order_acquire);
+        ft_thread *t = atomic_load_explicit(&rt->qsbr.states[i], memory_order_acquire);
+        uint64_t s = t ? atomic_load_explicit(&t->head.qsbr_seq, memory_order_acquire) : 0;
         if (s != 0 && seq_before(s, min))
             min = s;
     }

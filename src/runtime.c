@@ -126,7 +126,7 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
         if (t->next)
             t->next->prev = t->prev;
         rt->nthreads--;
-        atomic_store_explicit(t->head.qsbr_seq, 0, memory_order_relaxed);
+        atomic_store_explicit(&t->head.qsbr_seq, 0, memory_order_relaxed);
         ft_brc_forget_thread(t);
         free(t->head.ptrc_counts); /* its slots are lost: those objects stay alive */
         ft_freelist_thread_stop(t);
@@ -135,7 +135,7 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
         atomic_fetch_add_explicit(&rt->reftotal,
                                   atomic_load_explicit(&t->reftotal, memory_order_relaxed),
                                   memory_order_relaxed);
-        ft_index_pool_free(&rt->thread_indices, t->index);
-        free(t);
+        atomic_store_explicit(&t->state, FT_THREAD_STOPPED, memory_order_relaxed);
+        ft_index_pool_free(&rt->thread_indices, t->index); /* the state stays, for reuse */
     }
 }

@@ -17,7 +17,9 @@
  *
  * The current-thread pointer is process-wide thread-local storage: the thread state most recently
  * attached on this OS thread, cleared when it detaches. */
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal/internal.h"
 
@@ -44,6 +46,9 @@ uint32_t ft_thread_index(const ft_thread *t)
 
 static void check_owner(const ft_thread *t, const char *fn)
 {
+    if (FT_UNLIKELY(atomic_load_explicit(&t->state, memory_order_relaxed) == FT_THREAD_STOPPED))
+        ft_fatal("%s: thread state %p was stopped by ft_thread_stop and cannot be used again", fn,
+                 (void *)t);
     uintptr_t self = ft_os_thread_id();
     if (FT_UNLIKELY(t->os_thread != self))
         ft_fatal("%s: thread state %p (runtime %p '%s') belongs to OS thread %#lx but was used "
@@ -62,6 +67,37 @@ static bool has_state_for(ft_runtime *rt, uintptr_t os_thread)
     return found;
 }
 
+/* A stopped state is reused whole, except its QSBR slot, which pollers may be reading (it is 0). */
+static void reset_state(ft_thread *t)
+{
+    _Static_assert(offsetof(ft_thread, head.qsbr_seq) == 0, "the QSBR slot leads the thread state");
+    memset((char *)t + sizeof t->head.qsbr_seq, 0, sizeof *t - sizeof t->head.qsbr_seq);
+}
+
+/* The state for a freshly allocated index: the one a stopped thread left there, or a new one. */
+static ft_thread *state_for_index(ft_runtime *rt, uint32_t index)
+{
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_thread *t = ft_qsbr_state_at(rt, index);
+    ft_mutex_unlock(&rt->head_mutex);
+    if (t) {
+        reset_state(t);
+    } else {
+        t = ft_inject_failure(rt) ? NULL : aligned_alloc(_Alignof(ft_thread), sizeof *t);
+        if (!t)
+            return NULL;
+        memset(t, 0, sizeof *t);
+    }
+    t->rt = rt;
+    t->index = index;
+    t->os_thread = ft_os_thread_id();
+    atomic_store_explicit(&t->state, FT_THREAD_STOPPED, memory_order_relaxed);
+    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_qsbr_publish_state(rt, t);
+    ft_mutex_unlock(&rt->head_mutex);
+    return t;
+}
+
 ft_thread *ft_thread_start(ft_runtime *rt)
 {
     if (!rt) {
@@ -73,21 +109,14 @@ ft_thread *ft_thread_start(ft_runtime *rt)
         ft_set_last_error(FT_EEXIST);
         return NULL;
     }
-    ft_thread *t = ft_inject_failure(rt) ? NULL : calloc(1, sizeof *t);
-    if (!t) {
+    uint32_t index;
+    if (ft_inject_failure(rt) || ft_index_pool_alloc(&rt->thread_indices, &index) != FT_OK) {
         ft_set_last_error(FT_ENOMEM);
         return NULL;
     }
-    t->rt = rt;
-    t->os_thread = ft_os_thread_id();
-    if (ft_inject_failure(rt) || ft_index_pool_alloc(&rt->thread_indices, &t->index) != FT_OK) {
-        free(t);
-        ft_set_last_error(FT_ENOMEM);
-        return NULL;
-    }
-    if (ft_qsbr_reserve(rt, t->index) != FT_OK || ft_heap_thread_start(t) != FT_OK) {
-        ft_index_pool_free(&rt->thread_indices, t->index);
-        free(t);
+    ft_thread *t = ft_qsbr_reserve(rt, index) == FT_OK ? state_for_index(rt, index) : NULL;
+    if (!t || ft_heap_thread_start(t) != FT_OK) {
+        ft_index_pool_free(&rt->thread_indices, index);
         ft_set_last_error(FT_ENOMEM);
         return NULL;
     }
@@ -98,7 +127,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
     bool stopping = atomic_load_explicit(&rt->stw.requested, memory_order_relaxed);
     atomic_store_explicit(&t->state, stopping ? FT_THREAD_SUSPENDED : FT_THREAD_DETACHED,
                           memory_order_relaxed);
-    ft_qsbr_bind(t); /* under the head lock: the slot array does not move meanwhile */
+    ft_qsbr_bind(t);
     t->head.tlbc_index = rt->config.tlbc_disabled ? 0 : t->index;
     t->next = rt->threads;
     if (rt->threads)
@@ -153,10 +182,11 @@ void ft_thread_stop(ft_thread *t)
     atomic_fetch_add_explicit(&rt->heaps.remote_frees,
                               atomic_load_explicit(&t->remote_frees, memory_order_relaxed),
                               memory_order_relaxed);
+    atomic_store_explicit(&t->state, FT_THREAD_STOPPED, memory_order_relaxed);
     ft_mutex_unlock(&rt->head_mutex);
 
+    /* The state stays in rt->qsbr.states for the next thread given this index. */
     ft_index_pool_free(&rt->thread_indices, t->index);
-    free(t);
 }
 
 static void wait_while_suspended(ft_thread *t)

@@ -436,6 +436,54 @@ TEST(stats_count_started_threads)
  * SIGABRT) instead of hanging the parent. */
 enum { DEATH_TEST_ALARM_S = 20 };
 
+/* A stopped thread's state stays with the runtime (QSBR pollers read its slot without a lock) and is
+ * reused, reset, by the next thread given its index; a state in use is never handed out twice. */
+TEST(stopped_state_is_reused_for_its_index)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    CHECK(rt != NULL);
+    puppet p;
+    puppet_launch(&p, rt);
+    puppet_do(&p, PUPPET_START);
+    ft_thread *first = p.t;
+    CHECK_EQ(ft_thread_index(first), 0);
+    puppet_do(&p, PUPPET_STOP);
+
+    ft_thread *mine = ft_thread_start(rt);
+    CHECK(mine == first);
+    CHECK_EQ(ft_thread_index(mine), 0);
+    CHECK(ft_thread_current() == mine);
+    CHECK(ft_thread_runtime(mine) == rt);
+    /* Nothing of the previous owner survives: a QSBR goal needs this thread's own report. */
+    uint64_t goal = ft_qsbr_advance(rt);
+    CHECK(!ft_qsbr_poll(mine, goal));
+    ft_safepoint(mine);
+    CHECK(ft_qsbr_poll(mine, goal));
+
+    puppet_do(&p, PUPPET_START);
+    CHECK(p.t != mine);
+    CHECK_EQ(ft_thread_index(p.t), 1);
+    puppet_do(&p, PUPPET_STOP);
+    puppet_finish(&p);
+    ft_thread_stop(mine);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+static void attach_stopped_state(void *arg)
+{
+    (void)arg;
+    alarm(DEATH_TEST_ALARM_S);
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    ft_thread_stop(t);
+    ft_attach(t);
+}
+
+TEST(death_use_of_a_stopped_thread_state)
+{
+    CHECK_DEATH(attach_stopped_state, NULL, "ft_attach", "was stopped");
+}
+
 static void stop_someone_elses_thread(void *arg)
 {
     alarm(DEATH_TEST_ALARM_S);
@@ -518,7 +566,9 @@ int main(void)
     RUN(one_os_thread_in_two_runtimes);
     RUN(runtime_free_while_threads_started_is_busy);
     RUN(stats_count_started_threads);
+    RUN(stopped_state_is_reused_for_its_index);
     RUN(death_thread_stop_from_another_os_thread);
+    RUN(death_use_of_a_stopped_thread_state);
     RUN(death_thread_stop_with_open_critical_section);
     return harness_done();
 }

@@ -48,7 +48,7 @@ FT_API bool ft_qsbr_poll(ft_thread *t, uint64_t goal);
 static inline void ft_qsbr_quiescent(ft_thread *t)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
-    atomic_store_explicit(h->qsbr_seq, atomic_load_explicit(h->qsbr_wr_seq, memory_order_acquire),
+    atomic_store_explicit(&h->qsbr_seq, atomic_load_explicit(h->qsbr_wr_seq, memory_order_acquire),
                           memory_order_release);
 }
 

@@ -2,7 +2,8 @@
  *
  * An ft_runtime holds all of ftrt's state; several runtimes live side by side in one process and never
  * see each other. An OS thread takes part in a runtime through an ft_thread, created on that OS thread
- * by ft_thread_start() and destroyed by ft_thread_stop() on the same OS thread.
+ * by ft_thread_start() and stopped by ft_thread_stop() on the same OS thread (its memory stays with the
+ * runtime and is reused by a later thread).
  *
  * A thread state is ATTACHED (it may touch managed state and must reach ft_safepoint() regularly),
  * DETACHED (it promises not to, e.g. around a blocking call) or SUSPENDED (it is held by a
@@ -54,10 +55,11 @@ FT_API ft_status ft_runtime_free(ft_runtime *rt);
  * it restarts. */
 FT_API ft_thread *ft_thread_start(ft_runtime *rt);
 
-/* Stop the calling OS thread's thread state (attached or detached) and free it. A detached state is
- * attached first (its teardown may free objects), so during a stop this waits for the restart. Fatal
- * if called from another OS thread, with a critical section still open, or while this thread has the
- * world stopped. */
+/* Stop the calling OS thread's thread state (attached or detached); t must not be used again. A
+ * detached state is attached first (its teardown may free objects), so during a stop this waits for
+ * the restart. Fatal if called from another OS thread, with a critical section still open, or while
+ * this thread has the world stopped. The memory stays with rt and is reused by the next thread given
+ * the same index. */
 FT_API void ft_thread_stop(ft_thread *t);
 
 /* Detach: the thread may block; it no longer delays a stop-the-world. Its critical sections are
@@ -84,13 +86,15 @@ FT_API uint32_t ft_thread_index(const ft_thread *t);
 /* Bits of the pending-work word, set by other threads, handled by ft_safepoint. */
 #define FT_PENDING_STOP ((uintptr_t)1)  /* a stop-the-world asks this thread to suspend */
 #define FT_PENDING_MERGE ((uintptr_t)2) /* objects wait in this thread's merge queue */
-
 #define FT_PENDING_DELAYED ((uintptr_t)4) /* delayed frees are due */
 
 /* The first member of every ft_thread; the rest is private. */
 struct ft_thread_head {
+    /* The write sequence this thread saw at its last quiescent point, or 0 while detached (its QSBR
+     * slot, kept here so a quiescent report needs no pointer load). Written by the owner (release),
+     * read by pollers (acquire). */
+    _Atomic(uint64_t) qsbr_seq;
     _Atomic(uintptr_t) pending; /* FT_PENDING_* bits: set with fetch_or by any thread, cleared by the owner */
-    _Atomic(uint64_t) *qsbr_seq;          /* this thread's QSBR slot; moved only with the world stopped */
     const _Atomic(uint64_t) *qsbr_wr_seq; /* the runtime's write sequence; immutable */
     intptr_t *ptrc_counts; /* per-thread reference counts by unique id - 1 (ftrt/uniqueid.h); owner */
     size_t ptrc_size;      /* entries in ptrc_counts; owner */
@@ -106,7 +110,7 @@ FT_API void ft_safepoint_slow(ft_thread *t);
 static inline void ft_safepoint(ft_thread *t)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
-    atomic_store_explicit(h->qsbr_seq, atomic_load_explicit(h->qsbr_wr_seq, memory_order_acquire),
+    atomic_store_explicit(&h->qsbr_seq, atomic_load_explicit(h->qsbr_wr_seq, memory_order_acquire),
                           memory_order_release);
     if (FT_UNLIKELY(atomic_load_explicit(&h->pending, memory_order_relaxed) != 0))
         ft_safepoint_slow(t);

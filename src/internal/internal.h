@@ -40,6 +40,8 @@ void ft_freelist_thread_stop(ft_thread *t);
 ft_status ft_qsbr_runtime_init(ft_runtime *rt);
 void ft_qsbr_runtime_destroy(ft_runtime *rt);
 ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index); /* before the thread is linked */
+ft_thread *ft_qsbr_state_at(ft_runtime *rt, uint32_t index);  /* head_mutex held */
+void ft_qsbr_publish_state(ft_runtime *rt, ft_thread *t);      /* head_mutex held */
 void ft_qsbr_bind(ft_thread *t);
 void ft_qsbr_attach(ft_thread *t);
 void ft_qsbr_detach(ft_thread *t);

@@ -32,7 +32,8 @@
  * moves DETACHED threads to SUSPENDED (by CAS, under the runtime's head lock) and every SUSPENDED
  * thread back to DETACHED when it ends; an attached thread that sees the stop request suspends
  * itself (ATTACHED -> SUSPENDED, under the head lock). A SUSPENDED thread that wants to attach parks on
- * its state word until the world restarts.
+ * its state word until the world restarts. ft_thread_stop leaves a state STOPPED; it keeps its memory
+ * (in rt->qsbr.states) until the next thread given its index resets and reuses it.
  *
  * Stop-the-world accounting. When a stop begins, countdown = the number of threads other than the
  * requester. Each of them is counted exactly once, by whoever moves it to SUSPENDED: the requester
@@ -65,10 +66,14 @@ enum ft_thread_state {
     FT_THREAD_DETACHED = 0,
     FT_THREAD_ATTACHED = 1,
     FT_THREAD_SUSPENDED = 2,
+    FT_THREAD_STOPPED = 3, /* after ft_thread_stop, until the state is reused for a new thread */
 };
 
+/* Thread states live as long as their runtime: ft_thread_stop leaves a state in rt->qsbr.states, and
+ * the next thread given the same index reuses it, so QSBR pollers may read any state's qsbr_seq
+ * without a lock. Reuse zeroes everything after head.qsbr_seq (see reset_state in thread.c). */
 struct ft_thread {
-    struct ft_thread_head head; /* first: ft_safepoint reads head.pending */
+    _Alignas(64) struct ft_thread_head head; /* first: the public inline functions read it */
     _Atomic(uint32_t) state;    /* enum ft_thread_state; transitions as in the comment at the top */
     ft_runtime *rt;             /* immutable */
     uintptr_t os_thread;        /* ft_os_thread_id() of the owner; immutable */
@@ -94,12 +99,6 @@ struct ft_thread {
     _Atomic(uint64_t) remote_frees; /* frees into other threads' pages: owner adds, anyone reads */
 };
 
-/* A thread's QSBR slot: the sequence it last reported, or 0 while detached. Padded so that a
- * thread's quiescent store never touches another thread's line. */
-typedef struct ft_qsbr_slot {
-    _Alignas(64) _Atomic(uint64_t) seq; /* written by its thread; read by pollers */
-} ft_qsbr_slot;
-
 #define FT_BRC_BUCKETS 257
 
 typedef struct ft_brc_bucket {
@@ -118,8 +117,11 @@ struct ft_runtime {
     struct {
         _Alignas(64) _Atomic(uint64_t) wr_seq; /* odd, advanced by 2; its own cache line */
         _Alignas(64) _Atomic(uint64_t) rd_seq; /* a cached lower bound of every slot's sequence */
-        ft_qsbr_slot *slots;       /* indexed by thread index; replaced only with the world stopped */
-        uint32_t nslots;           /* likewise */
+        /* Every thread state made so far, by thread index (NULL: index never used). The array is
+         * replaced, doubled, only with the world stopped and head_mutex held; an entry is set once,
+         * under head_mutex, with release (pollers load it with acquire, without a lock). */
+        ft_thread *_Atomic *states;
+        uint32_t nslots;           /* entries in states; changed like the array */
         ft_mutex delayed_mutex;    /* guards delayed_head/tail */
         struct ft_delayed_chunk *delayed_head, *delayed_tail; /* left by stopped threads */
         _Atomic(bool) delayed_has_work; /* a hint that the runtime queue is not empty */
