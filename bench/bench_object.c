@@ -144,6 +144,29 @@ static double atomic_pair_ns(void *arg)
     return (double)(bench_now_ns() - start) / (double)n;
 }
 
+/* The shared-count algorithm's own floor, without ftrt: the increment a fetch_add, the decrement a
+ * load and a CAS of the loaded value (what CPython's decref of a shared count does), on the same kind
+ * of uncontended counter. The CAS cannot start before the value it compares with is known, so the two
+ * locked instructions no longer overlap as a fetch_add/fetch_sub pair's do. */
+static double cas_pair_ns(void *arg)
+{
+    pair_loop *l = arg;
+    _Atomic(uint64_t) *c = l->counter;
+    uint64_t n = l->iterations;
+    uint64_t start = bench_now_ns();
+    BENCH_ALIGN_CODE();
+    for (uint64_t i = 0; i < n; i++) {
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+        BENCH_CLOBBER();
+        uint64_t v = atomic_load_explicit(c, memory_order_relaxed);
+        while (!atomic_compare_exchange_weak_explicit(c, &v, v - 1, memory_order_acq_rel,
+                                                      memory_order_relaxed))
+            ;
+        BENCH_CLOBBER();
+    }
+    return (double)(bench_now_ns() - start) / (double)n;
+}
+
 /* One thread's object and the baselines' counters, each on lines of its own. */
 typedef struct pair_setup {
     ft_runtime *rt;
@@ -258,6 +281,11 @@ void bench_rc_nonowner_vs_atomic(const bench_config *cfg, const char *name)
                       .iterations = cfg->quick ? 600000 : 2000000};
     bench_side ft = {"non-owner ft_incref+ft_decref", ft_pair_ns, &loop};
     bench_side atomic = {"atomic add/sub", atomic_pair_ns, &loop};
+    bench_side cas = {"fetch_add + load/CAS", cas_pair_ns, &loop};
+    bench_comparison floor = bench_interleave(cfg, &cas, &atomic);
+    bench_note("the algorithm's floor, without ftrt: fetch_add then load+CAS %.2f vs fetch_add then "
+               "fetch_sub %.2f ns/pair, ratio %.3g",
+               floor.median_a, floor.median_b, floor.median_ratio);
     bench_comparison c = bench_interleave(cfg, &ft, &atomic);
     bench_report(name, c.median_ratio, "ratio",
                  "relaxed atomic fetch_add+fetch_sub, one thread, uncontended line; the object's "
