@@ -87,9 +87,9 @@ void ft_heap_runtime_destroy(ft_runtime *rt)
     ft_segments_unmap(rt);
 }
 
-/* ---- page lists and the direct slots ---------------------------------------------------------- */
+/* ---- page lists and the direct slots --------------------------------------------------------- */
 
-/* Point the direct slots of class c (the sizes it serves up to FT_DIRECT_MAX) at its active head. */
+/* Point the direct slots of class c (its sizes up to FT_DIRECT_MAX) at its active list's head. */
 static void sync_direct(ft_heap *heap, uint8_t c)
 {
     unsigned lo = c == 0 ? 0 : ft_class_size((uint8_t)(c - 1)) / 16 + 1, hi = ft_class_size(c) / 16;
@@ -257,7 +257,7 @@ void ft_heap_free_local_slow(ft_page *page)
 }
 
 /* Push the chain head..tail onto page's remote-free stack: one CAS. The release publishes the
- * chain's links (and the blocks' last contents) to the owner, which takes the stack with acquire. */
+ * chain's links (and the blocks' last contents) to the owner, who takes the stack with acquire. */
 static void push_remote(ft_page *page, ft_block *head, ft_block *tail)
 {
     uintptr_t top = atomic_load_explicit(&page->remote_free, memory_order_relaxed);
@@ -284,8 +284,8 @@ void ft_heap_flush_remote(ft_thread *t)
 }
 
 /* A free by a thread that does not own the page: into the thread's batch when it has a heap set
- * (and the block is small), else pushed at once. Counted in the freeing thread's own counter (summed
- * by ft_heap_get_stats), so that no shared cache line is written. */
+ * (and the block is small), else pushed at once. Counted in the freeing thread's own counter
+ * (summed by ft_heap_get_stats), so that no shared cache line is written. */
 void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
 {
     ft_heap_set *own = t ? t->heaps : NULL;

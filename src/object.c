@@ -115,7 +115,8 @@ static ft_object *alloc_failed(void)
     return NULL;
 }
 
-static FT_NORETURN __attribute__((noinline, cold)) void not_attached(ft_thread *t, const ft_type *type)
+static FT_NORETURN __attribute__((noinline, cold)) void not_attached(ft_thread *t,
+                                                                    const ft_type *type)
 {
     ft_fatal("ft_alloc: thread state %p is not attached (type '%s')", (void *)t,
              type->name ? type->name : "?");
@@ -146,10 +147,11 @@ static __attribute__((noinline)) ft_object *alloc_slow(ft_thread *t, const ft_ty
 
 /* The fast path: a block from the direct page of the object's size, a header, a zeroed payload.
  * Inlined into both entry points, so that neither calls another function on it. */
-static inline __attribute__((always_inline)) ft_object *alloc_object(ft_thread *t, const ft_type *type, size_t size,
-                                      bool from_freelist)
+static inline __attribute__((always_inline)) ft_object *
+alloc_object(ft_thread *t, const ft_type *type, size_t size, bool from_freelist)
 {
-    if (FT_UNLIKELY(!t || atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
+    if (FT_UNLIKELY(!t ||
+                    atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
         not_attached(t, type);
     if (FT_UNLIKELY(from_freelist || size > FT_DIRECT_MAX))
         return alloc_slow(t, type, size, from_freelist, false);

@@ -153,15 +153,19 @@ TEST(object_payloads_are_zeroed_in_every_class)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
-/* ---- the direct slots --------------------------------------------------------------------------- */
+/* ---- the direct slots ---------------------------------------------------------------------------- */
 
 enum { CHURN_SLOTS = 3000, CHURN_STEPS = 120000, CHURN_TYPES = 8, CHECK_EVERY = 15000 };
 
 static const ft_type churn_types[CHURN_TYPES] = {
-    {.name = "c32", .basic_size = 32},     {.name = "c40", .basic_size = 40, .flags = FT_TYPE_GC},
-    {.name = "c100", .basic_size = 100},   {.name = "c256", .basic_size = 256, .flags = FT_TYPE_GC},
-    {.name = "c500", .basic_size = 500},   {.name = "c1024", .basic_size = 1024},
-    {.name = "c1025", .basic_size = 1025}, {.name = "c3000", .basic_size = 3000, .flags = FT_TYPE_GC},
+    {.name = "c32", .basic_size = 32},
+    {.name = "c40", .basic_size = 40, .flags = FT_TYPE_GC},
+    {.name = "c100", .basic_size = 100},
+    {.name = "c256", .basic_size = 256, .flags = FT_TYPE_GC},
+    {.name = "c500", .basic_size = 500},
+    {.name = "c1024", .basic_size = 1024},
+    {.name = "c1025", .basic_size = 1025},
+    {.name = "c3000", .basic_size = 3000, .flags = FT_TYPE_GC},
 };
 
 typedef struct churn_slot {
@@ -191,10 +195,10 @@ static bool holds_pattern(const churn_slot *s, size_t slot)
     return memcmp(s->block + s->from, expected, s->checked) == 0;
 }
 
-/* Random allocations and frees of raw blocks of every small size and of objects on both sides of the
- * direct sizes (1024 and 1025 bytes) on one thread: pages fill, go full, get blocks back, empty and
- * are retired, and the direct slots must follow every change of an active list. Each live block
- * holds its slot's pattern, so a block handed out twice is caught when the first holder frees it. */
+/* Random allocations and frees on one thread, of raw blocks of every small size and of objects on
+ * both sides of the direct sizes (1024 and 1025 bytes): pages fill, go full, get blocks back, empty
+ * and are retired, and the direct slots must follow every change of an active list. Each live block
+ * holds its slot's pattern, so a block handed out twice is caught when its first holder frees it. */
 TEST(allocation_follows_pages_through_every_list)
 {
     ft_runtime *rt = ft_runtime_new(NULL);
@@ -953,9 +957,9 @@ static void cmd_allocate_held(commanded *w)
 
 /* An owner whose blocks were all freed by another thread finds their page empty (used 0: it took
  * every block back) when it stops, once the freeing thread's batch was pushed: by that thread's
- * detach, or by its stop. While the batch still holds them, the page is not empty: the owner's stop
- * abandons its heap with the page in use; the statistics' walk pushes the batch, and the thread that
- * adopts the heap takes the blocks back. */
+ * detach, or by its stop. While the batch still holds them, the page is not empty: the owner's
+ * stop abandons its heap with the page in use; the statistics' walk pushes the batch, and the
+ * thread that adopts the heap takes the blocks back. */
 typedef enum push_by { PUSH_BY_DETACH, PUSH_BY_STOP, NOT_PUSHED } push_by;
 
 static void nothing(ft_thread *t, void *arg)

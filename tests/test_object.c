@@ -161,8 +161,8 @@ TEST(payload_zeroed_on_reuse)
 }
 
 /* Every basic size the allocation fast path serves (32 to 1024 bytes) and the first ones past it,
- * which take the slow path: a dirty block that comes back is zeroed up to the object's size, and the
- * zeroing stops at the block's end (the next block keeps its header and its bytes). The three
+ * which take the slow path: a dirty block that comes back is zeroed up to the object's size, and
+ * the zeroing stops at the block's end (the next block keeps its header and its bytes). The three
  * blocks are checked to be neighbours in their page, or the last check would prove nothing. */
 enum { FIRST_SIZE = sizeof(ft_object), LAST_SIZE = 1024 + 48 };
 

@@ -398,8 +398,10 @@ TEST(alloc_survives_allocation_failures)
 }
 
 #ifndef FTRT_DEBUG
-static const ft_type freelist_victim_type = {
-    .name = "freelist victim", .basic_size = sizeof(victim), .freelist_max = 4, .dealloc = count_dealloc};
+static const ft_type freelist_victim_type = {.name = "freelist victim",
+                                             .basic_size = sizeof(victim),
+                                             .freelist_max = 4,
+                                             .dealloc = count_dealloc};
 #endif
 
 /* On a warm heap, an object allocation takes the fast path (a free block on the page the heap's

@@ -167,7 +167,7 @@ void ft_heap_thread_stop(ft_thread *t);       /* abandon (or free) the thread's 
 void ft_heap_abandon(ft_thread *t);           /* abandon without collecting (after fork) */
 void *ft_heap_alloc_slow(ft_heap *heap, size_t size);
 void ft_heap_free_block(ft_thread *t, void *p); /* t: the caller's attached state, or NULL */
-void ft_heap_free_local_slow(ft_page *page);  /* after a local free that emptied page or hit a full one */
+void ft_heap_free_local_slow(ft_page *page);  /* a local free emptied page, or page was full */
 void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b);
 void ft_heap_flush_remote(ft_thread *t);      /* push t's remote batch now; t attached */
 void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook);
