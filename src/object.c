@@ -216,12 +216,13 @@ static void set_gc_bits_private(ft_object *o, uint8_t bits)
 
 /* Give o's block back: to t's freelist for the type if it has one with room, else to the heap (for
  * a block of t's own active page, a push on the page's list, inline). */
-static inline void free_memory(ft_thread *t, ft_object *o)
+static inline void free_memory(ft_thread *t, ft_object *o, const ft_type *type)
 {
+    bool cache = type->freelist_max != 0;
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
     /* A free block: FT_GC_FREED is the only bit that means anything now. */
     atomic_store_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
-    if (FT_UNLIKELY(o->ob_type->freelist_max != 0) && ft_freelist_push(t, o))
+    if (FT_UNLIKELY(cache) && ft_freelist_push(t, o))
         return;
     ft_heap_free(t, t->heaps, o);
 }
@@ -262,7 +263,7 @@ static __attribute__((noinline)) void dealloc_slow(ft_object *o)
                  "freed",
                  (void *)o, type_name(o), (long)ft_refcount(o));
 #endif
-    free_memory(t, o);
+    free_memory(t, o, type);
 }
 
 void ft_object_dealloc(ft_object *o)
@@ -271,9 +272,7 @@ void ft_object_dealloc(ft_object *o)
     ft_thread *t = ft_current_thread;
     const ft_type *type = o->ob_type;
     if (FT_LIKELY(t && !type->finalize && !type->dealloc && !type->freelist_max)) {
-        atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
-        atomic_store_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
-        ft_heap_free(t, t->heaps, o);
+        free_memory(t, o, type);
         return;
     }
     dealloc_slow(o);
