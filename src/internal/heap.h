@@ -10,7 +10,7 @@
  * large pages. Only the heap's owner touches these lists, or anyone while the world is stopped.
  * heap->direct[(size + 15) / 16] names, for every size up to FT_DIRECT_MAX, the head of its class's
  * active list, or the static empty page when that list is empty, so the allocation fast path is two
- * loads and a test; every change of an active list's head updates it (heap.c: the active_* helpers).
+ * loads and a test; every change of an active list's head updates it (heap.c: list_add/remove).
  *
  * Page life cycle:
  *   pool -> (given to a heap, initialised for a class) -> active <-> full
@@ -30,9 +30,9 @@
  * its next remote free is for another page, when the chain holds FT_REMOTE_BATCH blocks, when the
  * thread detaches, stops or reaches its own allocation slow path, and before any heap walk (the walk
  * flushes every set's chain, with the world stopped). A block in a chain still counts in its page's
- * `used`, so its page cannot look empty, be retired or change layout while the block waits, and
- * walks and statistics never see a chain. Large blocks, and frees by callers without a heap set, are
- * pushed at once.
+ * `used`, so its page cannot look empty, be retired or change layout while the block waits; and as
+ * walks push every chain first, they never take a waiting block for a live one. Large blocks, and
+ * frees by callers without a heap set, are pushed at once.
  *
  * Block links are stored in a block's first word with atomic stores, because that word is an
  * object's ob_tid, which lock-free readers may load through a stale pointer. */
