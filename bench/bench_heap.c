@@ -4,7 +4,10 @@
  *                              1024 dropped, ÷ glibc malloc + free of the same sizes and pattern
  * heap.alloc_free_vs_mimalloc  the same ÷ mimalloc's mi_malloc + mi_free
  * heap.remote_free_vs_local    ft_free of a block by a thread that does not own it ÷ by its owner
- *                              (the frees alone are timed)
+ *                              (the frees alone are timed; a remote free waits in the freeing
+ *                              thread's batch for its page, and the pushes of those batches are
+ *                              timed too, but for the last round's final partial batch, which the
+ *                              thread's stop pushes)
  * heap.bytes_per_object        heap bytes per live 48-byte object ÷ 48
  *
  * The process has created a thread before any of this runs (main.c), so glibc is on its
@@ -19,6 +22,7 @@
 #include <string.h>
 
 #include "ftrt.h"
+#include "internal/heap.h" /* FT_REMOTE_BATCH, for a note */
 
 static ft_runtime *new_runtime(void)
 {
@@ -357,6 +361,9 @@ void bench_heap_remote_free_vs_local(const bench_config *cfg, const char *name)
     bench_note("remote free of blocks the freeing thread never touched (their lines still in the "
                "allocating thread's cache): %.2f vs local %.2f ns/block, ratio %.2f",
                cold.median_a, cold.median_b, cold.median_ratio);
+    bench_note("remote frees are batched: up to %d blocks of one page per CAS onto its remote-free "
+               "stack",
+               FT_REMOTE_BATCH);
     bench_report(name, c.median_ratio, "ratio",
                  "ft_free by the owning thread; free side only, 64-byte blocks in batches of 1024, "
                  "each block just used (written) by the freeing thread",

@@ -1,20 +1,27 @@
 /* heap.c: per-thread heaps: allocation, local and remote frees, abandonment and adoption, walking.
  *
- * Allocation takes the first block of the head page of the size class's active list. When that list
- * has none, the slow path, in order: takes the head page's remote frees, carves more of its tail,
- * moves exhausted pages to the full list, revives a full page that has received remote frees, and
- * finally acquires a page (see page.c for the reuse rule).
+ * Allocation takes the first block of the page that heap->direct names for the size (the head of
+ * the size class's active list; inline, internal/heap.h). When that page has none, the slow path, in
+ * order: pushes the thread's own remote batch, takes the head page's remote frees, carves more of its
+ * tail, moves exhausted pages to the full list, revives a full page that has received remote frees,
+ * and finally acquires a page (see page.c for the reuse rule). Every change of an active list's head
+ * goes through list_add/list_remove, which keep heap->direct in step.
  *
- * A free by the heap's owner pushes onto the page's own free list; a page that becomes empty is
- * retired (unless it is its class's only active page, kept to avoid thrashing). A free by any other
- * thread is one CAS onto the page's remote-free stack.
+ * A free by the heap's owner pushes onto the page's own free list (inline); a page that becomes
+ * empty is retired (unless it is its class's only active page, kept to avoid thrashing), and a full
+ * page that gets a block back returns to the active list. A free by any other thread goes into that
+ * thread's remote batch (internal/heap.h): a private chain for one page, pushed onto the page's
+ * remote-free stack with one CAS when the thread frees into another page, when the chain is full,
+ * when the thread detaches or stops or reaches its allocation slow path, and before a walk.
  *
- * A stopping thread takes its remote frees and retires what became empty, then abandons its heap set
- * if any block is still allocated (or frees it). Its blocks stay valid; other threads' frees go to
- * the remote stacks; the next thread to start adopts the set whole. The set's pages keep pointing to
- * their heap; only the set's owner changes, so "is this my block?" is a comparison of set pointers.
+ * A stopping thread pushes its batch, takes its remote frees and retires what became empty, then
+ * abandons its heap set if any block is still allocated (or frees it). Its blocks stay valid; other
+ * threads' frees go to the remote stacks; the next thread to start adopts the set whole. The set's
+ * pages keep pointing to their set; only the set's owner changes, so "is this my block?" is a
+ * comparison of set pointers.
  *
- * Walking (world stopped): every page of every set, owned or abandoned, is scanned; a page's free
+ * Walking (world stopped): every set's remote batch is pushed first, so that a freed block is never
+ * taken for a live one. Then every page of every set, owned or abandoned, is scanned; a page's free
  * blocks are marked in a bitmap on the stack (its free list, its remote stack, its uncarved tail),
  * and every other block is visited. Nothing is allocated. */
 #include <stdlib.h>
@@ -23,6 +30,9 @@
 #include "internal/internal.h"
 
 #define RETIRED_KEEP 4 /* empty pages a heap keeps for quick reuse before giving safe ones back */
+
+/* Never written: the fast path only writes a page whose free list is not empty. */
+const ft_page ft_page_empty;
 
 static uint64_t default_retire(void *ctx)
 {
@@ -77,6 +87,62 @@ void ft_heap_runtime_destroy(ft_runtime *rt)
     ft_segments_unmap(rt);
 }
 
+/* ---- page lists and the direct slots --------------------------------------------------------- */
+
+/* Point the direct slots of class c (its sizes up to FT_DIRECT_MAX) at its active list's head. */
+static void sync_direct(ft_heap *heap, uint8_t c)
+{
+    unsigned lo = c == 0 ? 0 : ft_class_size((uint8_t)(c - 1)) / 16 + 1, hi = ft_class_size(c) / 16;
+    if (lo >= FT_DIRECT_SLOTS)
+        return;
+    if (hi >= FT_DIRECT_SLOTS)
+        hi = FT_DIRECT_SLOTS - 1;
+    ft_page *head = heap->active[c].head ? heap->active[c].head : (ft_page *)&ft_page_empty;
+    for (unsigned w = lo; w <= hi; w++)
+        heap->direct[w] = head;
+}
+
+static void direct_init(ft_heap *heap)
+{
+    for (size_t w = 0; w < FT_DIRECT_SLOTS; w++)
+        heap->direct[w] = (ft_page *)&ft_page_empty;
+}
+
+static ft_page_queue *queue_of(ft_heap *heap, const ft_page *page, enum ft_page_list list)
+{
+    switch (list) {
+    case FT_PAGE_ACTIVE:
+        return &heap->active[page->size_class];
+    case FT_PAGE_FULL:
+        return &heap->full[page->size_class];
+    case FT_PAGE_RETIRED:
+        return &heap->retired;
+    default:
+        return &heap->large;
+    }
+}
+
+/* Put page on one of heap's lists (at its front or back). */
+static void list_add(ft_heap *heap, ft_page *page, enum ft_page_list list, bool front)
+{
+    ft_page_queue *q = queue_of(heap, page, list);
+    page->list = (uint8_t)list;
+    if (front)
+        ft_queue_push_front(q, page);
+    else
+        ft_queue_push_back(q, page);
+    if (list == FT_PAGE_ACTIVE)
+        sync_direct(heap, page->size_class);
+}
+
+/* Take page off the list it is on. */
+static void list_remove(ft_heap *heap, ft_page *page)
+{
+    ft_queue_remove(queue_of(heap, page, (enum ft_page_list)page->list), page);
+    if (page->list == FT_PAGE_ACTIVE)
+        sync_direct(heap, page->size_class);
+}
+
 /* ---- allocation ------------------------------------------------------------------------------ */
 
 static void *pop_block(ft_page *page)
@@ -91,8 +157,7 @@ static void retire(ft_heap *heap, ft_page *page)
 {
     ft_page_reuse_hook *hook = &heap->set->rt->heaps.hook;
     page->retire_goal = hook->retire(hook->ctx);
-    page->list = FT_PAGE_RETIRED;
-    ft_queue_push_back(&heap->retired, page);
+    list_add(heap, page, FT_PAGE_RETIRED, false);
 }
 
 /* Give retired pages whose goal was reached back to the runtime: every large page (a mapping that
@@ -120,8 +185,7 @@ static void *alloc_large(ft_heap *heap, size_t size)
     ft_page *page = ft_page_acquire_large(heap, size);
     if (!page)
         return NULL;
-    page->list = FT_PAGE_LARGE;
-    ft_queue_push_back(&heap->large, page);
+    list_add(heap, page, FT_PAGE_LARGE, false);
     page->used = 1;
     return ft_page_blocks(page);
 }
@@ -133,98 +197,123 @@ static void *alloc_slow(ft_heap *heap, uint8_t c)
         next = page->next;
         if (page->free || ft_page_collect_remote(page) || ft_page_carve(page)) {
             if (page != active->head) {
-                ft_queue_remove(active, page);
-                ft_queue_push_front(active, page);
+                list_remove(heap, page);
+                list_add(heap, page, FT_PAGE_ACTIVE, true);
             }
             return pop_block(page);
         }
-        ft_queue_remove(active, page);
-        page->list = FT_PAGE_FULL;
-        ft_queue_push_back(&heap->full[c], page);
+        list_remove(heap, page);
+        list_add(heap, page, FT_PAGE_FULL, false);
     }
     for (ft_page *page = heap->full[c].head; page; page = page->next) {
         if (ft_page_collect_remote(page)) {
-            ft_queue_remove(&heap->full[c], page);
-            page->list = FT_PAGE_ACTIVE;
-            ft_queue_push_front(active, page);
+            list_remove(heap, page);
+            list_add(heap, page, FT_PAGE_ACTIVE, true);
             return pop_block(page);
         }
     }
     ft_page *page = ft_page_acquire(heap, c);
     if (!page)
         return NULL;
-    page->list = FT_PAGE_ACTIVE;
-    ft_queue_push_front(active, page);
     if (!page->free)
         ft_page_carve(page);
+    list_add(heap, page, FT_PAGE_ACTIVE, true);
     return pop_block(page);
 }
 
+static void flush_batch(ft_remote_batch *rb);
+
 void *ft_heap_alloc_slow(ft_heap *heap, size_t size)
 {
-    if (FT_UNLIKELY(size > FT_SMALL_MAX))
-        return alloc_large(heap, size);
-    uint8_t c = ft_size_class(size);
-    ft_page *page = heap->active[c].head;
+    uint8_t c = size > FT_SMALL_MAX ? FT_LARGE_CLASS : ft_size_class(size);
+    ft_page *page = c == FT_LARGE_CLASS ? NULL : heap->active[c].head;
     if (page && page->free)
-        return pop_block(page);
-    return alloc_slow(heap, c);
+        return pop_block(page); /* a size without a direct slot */
+    /* Work to do: a good moment to hand over what this thread freed into others' pages. */
+    flush_batch(&heap->set->batch);
+    return c == FT_LARGE_CLASS ? alloc_large(heap, size) : alloc_slow(heap, c);
 }
 
 /* ---- free ------------------------------------------------------------------------------------ */
 
-static void page_emptied(ft_heap *heap, ft_page *page)
+/* The owner's free (already on page->free, used already decremented) emptied the page or went
+ * into a full one. */
+void ft_heap_free_local_slow(ft_page *page)
 {
-    if (page->size_class == FT_LARGE_CLASS) {
-        ft_queue_remove(&heap->large, page);
-        retire(heap, page);
-        release_retired(heap, RETIRED_KEEP);
+    ft_heap *heap = page->heap;
+    if (page->used != 0) { /* a full page has room again */
+        list_remove(heap, page);
+        list_add(heap, page, FT_PAGE_ACTIVE, false);
         return;
     }
-    ft_page_queue *active = &heap->active[page->size_class];
-    if (page->list == FT_PAGE_ACTIVE && active->head == page && active->tail == page)
-        return; /* the class's only page: keep it */
-    ft_queue_remove(page->list == FT_PAGE_FULL ? &heap->full[page->size_class] : active, page);
+    if (page->size_class != FT_LARGE_CLASS) {
+        ft_page_queue *active = &heap->active[page->size_class];
+        if (page->list == FT_PAGE_ACTIVE && active->head == page && active->tail == page)
+            return; /* the class's only page: keep it */
+    }
+    list_remove(heap, page);
     retire(heap, page);
     release_retired(heap, RETIRED_KEEP);
 }
 
-/* One CAS; counted in the freeing thread's own counter (summed by ft_heap_get_stats), so that no
- * shared cache line is written. */
-static void free_remote(ft_thread *t, ft_page *page, ft_block *b)
+/* Push the chain head..tail onto page's remote-free stack: one CAS. The release publishes the
+ * chain's links (and the blocks' last contents) to the owner, who takes the stack with acquire. */
+static void push_remote(ft_page *page, ft_block *head, ft_block *tail)
 {
-    uintptr_t head = atomic_load_explicit(&page->remote_free, memory_order_relaxed);
+    uintptr_t top = atomic_load_explicit(&page->remote_free, memory_order_relaxed);
     do
-        atomic_store_explicit(&b->next, head, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&page->remote_free, &head, (uintptr_t)b,
+        atomic_store_explicit(&tail->next, top, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&page->remote_free, &top, (uintptr_t)head,
                                                   memory_order_release, memory_order_relaxed));
+}
+
+static void flush_batch(ft_remote_batch *rb)
+{
+    if (!rb->page)
+        return;
+    push_remote(rb->page, rb->head, rb->tail);
+    rb->page = NULL;
+    rb->head = rb->tail = NULL;
+    rb->count = 0;
+}
+
+void ft_heap_flush_remote(ft_thread *t)
+{
+    if (t->heaps)
+        flush_batch(&t->heaps->batch);
+}
+
+/* A free by a thread that does not own the page: into the thread's batch when it has a heap set
+ * (and the block is small), else pushed at once. Counted in the freeing thread's own counter
+ * (summed by ft_heap_get_stats), so that no shared cache line is written. */
+void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
+{
+    ft_heap_set *own = t ? t->heaps : NULL;
+    if (own && page->size_class != FT_LARGE_CLASS) {
+        ft_remote_batch *rb = &own->batch;
+        if (rb->page != page) {
+            flush_batch(rb);
+            rb->page = page;
+            rb->tail = b;
+        }
+        atomic_store_explicit(&b->next, (uintptr_t)rb->head, memory_order_relaxed);
+        rb->head = b;
+        if (++rb->count == FT_REMOTE_BATCH)
+            flush_batch(rb);
+    } else {
+        push_remote(page, b, b);
+    }
     if (t)
         atomic_store_explicit(&t->remote_frees,
                               atomic_load_explicit(&t->remote_frees, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     else
-        atomic_fetch_add_explicit(&page->heap->set->rt->heaps.remote_frees, 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&page->set->rt->heaps.remote_frees, 1, memory_order_relaxed);
 }
 
 void ft_heap_free_block(ft_thread *t, void *p)
 {
-    ft_page *page = ft_page_of(p);
-    ft_heap *heap = page->heap;
-    ft_block *b = p;
-    if (FT_UNLIKELY(!t || heap->set != t->heaps)) {
-        free_remote(t, page, b);
-        return;
-    }
-    atomic_store_explicit(&b->next, (uintptr_t)page->free, memory_order_relaxed);
-    page->free = b;
-    if (FT_UNLIKELY(--page->used == 0)) {
-        page_emptied(heap, page);
-    } else if (FT_UNLIKELY(page->list == FT_PAGE_FULL)) {
-        ft_queue_remove(&heap->full[page->size_class], page);
-        page->list = FT_PAGE_ACTIVE;
-        ft_queue_push_back(&heap->active[page->size_class], page);
-    }
+    ft_heap_free(t, t ? t->heaps : NULL, p);
 }
 
 /* ---- collection, thread start and stop ------------------------------------------------------- */
@@ -243,7 +332,7 @@ static void collect_queue(ft_heap *heap, ft_page_queue *q)
             ft_page_collect_remote(page);
         }
         if (page->used == 0) {
-            ft_queue_remove(q, page);
+            list_remove(heap, page);
             retire(heap, page);
         }
     }
@@ -304,6 +393,7 @@ ft_status ft_heap_thread_start(ft_thread *t)
     for (int k = 0; k < FT_HEAP_KINDS; k++) {
         set->heaps[k].set = set;
         set->heaps[k].kind = (ft_heap_kind)k;
+        direct_init(&set->heaps[k]);
     }
     atomic_store_explicit(&set->owner, t, memory_order_relaxed);
     ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
@@ -322,6 +412,7 @@ void ft_heap_abandon(ft_thread *t)
     ft_heap_runtime *h = &t->rt->heaps;
     if (!set)
         return;
+    flush_batch(&set->batch);
     atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
     set->abandoned = true;
     atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
@@ -334,6 +425,7 @@ void ft_heap_thread_stop(ft_thread *t)
     ft_heap_runtime *h = &t->rt->heaps;
     if (!set)
         return;
+    flush_batch(&set->batch);
     collect_set(set);
     ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
     atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
@@ -382,7 +474,7 @@ void *ft_calloc(ft_thread *t, size_t count, size_t size)
 void ft_free(ft_thread *t, void *p)
 {
     if (p)
-        ft_heap_free_block(t, p);
+        ft_heap_free(t, t ? t->heaps : NULL, p);
 }
 
 size_t ft_usable_size(const void *p)
@@ -392,7 +484,7 @@ size_t ft_usable_size(const void *p)
 
 ft_thread *ft_heap_block_owner(const void *p)
 {
-    return atomic_load_explicit(&ft_page_of(p)->heap->set->owner, memory_order_relaxed);
+    return atomic_load_explicit(&ft_page_of(p)->set->owner, memory_order_relaxed);
 }
 
 /* ---- walking --------------------------------------------------------------------------------- */
@@ -456,6 +548,9 @@ static void visit_all(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, vo
 {
     bool objects = kind != FT_HEAP_RAW;
     ft_mutex_lock_ex(&rt->heaps.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    /* Every thread is stopped (or is the caller): blocks waiting in a batch are free, not live. */
+    for (ft_heap_set *set = rt->heaps.all; set; set = set->next)
+        flush_batch(&set->batch);
     for (ft_heap_set *set = rt->heaps.all; set; set = set->next) {
         ft_heap *heap = &set->heaps[kind];
         bool go = visit_queue(&heap->large, objects, fn, arg);

@@ -13,8 +13,13 @@
  *     found shared at zero gave its reference to the queue instead of subtracting it.
  *  5. Immortal objects (local == UINT32_MAX) are never written by incref or decref.
  *
+ * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
+ * slot, a free block on that page): pop the block, write the header, zero the payload with a few
+ * 16-byte stores; everything else goes to alloc_slow.
+ *
  * Dealloc runs the type's finalize once (PEP 442), with the object resurrected around it, then its
- * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). */
+ * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). A type with
+ * none of the three goes straight to the heap's inline free. */
 #include <stdio.h>
 #include <string.h>
 
@@ -44,7 +49,23 @@ ft_runtime *ft_object_runtime(const ft_object *o)
 
 /* ---- allocation ------------------------------------------------------------------------------ */
 
-static void init_header(ft_object *o, const ft_type *type)
+/* The test hook (ft_debug_fail_allocation) is an allocation site at every heap allocation of an
+ * object in debug builds; release builds test it only off the fast path, which carries no test
+ * code. */
+#ifdef FTRT_DEBUG
+#define SITE_ON_FAST_PATH true
+#else
+#define SITE_ON_FAST_PATH false
+#endif
+
+_Static_assert(FT_TYPE_GC == 1 && FT_HEAP_GC == FT_HEAP_OBJECT + 1, "heap_for's arithmetic");
+
+static inline ft_heap *heap_for(ft_thread *t, const ft_type *type)
+{
+    return &t->heaps->heaps[FT_HEAP_OBJECT + (type->flags & FT_TYPE_GC)];
+}
+
+static inline void init_header(ft_object *o, const ft_type *type)
 {
     atomic_store_explicit(&o->ob_tid, ft_os_thread_id(), memory_order_relaxed);
     atomic_store_explicit(&o->ob_flags, 0, memory_order_relaxed);
@@ -55,6 +76,26 @@ static void init_header(ft_object *o, const ft_type *type)
     /* Last, with release: a try-incref that lands on a reused block (acquire CAS on this field)
      * also sees everything that happened before the block was freed (see dict.c). */
     atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_release);
+}
+
+typedef uint64_t zero16 __attribute__((vector_size(16), aligned(16), may_alias));
+
+/* Zero the payload of a block of a small size: bytes [32, size rounded up to 16), which the block
+ * always has (blocks are 16-aligned multiples of 16), with 16-byte stores and no call. */
+static inline __attribute__((always_inline)) void zero_payload(ft_object *o, size_t size)
+{
+    uint8_t *p = (uint8_t *)(o + 1), *end = (uint8_t *)o + ((size + 15) & ~(size_t)15);
+    if ((size_t)(end - p) & 16) {
+        *(zero16 *)p = (zero16){0};
+        p += 16;
+    }
+    while (p < end) {
+        /* Hides the stride, so that the compiler does not turn the loop back into a memset call. */
+        __asm__("" : "+r"(p));
+        ((zero16 *)p)[0] = (zero16){0};
+        ((zero16 *)p)[1] = (zero16){0};
+        p += 32;
+    }
 }
 
 static void count_reference(ft_object *o, int64_t delta)
@@ -68,19 +109,33 @@ static void count_reference(ft_object *o, int64_t delta)
         atomic_fetch_add_explicit(&ft_object_runtime(o)->reftotal, delta, memory_order_relaxed);
 }
 
-static ft_object *alloc_object(ft_thread *t, const ft_type *type, size_t size, bool from_freelist)
+static ft_object *alloc_failed(void)
 {
-    if (FT_UNLIKELY(!t || atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
-        ft_fatal("ft_alloc: thread state %p is not attached (type '%s')", (void *)t,
-                 type && type->name ? type->name : "?");
+    ft_set_last_error(FT_ENOMEM);
+    return NULL;
+}
+
+static FT_NORETURN __attribute__((noinline, cold)) void not_attached(ft_thread *t,
+                                                                    const ft_type *type)
+{
+    ft_fatal("ft_alloc: thread state %p is not attached (type '%s')", (void *)t,
+             type->name ? type->name : "?");
+}
+
+/* Everything the fast path does not serve: a type with a freelist, a size without a direct slot,
+ * a page without a free block. site_tested: the test hook was already consulted for this
+ * allocation. */
+static __attribute__((noinline)) ft_object *alloc_slow(ft_thread *t, const ft_type *type,
+                                                       size_t size, bool from_freelist,
+                                                       bool site_tested)
+{
     ft_object *o = from_freelist ? ft_freelist_pop(t, type) : NULL;
     if (!o) {
-        ft_heap_kind kind = (type->flags & FT_TYPE_GC) ? FT_HEAP_GC : FT_HEAP_OBJECT;
-        o = ft_inject_failure(t->rt) ? NULL : ft_heap_alloc(&t->heaps->heaps[kind], size);
-        if (!o) {
-            ft_set_last_error(FT_ENOMEM);
-            return NULL;
-        }
+        if (!site_tested && ft_inject_failure(t->rt))
+            return alloc_failed();
+        o = ft_heap_alloc(heap_for(t, type), size);
+        if (!o)
+            return alloc_failed();
     }
     init_header(o, type);
     memset(o + 1, 0, size - sizeof *o);
@@ -90,21 +145,59 @@ static ft_object *alloc_object(ft_thread *t, const ft_type *type, size_t size, b
     return o;
 }
 
+/* The fast path: a block from the direct page of the object's size, a header, a zeroed payload.
+ * Inlined into both entry points, so that neither calls another function on it. */
+static inline __attribute__((always_inline)) ft_object *
+alloc_object(ft_thread *t, const ft_type *type, size_t size, bool from_freelist)
+{
+    if (FT_UNLIKELY(!t ||
+                    atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
+        not_attached(t, type);
+    if (FT_UNLIKELY(from_freelist || size > FT_DIRECT_MAX))
+        return alloc_slow(t, type, size, from_freelist, false);
+    if (SITE_ON_FAST_PATH && ft_inject_failure(t->rt))
+        return alloc_failed();
+    ft_object *o = ft_heap_pop(heap_for(t, type), size);
+    if (FT_UNLIKELY(!o))
+        return alloc_slow(t, type, size, false, SITE_ON_FAST_PATH);
+    init_header(o, type);
+    zero_payload(o, size);
+#ifdef FTRT_DEBUG
+    count_reference(o, 1);
+#endif
+    return o;
+}
+
+static __attribute__((noinline, cold)) ft_object *bad_type(void)
+{
+    ft_set_last_error(FT_EINVAL);
+    return NULL;
+}
+
+/* ft_alloc for a type the fast path does not take: one with a freelist, or a size out of range. */
+static __attribute__((noinline)) ft_object *alloc_unusual(ft_thread *t, const ft_type *type)
+{
+    if (type->basic_size < sizeof(ft_object))
+        return bad_type();
+    return alloc_object(t, type, type->basic_size, type->freelist_max != 0);
+}
+
 ft_object *ft_alloc(ft_thread *t, const ft_type *type)
 {
-    if (!type || type->basic_size < sizeof(ft_object)) {
-        ft_set_last_error(FT_EINVAL);
-        return NULL;
-    }
-    return alloc_object(t, type, type->basic_size, type->freelist_max != 0);
+    if (FT_UNLIKELY(!type))
+        return bad_type();
+    size_t size = type->basic_size;
+    /* One comparison for both ends: too small (an error) and too large for a direct slot. */
+    if (FT_UNLIKELY(size - sizeof(ft_object) > FT_DIRECT_MAX - sizeof(ft_object) ||
+                    type->freelist_max != 0))
+        return alloc_unusual(t, type);
+    return alloc_object(t, type, size, false);
 }
 
 ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems)
 {
-    if (!type || type->basic_size < sizeof(ft_object)) {
-        ft_set_last_error(FT_EINVAL);
-        return NULL;
-    }
+    if (!type || type->basic_size < sizeof(ft_object))
+        return bad_type();
     if (type->item_size && nitems > (SIZE_MAX / 2 - type->basic_size) / type->item_size) {
         ft_set_last_error(FT_ENOMEM);
         return NULL;
@@ -121,31 +214,47 @@ static void set_gc_bits_private(ft_object *o, uint8_t bits)
     atomic_store_explicit(&o->ob_gc_bits, (uint8_t)(old | bits), memory_order_relaxed);
 }
 
-static void free_memory(ft_thread *t, ft_object *o)
+/* Give o's block back: to t's freelist for the type if it has one with room, else to the heap (for
+ * a block of t's own active page, a push on the page's list, inline). */
+static inline void free_memory(ft_thread *t, ft_object *o, const ft_type *type)
 {
+    bool cache = type->freelist_max != 0;
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
-    set_gc_bits_private(o, FT_GC_FREED);
-    if (o->ob_type->freelist_max && ft_freelist_push(t, o))
+    /* A free block: FT_GC_FREED is the only bit that means anything now. */
+    atomic_store_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
+    if (FT_UNLIKELY(cache) && ft_freelist_push(t, o))
         return;
-    ft_heap_free_block(t, o);
+    ft_heap_free(t, t->heaps, o);
 }
 
-void ft_object_dealloc(ft_object *o)
+static FT_NORETURN __attribute__((noinline, cold)) void dealloc_unattached(ft_object *o)
+{
+    ft_fatal("object %p of type '%s' reached refcount zero on a thread that is not attached (it "
+             "cannot be freed there)",
+             (void *)o, type_name(o));
+}
+
+/* Finalize (PEP 442) with the object resurrected around it; false if the finalizer resurrected it
+ * for good. */
+static __attribute__((noinline)) bool finalize(ft_object *o)
+{
+    set_gc_bits_private(o, FT_GC_FINALIZED);
+    ft_resurrect_begin(o);
+    o->ob_type->finalize(o);
+    return ft_resurrect_end(o);
+}
+
+/* Finalize (if still due), dealloc, free. */
+static __attribute__((noinline)) void dealloc_slow(ft_object *o)
 {
     ft_thread *t = ft_current_thread;
     if (FT_UNLIKELY(!t))
-        ft_fatal("object %p of type '%s' reached refcount zero on a thread that is not attached "
-                 "(it cannot be freed there)",
-                 (void *)o, type_name(o));
+        dealloc_unattached(o);
     const ft_type *type = o->ob_type;
     if (type->finalize &&
-        !(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FINALIZED)) {
-        set_gc_bits_private(o, FT_GC_FINALIZED);
-        ft_resurrect_begin(o);
-        type->finalize(o);
-        if (!ft_resurrect_end(o))
-            return; /* resurrected: someone else owns it now; do not touch it */
-    }
+        !(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FINALIZED) &&
+        !finalize(o))
+        return; /* resurrected: someone else owns it now; do not touch it */
     if (type->dealloc)
         type->dealloc(o);
 #ifdef FTRT_DEBUG
@@ -154,7 +263,19 @@ void ft_object_dealloc(ft_object *o)
                  "freed",
                  (void *)o, type_name(o), (long)ft_refcount(o));
 #endif
-    free_memory(t, o);
+    free_memory(t, o, type);
+}
+
+void ft_object_dealloc(ft_object *o)
+{
+    /* The short path, for a type with nothing to run and no freelist: no call before the free. */
+    ft_thread *t = ft_current_thread;
+    const ft_type *type = o->ob_type;
+    if (FT_LIKELY(t && !type->finalize && !type->dealloc && !type->freelist_max)) {
+        free_memory(t, o, type);
+        return;
+    }
+    dealloc_slow(o);
 }
 
 /* ---- the biased reference counting slow paths ------------------------------------------------ */

@@ -146,6 +146,7 @@ static ft_page *pool_take_locked(ft_runtime *rt)
 void ft_page_init(ft_page *page, ft_heap *heap, uint8_t size_class, uint32_t block_size)
 {
     page->heap = heap;
+    page->set = heap->set;
     page->free = NULL;
     atomic_store_explicit(&page->remote_free, 0, memory_order_relaxed);
     page->next = page->prev = NULL;
@@ -223,6 +224,7 @@ void ft_page_release(ft_runtime *rt, ft_page *page)
         return;
     }
     page->heap = NULL;
+    page->set = NULL;
     page->released = 0;
     page->pooled_at = ft_monotonic_ns();
     ft_mutex_lock_ex(&rt->heaps.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);

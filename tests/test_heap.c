@@ -17,6 +17,7 @@
 
 #include "ftrt.h"
 #include "test_util.h"
+#include "internal/heap.h" /* the page header: remote-free stacks, FT_REMOTE_BATCH */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -149,6 +150,111 @@ TEST(object_payloads_are_zeroed_in_every_class)
     }
     CHECK_EQ(stats_of(rt).live_blocks, 0);
     ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- the direct slots ---------------------------------------------------------------------------- */
+
+enum { CHURN_SLOTS = 3000, CHURN_STEPS = 120000, CHURN_TYPES = 8, CHECK_EVERY = 15000 };
+
+static const ft_type churn_types[CHURN_TYPES] = {
+    {.name = "c32", .basic_size = 32},
+    {.name = "c40", .basic_size = 40, .flags = FT_TYPE_GC},
+    {.name = "c100", .basic_size = 100},
+    {.name = "c256", .basic_size = 256, .flags = FT_TYPE_GC},
+    {.name = "c500", .basic_size = 500},
+    {.name = "c1024", .basic_size = 1024},
+    {.name = "c1025", .basic_size = 1025},
+    {.name = "c3000", .basic_size = 3000, .flags = FT_TYPE_GC},
+};
+
+typedef struct churn_slot {
+    unsigned char *block; /* raw block or object; NULL when free */
+    size_t checked;       /* bytes from `from` that hold the slot's pattern */
+    size_t from;          /* 0 for raw blocks, the header's size for objects */
+    bool object;
+} churn_slot;
+
+static uint64_t next_random(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+static unsigned char pattern_of(size_t slot)
+{
+    return (unsigned char)(slot * 37 + 11);
+}
+
+static bool holds_pattern(const churn_slot *s, size_t slot)
+{
+    static unsigned char expected[4096];
+    memset(expected, pattern_of(slot), s->checked);
+    return memcmp(s->block + s->from, expected, s->checked) == 0;
+}
+
+/* Random allocations and frees on one thread, of raw blocks of every small size and of objects on
+ * both sides of the direct sizes (1024 and 1025 bytes): pages fill, go full, get blocks back, empty
+ * and are retired, and the direct slots must follow every change of an active list. Each live block
+ * holds its slot's pattern, so a block handed out twice is caught when its first holder frees it. */
+TEST(allocation_follows_pages_through_every_list)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt);
+    static churn_slot slots[CHURN_SLOTS];
+    memset(slots, 0, sizeof slots);
+    uint64_t rng = 0x9E3779B97F4A7C15u, live = 0;
+    for (int step = 1; step <= CHURN_STEPS; step++) {
+        size_t i = next_random(&rng) % CHURN_SLOTS;
+        churn_slot *s = &slots[i];
+        if (s->block) {
+            CHECK(holds_pattern(s, i));
+            if (s->object)
+                ft_decref((ft_object *)s->block);
+            else
+                ft_free(t, s->block);
+            s->block = NULL;
+            live--;
+        } else {
+            uint64_t r = next_random(&rng);
+            if (r % 4 == 0) {
+                const ft_type *type = &churn_types[(r >> 8) % CHURN_TYPES];
+                s->block = (unsigned char *)ft_alloc(t, type);
+                s->object = true;
+                s->from = sizeof(ft_object);
+                s->checked = type->basic_size - sizeof(ft_object);
+            } else {
+                size_t size = 1 + (r >> 8) % 1100;
+                s->block = ft_malloc(t, size);
+                s->object = false;
+                s->from = 0;
+                s->checked = size;
+            }
+            CHECK(s->block != NULL);
+            CHECK(ft_heap_block_owner(s->block) == t);
+            memset(s->block + s->from, pattern_of(i), s->checked);
+            live++;
+        }
+        if (step % CHECK_EVERY == 0)
+            CHECK_EQ(stats_of(rt).live_blocks, live);
+    }
+    for (size_t i = 0; i < CHURN_SLOTS; i++) {
+        churn_slot *s = &slots[i];
+        if (!s->block)
+            continue;
+        CHECK(holds_pattern(s, i));
+        if (s->object)
+            ft_decref((ft_object *)s->block);
+        else
+            ft_free(t, s->block);
+    }
+    CHECK_EQ(stats_of(rt).live_blocks, 0);
+    ft_thread_stop(t);
+    ft_heap_stats st = stats_of(rt);
+    CHECK_EQ(st.abandoned_heaps, 0);
+    CHECK_EQ(st.pages, 0);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
@@ -664,6 +770,249 @@ TEST(heap_walk_visits_exactly_the_live_blocks)
     CHECK_EQ(ft_runtime_free(wt.rt), FT_OK);
 }
 
+/* ---- remote batches ------------------------------------------------------------------------------ */
+
+/* Blocks on the remote-free stack of p's page (taken by the page's owner only, which is not running
+ * when the tests look). */
+static size_t remote_stack_length(const void *p)
+{
+    size_t n = 0;
+    for (uintptr_t r = atomic_load(&ft_page_of(p)->remote_free); r;
+         r = atomic_load(&((ft_block *)r)->next))
+        n++;
+    return n;
+}
+
+typedef struct free_job {
+    void **blocks;
+    int from, to;
+    bool objects;
+} free_job;
+
+static void cmd_free(commanded *w)
+{
+    free_job *j = w->arg;
+    for (int i = j->from; i < j->to; i++) {
+        if (j->objects)
+            ft_decref(j->blocks[i]);
+        else
+            ft_free(w->t, j->blocks[i]);
+    }
+}
+
+static void free_on(ft_thread *self, commanded *w, void **blocks, int from, int to, bool objects)
+{
+    free_job j = {blocks, from, to, objects};
+    commanded_do(self, w, cmd_free, &j);
+}
+
+static void cmd_detach_and_attach(commanded *w)
+{
+    ft_detach(w->t);
+    ft_attach(w->t);
+}
+
+enum { PAGE_BLOCKS = 2 * FT_REMOTE_BATCH + 2 };
+
+TEST(remote_batch_is_pushed_when_full_or_when_the_page_changes)
+{
+    fixture f = fixture_setup();
+    /* 64-byte blocks until PAGE_BLOCKS of them share the first one's page and one lies in another. */
+    enum { MAX_BLOCKS = 4096 };
+    static void *all[MAX_BLOCKS], *same[PAGE_BLOCKS];
+    void *other = NULL;
+    int n = 0, nsame = 0;
+    while (!other || nsame < PAGE_BLOCKS) {
+        CHECK(n < MAX_BLOCKS);
+        void *b = all[n++] = ft_malloc(f.t, 64);
+        CHECK(b != NULL);
+        if (ft_page_of(b) == ft_page_of(all[0])) {
+            if (nsame < PAGE_BLOCKS)
+                same[nsame++] = b;
+        } else if (!other) {
+            other = b;
+        }
+    }
+    commanded w;
+    commanded_start(f.t, &w, f.rt);
+    free_on(f.t, &w, same, 0, FT_REMOTE_BATCH - 1, false);
+    CHECK_EQ(remote_stack_length(same[0]), 0); /* all waiting in the batch */
+    free_on(f.t, &w, same, FT_REMOTE_BATCH - 1, FT_REMOTE_BATCH, false);
+    CHECK_EQ(remote_stack_length(same[0]), FT_REMOTE_BATCH); /* full: pushed with one CAS */
+    free_on(f.t, &w, same, FT_REMOTE_BATCH, FT_REMOTE_BATCH + 1, false);
+    CHECK_EQ(remote_stack_length(same[0]), FT_REMOTE_BATCH);
+    free_on(f.t, &w, &other, 0, 1, false);
+    CHECK_EQ(remote_stack_length(same[0]), FT_REMOTE_BATCH + 1); /* another page: pushed */
+    CHECK_EQ(remote_stack_length(other), 0);
+    free_on(f.t, &w, same, FT_REMOTE_BATCH + 1, FT_REMOTE_BATCH + 2, false);
+    CHECK_EQ(remote_stack_length(other), 1);
+    CHECK_EQ(remote_stack_length(same[0]), FT_REMOTE_BATCH + 1);
+    commanded_do(f.t, &w, cmd_detach_and_attach, NULL);
+    CHECK_EQ(remote_stack_length(same[0]), FT_REMOTE_BATCH + 2); /* detach pushes */
+
+    /* A large block's free is never held back. */
+    void *large = ft_malloc(f.t, 100000);
+    CHECK(large != NULL);
+    free_on(f.t, &w, &large, 0, 1, false);
+    CHECK_EQ(remote_stack_length(large), 1);
+
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.remote_frees, FT_REMOTE_BATCH + 4);
+    CHECK_EQ(s.live_blocks, (uint64_t)n - (FT_REMOTE_BATCH + 3));
+    commanded_finish(f.t, &w);
+    for (int i = 0; i < n; i++) {
+        bool freed = all[i] == other;
+        for (int k = 0; k < FT_REMOTE_BATCH + 2 && !freed; k++)
+            freed = all[i] == same[k];
+        if (!freed)
+            ft_free(f.t, all[i]);
+    }
+    s = stats_of(f.rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.remote_frees, FT_REMOTE_BATCH + 4);
+    ft_thread_stop(f.t);
+    CHECK_EQ(stats_of(f.rt).pages, 0); /* the owner took every remote free back */
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+enum { HELD = FT_REMOTE_BATCH / 2 - 1 }; /* 2 * HELD blocks fit in one batch */
+
+typedef struct held_blocks {
+    void *raw[2 * HELD];
+    ft_object *gc[2 * HELD];
+} held_blocks;
+
+static void allocate_held(ft_thread *t, void *arg)
+{
+    held_blocks *h = arg;
+    for (int i = 0; i < 2 * HELD; i++) {
+        h->raw[i] = ft_malloc(t, 64);
+        h->gc[i] = ft_alloc(t, &gc_type);
+        CHECK_THREAD(h->raw[i] && h->gc[i]);
+    }
+}
+
+static bool in_list(void *const *list, size_t n, const void *p)
+{
+    for (size_t i = 0; i < n; i++)
+        if (list[i] == p)
+            return true;
+    return false;
+}
+
+/* Blocks of a stopped thread's heap, half of them freed by two running threads that hold the frees
+ * in their batches (the raw ones with ft_free, the objects by dropping their last reference, which
+ * merges and frees them on the dropping thread): the walk with the world stopped, and the
+ * statistics, see exactly the other half. */
+TEST(walks_and_statistics_see_through_remote_batches)
+{
+    fixture f = fixture_setup();
+    static held_blocks h;
+    commanded raw_freer, object_dropper; /* started first: they do not adopt the heap below */
+    commanded_start(f.t, &raw_freer, f.rt);
+    commanded_start(f.t, &object_dropper, f.rt);
+    run_on_new_thread(f.rt, f.t, allocate_held, &h);
+    CHECK_EQ(stats_of(f.rt).abandoned_heaps, 1);
+    free_on(f.t, &raw_freer, h.raw, 0, HELD, false);
+    free_on(f.t, &object_dropper, (void **)h.gc, 0, HELD, true);
+    CHECK_EQ(remote_stack_length(h.raw[0]), 0); /* both still held */
+    CHECK_EQ(remote_stack_length(h.gc[0]), 0);
+
+    static void *seen_gc[4 * HELD], *seen_raw[4 * HELD];
+    collected gc = {seen_gc, 0, 4 * HELD, 0, false}, raw = {seen_raw, 0, 4 * HELD, 0, false};
+    ft_heap_stats stopped;
+    ft_stop_the_world(f.rt);
+    ft_status gc_status = ft_heap_visit(f.rt, FT_HEAP_GC, collect, &gc);
+    ft_status raw_status = ft_heap_visit(f.rt, FT_HEAP_RAW, collect, &raw);
+    ft_heap_get_stats(f.rt, &stopped);
+    ft_start_the_world(f.rt);
+    CHECK_EQ(gc_status, FT_OK);
+    CHECK_EQ(raw_status, FT_OK);
+    CHECK_EQ(gc.count, HELD);
+    CHECK_EQ(raw.count, HELD);
+    for (int i = 0; i < HELD; i++) {
+        CHECK(in_list(seen_gc, gc.count, h.gc[HELD + i]));
+        CHECK(in_list(seen_raw, raw.count, h.raw[HELD + i]));
+    }
+    CHECK_EQ(stopped.live_blocks, 2 * HELD);
+    CHECK_EQ(stopped.remote_frees, 2 * HELD);
+    CHECK_EQ(remote_stack_length(h.raw[0]), HELD); /* the walk pushed the batches */
+    CHECK_EQ(remote_stack_length(h.gc[0]), HELD);
+
+    free_on(f.t, &raw_freer, h.raw, HELD, 2 * HELD, false);
+    free_on(f.t, &object_dropper, (void **)h.gc, HELD, 2 * HELD, true);
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.remote_frees, 4 * HELD);
+    commanded_finish(f.t, &raw_freer);
+    commanded_finish(f.t, &object_dropper);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+static void cmd_allocate_held(commanded *w)
+{
+    allocate_held(w->t, w->arg);
+}
+
+/* An owner whose blocks were all freed by another thread finds their page empty (used 0: it took
+ * every block back) when it stops, once the freeing thread's batch was pushed: by that thread's
+ * detach, or by its stop. While the batch still holds them, the page is not empty: the owner's
+ * stop abandons its heap with the page in use; the statistics' walk pushes the batch, and the
+ * thread that adopts the heap takes the blocks back. */
+typedef enum push_by { PUSH_BY_DETACH, PUSH_BY_STOP, NOT_PUSHED } push_by;
+
+static void nothing(ft_thread *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+static void owner_and_freer(push_by how)
+{
+    fixture f = fixture_setup();
+    static held_blocks h;
+    commanded owner, freer;
+    commanded_start(f.t, &owner, f.rt);
+    commanded_start(f.t, &freer, f.rt);
+    commanded_do(f.t, &owner, cmd_allocate_held, &h);
+    ft_page *page = ft_page_of(h.raw[0]);
+    free_on(f.t, &freer, h.raw, 0, 2 * HELD, false);
+    CHECK_EQ(remote_stack_length(h.raw[0]), 0);
+    if (how == PUSH_BY_DETACH)
+        commanded_do(f.t, &freer, cmd_detach_and_attach, NULL);
+    if (how == PUSH_BY_STOP)
+        commanded_finish(f.t, &freer);
+    if (how != NOT_PUSHED)
+        CHECK_EQ(remote_stack_length(h.raw[0]), 2 * HELD);
+    free_on(f.t, &owner, (void **)h.gc, 0, 2 * HELD, true); /* its objects: local frees */
+    commanded_finish(f.t, &owner);
+    CHECK_EQ(page->used, how == NOT_PUSHED ? 2 * HELD : 0);
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.remote_frees, 2 * HELD);
+    if (how == NOT_PUSHED) {
+        CHECK_EQ(s.abandoned_heaps, 1);
+        CHECK_EQ(remote_stack_length(h.raw[0]), 2 * HELD); /* pushed by the walk */
+        run_on_new_thread(f.rt, f.t, nothing, NULL);   /* adopts the heap, stops */
+        CHECK_EQ(page->used, 0);
+        CHECK_EQ(stats_of(f.rt).adopted_heaps, 1);
+        commanded_finish(f.t, &freer);
+    }
+    if (how == PUSH_BY_DETACH)
+        commanded_finish(f.t, &freer);
+    CHECK_EQ(stats_of(f.rt).live_blocks, 0);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+TEST(owner_finds_its_pages_empty_once_the_batch_is_pushed)
+{
+    owner_and_freer(PUSH_BY_DETACH);
+    owner_and_freer(PUSH_BY_STOP);
+    owner_and_freer(NOT_PUSHED);
+}
+
 int main(void)
 {
     RUN(raw_blocks_of_every_size);
@@ -674,5 +1023,9 @@ int main(void)
     RUN(each_abandoned_heap_is_adopted_once);
     RUN(large_page_accounting_after_reuse);
     RUN(heap_walk_visits_exactly_the_live_blocks);
+    RUN(allocation_follows_pages_through_every_list);
+    RUN(remote_batch_is_pushed_when_full_or_when_the_page_changes);
+    RUN(walks_and_statistics_see_through_remote_batches);
+    RUN(owner_finds_its_pages_empty_once_the_batch_is_pushed);
     return harness_done();
 }

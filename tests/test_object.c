@@ -160,6 +160,52 @@ TEST(payload_zeroed_on_reuse)
     teardown(f);
 }
 
+/* Every basic size the allocation fast path serves (32 to 1024 bytes) and the first ones past it,
+ * which take the slow path: a dirty block that comes back is zeroed up to the object's size, and
+ * the zeroing stops at the block's end (the next block keeps its header and its bytes). The three
+ * blocks are checked to be neighbours in their page, or the last check would prove nothing. */
+enum { FIRST_SIZE = sizeof(ft_object), LAST_SIZE = 1024 + 48 };
+
+static ft_type sized_types[LAST_SIZE - FIRST_SIZE + 1];
+
+static bool bytes_are(const unsigned char *p, size_t n, unsigned char value)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != value)
+            return false;
+    return true;
+}
+
+TEST(fast_path_zeroes_the_payload_and_no_more)
+{
+    fixture f = setup();
+    for (size_t size = FIRST_SIZE; size <= LAST_SIZE; size++) {
+        ft_type *type = &sized_types[size - FIRST_SIZE];
+        *type = (ft_type){.name = "sized", .basic_size = size};
+        ft_object *o[3];
+        for (int i = 0; i < 3; i++) {
+            o[i] = ft_alloc(f.t, type);
+            CHECK(o[i] != NULL);
+        }
+        size_t usable = ft_usable_size(o[1]);
+        CHECK((unsigned char *)o[2] == (unsigned char *)o[1] + usable);
+        for (int i = 0; i < 3; i++)
+            memset(o[i] + 1, 0xA5, usable - sizeof(ft_object));
+        ft_decref(o[1]);
+        ft_object *again = ft_alloc(f.t, type); /* the block just freed: the page's list is LIFO */
+        CHECK(again == o[1]);
+        CHECK(bytes_are((unsigned char *)(again + 1), size - sizeof(ft_object), 0));
+        CHECK(o[2]->ob_type == type);
+        CHECK_EQ(LOCAL(o[2]), 1);
+        CHECK_EQ(TID(o[2]), ft_os_thread_id());
+        CHECK(bytes_are((unsigned char *)(o[2] + 1), usable - sizeof(ft_object), 0xA5));
+        CHECK(bytes_are((unsigned char *)(o[0] + 1), usable - sizeof(ft_object), 0xA5));
+        for (int i = 2; i >= 0; i--) /* the next size of this class gets them in address order */
+            ft_decref(o[i]);
+    }
+    teardown(f);
+}
+
 typedef struct var_obj {
     ft_object ob;
     uint64_t length;
@@ -1087,6 +1133,7 @@ int main(void)
 {
     RUN(fresh_object_header);
     RUN(payload_zeroed_on_reuse);
+    RUN(fast_path_zeroes_the_payload_and_no_more);
     RUN(var_objects_and_bad_types);
     RUN(owner_counts_locally);
     RUN(non_owner_incref_adds_to_shared);

@@ -397,6 +397,76 @@ TEST(alloc_survives_allocation_failures)
     allocation_survives_failures(LARGE_RAW);
 }
 
+#ifndef FTRT_DEBUG
+static const ft_type freelist_victim_type = {.name = "freelist victim",
+                                             .basic_size = sizeof(victim),
+                                             .freelist_max = 4,
+                                             .dealloc = count_dealloc};
+#endif
+
+/* On a warm heap, an object allocation takes the fast path (a free block on the page the heap's
+ * direct slot names). Debug builds make every object allocation a failure site, that one included;
+ * release builds keep the test hook off the fast path, so an armed failure waits for the next
+ * allocation that leaves it: a type with a freelist, or a page that has run out of blocks. */
+static void fast_path_and_the_failure_hook(alloc_kind kind)
+{
+    fixture f = fixture_setup();
+    release(f.t, kind, allocate(f.t, kind)); /* the class has a page with free blocks now */
+    atomic_store(&deallocs, 0);
+    uint64_t live = stats_of(f.rt).live_blocks;
+    ft_debug_fail_allocation(f.rt, 0);
+    void *p = allocate(f.t, kind);
+    bool injected = failure_was_injected(f.rt);
+#ifdef FTRT_DEBUG
+    CHECK(p == NULL);
+    CHECK(injected);
+    CHECK_EQ(ft_last_error(), FT_ENOMEM);
+    CHECK_EQ(stats_of(f.rt).live_blocks, live);
+    CHECK_EQ(reftotal(f.rt), 0);
+    p = allocate(f.t, kind);
+    CHECK(p != NULL);
+#else
+    CHECK(p != NULL);
+    CHECK(!injected);
+    ft_object *cached = ft_alloc(f.t, &freelist_victim_type);
+    CHECK(cached == NULL);
+    CHECK(failure_was_injected(f.rt));
+    CHECK_EQ(ft_last_error(), FT_ENOMEM);
+    CHECK_EQ(stats_of(f.rt).live_blocks, live + 1);
+    /* Armed again: the fast path serves the rest of the page, then the slow path fails once. */
+    enum { MAX_OBJECTS = 4096 };
+    static void *held[MAX_OBJECTS];
+    int n = 0, failed_at = -1;
+    ft_debug_fail_allocation(f.rt, 0);
+    for (; n < MAX_OBJECTS && failed_at < 0; n++) {
+        held[n] = allocate(f.t, kind);
+        if (!held[n]) {
+            CHECK_EQ(ft_last_error(), FT_ENOMEM);
+            failed_at = n;
+        }
+    }
+    CHECK(failed_at > 0);          /* some came from the fast path first */
+    CHECK(failure_was_injected(f.rt));
+    CHECK_EQ(stats_of(f.rt).live_blocks, live + 1 + (uint64_t)failed_at);
+    held[failed_at] = allocate(f.t, kind); /* the same call works without the failure */
+    CHECK(held[failed_at] != NULL);
+    for (int i = 0; i < n; i++)
+        release(f.t, kind, held[i]);
+#endif
+    ft_debug_fail_allocation(f.rt, -1);
+    release(f.t, kind, p);
+    CHECK_EQ(stats_of(f.rt).live_blocks, live);
+    CHECK_EQ(reftotal(f.rt), 0);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+TEST(fast_path_allocation_and_the_failure_hook)
+{
+    fast_path_and_the_failure_hook(SMALL_OBJECT);
+    fast_path_and_the_failure_hook(VAR_OBJECT);
+}
+
 /* A cross-thread drop that must queue the object to its running owner, with the queue needing a new
  * chunk. When that allocation fails, the dropping thread stops the world and merges the object itself
  * (here: frees it, the count being zero); otherwise the owner frees it at a safepoint. */
@@ -632,6 +702,7 @@ int main(void)
 #endif
     RUN(thread_start_survives_allocation_failures);
     RUN(alloc_survives_allocation_failures);
+    RUN(fast_path_allocation_and_the_failure_hook);
     RUN(cross_thread_drop_survives_a_queue_allocation_failure);
     RUN(drop_in_a_stopped_world_survives_a_queue_allocation_failure);
     RUN(freelist_table_growth_survives_allocation_failures);

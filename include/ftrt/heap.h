@@ -3,7 +3,11 @@
  * Each thread state has three heaps: raw memory (ft_malloc), non-GC objects and GC objects (ft_alloc
  * picks by type). A heap owns 64 KiB pages, each holding blocks of one size class; a block's page is
  * found by masking its address. The owner allocates and frees without atomics; a free from another
- * thread is one CAS onto the page's remote-free list, which the owner collects later.
+ * thread waits in that thread's batch of frees for one page, which is pushed onto the page's
+ * remote-free list with one CAS (when the batch is full, when the thread frees into another page,
+ * detaches, stops or runs out of blocks of its own, and before any heap walk or statistics), and the
+ * owner collects the list later. Until then the page counts the blocks as in use, and they are
+ * neither visited nor counted as live.
  *
  * When a thread stops, its heaps are abandoned, not destroyed: their blocks stay valid, other threads
  * may still free them, the heap walk still sees them, and the next thread to start adopts them.

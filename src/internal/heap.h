@@ -1,4 +1,4 @@
-/* internal/heap.h: the page heap's internal structures.
+/* internal/heap.h: the page heap's internal structures and its inline fast paths.
  *
  * Memory comes from the system in segments (4 MiB, aligned to the page size) and is handed out as
  * 64 KiB pages, each aligned to 64 KiB with its ft_page header at its start, so page_of(block) is a
@@ -8,6 +8,9 @@
  * A heap keeps, per size class, a list of active pages (allocation takes from the head page's free
  * list) and a list of full pages; plus its retired pages (empty, waiting for the reuse hook) and its
  * large pages. Only the heap's owner touches these lists, or anyone while the world is stopped.
+ * heap->direct[(size + 15) / 16] names, for every size up to FT_DIRECT_MAX, the head of its class's
+ * active list, or the static empty page when that list is empty, so the allocation fast path is two
+ * loads and a test; every change of an active list's head updates it (heap.c: list_add/remove).
  *
  * Page life cycle:
  *   pool -> (given to a heap, initialised for a class) -> active <-> full
@@ -17,9 +20,19 @@
  *           to the runtime's pool, which returns it to the system (madvise) after FT_POOL_RELEASE_NS.
  *
  * Free lists: page->free is the owner's list; page->remote_free is a lock-free stack onto which other
- * threads push (one CAS) and which the owner takes whole with one exchange, so there is no ABA.
- * page->used counts blocks handed out and not yet freed back to the owner's list (a remote free is
- * counted when the owner collects it), so used == 0 means the page is truly empty.
+ * threads push (one CAS per block or per chain of blocks) and which the owner takes whole with one
+ * exchange, so there is no ABA. page->used counts blocks handed out and not yet freed back to the
+ * owner's list (a remote free is counted when the owner collects it), so used == 0 means the page is
+ * truly empty.
+ *
+ * Remote batches: a thread that frees blocks of a page it does not own links them into its heap
+ * set's ft_remote_batch, a private chain for one page, and pushes the whole chain with one CAS when
+ * its next remote free is for another page, when the chain holds FT_REMOTE_BATCH blocks, when the
+ * thread detaches, stops or reaches its own allocation slow path, and before any heap walk (the walk
+ * flushes every set's chain, with the world stopped). A block in a chain still counts in its page's
+ * `used`, so its page cannot look empty, be retired or change layout while the block waits; and as
+ * walks push every chain first, they never take a waiting block for a live one. Large blocks, and
+ * frees by callers without a heap set, are pushed at once.
  *
  * Block links are stored in a block's first word with atomic stores, because that word is an
  * object's ob_tid, which lock-free readers may load through a stale pointer. */
@@ -38,7 +51,10 @@
 #define FT_SIZE_CLASSES 32
 #define FT_LARGE_CLASS 255
 #define FT_CLASS_TABLE_MAX 1024 /* sizes up to this take their class from a table */
+#define FT_DIRECT_MAX FT_CLASS_TABLE_MAX /* sizes up to this have a direct page slot */
+#define FT_DIRECT_SLOTS (FT_DIRECT_MAX / 16 + 1)
 #define FT_CARVE_BATCH 64      /* blocks carved from a page's untouched tail at a time */
+#define FT_REMOTE_BATCH 64     /* blocks a remote batch holds before it is pushed */
 #define FT_POOL_RELEASE_NS (100 * FT_NS_PER_MS) /* an idle pool page is madvised after this */
 
 typedef struct ft_block {
@@ -47,21 +63,27 @@ typedef struct ft_block {
 
 enum ft_page_list { FT_PAGE_ACTIVE, FT_PAGE_FULL, FT_PAGE_RETIRED, FT_PAGE_LARGE, FT_PAGE_POOL };
 
+/* The header at the start of every page. The first cache line holds what the owner's allocation
+ * and free fast paths write; the second what other threads read (the owner check, the block size)
+ * and, written rarely (one CAS per remote batch), the remote-free stack, so that remote freers
+ * neither write nor read the owner's hot line. */
 typedef struct ft_page {
-    struct ft_heap *heap;   /* set when given to a heap, before any block is handed out */
     ft_block *free;         /* owner only */
-    _Atomic(uintptr_t) remote_free; /* push: any thread (CAS); take all: owner (exchange) */
-    struct ft_page *next, *prev;    /* the list named by `list`; owner only, or world stopped */
     uint32_t used;          /* owner only */
     uint32_t reserved;      /* owner only: blocks [0, reserved) carved so far */
+    uint8_t list;           /* enum ft_page_list; owner only */
+    struct ft_page *next, *prev;    /* the list named by `list`; owner only, or world stopped */
+
+    _Alignas(64) struct ft_heap_set *set; /* heap->set; immutable while in a heap */
+    struct ft_heap *heap;   /* set when given to a heap, before any block is handed out */
     uint32_t capacity;      /* immutable while in a heap */
     uint32_t block_size;    /* immutable while in a heap */
     uint8_t size_class;     /* immutable while in a heap; FT_LARGE_CLASS for a large page */
-    uint8_t list;           /* enum ft_page_list; owner only */
     uint8_t released;       /* pool only: madvised */
     uint64_t retire_goal;   /* retired: the reuse hook's goal */
     int64_t pooled_at;      /* pool only: when it entered the pool */
     size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping */
+    _Atomic(uintptr_t) remote_free; /* push: any thread (CAS); take all: owner (exchange) */
 } ft_page;
 
 _Static_assert(sizeof(ft_page) <= FT_PAGE_HEADER, "page header fits before the first block");
@@ -71,6 +93,7 @@ typedef struct ft_page_queue {
 } ft_page_queue;
 
 typedef struct ft_heap {
+    ft_page *direct[FT_DIRECT_SLOTS];      /* owner only: see the top of this file */
     struct ft_heap_set *set;
     ft_heap_kind kind;
     ft_page_queue active[FT_SIZE_CLASSES]; /* owner only */
@@ -79,9 +102,17 @@ typedef struct ft_heap {
     ft_page_queue large;                   /* owner only */
 } ft_heap;
 
+/* Blocks of one page that the set's thread freed without owning the page, not yet pushed. */
+typedef struct ft_remote_batch {
+    ft_page *page;          /* NULL when empty */
+    ft_block *head, *tail;  /* the chain, linked through the blocks' first words */
+    uint32_t count;
+} ft_remote_batch;
+
 /* The heaps of one thread state; abandoned and adopted as a unit. */
 typedef struct ft_heap_set {
     ft_heap heaps[FT_HEAP_KINDS];
+    ft_remote_batch batch;          /* the owner's remote frees; owner only, or world stopped */
     ft_runtime *rt;                 /* immutable */
     _Atomic(ft_thread *) owner;     /* NULL while abandoned; written under rt->heaps.mutex */
     struct ft_heap_set *next, *prev; /* rt->heaps.all; under rt->heaps.mutex */
@@ -135,9 +166,13 @@ ft_status ft_heap_thread_start(ft_thread *t); /* adopt an abandoned set or make 
 void ft_heap_thread_stop(ft_thread *t);       /* abandon (or free) the thread's set */
 void ft_heap_abandon(ft_thread *t);           /* abandon without collecting (after fork) */
 void *ft_heap_alloc_slow(ft_heap *heap, size_t size);
-void ft_heap_free_block(ft_thread *t, void *p);
+void ft_heap_free_block(ft_thread *t, void *p); /* t: the caller's attached state, or NULL */
+void ft_heap_free_local_slow(ft_page *page);  /* a local free emptied page, or page was full */
+void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b);
+void ft_heap_flush_remote(ft_thread *t);      /* push t's remote batch now; t attached */
 void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook);
 bool ft_world_stopped_by_caller(ft_runtime *rt);
+extern const ft_page ft_page_empty; /* the direct slot of a class without an active page */
 
 /* page.c */
 ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class);
@@ -158,19 +193,47 @@ void ft_queue_push_front(ft_page_queue *q, ft_page *p);
 void ft_queue_push_back(ft_page_queue *q, ft_page *p);
 void ft_queue_remove(ft_page_queue *q, ft_page *p);
 
-/* The allocation fast path: the head page of the class has a free block. */
+/* The allocation fast path, for size <= FT_DIRECT_MAX: a block from the page that heap->direct
+ * names for the size, or NULL when that page has none (the caller then goes to ft_heap_alloc_slow).
+ * Owner only. */
+static inline void *ft_heap_pop(ft_heap *heap, size_t size)
+{
+    ft_page *page = heap->direct[(size + 15) / 16];
+    ft_block *b = page->free;
+    if (FT_LIKELY(b != NULL)) {
+        page->free = (ft_block *)atomic_load_explicit(&b->next, memory_order_relaxed);
+        page->used++;
+    }
+    return b;
+}
+
+/* A block of at least size bytes from heap, or NULL when out of memory. Owner only. */
 static inline void *ft_heap_alloc(ft_heap *heap, size_t size)
 {
-    if (FT_LIKELY(size <= FT_CLASS_TABLE_MAX)) {
-        ft_page *page = heap->active[ft_class_table[(size + 15) / 16]].head;
-        if (FT_LIKELY(page && page->free)) {
-            ft_block *b = page->free;
-            page->free = (ft_block *)atomic_load_explicit(&b->next, memory_order_relaxed);
-            page->used++;
+    if (FT_LIKELY(size <= FT_DIRECT_MAX)) {
+        void *b = ft_heap_pop(heap, size);
+        if (FT_LIKELY(b != NULL))
             return b;
-        }
     }
     return ft_heap_alloc_slow(heap, size);
+}
+
+/* Free any block of the heap. own is the caller's heap set (t->heaps; NULL for a caller without
+ * one). The fast path is the owner's free into one of its active pages that does not become empty:
+ * a push on the page's own list; an emptied or full page, and every other thread's free, go out of
+ * line. */
+static inline void ft_heap_free(ft_thread *t, ft_heap_set *own, void *p)
+{
+    ft_page *page = ft_page_of(p);
+    ft_block *b = p;
+    if (FT_LIKELY(page->set == own)) {
+        atomic_store_explicit(&b->next, (uintptr_t)page->free, memory_order_relaxed);
+        page->free = b;
+        if (FT_UNLIKELY(--page->used == 0 || page->list != FT_PAGE_ACTIVE))
+            ft_heap_free_local_slow(page);
+        return;
+    }
+    ft_heap_free_remote(t, page, b);
 }
 
 #endif
