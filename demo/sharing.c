@@ -8,9 +8,11 @@
  * a fresh key object. A writer keeps a model of its half (present or not, and the serial of the value
  * it stored last), so the dictionary's size and contents can be checked exactly at the end. Two
  * readers look keys up without a lock, through probe keys of their own (equal to the inserted ones,
- * so lookups run the equality callback), and check that every value they get belongs to the key they asked for and is
- * still alive. Old tables and removed keys can only be released once no reader can still be
- * probing them: that is QSBR's job, and the readers report their quiescent points with ft_safepoint.
+ * so lookups run the equality callback), and check that every value they get belongs to the key they
+ * asked for and is still alive. The first reader borrows each value (ft_dict_get_borrowed: no
+ * reference, valid until its next safepoint), the second takes a reference (ft_dict_get). Old tables,
+ * removed keys and replaced or deleted values can only be released once no reader can still be
+ * using them: that is QSBR's job, and the readers report their quiescent points with ft_safepoint.
  *
  * The first writer also publishes a raw "config" buffer (ft_malloc memory filled with a pattern)
  * and replaces it now and then, retiring the old one with ft_free_delayed; readers check the pattern
@@ -274,9 +276,13 @@ static void check_config(sharing_worker *w)
         add(&w->counts.config_failures, 1);
 }
 
+/* The first reader borrows (the value is valid until its next safepoint), the second takes a
+ * reference. */
 static void lookup(sharing_worker *w, ft_thread *t, uint64_t number)
 {
-    ft_object *v = ft_dict_get(t, world.dict, world.probes[number]);
+    bool borrow = w->index == 0;
+    ft_object *v = borrow ? ft_dict_get_borrowed(t, world.dict, world.probes[number])
+                          : ft_dict_get(t, world.dict, world.probes[number]);
     add(&w->counts.lookups, 1);
     if (v == NULL)
         return;
@@ -284,7 +290,8 @@ static void lookup(sharing_worker *w, ft_thread *t, uint64_t number)
     const value_object *value = (const value_object *)v;
     if (v->ob_type != &value_type || value->key_number != number || value->state != ALIVE)
         add(&w->counts.wrong_values, 1);
-    ft_decref(v);
+    if (!borrow)
+        ft_decref(v);
 }
 
 static void reader_loop(sharing_worker *w, ft_thread *t)

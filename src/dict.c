@@ -5,29 +5,39 @@
  * value NULL) so probes run past it, until the next resize drops it. Tables are sized so that live
  * plus dead entries stay under 2/3 of the slots.
  *
- * Readers (no lock): load the table (acquire), probe; for a matching key load the value (acquire),
- * try-incref it, and check the slot still holds it (try-incref-compare). On a change, or on MOVED,
- * start over from the current table. Writers mark every value they store as safe to try-incref
- * (MAYBE_WEAKREF, even if they own it), so try-incref refuses only a value whose count is already
- * zero, i.e. one being replaced right now; then the reader looks the key up again under the lock.
+ * The rule that makes lookups safe without a lock or a reference: nothing a reader can load from a
+ * dictionary is released before every reader that may have loaded it has passed a quiescent point
+ * (QSBR, docs/reclamation.md):
+ *  - tables: a resize publishes the new table and frees the old one with ft_free_delayed;
+ *  - keys: a key leaves only when a resize drops its dead entry, with ft_decref_delayed;
+ *  - values: a write that replaces or deletes a value unlinks it, then drops the dictionary's
+ *    reference with ft_decref_delayed. So a value loaded from any slot of any table still has that
+ *    reference (pending, at worst) until the reader's next quiescent point: its count is at least 1
+ *    and its memory is still that object.
  *
- * Writers (the dictionary's critical section) publish a new entry's hash and key before its value, and
- * store a replaced value before dropping the old one, so a reader that still sees the old value in
- * the slot either got its reference before the drop, or fails the compare.
+ * Readers (no lock): load the table (acquire), probe, and return the value of the matching entry
+ * (acquire, pairing with the writer's release, so the value's contents are visible). The borrowed
+ * lookup stops there: it writes nothing shared, so lookups from many threads do not contend.
+ * ft_dict_get adds a plain incref, which is safe because of the rule above: no try-incref, no retry.
  *
- * Resize: build the new table, publish it, then mark every value slot of the old table MOVED, and free
- * the old table with QSBR (readers may still be probing it). Marking matters: after the resize, a
- * writer replaces values in the new table only, so without it a reader on the old table could find a
- * value freed and its block reused by another object, and its compare against the old, unchanged slot
- * would pass. Header initialisation publishes ob_ref_shared with release and try-incref's CAS reads
- * it with acquire, so a reader whose try-incref lands on a reused block also sees the MOVED mark. */
+ * Writers (the dictionary's critical section) publish a new entry's hash and key before its value.
+ *
+ * Resize: build the new table, publish it, free the old one with QSBR. The old table is left as it
+ * was: a reader still probing it finds the entries as they were when the new table was published,
+ * which was during its lookup (it loaded the old table before), so its answer is one the dictionary
+ * held at a moment of the lookup; values it finds there are alive by the rule above, even if they
+ * have since been replaced in the new table.
+ *
+ * Freeing the dictionary: no lookup can be running in it (a caller must keep the dictionary alive,
+ * by a reference or by QSBR, for the whole call), so the table and the keys go at once. Values are
+ * dropped with ft_decref_delayed, so that a value a caller borrowed stays valid until its next
+ * quiescent point even if the caller dropped the last reference to the dictionary meanwhile. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal/internal.h"
 
 #define MIN_SLOTS 8
-#define MOVED ((ft_object *)1)
 
 typedef struct dict_entry {
     _Atomic(uint64_t) hash;
@@ -100,53 +110,32 @@ static bool keys_equal(ft_dict *d, ft_object *a, ft_object *b)
 
 /* ---- lookups --------------------------------------------------------------------------------- */
 
-static dict_entry *find_slot(ft_dict *d, dict_table *tb, ft_object *key, uint64_t hash);
-
-/* The slow path: look key up under the dictionary's critical section. */
-static ft_object *get_locked(ft_thread *t, ft_dict *d, ft_object *key, uint64_t hash)
+static ft_object *lookup(ft_dict *d, ft_object *key)
 {
-    ft_critical_section cs;
-    ft_critical_section_begin(t, &cs, &d->ob.ob_mutex);
-    dict_table *tb = atomic_load_explicit(&d->table, memory_order_relaxed);
-    dict_entry *e = find_slot(d, tb, key, hash);
-    ft_object *v = atomic_load_explicit(&e->key, memory_order_relaxed)
-                       ? atomic_load_explicit(&e->value, memory_order_relaxed)
-                       : NULL;
-    ft_xincref(v);
-    ft_critical_section_end(t, &cs);
-    return v;
+    uint64_t hash = d->ops->hash(key);
+    dict_table *tb = atomic_load_explicit(&d->table, memory_order_acquire);
+    for (size_t i = hash & tb->mask;; i = (i + 1) & tb->mask) {
+        dict_entry *e = &tb->entries[i];
+        ft_object *k = atomic_load_explicit(&e->key, memory_order_acquire);
+        if (!k)
+            return NULL;
+        if (atomic_load_explicit(&e->hash, memory_order_relaxed) == hash && keys_equal(d, k, key))
+            return atomic_load_explicit(&e->value, memory_order_acquire); /* NULL: removed */
+    }
+}
+
+ft_object *ft_dict_get_borrowed(ft_thread *t, ft_dict *d, ft_object *key)
+{
+    (void)t; /* the caller's attached state: the result lives until its next quiescent point */
+    return lookup(d, key);
 }
 
 ft_object *ft_dict_get(ft_thread *t, ft_dict *d, ft_object *key)
 {
-    uint64_t hash = d->ops->hash(key);
-    for (;;) {
-        dict_table *tb = atomic_load_explicit(&d->table, memory_order_acquire);
-        bool retry = false;
-        for (size_t i = hash & tb->mask;; i = (i + 1) & tb->mask) {
-            dict_entry *e = &tb->entries[i];
-            ft_object *k = atomic_load_explicit(&e->key, memory_order_acquire);
-            if (!k)
-                return NULL;
-            if (atomic_load_explicit(&e->hash, memory_order_relaxed) != hash ||
-                !keys_equal(d, k, key))
-                continue;
-            ft_object *v = atomic_load_explicit(&e->value, memory_order_acquire);
-            if (!v)
-                return NULL; /* removed */
-            if (v != MOVED) {
-                if (!ft_try_incref(v))
-                    return get_locked(t, d, key, hash);
-                if (atomic_load_explicit(&e->value, memory_order_acquire) == v)
-                    return v;
-                ft_decref(v);
-            }
-            retry = true;
-            break;
-        }
-        if (!retry)
-            return NULL;
-    }
+    (void)t;
+    ft_object *v = lookup(d, key);
+    ft_xincref(v); /* alive: the dictionary's reference is dropped only after our quiescent point */
+    return v;
 }
 
 size_t ft_dict_size(ft_dict *d)
@@ -196,17 +185,27 @@ static bool resize(ft_thread *t, ft_dict *d, size_t need)
         tb->filled++;
     }
     atomic_store_explicit(&d->table, tb, memory_order_release);
-    for (size_t i = 0; i <= old->mask; i++)
-        if (atomic_load_explicit(&old->entries[i].value, memory_order_relaxed))
-            atomic_store_explicit(&old->entries[i].value, MOVED, memory_order_release);
     ft_free_delayed(t, old, table_bytes(old->mask + 1));
     return true;
+}
+
+/* Drop the dictionary's reference to a value a write unlinked (outside the critical section: the
+ * delayed queue may have to stop the world if it cannot grow). */
+static void release_value(ft_thread *t, ft_object *old, ft_object *stored)
+{
+    if (!old)
+        return;
+    if (old == stored)
+        ft_decref(old); /* the same value again: it is still in its slot, no reader can lose it */
+    else
+        ft_decref_delayed(t, old); /* readers may hold it borrowed until their quiescent point */
 }
 
 ft_status ft_dict_set(ft_thread *t, ft_dict *d, ft_object *key, ft_object *value)
 {
     uint64_t hash = d->ops->hash(key);
     ft_status s = FT_OK;
+    ft_object *old = NULL;
     ft_critical_section cs;
     ft_critical_section_begin(t, &cs, &d->ob.ob_mutex);
     dict_table *tb = atomic_load_explicit(&d->table, memory_order_relaxed);
@@ -221,27 +220,24 @@ ft_status ft_dict_set(ft_thread *t, ft_dict *d, ft_object *key, ft_object *value
         e = find_slot(d, tb, key, hash);
     }
     ft_incref(value);
-    ft_object_enable_try_incref(value);
-    ft_object *stored = value;
     if (!atomic_load_explicit(&e->key, memory_order_relaxed)) {
         ft_incref(key);
         atomic_store_explicit(&e->hash, hash, memory_order_relaxed);
         atomic_store_explicit(&e->key, key, memory_order_release);
-        atomic_store_explicit(&e->value, stored, memory_order_release);
+        atomic_store_explicit(&e->value, value, memory_order_release);
         tb->filled++;
         atomic_store_explicit(&d->used, atomic_load_explicit(&d->used, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     } else {
-        ft_object *old = atomic_exchange_explicit(&e->value, stored, memory_order_acq_rel);
-        if (old)
-            ft_decref(old);
-        else
+        old = atomic_exchange_explicit(&e->value, value, memory_order_acq_rel);
+        if (!old)
             atomic_store_explicit(&d->used,
                                   atomic_load_explicit(&d->used, memory_order_relaxed) + 1,
                                   memory_order_relaxed);
     }
 out:
     ft_critical_section_end(t, &cs);
+    release_value(t, old, value);
     if (s != FT_OK)
         ft_set_last_error(s);
     return s;
@@ -263,8 +259,7 @@ bool ft_dict_del(ft_thread *t, ft_dict *d, ft_object *key)
                                   memory_order_relaxed);
     }
     ft_critical_section_end(t, &cs);
-    if (old)
-        ft_decref(old);
+    release_value(t, old, NULL);
     return old != NULL;
 }
 
@@ -288,12 +283,15 @@ static int dict_traverse(ft_object *self, ft_visit_fn visit, void *arg)
 static void dict_dealloc(ft_object *self)
 {
     ft_dict *d = (ft_dict *)self;
+    ft_thread *t = ft_current_thread;
     dict_table *tb = atomic_load_explicit(&d->table, memory_order_relaxed);
     if (!tb)
         return;
+    /* No lookup runs in a dictionary being freed, but a value looked up before may still be
+     * borrowed by its caller (see the top of the file). */
     for (size_t i = 0; i <= tb->mask; i++) {
         ft_xdecref(atomic_load_explicit(&tb->entries[i].key, memory_order_relaxed));
-        ft_xdecref(atomic_load_explicit(&tb->entries[i].value, memory_order_relaxed));
+        ft_decref_delayed(t, atomic_load_explicit(&tb->entries[i].value, memory_order_relaxed));
     }
-    ft_free(ft_current_thread, tb);
+    ft_free(t, tb);
 }

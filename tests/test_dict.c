@@ -1,22 +1,31 @@
 /* tests/test_dict.c: the concurrent dictionary (lock-free lookups, locked writes, QSBR resizes).
  *
- * Single-threaded: the semantics of get (absent is NULL; a hit is a new reference), set (insert,
- * replace, revive after a delete; references taken and dropped), del and size, equality for distinct
- * but equal keys and for colliding hashes, growth through several resizes, and a set whose table
- * cannot grow (FT_ENOMEM, nothing changed).
+ * Single-threaded: the semantics of get (absent is NULL; a hit is a new reference), of the borrowed
+ * lookup (the same value, no reference), set (insert, replace, revive after a delete; references
+ * taken, and a replaced or deleted value's dropped only after a grace period), del and size, equality
+ * for distinct but equal keys and for colliding hashes, growth through several resizes, and a set
+ * whose table cannot grow (FT_ENOMEM, nothing changed).
+ *
+ * Borrowed values: a reader borrows three values and holds still; the writer replaces one, deletes
+ * another and drops the dictionary, and processes its delayed queue again and again: none may be
+ * freed, and the reader still reads them intact, until the reader passes a safepoint; then each is
+ * freed. Values keep part of their contents in a malloc'd box their dealloc frees, so under ASan
+ * any read of a value freed too early is reported.
  *
  * Concurrent: two writers own disjoint key ranges and keep a private model of their range; two
- * readers look up random keys without locks. Resizes happen throughout (thousands of keys), with
- * deletes and hot keys replaced over and over. Every value encodes its key and a per-key version,
- * and the writer publishes the highest version it created before storing it, so a reader can tell
- * a value that was never stored for a key (wrong key, version from the future, or a dead object) and
- * a lookup that goes back in time. Writers check their own keys against the model as they go, and at
- * the end every key must map to the model's value and ft_dict_size must match. Every key and value
- * object carries a serial number; after the dictionary is dropped, all threads have stopped and a
- * final quiesce has run the delayed decrefs, each must have been deallocated exactly once. A second
- * test replaces two hot keys back and forth under readers, so that each replaced value is freed at
- * once and its block taken by the next value (of the other key): a lookup must never return it.
- * Under TSan this also checks the publication order of entries and tables.
+ * readers look up random keys without locks, borrowed or with a new reference at random. Resizes
+ * happen throughout (thousands of keys), with deletes and hot keys replaced over and over. Every
+ * value encodes its key and a per-key version, and the writer publishes the highest version it
+ * created before storing it, so a reader can tell a value that was never stored for a key (wrong
+ * key, version from the future, or a dead object) and a lookup that goes back in time. Writers check
+ * their own keys against the model as they go, and at the end every key must map to the model's
+ * value and ft_dict_size must match. Every key and value object carries a serial number; after the
+ * dictionary is dropped, all threads have stopped and a final quiesce has run the delayed decrefs,
+ * each must have been deallocated exactly once. A second test replaces two hot keys back and forth
+ * under readers, so that replaced values are freed as soon as both readers have passed a safepoint
+ * and their blocks are taken by the next values (of either key): a lookup must never return one of
+ * those. Under TSan this also checks the publication order of entries and tables, and that no value
+ * is freed while a reader still reads it.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -58,12 +67,15 @@ typedef struct key_obj {
     uint32_t serial;
 } key_obj;
 
+/* A value also keeps {k, version} in a malloc'd box that its dealloc frees: under ASan, a reader that
+ * reads the box of a value freed too early reads poisoned memory and the run fails. */
 typedef struct val_obj {
     ft_object ob;
     int64_t k;
     int64_t version;
     uint32_t magic;
     uint32_t serial;
+    int64_t *box;
 } val_obj;
 
 static _Atomic uint32_t next_serial;
@@ -91,6 +103,8 @@ static void val_dealloc(ft_object *self)
         return;
     }
     v->magic = DEAD_MAGIC;
+    free(v->box);
+    v->box = NULL;
     atomic_fetch_add(&deallocs_by_serial[v->serial], 1);
 }
 
@@ -141,9 +155,15 @@ static ft_object *new_key(ft_thread *t, int64_t k)
 
 static ft_object *new_val(ft_thread *t, int64_t k, int64_t version)
 {
-    val_obj *o = (val_obj *)ft_alloc(t, &val_type);
-    if (!o)
+    int64_t *box = malloc(2 * sizeof *box);
+    val_obj *o = box ? (val_obj *)ft_alloc(t, &val_type) : NULL;
+    if (!o) {
+        free(box);
         return NULL;
+    }
+    box[0] = k;
+    box[1] = version;
+    o->box = box;
     o->k = k;
     o->version = version;
     o->magic = LIVE_MAGIC;
@@ -195,6 +215,21 @@ static int64_t val_version(ft_object *v)
     return ((val_obj *)v)->version;
 }
 
+/* Whether a value a lookup returned is alive and is a value of key k: its magic, and the box its
+ * dealloc would have freed (ASan checks that read). */
+static bool val_intact(ft_object *v, int64_t k)
+{
+    const val_obj *vo = (const val_obj *)v;
+    return vo->magic == LIVE_MAGIC && vo->k == k && vo->box[0] == k && vo->box[1] == vo->version;
+}
+
+/* A lookup by a reader: alternately borrowed (*owned false) and a new reference (*owned true). */
+static ft_object *reader_lookup(ft_thread *t, ft_dict *d, ft_object *key, bool borrowed, bool *owned)
+{
+    *owned = !borrowed;
+    return borrowed ? ft_dict_get_borrowed(t, d, key) : ft_dict_get(t, d, key);
+}
+
 /* ---- single-threaded semantics ------------------------------------------------------------------- */
 
 TEST(new_rejects_bad_ops)
@@ -243,17 +278,23 @@ TEST(get_set_del_semantics)
     CHECK(got == v1);
     ft_decref(got);
     CHECK(ft_dict_get(t, d, k2) == NULL); /* same hash, different key */
+    CHECK(ft_dict_get_borrowed(t, d, k1_twin) == v1);
+    CHECK_EQ(ft_refcount(v1), 2); /* borrowed: no reference taken */
+    CHECK(ft_dict_get_borrowed(t, d, k2) == NULL);
 
-    /* Replace through an equal key: the old value's reference is dropped, the key kept. */
+    /* Replace through an equal key: the key is kept; the old value's reference is dropped after a
+     * grace period, not at once (a borrowed lookup may still use it). */
     CHECK_EQ(ft_dict_set(t, d, k1_twin, v2), FT_OK);
     CHECK_EQ(ft_dict_size(d), 1);
+    CHECK_EQ(ft_refcount(v1), 2);
+    quiesce_all(rt, t);
     CHECK_EQ(ft_refcount(v1), 1);
     CHECK_EQ(ft_refcount(v2), 2);
     CHECK_EQ(ft_refcount(k1_twin), 1);
     got = ft_dict_get(t, d, k1);
     CHECK(got == v2);
     ft_decref(got);
-    /* Setting the same value again changes nothing. */
+    /* Setting the same value again changes nothing, not even for a grace period. */
     CHECK_EQ(ft_dict_set(t, d, k1, v2), FT_OK);
     CHECK_EQ(ft_refcount(v2), 2);
     CHECK_EQ(ft_dict_size(d), 1);
@@ -266,8 +307,11 @@ TEST(get_set_del_semantics)
 
     CHECK(ft_dict_del(t, d, k1_twin));
     CHECK_EQ(ft_dict_size(d), 1);
+    CHECK_EQ(ft_refcount(v2), 2); /* a grace period first, as for a replacement */
+    quiesce_all(rt, t);
     CHECK_EQ(ft_refcount(v2), 1);
     CHECK(ft_dict_get(t, d, k1) == NULL);
+    CHECK(ft_dict_get_borrowed(t, d, k1) == NULL);
     CHECK(!ft_dict_del(t, d, k1));
     CHECK_EQ(ft_dict_size(d), 1);
     got = ft_dict_get(t, d, k2); /* its colliding neighbour is still found */
@@ -301,13 +345,17 @@ TEST(get_set_del_semantics)
             CHECK(got == vals[i]);
             ft_decref(got);
         }
+        CHECK(ft_dict_get_borrowed(t, d, keys[i]) == got);
     }
     got = ft_dict_get(t, d, k2);
     CHECK(got == v3);
     ft_decref(got);
 
-    /* Drop the dictionary: every reference it held goes (removed keys after a grace period). */
+    /* Drop the dictionary: every reference it held goes (removed keys and the values after a grace
+     * period). */
     ft_decref((ft_object *)d);
+    CHECK_EQ(ft_refcount(k2), 1);
+    CHECK_EQ(ft_refcount(v3), 2); /* a value may still be borrowed: dropped after a grace period */
     quiesce_all(rt, t);
     CHECK_EQ(ft_refcount(k1), 1);
     CHECK_EQ(ft_refcount(k2), 1);
@@ -381,6 +429,105 @@ TEST(set_out_of_memory_changes_nothing)
     CHECK_EQ(first_not_freed_once(), UINT32_MAX);
     ft_thread_stop(t);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- borrowed values and the reader's quiescent point --------------------------------------------- */
+
+typedef struct borrow {
+    ft_dict *d;
+    ft_object *key;
+    ft_object *value; /* what the borrowed lookup returned */
+    bool intact;      /* what reading it later found */
+} borrow;
+
+static void cmd_lookup_borrowed(commanded *w)
+{
+    borrow *b = w->arg;
+    b->value = ft_dict_get_borrowed(w->t, b->d, b->key);
+}
+
+static void cmd_read_borrowed(commanded *w)
+{
+    borrow *b = w->arg;
+    b->intact = b->value && val_intact(b->value, ((key_obj *)b->key)->k);
+}
+
+static uint32_t serial_of(ft_object *v)
+{
+    return ((val_obj *)v)->serial;
+}
+
+/* The writer (t) advances and processes its delayed queue, a few rounds: everything whose goal
+ * the other thread (the reader) does not hold back is released. */
+static void writer_processes(ft_runtime *rt, ft_thread *t)
+{
+    for (int round = 0; round < 8; round++) {
+        ft_qsbr_advance(rt);
+        ft_safepoint(t);
+        ft_delayed_process(t);
+    }
+}
+
+TEST(borrowed_values_live_until_the_readers_safepoint)
+{
+    /* A reader borrows three values and then holds still, passing no safepoint. The writer replaces
+     * the first, deletes the second's key and drops the whole dictionary (the third goes with it),
+     * having dropped its own references first, so the dictionary's were the last. However often the
+     * writer processes its delayed queue, none may be freed while the reader can still use them;
+     * once the reader passes a safepoint, all three are. */
+    reset_counts();
+    fixture f = fixture_setup();
+    ft_dict *d = ft_dict_new(f.t, &key_ops);
+    CHECK(d != NULL);
+    enum { N = 3 };
+    ft_object *keys[N];
+    uint32_t serials[N];
+    borrow b[N];
+    for (int i = 0; i < N; i++) {
+        keys[i] = new_key(f.t, i);
+        ft_object *v = new_val(f.t, i, 1);
+        CHECK(keys[i] && v);
+        CHECK_EQ(ft_dict_set(f.t, d, keys[i], v), FT_OK);
+        serials[i] = serial_of(v);
+        ft_decref(v); /* the dictionary holds the only reference */
+        b[i] = (borrow){d, keys[i], NULL, false};
+    }
+    commanded r;
+    commanded_start(f.t, &r, f.rt);
+    commanded_do(f.t, &r, cmd_hold, NULL);
+    for (int i = 0; i < N; i++) {
+        commanded_do(f.t, &r, cmd_lookup_borrowed, &b[i]);
+        CHECK(b[i].value != NULL);
+        CHECK_EQ(serial_of(b[i].value), serials[i]);
+    }
+
+    ft_object *replacement = new_val(f.t, 0, 2);
+    CHECK(replacement != NULL);
+    CHECK_EQ(ft_dict_set(f.t, d, keys[0], replacement), FT_OK);
+    ft_decref(replacement);
+    CHECK(ft_dict_del(f.t, d, keys[1]));
+    ft_decref((ft_object *)d);
+    writer_processes(f.rt, f.t);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(atomic_load(&deallocs_by_serial[serials[i]]), 0);
+    for (int i = 0; i < N; i++) {
+        commanded_do(f.t, &r, cmd_read_borrowed, &b[i]);
+        CHECK(b[i].intact);
+    }
+
+    commanded_do(f.t, &r, cmd_safepoint, NULL);
+    writer_processes(f.rt, f.t);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(atomic_load(&deallocs_by_serial[serials[i]]), 1);
+
+    commanded_finish(f.t, &r);
+    for (int i = 0; i < N; i++)
+        ft_decref(keys[i]);
+    quiesce_all(f.rt, f.t);
+    CHECK_EQ(first_not_freed_once(), UINT32_MAX); /* the replacement too, with the dictionary */
+    CHECK_EQ(atomic_load(&bad_deallocs), 0);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
 }
 
 /* ---- concurrent readers and writers -------------------------------------------------------------- */
@@ -516,7 +663,8 @@ static void *reader_main(void *arg)
             int64_t w = (int64_t)(r & 1);
             int64_t k = w * KEYS_PER_WRITER +
                         (int64_t)((r >> 8) % ((r & 6) == 0 ? HOT_KEYS : KEYS_PER_WRITER));
-            ft_object *v = ft_dict_get(t, s->d, keys[k]);
+            bool owned;
+            ft_object *v = reader_lookup(t, s->d, keys[k], (r >> 60) & 1, &owned);
             if (!v) {
                 misses++;
                 continue;
@@ -524,8 +672,8 @@ static void *reader_main(void *arg)
             hits++;
             const val_obj *vo = (const val_obj *)v;
             int64_t published = atomic_load(&s->max_version[k]);
-            if (vo->magic != LIVE_MAGIC || vo->k != k || vo->version < 1 ||
-                vo->version > published || vo->version < last_seen[k]) {
+            if (!val_intact(v, k) || vo->version < 1 || vo->version > published ||
+                vo->version < last_seen[k]) {
                 if (bad++ < 5)
                     fprintf(stderr,
                             "reader: key %ld got value (key %ld, version %ld, magic %#x); "
@@ -534,9 +682,10 @@ static void *reader_main(void *arg)
                             (long)last_seen[k]);
             }
             last_seen[k] = vo->version;
-            ft_decref(v);
+            if (owned)
+                ft_decref(v);
         }
-        ft_safepoint(t);
+        ft_safepoint(t); /* the borrowed values of this round are not used after it */
     }
     CHECK_THREAD(bad == 0);
     for (int64_t k = 0; k < KEYS; k++)
@@ -639,21 +788,22 @@ static void *hot_reader(void *arg)
     atomic_fetch_add(&h->readers_started, 1);
     for (uint64_t i = 0; !atomic_load(&h->done); i++) {
         int k = (int)(i & 1);
-        ft_object *v = ft_dict_get(t, h->d, keys[k]);
+        bool owned;
+        ft_object *v = reader_lookup(t, h->d, keys[k], (i >> 1) & 1, &owned);
         CHECK_THREAD(v != NULL); /* never deleted */
         if (!v)
             break;
         const val_obj *vo = (const val_obj *)v;
         int64_t published = atomic_load(&h->max_version[k]);
-        if (vo->magic != LIVE_MAGIC || vo->k != k || vo->version > published ||
-            vo->version < last_seen[k]) {
+        if (!val_intact(v, k) || vo->version > published || vo->version < last_seen[k]) {
             if (bad++ < 5)
                 fprintf(stderr, "hot reader: key %d got (key %ld, version %ld, magic %#x), "
                         "published %ld, last seen %ld\n", k, (long)vo->k, (long)vo->version,
                         vo->magic, (long)published, (long)last_seen[k]);
         }
         last_seen[k] = vo->version;
-        ft_decref(v);
+        if (owned)
+            ft_decref(v);
         ft_safepoint(t);
     }
     CHECK_THREAD(bad == 0);
@@ -665,8 +815,9 @@ static void *hot_reader(void *arg)
 
 TEST(hot_keys_replaced_under_readers)
 {
-    /* Each replacement frees the old value at once (no reader holds it), and the writer's next value
-     * takes its block: a reader must never return that block as the other key's value. */
+    /* Each replacement retires the old value; it is freed once both readers have passed a safepoint,
+     * and the writer's next values take the freed blocks: a reader must never return such a block,
+     * whatever it holds by then, as a value of its key. */
     reset_counts();
     static hot h;
     memset(&h, 0, sizeof h);
@@ -720,6 +871,7 @@ int main(void)
     RUN(new_rejects_bad_ops);
     RUN(get_set_del_semantics);
     RUN(set_out_of_memory_changes_nothing);
+    RUN(borrowed_values_live_until_the_readers_safepoint);
     RUN(readers_and_writers_with_resizes);
     RUN(hot_keys_replaced_under_readers);
     return harness_done();
