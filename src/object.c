@@ -73,8 +73,8 @@ static inline void init_header(ft_object *o, const ft_type *type)
     atomic_store_explicit(&o->ob_gc_bits, 0, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_local, 1, memory_order_relaxed);
     o->ob_type = type;
-    /* Last, with release: a try-incref that lands on a reused block (acquire CAS on this field)
-     * also sees everything that happened before the block was freed (see dict.c). */
+    /* Last, with release: a try-incref that lands on a reused block through a stale pointer
+     * (acquire CAS on this field) sees a whole header, never a half-written one. */
     atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_release);
 }
 

@@ -133,6 +133,12 @@ uint64_t ft_qsbr_advance(ft_runtime *rt)
 
 uint64_t ft_qsbr_next(ft_runtime *rt)
 {
+    /* Orders the caller's unlink before this load. Without it (x86 lets a load pass an earlier
+     * store) the writer could read wr_seq = v while its unlink is not yet visible; someone advances
+     * to v + 2; a reader reports v + 2 and then still loads the old pointer, so the goal v + 2 would
+     * be reached while the reader holds it. ft_qsbr_advance needs no fence: its RMW releases the
+     * unlink to every reader that reads the new sequence. */
+    atomic_thread_fence(memory_order_seq_cst);
     return atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_acquire) + SEQ_STEP;
 }
 

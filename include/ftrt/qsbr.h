@@ -38,7 +38,8 @@ extern "C" {
 FT_API uint64_t ft_qsbr_advance(ft_runtime *rt);
 
 /* A goal without advancing: reached after the next advance by anyone and a quiescent point of every
- * attached thread after that. Cheaper (no shared write) when an advance is bound to come. */
+ * attached thread after that. Cheaper (no shared write) when an advance is bound to come. Call it
+ * after unlinking what it guards: it starts with a full fence, which orders the unlink first. */
 FT_API uint64_t ft_qsbr_next(ft_runtime *rt);
 
 /* Whether goal has been reached. The caller must be attached (t is its thread state). */
