@@ -199,6 +199,7 @@ void ft_detach(ft_thread *t)
     check_owner(t, "ft_detach");
     if (atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED)
         ft_fatal("ft_detach: thread state %p is not attached", (void *)t);
+    ft_brc_thread_detach(t);
     if (ft_critical_section_active_top(t))
         ft_critical_section_suspend_all(t);
     if (ft_current_thread == t)
