@@ -61,7 +61,6 @@
 #include "ftrt/parking_lot.h"
 #include "ftrt/runtime.h"
 
-#define FT_CACHE_LINE 64
 #define FT_BRC_OUTBOX 64 /* objects a thread collects for one owner before handing them over */
 
 enum ft_thread_state {
@@ -81,17 +80,12 @@ struct ft_thread {
     ft_heap_set *heaps;         /* owner only (adopted or made at start, abandoned at stop) */
     struct {
         ft_thread *bucket_next;       /* rt->brc bucket list; under the bucket's mutex */
-        bool registered;              /* owner only */
-        /* queue is the only field of a thread state that other threads write on every hand-over;
-         * the padding on both sides keeps those writes off the owner's hot lines (its heaps, its
-         * outbox), whatever the state's alignment. */
-        char pad_before_queue[FT_CACHE_LINE];
         struct ft_brc_chunk *queue;   /* objects to merge; under the bucket's mutex */
-        char pad_after_queue[FT_CACHE_LINE];
-        /* The outbox: objects this thread queued for another owner and not yet handed over (brc.c).
-         * Owner only (or with the world stopped). outbox_tid is 0 exactly when outbox_count is 0. */
-        uintptr_t outbox_tid;         /* the owner (ob_tid) of every object in the outbox */
-        uint32_t outbox_count;
+        bool registered;              /* owner only */
+        /* The outbox (brc.c): objects this thread dropped for another, live owner and has not
+         * handed over yet, each QUEUED with the reference the outbox holds. Owner only. */
+        uintptr_t outbox_tid;         /* the owner id it collects for (every object's ob_tid); 0: none */
+        uint32_t outbox_count;        /* < FT_BRC_OUTBOX between calls: a full outbox is handed over */
         ft_object *outbox[FT_BRC_OUTBOX];
     } brc;
     struct {
@@ -115,15 +109,10 @@ typedef struct ft_qsbr_slot {
 
 #define FT_BRC_BUCKETS 257
 
-/* One bucket per cache-line stride: its mutex is taken by whoever hands objects to a thread of the
- * bucket, and neighbouring buckets belong to unrelated threads. */
 typedef struct ft_brc_bucket {
     ft_mutex mutex;     /* guards threads and their brc.queue */
     ft_thread *threads; /* registered threads whose os_thread hashes here */
-    char pad[FT_CACHE_LINE - sizeof(ft_thread *) - sizeof(void *)];
 } ft_brc_bucket;
-
-_Static_assert(sizeof(ft_brc_bucket) == FT_CACHE_LINE, "one bucket per cache-line stride");
 
 struct ft_runtime {
     ft_config config;        /* immutable after ft_runtime_new; config.name points at name_copy */
