@@ -6,11 +6,12 @@
  *
  * Attach is a CAS DETACHED -> ATTACHED. If the state is SUSPENDED, a stop-the-world holds it: the
  * thread spins briefly (stops are short), then parks on its state word until the world restarts and
- * stores DETACHED. Detach releases the thread's critical sections, then stores DETACHED, or, if a
- * stop already asked this thread to suspend, suspends it at once (so the requester need not wait for
- * its next 1 ms re-poll).
+ * stores DETACHED. Detach first hands over what the thread holds back for others (its batch of remote
+ * frees, its outbox of objects for their owners' merge queues; neither runs a destructor), releases
+ * the thread's critical sections, then stores DETACHED, or, if a stop already asked this thread to
+ * suspend, suspends it at once (so the requester need not wait for its next 1 ms re-poll).
  *
- * Start reserves the thread's QSBR slot, makes its heaps (or adopts a stopped thread's) and registers
+ * Start takes an index and the thread state kept for it (or a new one), makes its heaps (or adopts a stopped thread's) and registers
  * it for merges; stop drains its merge queue, freelists and delayed frees and abandons its heaps
  * while still attached, because those steps may free objects, then unlinks it. Attach and detach
  * also bring the thread's QSBR slot online and offline.
@@ -230,6 +231,7 @@ void ft_detach(ft_thread *t)
     if (atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED)
         ft_fatal("ft_detach: thread state %p is not attached", (void *)t);
     ft_heap_flush_remote(t);
+    ft_brc_thread_detach(t);
     if (ft_critical_section_active_top(t))
         ft_critical_section_suspend_all(t);
     if (ft_current_thread == t)

@@ -4,11 +4,20 @@
  * next safepoint (or by the owner's ft_thread_stop); once the owner has stopped, whoever drops the
  * object merges and frees it directly. These tests hand objects between threads in each of those
  * situations and check, through a dealloc callback that records every deallocation by object id, that
- * every object is freed exactly once, never early, and by the thread the rules name. Stress tests race
- * an owner's ft_thread_stop against other threads' drops; bounce thousands of objects between three
- * threads at random while a fourth repeatedly stops the world and walks the heap, checking that the
- * walk sees exactly the objects not yet freed; and race lock-free readers' try-increfs against the
- * last decref, checking that no reader ever gets hold of a freed object.
+ * every object is freed exactly once, never early, and by the thread the rules name.
+ *
+ * The outbox tests (a dropping thread collects a live owner's objects and hands them over in
+ * batches) drive an owner and a dropper as commanded workers and check each way an outbox is handed
+ * over (full, another owner, the dropper's safepoint, detach, stop), an owner that stops while its
+ * objects wait in an outbox, one owner id in two runtimes, destructors that drop objects while a
+ * thread stops, and an allocation failure during a hand-over.
+ *
+ * Stress tests race an owner's ft_thread_stop against other threads' drops; bounce thousands of
+ * objects between three threads at random while a fourth repeatedly stops the world and walks the
+ * heap, checking that the walk sees exactly the objects not yet freed; race lock-free readers'
+ * try-increfs against the last decref, checking that no reader ever gets hold of a freed object; and
+ * let four threads drop each other's objects at random while detaching and restarting their thread
+ * states.
  *
  * Threads wait for each other with barriers (detached, so a stop-the-world never waits for a blocked
  * thread) or by spinning on atomics with ft_safepoint and a generous deadline. */
@@ -21,6 +30,7 @@
 #include <time.h>
 
 #include "ftrt.h"
+#include "internal/types.h" /* FT_BRC_OUTBOX; ft_runtime.fail_countdown */
 
 #define WAIT_LIMIT_NS (30 * INT64_C(1000000000))
 #include "test_util.h"
@@ -372,6 +382,456 @@ TEST(restarted_thread_owns_its_objects_again)
     CHECK(all_freed_once());
     check_heap_empty(rt);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- the outbox: a dropping thread's batch for one owner ------------------------------------------ */
+
+/* The owner (A) and the dropping thread (B) are commanded workers held still (no safepoints unless
+ * commanded), so each test decides exactly when an outbox is flushed and when a queue is drained; the
+ * main thread only gives commands and looks. After B's first drop for a live owner (handed over at
+ * once), B collects that owner's objects in its outbox (FT_BRC_OUTBOX of them): objects still in the
+ * outbox are not freed by the owner's safepoint; once flushed, they are. */
+enum { OUTBOX_OBJECTS = 2 * FT_BRC_OUTBOX + 8 };
+
+typedef struct batch {
+    tracked *objs[OUTBOX_OBJECTS];
+    uint32_t ids[OUTBOX_OBJECTS];
+    int n;        /* cmd_alloc: how many to allocate */
+    int from, to; /* cmd_drop: which to drop */
+} batch;
+
+static void cmd_alloc(commanded *w)
+{
+    batch *b = w->arg;
+    for (int i = 0; i < b->n; i++) {
+        b->objs[i] = new_tracked(w->t, &tracked_type);
+        CHECK_THREAD(b->objs[i] != NULL);
+        b->ids[i] = b->objs[i] ? b->objs[i]->id : 0;
+    }
+}
+
+static void cmd_drop(commanded *w)
+{
+    batch *b = w->arg;
+    for (int i = b->from; i < b->to; i++)
+        ft_decref(&b->objs[i]->ob);
+}
+
+static void cmd_whoami(commanded *w)
+{
+    w->result = ft_os_thread_id();
+}
+
+static void cmd_detach_attach(commanded *w)
+{
+    ft_detach(w->t);
+    ft_attach(w->t);
+}
+
+/* Start a commanded worker that passes no safepoint unless told to; returns its OS thread id. */
+static uintptr_t start_held(commanded *w, ft_runtime *rt)
+{
+    commanded_start(NULL, w, rt);
+    commanded_do(NULL, w, cmd_hold, NULL);
+    commanded_do(NULL, w, cmd_whoami, NULL);
+    return (uintptr_t)w->result;
+}
+
+static void allocate_on(commanded *owner, batch *b, int n)
+{
+    b->n = n;
+    commanded_do(NULL, owner, cmd_alloc, b);
+}
+
+static void drop_on(commanded *dropper, batch *b, int from, int to)
+{
+    b->from = from;
+    b->to = to;
+    commanded_do(NULL, dropper, cmd_drop, b);
+}
+
+/* How many of b's objects [from, to) have been freed, each of them by `by`. */
+static int freed_by_thread(const batch *b, int from, int to, uintptr_t by)
+{
+    int n = 0;
+    for (int i = from; i < to; i++)
+        if (atomic_load(&freed_count[b->ids[i]]) == 1 && atomic_load(&freed_by[b->ids[i]]) == by)
+            n++;
+    return n;
+}
+
+static int freed_in(const batch *b, int from, int to)
+{
+    int n = 0;
+    for (int i = from; i < to; i++)
+        n += atomic_load(&freed_count[b->ids[i]]);
+    return n;
+}
+
+static void finish_runtime(ft_runtime *rt)
+{
+    CHECK_THREADS_OK();
+    CHECK(all_freed_once());
+    check_heap_empty(rt);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(outbox_collects_until_full_then_hands_over)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    commanded a, b;
+    uintptr_t a_os = start_held(&a, rt);
+    start_held(&b, rt);
+    static batch objs;
+    allocate_on(&a, &objs, FT_BRC_OUTBOX + 1);
+
+    drop_on(&b, &objs, 0, 1); /* the first one goes to A's queue at once */
+    CHECK(pending_bits(a.t) & FT_PENDING_MERGE);
+    CHECK(pending_bits(b.t) & FT_PENDING_MERGE); /* B's own bit: its outbox collects for A now */
+    drop_on(&b, &objs, 1, FT_BRC_OUTBOX); /* one short of a full outbox */
+    commanded_do(NULL, &a, cmd_safepoint, NULL);
+    CHECK_EQ(freed_by_thread(&objs, 0, 1, a_os), 1);
+    CHECK_EQ(freed_in(&objs, 1, FT_BRC_OUTBOX), 0); /* still in B's outbox */
+    CHECK_EQ(pending_bits(a.t) & FT_PENDING_MERGE, 0);
+    for (int i = 1; i < FT_BRC_OUTBOX; i++)
+        CHECK_EQ(atomic_load(&objs.objs[i]->ob.ob_ref_shared), FT_SHARED_QUEUED);
+
+    drop_on(&b, &objs, FT_BRC_OUTBOX, FT_BRC_OUTBOX + 1); /* fills it: handed over at once */
+    CHECK(pending_bits(a.t) & FT_PENDING_MERGE);
+    commanded_do(NULL, &a, cmd_safepoint, NULL);
+    CHECK_EQ(freed_by_thread(&objs, 0, FT_BRC_OUTBOX + 1, a_os), FT_BRC_OUTBOX + 1);
+
+    commanded_finish(NULL, &b);
+    commanded_finish(NULL, &a);
+    finish_runtime(rt);
+}
+
+TEST(outbox_hands_over_when_the_owner_changes)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    commanded a1, a2, b;
+    uintptr_t a1_os = start_held(&a1, rt), a2_os = start_held(&a2, rt);
+    start_held(&b, rt);
+    static batch first, second;
+    allocate_on(&a1, &first, 4);
+    allocate_on(&a2, &second, 2);
+
+    drop_on(&b, &first, 0, 4); /* one to A1's queue, three collected */
+    commanded_do(NULL, &a1, cmd_safepoint, NULL);
+    CHECK_EQ(freed_in(&first, 0, 4), 1);
+    CHECK_EQ(pending_bits(a1.t) & FT_PENDING_MERGE, 0);
+
+    drop_on(&b, &second, 0, 1); /* another owner: A1's three are handed over first */
+    CHECK(pending_bits(a1.t) & FT_PENDING_MERGE);
+    CHECK(pending_bits(a2.t) & FT_PENDING_MERGE);
+    commanded_do(NULL, &a1, cmd_safepoint, NULL);
+    CHECK_EQ(freed_by_thread(&first, 0, 4, a1_os), 4);
+    drop_on(&b, &second, 1, 2); /* collected for A2 now */
+    commanded_do(NULL, &a2, cmd_safepoint, NULL);
+    CHECK_EQ(freed_by_thread(&second, 0, 2, a2_os), 1);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
+    commanded_do(NULL, &a2, cmd_safepoint, NULL);
+    CHECK_EQ(freed_by_thread(&second, 0, 2, a2_os), 2);
+
+    commanded_finish(NULL, &b);
+    commanded_finish(NULL, &a2);
+    commanded_finish(NULL, &a1);
+    finish_runtime(rt);
+}
+
+/* How the dropping thread's outbox gets flushed in the next test. */
+enum flush_by { AT_SAFEPOINT, AT_DETACH, AT_STOP };
+
+static void outbox_flushed_by(enum flush_by how)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    commanded a, b;
+    uintptr_t a_os = start_held(&a, rt);
+    start_held(&b, rt);
+    static batch objs;
+    allocate_on(&a, &objs, 5);
+    drop_on(&b, &objs, 0, 5);
+    commanded_do(NULL, &a, cmd_safepoint, NULL);
+    CHECK_EQ(freed_in(&objs, 0, 5), 1);
+    CHECK(pending_bits(b.t) & FT_PENDING_MERGE); /* so that B's next safepoint flushes */
+
+    if (how == AT_SAFEPOINT)
+        commanded_do(NULL, &b, cmd_safepoint, NULL);
+    else if (how == AT_DETACH)
+        commanded_do(NULL, &b, cmd_detach_attach, NULL);
+    else
+        commanded_finish(NULL, &b);
+    CHECK(pending_bits(a.t) & FT_PENDING_MERGE);
+    CHECK_EQ(freed_in(&objs, 0, 5), 1); /* handed over, not freed: only A may merge them */
+    commanded_do(NULL, &a, cmd_safepoint, NULL);
+    CHECK_EQ(freed_by_thread(&objs, 0, 5, a_os), 5);
+
+    if (how != AT_STOP)
+        commanded_finish(NULL, &b);
+    commanded_finish(NULL, &a);
+    finish_runtime(rt);
+}
+
+TEST(outbox_flushes_at_the_droppers_safepoint)
+{
+    outbox_flushed_by(AT_SAFEPOINT);
+}
+
+TEST(outbox_flushes_when_the_dropper_detaches)
+{
+    outbox_flushed_by(AT_DETACH);
+}
+
+TEST(outbox_flushes_when_the_dropper_stops)
+{
+    outbox_flushed_by(AT_STOP);
+}
+
+/* The owner stops while B holds some of its objects in B's outbox: its stop cannot see them. B's
+ * detach hands nothing over (no owner) and frees nothing; B's next safepoint merges and frees them
+ * itself. A drop that joins the outbox after the owner stopped waits for that flush too. */
+TEST(owner_stops_while_its_objects_wait_in_an_outbox)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    commanded a, b;
+    uintptr_t a_os = start_held(&a, rt);
+    uintptr_t b_os = start_held(&b, rt);
+    static batch objs;
+    allocate_on(&a, &objs, 6);
+    drop_on(&b, &objs, 0, 4); /* 0 in A's queue, 1..3 in B's outbox */
+    commanded_finish(NULL, &a); /* drains its queue: frees 0; 1..3 stay alive */
+    CHECK_EQ(freed_by_thread(&objs, 0, 1, a_os), 1);
+    CHECK_EQ(freed_in(&objs, 1, 6), 0);
+
+    drop_on(&b, &objs, 4, 5); /* B still collects for A's id: joins the outbox */
+    CHECK_EQ(freed_in(&objs, 1, 6), 0);
+    commanded_do(NULL, &b, cmd_detach_attach, NULL); /* no owner: nothing handed over or freed */
+    CHECK_EQ(freed_in(&objs, 1, 6), 0);
+    for (int i = 1; i < 5; i++)
+        CHECK_EQ(atomic_load(&objs.objs[i]->ob.ob_ref_shared), FT_SHARED_QUEUED);
+    CHECK(pending_bits(b.t) & FT_PENDING_MERGE);
+
+    commanded_do(NULL, &b, cmd_safepoint, NULL); /* merged and freed by B */
+    CHECK_EQ(freed_by_thread(&objs, 1, 5, b_os), 4);
+    drop_on(&b, &objs, 5, 6); /* an owner already gone: freed during the drop */
+    CHECK_EQ(freed_by_thread(&objs, 5, 6, b_os), 1);
+
+    commanded_finish(NULL, &b);
+    finish_runtime(rt);
+}
+
+/* One OS thread owns objects in two runtimes (it has a thread state in each), so all of them carry
+ * its id: B collects them in one outbox, and its flush must hand each to the owner state of the
+ * object's own runtime. The outbox starts with rt2's object, then rt1's, so the flush has to pick
+ * rt1's out from behind. */
+typedef struct two_runtimes {
+    ft_runtime *rt1, *rt2;
+    ft_thread *t1, *t2;
+    tracked *o1, *o1b, *o2;
+    _Atomic int step; /* main -> owner: 1 allocate, 2 drain t2, 3 drain t1 and stop */
+    _Atomic int done;
+} two_runtimes;
+
+static void *owner_in_two_runtimes(void *arg)
+{
+    two_runtimes *s = arg;
+    WAIT_FOR_MAIN(atomic_load(&s->step) == 1);
+    s->t1 = ft_thread_start(s->rt1);
+    CHECK_THREAD(s->t1 != NULL);
+    s->o1 = new_tracked(s->t1, &tracked_type);
+    s->o1b = new_tracked(s->t1, &tracked_type);
+    ft_detach(s->t1);
+    s->t2 = ft_thread_start(s->rt2);
+    CHECK_THREAD(s->t2 != NULL);
+    s->o2 = new_tracked(s->t2, &tracked_type);
+    ft_detach(s->t2);
+    atomic_store(&s->done, 1);
+    WAIT_FOR_MAIN(atomic_load(&s->step) == 2);
+    ft_attach(s->t2);
+    ft_safepoint(s->t2);
+    ft_detach(s->t2);
+    atomic_store(&s->done, 2);
+    WAIT_FOR_MAIN(atomic_load(&s->step) == 3);
+    ft_attach(s->t1);
+    ft_safepoint(s->t1);
+    ft_thread_stop(s->t1);
+    ft_attach(s->t2);
+    ft_thread_stop(s->t2);
+    atomic_store(&s->done, 3);
+    return NULL;
+}
+
+static void cmd_drop_three(commanded *w)
+{
+    two_runtimes *s = w->arg;
+    ft_decref(&s->o1->ob);  /* handed to t1 at once; B now collects for the owner's id */
+    ft_decref(&s->o2->ob);  /* same id: into B's outbox, though it belongs to rt2 */
+    ft_decref(&s->o1b->ob); /* into the outbox too */
+}
+
+static void owner_step(two_runtimes *s, int step)
+{
+    atomic_store(&s->step, step);
+    SPIN_UNTIL(atomic_load(&s->done) == step);
+    CHECK_EQ(atomic_load(&s->done), step);
+}
+
+TEST(outbox_hands_each_runtime_its_own_objects)
+{
+    reset_tracking();
+    static two_runtimes s;
+    memset(&s, 0, sizeof s);
+    s.rt1 = ft_runtime_new(NULL);
+    s.rt2 = ft_runtime_new(NULL);
+    pthread_t owner;
+    start_thread(&owner, owner_in_two_runtimes, &s);
+    owner_step(&s, 1);
+    commanded b;
+    start_held(&b, s.rt1);
+    commanded_do(NULL, &b, cmd_drop_three, &s);
+    CHECK(pending_bits(s.t1) & FT_PENDING_MERGE);
+    CHECK_EQ(pending_bits(s.t2) & FT_PENDING_MERGE, 0);
+    commanded_do(NULL, &b, cmd_safepoint, NULL);
+    CHECK(pending_bits(s.t2) & FT_PENDING_MERGE);
+    owner_step(&s, 2); /* t2 drains: o2 and nothing else */
+    CHECK_EQ(atomic_load(&freed_count[s.o2->id]), 1);
+    CHECK(is_alive(s.o1) && is_alive(s.o1b));
+    owner_step(&s, 3); /* t1 drains: o1 and o1b */
+    join_thread(owner);
+    commanded_finish(NULL, &b);
+    CHECK(all_freed_once());
+    /* Not check_heap_empty: debug builds count B's drop of o2 in rt1's reference total (it is B's
+     * runtime), so the totals of the two runtimes are -1 and +1. */
+    CHECK_EQ(stats_of(s.rt1).live_blocks, 0);
+    CHECK_EQ(stats_of(s.rt2).live_blocks, 0);
+    CHECK_EQ(ft_runtime_free(s.rt1), FT_OK);
+    CHECK_EQ(ft_runtime_free(s.rt2), FT_OK);
+}
+
+/* Destructors that B's stop runs (merging objects whose owner has gone) drop objects of a live owner
+ * C: the first goes to C at once, the second into B's outbox, which B must still hand over before it
+ * unregisters. */
+typedef struct holder {
+    tracked base;
+    ft_object *held; /* one reference, dropped by the holder's dealloc */
+} holder;
+
+static void holder_dealloc(ft_object *o)
+{
+    ft_decref(((holder *)o)->held);
+    tracked_dealloc(o);
+}
+
+static const ft_type holder_type = {
+    .name = "holder", .basic_size = sizeof(holder), .dealloc = holder_dealloc};
+
+typedef struct holders {
+    batch *inner;   /* allocated by C */
+    holder *h[2];   /* allocated by A, holding inner's objects 0 and 1 */
+    tracked *first; /* A's: the drop that makes B collect for A */
+} holders;
+
+static void cmd_alloc_holders(commanded *w)
+{
+    holders *hs = w->arg;
+    hs->first = new_tracked(w->t, &tracked_type);
+    for (int i = 0; i < 2; i++) {
+        hs->h[i] = (holder *)new_tracked(w->t, &holder_type);
+        CHECK_THREAD(hs->h[i] != NULL);
+        hs->h[i]->held = &hs->inner->objs[i]->ob;
+    }
+}
+
+static void cmd_drop_holders(commanded *w)
+{
+    holders *hs = w->arg;
+    ft_decref(&hs->first->ob);
+    ft_decref(&hs->h[0]->base.ob);
+    ft_decref(&hs->h[1]->base.ob);
+}
+
+TEST(objects_dropped_by_a_stopping_threads_destructors_are_handed_over)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    commanded a, b, c;
+    start_held(&a, rt);
+    start_held(&b, rt);
+    uintptr_t c_os = start_held(&c, rt);
+    static batch inner;
+    static holders hs;
+    allocate_on(&c, &inner, 2);
+    hs.inner = &inner;
+    commanded_do(NULL, &a, cmd_alloc_holders, &hs);
+    commanded_do(NULL, &b, cmd_drop_holders, &hs); /* first: to A; the holders: B's outbox */
+    commanded_finish(NULL, &a);                    /* A is gone; the holders are B's to merge */
+    CHECK(is_alive(&hs.h[0]->base) && is_alive(&hs.h[1]->base));
+    commanded_finish(NULL, &b); /* frees both holders, which drop C's two objects */
+    CHECK_EQ(freed_in(&inner, 0, 2), 0);
+    commanded_do(NULL, &c, cmd_safepoint, NULL);
+    CHECK_EQ(freed_by_thread(&inner, 0, 2, c_os), 2);
+    commanded_finish(NULL, &c);
+    finish_runtime(rt);
+}
+
+/* A flush whose owner's queue needs a chunk that cannot be allocated. At a safepoint, B merges the
+ * objects with the world stopped (A must then reach a safepoint too) and frees them itself; when B
+ * detaches, it keeps them instead (no stop, no destructor there) and hands them over later. */
+static bool failure_was_used(ft_runtime *rt)
+{
+    return atomic_load_explicit(&rt->fail_countdown, memory_order_relaxed) < 0;
+}
+
+static void outbox_flush_fails(enum flush_by how)
+{
+    reset_tracking();
+    ft_runtime *rt = ft_runtime_new(NULL);
+    commanded a, b;
+    uintptr_t a_os = start_held(&a, rt);
+    uintptr_t b_os = start_held(&b, rt);
+    static batch objs;
+    allocate_on(&a, &objs, 4);
+    drop_on(&b, &objs, 0, 4);
+    commanded_do(NULL, &a, cmd_safepoint, NULL); /* frees 0; A's queue is empty (no chunk) again */
+    CHECK_EQ(freed_in(&objs, 0, 4), 1);
+    commanded_do(NULL, &a, cmd_resume, NULL); /* a stop-the-world must not wait for A forever */
+    ft_runtime_stats before, after;
+    ft_runtime_get_stats(rt, &before);
+
+    ft_debug_fail_allocation(rt, 0);
+    commanded_do(NULL, &b, how == AT_SAFEPOINT ? cmd_safepoint : cmd_detach_attach, NULL);
+    bool used = failure_was_used(rt);
+    ft_debug_fail_allocation(rt, -1);
+    ft_runtime_get_stats(rt, &after);
+    CHECK(used);
+    if (how == AT_SAFEPOINT) {
+        CHECK_EQ(freed_by_thread(&objs, 1, 4, b_os), 3);
+        CHECK_EQ(after.stw_count, before.stw_count + 1);
+    } else {
+        CHECK_EQ(freed_in(&objs, 1, 4), 0);
+        CHECK_EQ(after.stw_count, before.stw_count);
+        CHECK(pending_bits(b.t) & FT_PENDING_MERGE);
+        commanded_do(NULL, &b, cmd_safepoint, NULL); /* memory again: handed to A */
+        AWAIT(NULL, freed_in(&objs, 1, 4) == 3);   /* A passes safepoints now */
+        CHECK_EQ(freed_by_thread(&objs, 1, 4, a_os), 3);
+    }
+    commanded_finish(NULL, &b);
+    commanded_finish(NULL, &a);
+    finish_runtime(rt);
+}
+
+TEST(outbox_flush_at_a_safepoint_survives_a_queue_allocation_failure)
+{
+    outbox_flush_fails(AT_SAFEPOINT);
+}
+
+TEST(outbox_flush_on_detach_survives_a_queue_allocation_failure)
+{
+    outbox_flush_fails(AT_DETACH);
 }
 
 /* ---- stress: an owner stops while others drop its objects ----------------------------------------- */
@@ -794,6 +1254,127 @@ TEST(try_incref_races_the_last_decref_through_a_weak_slot)
     try_incref_race(true);
 }
 
+/* ---- stress: many threads drop each other's objects at random ----------------------------------- */
+
+/* DROPPERS threads share a table of slots, each holding one reference or nothing. A step allocates an
+ * object into a slot (sometimes with extra references into other slots), or takes a slot's reference
+ * and drops it, so drops land on random owners and outboxes keep changing owner; a thread passes its
+ * safepoint only now and then, sometimes detaches, and sometimes stops and starts its thread state
+ * again (on the same OS thread, so its old objects are its own once more) while its objects sit in
+ * other threads' outboxes. Threads also finish at different times: owners that are gone for good.
+ * Every object must be freed exactly once, never while a slot still references it. */
+enum { DROPPERS = 4, DROP_SLOTS = 64, DROP_STEPS = 6000 };
+
+typedef struct random_drops {
+    ft_runtime *rt;
+    ft_object *_Atomic slots[DROP_SLOTS];
+    _Atomic uint64_t restarts, detaches;
+} random_drops;
+
+typedef struct dropper_arg {
+    random_drops *s;
+    uint64_t rng;
+    int steps;
+} dropper_arg;
+
+static void put_in_slot(random_drops *s, uint64_t r, ft_object *o)
+{
+    ft_object *old = atomic_exchange(&s->slots[r % DROP_SLOTS], o);
+    if (old) {
+        CHECK_THREAD(is_alive((tracked *)old));
+        ft_decref(old);
+    }
+}
+
+static void *random_dropper(void *arg)
+{
+    dropper_arg *d = arg;
+    random_drops *s = d->s;
+    ft_thread *t = ft_thread_start(s->rt);
+    CHECK_THREAD(t != NULL);
+    for (int i = 0; i < d->steps && t; i++) {
+        uint64_t r = next_random(&d->rng);
+        switch (r % 16) {
+        case 0:
+        case 1: { /* a new object, with one to three references in slots */
+            tracked *p = new_tracked(t, &tracked_type);
+            CHECK_THREAD(p != NULL);
+            if (!p)
+                break;
+            int extra = (int)((r >> 8) % 3);
+            for (int k = 0; k < extra; k++)
+                ft_incref(&p->ob);
+            for (int k = 0; k <= extra; k++)
+                put_in_slot(s, r >> (16 + 6 * k), &p->ob);
+            break;
+        }
+        case 2:
+            ft_safepoint(t);
+            break;
+        case 3:
+            if ((r >> 8) % 8 == 0) {
+                ft_detach(t);
+                ft_attach(t);
+                atomic_fetch_add(&s->detaches, 1);
+            }
+            break;
+        case 4:
+            if ((r >> 8) % 64 == 0) {
+                ft_thread_stop(t);
+                t = ft_thread_start(s->rt);
+                CHECK_THREAD(t != NULL);
+                atomic_fetch_add(&s->restarts, 1);
+            }
+            break;
+        default: { /* drop a slot's reference: usually another thread's object */
+            ft_object *o = atomic_exchange(&s->slots[(r >> 8) % DROP_SLOTS], NULL);
+            if (o) {
+                CHECK_THREAD(is_alive((tracked *)o));
+                ft_decref(o);
+            }
+            break;
+        }
+        }
+    }
+    if (t)
+        ft_thread_stop(t);
+    return NULL;
+}
+
+TEST(random_drops_by_many_threads_free_every_object_once)
+{
+    reset_tracking();
+    static random_drops s;
+    memset(&s, 0, sizeof s);
+    s.rt = ft_runtime_new(NULL);
+    static dropper_arg args[DROPPERS];
+    pthread_t th[DROPPERS];
+    for (int i = 0; i < DROPPERS; i++) {
+        /* Different lengths: some owners stop for good while others still drop their objects. */
+        args[i] = (dropper_arg){.s = &s,
+                                .rng = 0xD1B54A32D192ED03ull * (uint64_t)(i + 1),
+                                .steps = DROP_STEPS * (i + 2) / 2};
+        start_thread(&th[i], random_dropper, &args[i]);
+    }
+    for (int i = 0; i < DROPPERS; i++)
+        join_thread(th[i]);
+    ft_thread *t = ft_thread_start(s.rt);
+    for (int i = 0; i < DROP_SLOTS; i++) {
+        ft_object *o = atomic_exchange(&s.slots[i], NULL);
+        if (o) {
+            CHECK(is_alive((tracked *)o));
+            ft_decref(o); /* every owner has stopped: merged and freed here */
+        }
+    }
+    CHECK(all_freed_once());
+    CHECK(atomic_load(&next_id) > 2000);
+    CHECK(atomic_load(&s.restarts) > 0);
+    CHECK(atomic_load(&s.detaches) > 0);
+    ft_thread_stop(t);
+    check_heap_empty(s.rt);
+    CHECK_EQ(ft_runtime_free(s.rt), FT_OK);
+}
+
 int main(void)
 {
     RUN(drop_on_another_thread_while_the_owner_runs);
@@ -801,9 +1382,20 @@ int main(void)
     RUN(drop_after_the_owner_stopped);
     RUN(drop_after_the_owner_exited);
     RUN(restarted_thread_owns_its_objects_again);
+    RUN(outbox_collects_until_full_then_hands_over);
+    RUN(outbox_hands_over_when_the_owner_changes);
+    RUN(outbox_flushes_at_the_droppers_safepoint);
+    RUN(outbox_flushes_when_the_dropper_detaches);
+    RUN(outbox_flushes_when_the_dropper_stops);
+    RUN(owner_stops_while_its_objects_wait_in_an_outbox);
+    RUN(outbox_hands_each_runtime_its_own_objects);
+    RUN(objects_dropped_by_a_stopping_threads_destructors_are_handed_over);
+    RUN(outbox_flush_at_a_safepoint_survives_a_queue_allocation_failure);
+    RUN(outbox_flush_on_detach_survives_a_queue_allocation_failure);
     RUN(owner_stop_races_drops);
     RUN(objects_bounced_between_threads);
     RUN(try_incref_races_the_last_decref);
     RUN(try_incref_races_the_last_decref_through_a_weak_slot);
+    RUN(random_drops_by_many_threads_free_every_object_once);
     return harness_done();
 }

@@ -207,7 +207,7 @@ FT_API void ft_set_refcount(ft_object *o, size_t n);
 /* Make o immortal: never counted, never freed. */
 FT_API void ft_immortalize(ft_object *o);
 
-/* Run the owner's pending merges now (they also run at ft_safepoint). */
+/* Run t's pending merges and hand over its outbox now (both also happen at ft_safepoint). */
 FT_API void ft_brc_merge_pending(ft_thread *t);
 
 /* ---- lock-free readers ----------------------------------------------------------------------- */

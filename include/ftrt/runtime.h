@@ -85,7 +85,7 @@ FT_API uint32_t ft_thread_index(const ft_thread *t);
 
 /* Bits of the pending-work word, set by other threads, handled by ft_safepoint. */
 #define FT_PENDING_STOP ((uintptr_t)1)  /* a stop-the-world asks this thread to suspend */
-#define FT_PENDING_MERGE ((uintptr_t)2) /* objects wait in this thread's merge queue */
+#define FT_PENDING_MERGE ((uintptr_t)2) /* objects wait in this thread's merge queue or outbox */
 #define FT_PENDING_DELAYED ((uintptr_t)4) /* delayed frees are due */
 
 /* The first member of every ft_thread; the rest is private. */

@@ -29,6 +29,7 @@ ft_runtime *ft_object_runtime(const ft_object *o);
 void ft_brc_enqueue(ft_object *o);
 void ft_brc_thread_start(ft_thread *t);
 void ft_brc_thread_stop(ft_thread *t);
+void ft_brc_thread_detach(ft_thread *t); /* hand the outbox over, freeing nothing */
 void ft_brc_forget_thread(ft_thread *t); /* after fork: drop a dead thread without draining */
 
 /* freelist.c */

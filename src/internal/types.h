@@ -62,6 +62,8 @@
 #include "ftrt/parking_lot.h"
 #include "ftrt/runtime.h"
 
+#define FT_BRC_OUTBOX 64 /* objects a thread collects for one owner before handing them over */
+
 enum ft_thread_state {
     FT_THREAD_DETACHED = 0,
     FT_THREAD_ATTACHED = 1,
@@ -85,6 +87,11 @@ struct ft_thread {
         ft_thread *bucket_next;       /* rt->brc bucket list; under the bucket's mutex */
         struct ft_brc_chunk *queue;   /* objects to merge; under the bucket's mutex */
         bool registered;              /* owner only */
+        /* The outbox (brc.c): objects this thread dropped for another, live owner and has not
+         * handed over yet, each QUEUED with the reference the outbox holds. Owner only. */
+        uintptr_t outbox_tid;         /* the owner id it collects for (every object's ob_tid); 0: none */
+        uint32_t outbox_count;        /* < FT_BRC_OUTBOX between calls: a full outbox is handed over */
+        ft_object *outbox[FT_BRC_OUTBOX];
     } brc;
     struct {
         struct ft_delayed_chunk *head, *tail; /* this thread's delayed items; owner only (or world
