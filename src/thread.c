@@ -11,10 +11,11 @@
  * the thread's critical sections, then stores DETACHED, or, if a stop already asked this thread to
  * suspend, suspends it at once (so the requester need not wait for its next 1 ms re-poll).
  *
- * Start takes an index and the thread state kept for it (or a new one), makes its heaps (or adopts a stopped thread's) and registers
- * it for merges; stop drains its merge queue, freelists and delayed frees and abandons its heaps
- * while still attached, because those steps may free objects, then unlinks it. Attach and detach
- * also bring the thread's QSBR slot online and offline.
+ * Start takes an index and the thread state kept for it (or a new one), makes its heaps (or adopts a
+ * stopped thread's) and registers it for merges; stop drains its merge queue, outbox, freelists and
+ * delayed frees and abandons its heaps while still attached, because those steps may free objects,
+ * then unlinks it and leaves the state for the next thread given its index. Attach and detach also
+ * bring the thread's QSBR slot online and offline.
  *
  * The current-thread pointer is process-wide thread-local storage: the thread state most recently
  * attached on this OS thread, cleared when it detaches. */
