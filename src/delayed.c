@@ -5,19 +5,25 @@
  * come from the same sequence), so processing polls from the front and stops at the first goal not
  * reached.
  *
- * Choosing a goal. The default is ft_qsbr_next: no shared write, reached after the next advance by
- * anyone. To bound what is held back, the thread counts what it queued since its last advance; past
- * ADVANCE_ITEMS items or ADVANCE_BYTES bytes it advances (the goal is the new sequence) and marks its
- * queue due (FT_PENDING_DELAYED), so its next safepoint processes it. A block larger than
- * ADVANCE_BYTES advances at once.
+ * Choosing a goal. A goal must be read after the caller's unlink is visible to every reader, which
+ * takes a full fence (see ft_qsbr_next) unless an advance's read-modify-write does it. So an item is
+ * queued unsealed (goal 0: sequences are odd, never 0) and gets its goal later, in a batch: when the
+ * thread advances (ft_qsbr_advance, by this layer or by the caller), every unsealed item takes the
+ * advance's goal; when the thread processes or hands over its queue, one fence and ft_qsbr_next (no
+ * shared write, reached after the next advance by anyone) seal them all. A goal taken later than the
+ * unlink is only ever later, so this is safe, and goals still never decrease along the queue. An
+ * unsealed item is never due. To bound what is held back, the thread counts what it queued since its
+ * last advance; past ADVANCE_ITEMS items or ADVANCE_BYTES bytes it advances and marks its queue due
+ * (FT_PENDING_DELAYED), so its next safepoint processes it. A block larger than ADVANCE_BYTES
+ * advances at once.
  *
  * Processing bumps the read index before it frees an item, because freeing may run a destructor that
  * queues more items, or processes the queue again (re-entry). A thread that stops processes what it
  * can and hands the rest to the runtime's queue, which any thread processes when it processes its own:
  * it takes the whole queue under the queue's lock (if it can without waiting), processes it with no
- * lock held, since a destructor may block or stop the world, and puts back what is not due. With the world stopped, the stopping thread frees
- * every queued block at once (every other thread is quiescent); references stay queued, since a
- * destructor must not run while the world is stopped.
+ * lock held, since a destructor may block or stop the world, and puts back what is not due. With the
+ * world stopped, the thread that stopped it frees every queued block at once (every other thread is
+ * quiescent); references stay queued, since a destructor must not run while the world is stopped.
  *
  * The page heap asks this layer when an empty page may take another layout: a page's goal is
  * ft_qsbr_next, or an advance once more than PAGE_ADVANCE_BYTES of pages are pending. */
@@ -50,23 +56,40 @@ static bool seq_before(uint64_t a, uint64_t b)
 
 /* ---- goals ----------------------------------------------------------------------------------- */
 
+#define UNSEALED 0
+
+/* Give every unsealed item of t's queue the goal g, which is at least every goal before them. */
+void ft_delayed_seal(ft_thread *t, uint64_t g)
+{
+    for (ft_delayed_chunk *c = t->delayed.unsealed; c; c = c->next)
+        for (uint32_t i = c == t->delayed.unsealed ? t->delayed.unsealed_at : c->rd; i < c->wr; i++)
+            c->items[i].goal = g;
+    t->delayed.unsealed = NULL;
+}
+
+static void seal_with_next(ft_thread *t)
+{
+    if (t->delayed.unsealed)
+        ft_delayed_seal(t, ft_qsbr_next(t->rt));
+}
+
+/* The goal for an item of this size: UNSEALED, or an advance's (sealing the earlier items too). */
 static uint64_t goal_for(ft_thread *t, uint64_t size, bool *due)
 {
     ft_runtime *rt = t->rt;
-    if (size > ADVANCE_BYTES) {
-        *due = true;
-        return ft_qsbr_advance(rt);
-    }
     t->delayed.count++;
     t->delayed.memory += size;
-    if (t->delayed.count > ADVANCE_ITEMS || t->delayed.memory > ADVANCE_BYTES) {
+    if (size > ADVANCE_BYTES || t->delayed.count > ADVANCE_ITEMS ||
+        t->delayed.memory > ADVANCE_BYTES) {
         t->delayed.count = 0;
         t->delayed.memory = 0;
         *due = true;
-        return ft_qsbr_advance(rt);
+        uint64_t g = ft_qsbr_advance(rt);
+        ft_delayed_seal(t, g); /* done already if t is the caller's current thread */
+        return g;
     }
     *due = false;
-    return ft_qsbr_next(rt);
+    return UNSEALED;
 }
 
 /* ---- freeing one item -------------------------------------------------------------------------- */
@@ -129,6 +152,10 @@ static void enqueue(ft_thread *t, uintptr_t ptr, uint64_t size)
         free_now_stopped(t, ptr);
         return;
     }
+    if (goal == UNSEALED && !t->delayed.unsealed) {
+        t->delayed.unsealed = t->delayed.tail;
+        t->delayed.unsealed_at = t->delayed.tail->wr - 1;
+    }
     if (due || t->delayed.tail->wr == CHUNK_ITEMS)
         atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_DELAYED, memory_order_relaxed);
 }
@@ -165,7 +192,8 @@ static void process_queue(ft_thread *t, ft_delayed_chunk **head, ft_delayed_chun
             continue;
         }
         ft_delayed_item item = c->items[c->rd];
-        if (!ft_qsbr_goal_reached(rt, item.goal))
+        /* An item a destructor queued during this pass has no goal yet: it waits for the next. */
+        if (item.goal == UNSEALED || !ft_qsbr_goal_reached(rt, item.goal))
             break;
         c->rd++;
         freed++;
@@ -218,12 +246,14 @@ static void process_runtime_queue(ft_thread *t)
 void ft_delayed_process(ft_thread *t)
 {
     atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_DELAYED, memory_order_relaxed);
+    seal_with_next(t);
     process_queue(t, &t->delayed.head, &t->delayed.tail);
     process_runtime_queue(t);
 }
 
 void ft_delayed_hand_over(ft_thread *t)
 {
+    seal_with_next(t);
     ft_delayed_chunk *h = t->delayed.head;
     if (h && (h != t->delayed.tail || h->rd != h->wr))
         splice_into_runtime(t->rt, h, t->delayed.tail, false);
@@ -237,7 +267,7 @@ void ft_delayed_thread_stop(ft_thread *t)
     /* Make every goal queued so far reachable, pass the quiescent point this thread owes it, free
      * what is due (everything, if no other thread is attached), hand over the rest. */
     if (t->delayed.head || atomic_load_explicit(&t->rt->qsbr.delayed_has_work, memory_order_relaxed))
-        ft_qsbr_advance(t->rt);
+        ft_delayed_seal(t, ft_qsbr_advance(t->rt));
     ft_qsbr_quiescent(t);
     ft_delayed_process(t);
     ft_delayed_hand_over(t);
@@ -265,8 +295,10 @@ void ft_delayed_process_stopped(ft_runtime *rt)
 {
     /* The head lock is held by the caller (ft_start_the_world): the thread list is stable. */
     ft_thread *self = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
-    for (ft_thread *t = rt->threads; t; t = t->next)
+    for (ft_thread *t = rt->threads; t; t = t->next) {
+        seal_with_next(t); /* the compaction below moves items */
         free_blocks_stopped(rt, self, t->delayed.head);
+    }
     free_blocks_stopped(rt, self, rt->qsbr.delayed_head);
 }
 

@@ -128,7 +128,13 @@ void ft_qsbr_detach(ft_thread *t)
 
 uint64_t ft_qsbr_advance(ft_runtime *rt)
 {
-    return atomic_fetch_add_explicit(&rt->qsbr.wr_seq, SEQ_STEP, memory_order_acq_rel) + SEQ_STEP;
+    uint64_t goal =
+        atomic_fetch_add_explicit(&rt->qsbr.wr_seq, SEQ_STEP, memory_order_acq_rel) + SEQ_STEP;
+    /* The caller's queued delayed items were unlinked before this RMW: it covers them. */
+    ft_thread *t = ft_current_thread;
+    if (t && t->rt == rt)
+        ft_delayed_seal(t, goal);
+    return goal;
 }
 
 uint64_t ft_qsbr_next(ft_runtime *rt)

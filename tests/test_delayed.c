@@ -14,8 +14,9 @@
  * (which queue more items and process the queue themselves) free every object exactly once, a
  * stopping thread hands what it could not free to the runtime's queue, a destructor run from that
  * queue may stop the world, 10,000 short-lived threads leave the queues bounded, lock-free readers
- * never see a retired block reused, and an emptied page is not given to another size class before
- * its goal.
+ * never see a retired block reused, an item queued by a destructor during processing waits for a goal
+ * of its own, items without a goal yet survive a stop-the-world's compaction, and an emptied page is
+ * not given to another size class before its goal.
  *
  * Waits spin on atomics with a generous time limit; the test's own handshakes are sequentially
  * consistent. No sleeps. */
@@ -820,6 +821,81 @@ TEST(readers_never_see_a_retired_block_reused)
     CHECK_EQ(ft_runtime_free(s.rt), FT_OK);
 }
 
+/* ---- goals are taken after the unlink, in batches ------------------------------------------------- */
+
+/* A block queued by a destructor while the queue is being processed has no goal yet: that pass must
+ * not free it, whatever goals the items before it had. */
+static ft_thread *destructor_thread;
+static uint64_t *destructor_block;
+
+static void queue_block_dealloc(ft_object *self)
+{
+    (void)self;
+    ft_free_delayed(destructor_thread, destructor_block, POISON_SIZE);
+}
+
+static const ft_type queueing_type = {
+    .name = "queues_a_block", .basic_size = sizeof(ft_object), .dealloc = queue_block_dealloc};
+
+TEST(block_queued_during_processing_waits_for_its_own_goal)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    commanded b;
+    commanded_start(a, &b, rt);
+    destructor_thread = a;
+    destructor_block = ft_malloc(a, POISON_SIZE);
+    CHECK(destructor_block != NULL);
+    fill(destructor_block, POISON_SIZE / 8, 0x5A5A5A5A5A5A5A5Aull);
+
+    ft_decref_delayed(a, ft_alloc(a, &queueing_type));
+    ft_qsbr_advance(rt);                          /* the reference's goal */
+    commanded_do(a, &b, cmd_safepoint, NULL);     /* b reaches it ... */
+    commanded_do(a, &b, cmd_hold, NULL);          /* ... then holds, attached */
+    ft_safepoint(a);
+    ft_delayed_process(a); /* drops the reference; its dealloc queues the block */
+
+    CHECK(intact(destructor_block, POISON_SIZE / 8, 0x5A5A5A5A5A5A5A5Aull));
+    void *probe = ft_malloc(a, POISON_SIZE); /* a freed block of this size would come back first */
+    CHECK(probe != NULL && probe != (void *)destructor_block);
+    ft_free(a, probe);
+
+    commanded_do(a, &b, cmd_resume, NULL);
+    commanded_finish(a, &b);
+    quiesce(rt, a);
+    CHECK_EQ(qsbr_stats(rt).pending_items, 0);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* A stop-the-world frees queued blocks and compacts what is left, items that have no goal yet
+ * included; those must still get one and be processed. */
+TEST(items_without_goal_survive_a_stop_the_world)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    atomic_store(&counted_deallocs, 0);
+    ft_free_delayed(a, ft_malloc(a, 64), 64);
+    ft_qsbr_advance(rt); /* the first block has its goal; what follows has none yet */
+    ft_free_delayed(a, ft_malloc(a, 64), 64);
+    ft_decref_delayed(a, ft_alloc(a, &counted_type));
+    ft_free_delayed(a, ft_malloc(a, 64), 64);
+    ft_decref_delayed(a, ft_alloc(a, &counted_type));
+
+    CHECK_EQ(qsbr_stats(rt).pending_items, 5);
+    /* That stop freed the three blocks as the world restarted; the references stay. */
+    CHECK_EQ(qsbr_stats(rt).pending_items, 2);
+    CHECK_EQ(atomic_load(&counted_deallocs), 0);
+
+    quiesce(rt, a);
+    CHECK_EQ(atomic_load(&counted_deallocs), 2);
+    CHECK_EQ(qsbr_stats(rt).pending_items, 0);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
 /* ---- an emptied page waits for its goal before another size class gets it ------------------------ */
 
 #define PAGE_MASK (~(uintptr_t)0xFFFF) /* pages are 64 KiB, aligned */
@@ -957,6 +1033,8 @@ int main(void)
     RUN(destructor_from_runtime_queue_may_stop_the_world);
     RUN(thread_churn_keeps_queues_bounded);
     RUN(readers_never_see_a_retired_block_reused);
+    RUN(block_queued_during_processing_waits_for_its_own_goal);
+    RUN(items_without_goal_survive_a_stop_the_world);
     RUN(emptied_page_not_repurposed_before_its_goal);
     RUN(emptied_page_reused_at_once_for_its_own_class);
     return harness_done();

@@ -20,7 +20,9 @@
  * stopped (every stop, including the ones ft_qsbr_get_stats and ft_heap_get_stats make, frees all
  * queued blocks as it restarts; references stay queued, since destructors do not run under a stop);
  * and when the thread stops (it advances the sequence, passes its own quiescent point, frees what is
- * due, and hands the rest to a runtime-wide queue that any thread processes). Goals: by default the next sequence (reached only after someone advances); the
+ * due, and hands the rest to a runtime-wide queue that any thread processes). Goals: an item takes
+ * its goal after it is queued, in a batch: the goal of the thread's next advance, or, when the queue
+ * is processed or handed over first, the next sequence (reached only after someone advances); the
  * queue advances itself once more than 127 items or 1 MiB are pending, or at once for a block over
  * 1 MiB, so memory held back stays bounded. */
 #ifndef FTRT_QSBR_H
@@ -34,7 +36,8 @@ extern "C" {
 #endif
 
 /* Advance the write sequence; returns the new value, a goal reached once every attached thread has
- * passed a quiescent point after this call. */
+ * passed a quiescent point after this call. Items the calling thread queued for delayed free or
+ * decref that have no goal yet take this one. */
 FT_API uint64_t ft_qsbr_advance(ft_runtime *rt);
 
 /* A goal without advancing: reached after the next advance by anyone and a quiescent point of every

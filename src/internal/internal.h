@@ -56,6 +56,7 @@ void ft_uniqueid_runtime_destroy(ft_runtime *rt);
 void ft_delayed_install_page_hook(ft_runtime *rt);
 void ft_delayed_thread_stop(ft_thread *t);
 void ft_delayed_hand_over(ft_thread *t); /* move t's queue to the runtime's */
+void ft_delayed_seal(ft_thread *t, uint64_t goal); /* t's items without a goal take this one */
 void ft_delayed_process_stopped(ft_runtime *rt); /* the world is stopped by the caller */
 void ft_delayed_runtime_destroy(ft_runtime *rt);
 

@@ -98,6 +98,9 @@ struct ft_thread {
                                                  stopped) */
         uint64_t count, memory;    /* pending since the last advance; owner only */
         uint64_t page_memory;      /* retired page bytes since the last advance; owner only */
+        /* The first item still without a goal (its chunk and index), or NULL; owner only */
+        struct ft_delayed_chunk *unsealed;
+        uint32_t unsealed_at;
     } delayed;
     bool ptrc_finalized;            /* owner only: per-thread counts merged for good (stopping) */
     struct ft_freelists *freelists; /* owner only; NULL until first used or when disabled */
