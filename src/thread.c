@@ -82,21 +82,24 @@ static ft_thread *state_for_index(ft_runtime *rt, uint32_t index)
     ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
     ft_thread *t = ft_qsbr_state_at(rt, index);
     ft_mutex_unlock(&rt->head_mutex);
-    if (t) {
-        reset_state(t);
-    } else {
+    bool fresh = !t;
+    if (fresh) {
         t = ft_inject_failure(rt) ? NULL : aligned_alloc(_Alignof(ft_thread), sizeof *t);
         if (!t)
             return NULL;
         memset(t, 0, sizeof *t);
+    } else {
+        reset_state(t);
     }
     t->rt = rt;
     t->index = index;
     t->os_thread = ft_os_thread_id();
     atomic_store_explicit(&t->state, FT_THREAD_STOPPED, memory_order_relaxed);
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
-    ft_qsbr_publish_state(rt, t);
-    ft_mutex_unlock(&rt->head_mutex);
+    if (fresh) {
+        ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+        ft_qsbr_publish_state(rt, t); /* its slot is 0: pollers skip it until it attaches */
+        ft_mutex_unlock(&rt->head_mutex);
+    }
     return t;
 }
 
