@@ -144,10 +144,9 @@ static double atomic_pair_ns(void *arg)
     return (double)(bench_now_ns() - start) / (double)n;
 }
 
-/* The shared-count algorithm's own floor, without ftrt: the increment a fetch_add, the decrement a
- * load and a CAS of the loaded value (what CPython's decref of a shared count does), on the same kind
- * of uncontended counter. The CAS cannot start before the value it compares with is known, so the two
- * locked instructions no longer overlap as a fetch_add/fetch_sub pair's do. */
+/* CPython's protocol for a shared count, without ftrt, for comparison: the increment a fetch_add,
+ * the decrement a load and a CAS of the loaded value, on the same kind of uncontended counter. The
+ * load waits for the previous locked instruction on the word, which ftrt's single fetch_sub avoids. */
 static double cas_pair_ns(void *arg)
 {
     pair_loop *l = arg;
@@ -282,10 +281,10 @@ void bench_rc_nonowner_vs_atomic(const bench_config *cfg, const char *name)
     bench_side ft = {"non-owner ft_incref+ft_decref", ft_pair_ns, &loop};
     bench_side atomic = {"atomic add/sub", atomic_pair_ns, &loop};
     bench_side cas = {"fetch_add + load/CAS", cas_pair_ns, &loop};
-    bench_comparison floor = bench_interleave(cfg, &cas, &atomic);
-    bench_note("the algorithm's floor, without ftrt: fetch_add then load+CAS %.2f vs fetch_add then "
+    bench_comparison cpython = bench_interleave(cfg, &cas, &atomic);
+    bench_note("CPython's protocol, without ftrt: fetch_add then load+CAS %.2f vs fetch_add then "
                "fetch_sub %.2f ns/pair, ratio %.3g",
-               floor.median_a, floor.median_b, floor.median_ratio);
+               cpython.median_a, cpython.median_b, cpython.median_ratio);
     bench_comparison c = bench_interleave(cfg, &ft, &atomic);
     bench_report(name, c.median_ratio, "ratio",
                  "relaxed atomic fetch_add+fetch_sub, one thread, uncontended line; the object's "

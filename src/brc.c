@@ -1,8 +1,9 @@
 /* brc.c: the merge queues of biased reference counting.
  *
  * When a non-owner's decref finds an object's shared count at zero, the reference it drops may have
- * been the last one, but only the owner knows its local count. So the decref leaves the shared count
- * at zero, marks the object QUEUED (the queue now holds that reference) and hands it to the owner:
+ * been the last one, but only the owner knows its local count. So the decref marks the object QUEUED
+ * with that reference counted again (the queue now holds it; object.c says how this is settled after
+ * the decref's subtract) and hands it to the owner:
  *
  *   hand-over: look the owner up by ob_tid in the runtime's buckets (hashed by OS thread id, each
  *              with its own mutex), append to the owner's queue and set its FT_PENDING_MERGE bit.
@@ -32,8 +33,9 @@
  *    owner that stops while objects wait in an outbox leaves them to that thread's next flush.
  *  - the queue cannot grow (out of memory): merge with the world stopped, where no owner runs (at
  *    once if the handing thread is the one that stopped it).
- *  - one owner id, several runtimes (an OS thread may take part in more than one): a flush hands
- *    each runtime's objects to that runtime's owner separately.
+ *  - one owner id, several runtimes (an OS thread may take part in more than one): a thread counts
+ *    only objects of the runtime it is attached to, so an outbox holds one runtime's objects, and
+ *    they go to the owner's state in that runtime.
  *  - the owner found is the handing thread itself: the objects go to its own queue like any other,
  *    and its pending bit makes its next safepoint drain them.
  *  - the flush on detach hands over what it can but frees nothing and never stops the world (ft_detach
@@ -188,27 +190,6 @@ static size_t deliver(ft_runtime *rt, uintptr_t tid, ft_object **objs, size_t n,
     return 0;
 }
 
-/* Move the objects of objs[0]'s runtime to the front of objs[0, n) and return their number. They are
- * all alive, so two of them on one page belong to one runtime: objects on the page of the last match
- * need no lookup. */
-static size_t gather_runtime(ft_object **objs, size_t n, ft_runtime **rt)
-{
-    *rt = ft_object_runtime(objs[0]);
-    ft_page *page = ft_page_of(objs[0]);
-    size_t k = 1;
-    for (size_t i = 1; i < n; i++) {
-        ft_object *o = objs[i];
-        if (ft_page_of(o) != page) {
-            if (ft_object_runtime(o) != *rt)
-                continue;
-            page = ft_page_of(o);
-        }
-        objs[i] = objs[k];
-        objs[k++] = o;
-    }
-    return k;
-}
-
 /* Hand t's outbox to the owner it collects for; see deliver for may_free. */
 static void flush(ft_thread *t, bool may_free)
 {
@@ -221,15 +202,7 @@ static void flush(ft_thread *t, bool may_free)
         return;
     ft_object *objs[FT_BRC_OUTBOX];
     memcpy(objs, t->brc.outbox, n * sizeof objs[0]);
-    size_t kept = 0, done = 0;
-    while (done < n) {
-        ft_runtime *rt;
-        size_t pushed, k = gather_runtime(objs + done, n - done, &rt);
-        size_t left = deliver(rt, tid, objs + done, k, may_free, &pushed);
-        memmove(objs + kept, objs + done, left * sizeof objs[0]);
-        kept += left;
-        done += k;
-    }
+    size_t pushed, kept = deliver(t->rt, tid, objs, n, may_free, &pushed);
     if (kept) {
         /* Only without may_free, which ran nothing that could queue: the outbox is still empty, and
          * the pending bit still set. */
@@ -261,7 +234,7 @@ void ft_brc_enqueue(ft_object *o)
      * alive. If it is, this thread collects its next objects for that owner, unless it is stopping
      * (unregistered) or destructors run by the flush above made it collect for someone else. */
     size_t pushed;
-    deliver(ft_object_runtime(o), tid, &o, 1, true, &pushed);
+    deliver(t ? t->rt : ft_object_runtime(o), tid, &o, 1, true, &pushed);
     if (pushed && t && t->brc.registered && t->brc.outbox_tid == 0) {
         t->brc.outbox_tid = tid;
         set_pending_merge(t); /* its next safepoint flushes */

@@ -10,8 +10,29 @@
  *     atomic update of shared produced exactly MERGED (merged, count zero). Exactly one thread sees
  *     either, so an object is freed exactly once.
  *  4. A QUEUED object carries one reference owned by the merge queue: the non-owner whose decref
- *     found shared at zero gave its reference to the queue instead of subtracting it.
+ *     found shared at zero gave its reference to the queue (it subtracted, then added the reference
+ *     back as it marked the object QUEUED).
  *  5. Immortal objects (local == UINT32_MAX) are never written by incref or decref.
+ *  6. A negative shared count in the DEFAULT or MAYBE_WEAKREF state means a non-owner's decref is
+ *     between its subtract and its settling (below); no other step makes one. Such a decref is on an
+ *     attached thread that is not quiescent, so the object's block stays an object header of its
+ *     size class (the heap's reuse rule) even if the object is freed meanwhile; and ob_ref_shared is
+ *     only ever written atomically, on allocation too.
+ *
+ * The non-owner's decref is one atomic subtract, where CPython's is a load and a compare-and-swap
+ * (a loop whose load waits for the previous locked instruction on the word). When the subtract finds
+ * the count not positive in a biased state, the reference dropped may have been the last, and the
+ * object must go to its owner QUEUED, with the queue holding a reference. The decref has given its
+ * reference up by then, so settling it may race with anything, the object's free and its block's
+ * reuse by a new object included. So settling is written for whatever object is in the block: while
+ * the word is negative in a biased state, a CAS adds one reference back and sets QUEUED, and whoever
+ * wins queues that object, holding the reference the CAS added; once the word is not negative, or
+ * queued, or merged, there is nothing left to settle. Each negative biased word stands for some
+ * thread's dropped reference that no QUEUED mark has taken in yet (invariant 6), and any decref still
+ * settling on the block stops at the first QUEUED mark, so exactly one reference is handed to the
+ * queue per episode, whichever thread's CAS wins and whichever object it lands on. A count that an
+ * incref brought back to zero or above needs nothing: that reference now stands where the dropped one
+ * did, and its own decref will settle.
  *
  * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
  * slot, a free block on that page): pop the block, write the header, zero the payload with a few
@@ -24,8 +45,6 @@
 #include <string.h>
 
 #include "internal/internal.h"
-
-#define ONE_SHARED ((intptr_t)1 << FT_SHARED_SHIFT)
 
 static intptr_t shared_count(intptr_t shared)
 {
@@ -297,22 +316,50 @@ void ft_merge_zero_local(ft_object *o)
         ft_object_dealloc(o);
 }
 
-void ft_decref_shared(ft_object *o)
+static FT_NORETURN __attribute__((noinline, cold)) void merged_underflow(ft_object *o,
+                                                                         intptr_t old)
+{
+    ft_fatal("ft_decref: reference count underflow on object %p of type '%s' (merged, shared count "
+             "%ld before this decref)",
+             (void *)o, type_name(o), (long)shared_count(old));
+}
+
+/* A negative count in a biased state: hand one reference to the owner's queue (see the opening
+ * comment; o may be another object by now). */
+static __attribute__((noinline)) void settle_debt(ft_object *o)
 {
     intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
-    intptr_t next;
-    bool queue;
-    do {
-        queue = shared == FT_SHARED_DEFAULT || shared == FT_SHARED_MAYBE_WEAKREF;
-        next = queue ? FT_SHARED_QUEUED : shared - ONE_SHARED;
-    } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, next,
-                                                    memory_order_acq_rel, memory_order_relaxed));
-    /* acq_rel rather than release plus a fence on the freeing path: the same code on x86, and
-     * ThreadSanitizer understands it (it does not model standalone fences). */
-    if (queue)
-        ft_brc_enqueue(o); /* invariant 4: the queue now holds our reference */
-    else if (next == FT_SHARED_MERGED)
-        ft_object_dealloc(o);
+    while (shared < 0 && !(shared & FT_SHARED_QUEUED)) {
+        intptr_t queued = ((shared + FT_SHARED_ONE) & ~FT_SHARED_FLAGS) | FT_SHARED_QUEUED;
+        if (atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, queued,
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+            ft_brc_enqueue(o); /* invariant 4 */
+            return;
+        }
+    }
+}
+
+void ft_decref_shared_settle(ft_object *o, intptr_t old)
+{
+    switch (old & FT_SHARED_FLAGS) {
+    case FT_SHARED_MERGED:
+        if (old == (FT_SHARED_ONE | FT_SHARED_MERGED)) {
+            ft_object_dealloc(o); /* invariant 3, second case */
+            return;
+        }
+        merged_underflow(o, old);
+    case FT_SHARED_QUEUED:
+        return; /* the owner's merge folds the negative part in */
+    default:
+        settle_debt(o);
+    }
+}
+
+void ft_decref_shared(ft_object *o)
+{
+    intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_acq_rel);
+    if (old < FT_SHARED_ONE || old == (FT_SHARED_ONE | FT_SHARED_MERGED))
+        ft_decref_shared_settle(o, old);
 }
 
 intptr_t ft_explicit_merge(ft_object *o, intptr_t extra)
@@ -376,9 +423,16 @@ static void check_usable(ft_object *o, const char *op)
     if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
         ft_fatal("%s: object %p of type '%s' was already freed (use after free)", op, (void *)o,
                  type_name(o));
-    if (FT_UNLIKELY(!ft_thread_current()) && !ft_object_is_immortal(o))
+    if (ft_object_is_immortal(o))
+        return; /* static objects have no runtime; immortal ones are shared by all */
+    ft_thread *t = ft_thread_current();
+    if (FT_UNLIKELY(!t))
         ft_fatal("%s: object %p of type '%s' used from a thread that is not attached", op,
                  (void *)o, type_name(o));
+    if (FT_UNLIKELY(t->rt != ft_object_runtime(o)))
+        ft_fatal("%s: object %p of type '%s' belongs to runtime %p, but the calling thread is "
+                 "attached to runtime %p",
+                 op, (void *)o, type_name(o), (void *)ft_object_runtime(o), (void *)t->rt);
 }
 
 void ft_incref_checked(ft_object *o)
@@ -390,7 +444,7 @@ void ft_incref_checked(ft_object *o)
     if (ft_object_is_owned(o))
         atomic_store_explicit(&o->ob_ref_local, local + 1, memory_order_relaxed);
     else
-        atomic_fetch_add_explicit(&o->ob_ref_shared, ONE_SHARED, memory_order_relaxed);
+        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_relaxed);
     count_reference(o, 1);
 }
 
@@ -412,12 +466,14 @@ void ft_decref_checked(ft_object *o)
             ft_merge_zero_local(o);
         return;
     }
-    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
-    if (FT_UNLIKELY((shared & FT_SHARED_FLAGS) == FT_SHARED_MERGED && shared_count(shared) <= 0))
-        ft_fatal("ft_decref: reference count underflow on object %p of type '%s' (merged, shared "
-                 "count %ld)",
-                 (void *)o, type_name(o), (long)shared_count(shared));
-    ft_decref_shared(o);
+    intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_acq_rel);
+    if (old < FT_SHARED_ONE || old == (FT_SHARED_ONE | FT_SHARED_MERGED)) {
+        ft_runtime *rt = ft_thread_current()->rt;
+        if (FT_UNLIKELY(rt->decref_window_hook != NULL) && old < FT_SHARED_ONE &&
+            !(old & FT_SHARED_QUEUED))
+            rt->decref_window_hook(rt->decref_window_arg);
+        ft_decref_shared_settle(o, old);
+    }
 }
 
 /* ---- lock-free readers ----------------------------------------------------------------------- */
@@ -458,7 +514,7 @@ bool ft_try_incref(ft_object *o)
         /* Count zero and nobody promised readers it is safe: the owner may free it any moment. */
         if (shared == FT_SHARED_DEFAULT || shared == FT_SHARED_MERGED)
             return false;
-    } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, shared + ONE_SHARED,
+    } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, shared + FT_SHARED_ONE,
                                                     memory_order_acquire, memory_order_relaxed));
 #ifdef FTRT_DEBUG
     count_reference(o, 1);
@@ -510,7 +566,7 @@ bool ft_resurrect_end(ft_object *o)
         return ft_explicit_merge(o, -1) == 0;
     }
     /* Merged while resurrected: drop our reference in the shared count. */
-    intptr_t shared = atomic_fetch_sub_explicit(&o->ob_ref_shared, ONE_SHARED,
-                                                memory_order_acq_rel) - ONE_SHARED;
+    intptr_t shared = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE,
+                                                memory_order_acq_rel) - FT_SHARED_ONE;
     return shared == FT_SHARED_MERGED;
 }

@@ -625,9 +625,9 @@ TEST(owner_stops_while_its_objects_wait_in_an_outbox)
 }
 
 /* One OS thread owns objects in two runtimes (it has a thread state in each), so all of them carry
- * its id: B collects them in one outbox, and its flush must hand each to the owner state of the
- * object's own runtime. The outbox starts with rt2's object, then rt1's, so the flush has to pick
- * rt1's out from behind. */
+ * its id; so does the dropping thread, which also has a state in each and attaches the one of the
+ * runtime whose objects it drops. Each drop must reach the owner's state in the object's own
+ * runtime: rt1's objects its rt1 state, rt2's its rt2 state. */
 typedef struct two_runtimes {
     ft_runtime *rt1, *rt2;
     ft_thread *t1, *t2;
@@ -665,14 +665,6 @@ static void *owner_in_two_runtimes(void *arg)
     return NULL;
 }
 
-static void cmd_drop_three(commanded *w)
-{
-    two_runtimes *s = w->arg;
-    ft_decref(&s->o1->ob);  /* handed to t1 at once; B now collects for the owner's id */
-    ft_decref(&s->o2->ob);  /* same id: into B's outbox, though it belongs to rt2 */
-    ft_decref(&s->o1b->ob); /* into the outbox too */
-}
-
 static void owner_step(two_runtimes *s, int step)
 {
     atomic_store(&s->step, step);
@@ -680,7 +672,7 @@ static void owner_step(two_runtimes *s, int step)
     CHECK_EQ(atomic_load(&s->done), step);
 }
 
-TEST(outbox_hands_each_runtime_its_own_objects)
+TEST(drops_reach_the_owner_state_of_the_objects_runtime)
 {
     reset_tracking();
     static two_runtimes s;
@@ -690,24 +682,32 @@ TEST(outbox_hands_each_runtime_its_own_objects)
     pthread_t owner;
     start_thread(&owner, owner_in_two_runtimes, &s);
     owner_step(&s, 1);
-    commanded b;
-    start_held(&b, s.rt1);
-    commanded_do(NULL, &b, cmd_drop_three, &s);
+    ft_thread *b2 = ft_thread_start(s.rt2);
+    ft_detach(b2);
+    ft_thread *b1 = ft_thread_start(s.rt1);
+    ft_decref(&s.o1->ob);  /* handed to t1 at once; b1 now collects for the owner's id */
+    ft_decref(&s.o1b->ob); /* into b1's outbox */
+    CHECK_EQ(b1->brc.outbox_count, 1);
+    ft_detach(b1); /* hands the outbox over */
+    CHECK_EQ(b1->brc.outbox_count, 0);
     CHECK(pending_bits(s.t1) & FT_PENDING_MERGE);
     CHECK_EQ(pending_bits(s.t2) & FT_PENDING_MERGE, 0);
-    commanded_do(NULL, &b, cmd_safepoint, NULL);
+    ft_attach(b2);
+    ft_decref(&s.o2->ob); /* the same owner id: handed to t2, not to t1 */
     CHECK(pending_bits(s.t2) & FT_PENDING_MERGE);
+    ft_detach(b2);
     owner_step(&s, 2); /* t2 drains: o2 and nothing else */
     CHECK_EQ(atomic_load(&freed_count[s.o2->id]), 1);
     CHECK(is_alive(s.o1) && is_alive(s.o1b));
     owner_step(&s, 3); /* t1 drains: o1 and o1b */
     join_thread(owner);
-    commanded_finish(NULL, &b);
+    ft_attach(b1);
+    ft_thread_stop(b1);
+    ft_attach(b2);
+    ft_thread_stop(b2);
     CHECK(all_freed_once());
-    /* Not check_heap_empty: debug builds count B's drop of o2 in rt1's reference total (it is B's
-     * runtime), so the totals of the two runtimes are -1 and +1. */
-    CHECK_EQ(stats_of(s.rt1).live_blocks, 0);
-    CHECK_EQ(stats_of(s.rt2).live_blocks, 0);
+    check_heap_empty(s.rt1);
+    check_heap_empty(s.rt2);
     CHECK_EQ(ft_runtime_free(s.rt1), FT_OK);
     CHECK_EQ(ft_runtime_free(s.rt2), FT_OK);
 }
@@ -1375,6 +1375,261 @@ TEST(random_drops_by_many_threads_free_every_object_once)
     CHECK_EQ(ft_runtime_free(s.rt), FT_OK);
 }
 
+#ifdef FTRT_DEBUG
+/* ---- a non-owner's decref between its subtract and its settling ----------------------------------- */
+
+/* A non-owner's decref that takes a biased shared count below zero has dropped its reference before it
+ * marks the object QUEUED. Debug builds call the runtime's decref_window_hook in that window; these
+ * tests hold a thread there (a gate per thread) while other threads free the object and reuse its
+ * block, then let it settle. */
+
+typedef struct window_gate {
+    _Atomic bool entered, open;
+} window_gate;
+
+static _Thread_local window_gate *this_threads_gate;
+
+static void hold_in_window(void *arg)
+{
+    (void)arg;
+    window_gate *g = this_threads_gate;
+    if (!g)
+        return;
+    this_threads_gate = NULL; /* once: the settling that follows may drop more */
+    atomic_store(&g->entered, true);
+    WAIT_FOR_MAIN(atomic_load(&g->open));
+}
+
+typedef struct gated_drop {
+    window_gate gate;
+    ft_object *o;
+    int command;
+} gated_drop;
+
+static void cmd_gated_drop(commanded *w)
+{
+    gated_drop *d = w->arg;
+    this_threads_gate = &d->gate;
+    ft_decref(d->o);
+    this_threads_gate = NULL;
+}
+
+static void cmd_drop_one(commanded *w)
+{
+    ft_decref(w->arg);
+}
+
+static void cmd_incref_one(commanded *w)
+{
+    ft_incref(w->arg);
+}
+
+/* Post a drop of o on w that stops inside the window; returns once w is there. */
+static void drop_into_window(commanded *w, gated_drop *d, ft_object *o)
+{
+    memset(d, 0, sizeof *d);
+    d->o = o;
+    d->command = commanded_post(w, cmd_gated_drop, d);
+    SPIN_UNTIL(atomic_load(&d->gate.entered));
+}
+
+/* Let w settle and wait for it; the main thread passes no safepoint meanwhile (none of these steps
+ * needs one), so its merge queue stays as the step left it. */
+static void leave_window(commanded *w, gated_drop *d)
+{
+    atomic_store(&d->gate.open, true);
+    commanded_wait(NULL, w, d->command);
+}
+
+static intptr_t shared_word(const void *o)
+{
+    return atomic_load_explicit(&((ft_object *)o)->ob_ref_shared, memory_order_relaxed);
+}
+
+typedef struct window_setup {
+    ft_runtime *rt;
+    ft_thread *a; /* the owner: the main thread */
+    commanded b, c, d;
+} window_setup;
+
+static void window_setup_start(window_setup *s)
+{
+    reset_tracking();
+    s->rt = ft_runtime_new(NULL);
+    s->a = ft_thread_start(s->rt);
+    CHECK(s->a != NULL);
+    s->rt->decref_window_hook = hold_in_window;
+    start_held(&s->b, s->rt);
+    start_held(&s->c, s->rt);
+    start_held(&s->d, s->rt);
+}
+
+static void window_setup_finish(window_setup *s)
+{
+    commanded_finish(s->a, &s->b);
+    commanded_finish(s->a, &s->c);
+    commanded_finish(s->a, &s->d);
+    s->rt->decref_window_hook = NULL;
+    ft_thread_stop(s->a);
+    finish_runtime(s->rt);
+}
+
+/* A owns x with three references: its own, B's and C's. B's drop stops in the window with the shared
+ * word at -1; C's drop (-2) settles it: x is QUEUED with -1, which A's drain merges to count 1. A's
+ * drop of its last reference frees x, and A's next allocation gets x's block. */
+static tracked *reuse_while_b_waits(window_setup *s, gated_drop *b_drop)
+{
+    tracked *x = new_tracked(s->a, &tracked_type);
+    ft_incref(&x->ob);
+    ft_incref(&x->ob);
+    drop_into_window(&s->b, b_drop, &x->ob);
+    CHECK_EQ(shared_word(x), -FT_SHARED_ONE);
+    commanded_do(NULL, &s->c, cmd_drop_one, &x->ob);
+    CHECK_EQ(shared_word(x), -FT_SHARED_ONE | FT_SHARED_QUEUED);
+    ft_safepoint(s->a);
+    CHECK_EQ(ft_refcount(&x->ob), 1);
+    CHECK(is_alive(x));
+    uint32_t x_id = x->id;
+    ft_decref(&x->ob);
+    CHECK_EQ(atomic_load(&freed_count[x_id]), 1);
+    tracked *y = new_tracked(s->a, &tracked_type);
+    CHECK(y == x); /* the freed block, reused at once */
+    return y;
+}
+
+TEST(settling_after_the_block_was_reused_leaves_the_new_object_alone)
+{
+    window_setup s;
+    window_setup_start(&s);
+    gated_drop b_drop;
+    tracked *y = reuse_while_b_waits(&s, &b_drop);
+    leave_window(&s.b, &b_drop); /* B settles on y's block: count 0, nothing owed */
+    CHECK_EQ(shared_word(y), 0);
+    CHECK_EQ(ft_refcount(&y->ob), 1);
+    CHECK_EQ(pending_bits(s.a) & FT_PENDING_MERGE, 0);
+    CHECK(ft_object_is_unique(&y->ob));
+    ft_decref(&y->ob);
+    window_setup_finish(&s);
+}
+
+TEST(settling_on_a_reused_block_settles_the_new_objects_drop)
+{
+    window_setup s;
+    window_setup_start(&s);
+    gated_drop b_drop, d_drop;
+    tracked *y = reuse_while_b_waits(&s, &b_drop);
+    ft_incref(&y->ob); /* D's reference */
+    drop_into_window(&s.d, &d_drop, &y->ob);
+    CHECK_EQ(shared_word(y), -FT_SHARED_ONE);
+    leave_window(&s.b, &b_drop); /* B finds y's word negative: it queues y for D */
+    CHECK_EQ(shared_word(y), FT_SHARED_QUEUED);
+    CHECK(pending_bits(s.a) & FT_PENDING_MERGE);
+    leave_window(&s.d, &d_drop); /* D finds y QUEUED: nothing left to do */
+    CHECK_EQ(shared_word(y), FT_SHARED_QUEUED);
+    CHECK_EQ(ft_refcount(&y->ob), 2); /* A's reference and the queue's */
+    ft_safepoint(s.a);                 /* drain: merged to 1 */
+    CHECK_EQ(ft_refcount(&y->ob), 1);
+    CHECK(is_alive(y));
+    ft_decref(&y->ob);
+    window_setup_finish(&s);
+}
+
+TEST(a_count_brought_back_to_zero_needs_no_settling)
+{
+    window_setup s;
+    window_setup_start(&s);
+    tracked *x = new_tracked(s.a, &tracked_type);
+    ft_incref(&x->ob); /* B's */
+    gated_drop b_drop;
+    drop_into_window(&s.b, &b_drop, &x->ob);
+    commanded_do(NULL, &s.c, cmd_incref_one, &x->ob); /* C takes a reference: the word is 0 */
+    leave_window(&s.b, &b_drop);
+    CHECK_EQ(shared_word(x), 0);
+    CHECK_EQ(pending_bits(s.a) & FT_PENDING_MERGE, 0);
+    CHECK_EQ(ft_refcount(&x->ob), 2); /* A's and C's */
+    commanded_do(NULL, &s.c, cmd_drop_one, &x->ob); /* C's drop queues it */
+    CHECK_EQ(shared_word(x), FT_SHARED_QUEUED);
+    ft_safepoint(s.a);
+    CHECK_EQ(ft_refcount(&x->ob), 1);
+    ft_decref(&x->ob);
+    window_setup_finish(&s);
+}
+
+#endif
+
+/* Two threads each receive every object the owner allocates with a reference for each, and each
+ * takes one more and drops both: every object's last non-owner drops start at a shared count of
+ * zero, so they go through the window, while the owner drains, frees and reuses blocks. */
+enum { WINDOW_OBJECTS = 20000 };
+
+typedef struct window_race {
+    ft_runtime *rt;
+    tracked *objs[WINDOW_OBJECTS];
+    _Atomic int published;
+    _Atomic int finished; /* racers that have stopped their thread states */
+    _Atomic int windows;  /* debug builds: drops that went through the window */
+} window_race;
+
+static void count_window(void *arg)
+{
+    atomic_fetch_add_explicit((_Atomic int *)arg, 1, memory_order_relaxed);
+}
+
+static void *window_racer(void *arg)
+{
+    window_race *r = arg;
+    ft_thread *t = ft_thread_start(r->rt);
+    CHECK_THREAD(t != NULL);
+    for (int i = 0; i < WINDOW_OBJECTS; i++) {
+        AWAIT(t, atomic_load_explicit(&r->published, memory_order_acquire) > i);
+        CHECK_THREAD(atomic_load_explicit(&r->published, memory_order_acquire) > i);
+        ft_object *o = &r->objs[i]->ob;
+        ft_incref(o);
+        ft_decref(o);
+        ft_decref(o);
+        if (i % 64 == 0)
+            ft_safepoint(t);
+    }
+    ft_thread_stop(t);
+    atomic_fetch_add(&r->finished, 1);
+    return NULL;
+}
+
+TEST(racing_non_owner_drops_from_zero_free_every_object_once)
+{
+    reset_tracking();
+    static window_race r;
+    memset(&r, 0, sizeof r);
+    r.rt = ft_runtime_new(NULL);
+    r.rt->decref_window_hook = count_window;
+    r.rt->decref_window_arg = &r.windows;
+    ft_thread *a = ft_thread_start(r.rt);
+    pthread_t racers[2];
+    for (int k = 0; k < 2; k++)
+        start_thread(&racers[k], window_racer, &r);
+    for (int i = 0; i < WINDOW_OBJECTS; i++) {
+        tracked *p = new_tracked(a, &tracked_type);
+        CHECK(p != NULL);
+        ft_incref(&p->ob);
+        ft_incref(&p->ob);
+        r.objs[i] = p;
+        atomic_store_explicit(&r.published, i + 1, memory_order_release);
+        ft_decref(&p->ob);
+        ft_safepoint(a); /* drains: frees what both racers have dropped, and its blocks are reused */
+    }
+    AWAIT(a, atomic_load(&r.finished) == 2); /* their stops may stop the world */
+    for (int k = 0; k < 2; k++)
+        join_thread(racers[k]);
+    ft_safepoint(a);
+    CHECK(all_freed_once());
+#ifdef FTRT_DEBUG
+    CHECK(atomic_load(&r.windows) >= WINDOW_OBJECTS); /* at least one per object */
+#endif
+    ft_thread_stop(a);
+    check_heap_empty(r.rt);
+    CHECK_EQ(ft_runtime_free(r.rt), FT_OK);
+}
+
 int main(void)
 {
     RUN(drop_on_another_thread_while_the_owner_runs);
@@ -1388,7 +1643,7 @@ int main(void)
     RUN(outbox_flushes_when_the_dropper_detaches);
     RUN(outbox_flushes_when_the_dropper_stops);
     RUN(owner_stops_while_its_objects_wait_in_an_outbox);
-    RUN(outbox_hands_each_runtime_its_own_objects);
+    RUN(drops_reach_the_owner_state_of_the_objects_runtime);
     RUN(objects_dropped_by_a_stopping_threads_destructors_are_handed_over);
     RUN(outbox_flush_at_a_safepoint_survives_a_queue_allocation_failure);
     RUN(outbox_flush_on_detach_survives_a_queue_allocation_failure);
@@ -1397,5 +1652,11 @@ int main(void)
     RUN(try_incref_races_the_last_decref);
     RUN(try_incref_races_the_last_decref_through_a_weak_slot);
     RUN(random_drops_by_many_threads_free_every_object_once);
+#ifdef FTRT_DEBUG
+    RUN(settling_after_the_block_was_reused_leaves_the_new_object_alone);
+    RUN(settling_on_a_reused_block_settles_the_new_objects_drop);
+    RUN(a_count_brought_back_to_zero_needs_no_settling);
+#endif
+    RUN(racing_non_owner_drops_from_zero_free_every_object_once);
     return harness_done();
 }

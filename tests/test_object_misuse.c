@@ -261,6 +261,36 @@ TEST(counting_on_an_unattached_thread_is_fatal)
 
 #endif /* FTRT_DEBUG */
 
+#ifdef FTRT_DEBUG
+static void incref_from_another_runtime(void *arg)
+{
+    scene *s = arg;
+    ft_detach(s->t);
+    ft_runtime *other = ft_runtime_new(NULL);
+    ft_thread_start(other);
+    ft_incref(s->o);
+}
+
+static void decref_from_another_runtime(void *arg)
+{
+    scene *s = arg;
+    ft_incref(s->o);
+    ft_detach(s->t);
+    ft_runtime *other = ft_runtime_new(NULL);
+    ft_thread_start(other);
+    ft_decref(s->o);
+}
+
+TEST(counting_from_a_thread_of_another_runtime_is_fatal)
+{
+    scene s = make_scene(&victim_type);
+    address o = address_of(s.o);
+    CHECK_DEATH(incref_from_another_runtime, &s, "ft_incref", o.text, "victim", "belongs to runtime");
+    CHECK_DEATH(decref_from_another_runtime, &s, "ft_decref", o.text, "victim", "belongs to runtime");
+    end_scene(s);
+}
+#endif
+
 /* ---- allocation failures ------------------------------------------------------------------------- */
 
 #define MAX_FAILURE_SITES 64
@@ -699,6 +729,7 @@ int main(void)
     RUN(merged_refcount_underflow_is_fatal);
     RUN(dealloc_that_keeps_a_reference_is_fatal);
     RUN(counting_on_an_unattached_thread_is_fatal);
+    RUN(counting_from_a_thread_of_another_runtime_is_fatal);
 #endif
     RUN(thread_start_survives_allocation_failures);
     RUN(alloc_survives_allocation_failures);

@@ -10,8 +10,8 @@
  * recorded a failure), thread_failures(); thread_identity with thread_is_parked(), which tells from
  * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
  * on a new OS thread attached to a runtime; a runtime with one attached thread (fixture); commanded
- * workers (commanded_start/do/finish), attached threads that run one posted command at a time and
- * pass safepoints only when told to.
+ * workers (commanded_start/do/post/wait/finish), attached threads that run one posted command at a
+ * time and pass safepoints only when told to.
  *
  * Statistics: stats_of() (the heap's) and thread_count() (the runtime's). */
 #ifndef FTRT_TEST_UTIL_H
@@ -292,15 +292,27 @@ static inline void commanded_start(ft_thread *self, commanded *w, ft_runtime *rt
     CHECK(atomic_load(&w->started) && w->t != NULL);
 }
 
-/* Run fn(w) with w->arg = arg on the commanded and wait for it. */
-static inline void commanded_do(ft_thread *self, commanded *w, commanded_fn fn, void *arg)
+/* Post fn(w) with w->arg = arg to the commanded without waiting; returns the command's number for
+ * commanded_wait. One command at a time: wait for it before posting the next. */
+static inline int commanded_post(commanded *w, commanded_fn fn, void *arg)
 {
     w->fn = fn;
     w->arg = arg;
     int n = atomic_load(&w->posted) + 1;
     atomic_store(&w->posted, n);
+    return n;
+}
+
+static inline void commanded_wait(ft_thread *self, commanded *w, int n)
+{
     AWAIT(self, atomic_load(&w->done) == n);
     CHECK_EQ(atomic_load(&w->done), n);
+}
+
+/* Run fn(w) with w->arg = arg on the commanded and wait for it. */
+static inline void commanded_do(ft_thread *self, commanded *w, commanded_fn fn, void *arg)
+{
+    commanded_wait(self, w, commanded_post(w, fn, arg));
 }
 
 static inline void commanded_finish(ft_thread *self, commanded *w)

@@ -5,13 +5,13 @@
  *
  * Biased reference counting. The thread that allocates an object owns it (ob_tid is its
  * ft_os_thread_id()). The owner counts in ob_ref_local with plain (relaxed) loads and stores; any other
- * thread counts in ob_ref_shared with atomic adds. The true count is
+ * thread counts in ob_ref_shared with one atomic add or subtract. The true count is
  *     ob_ref_local + (ob_ref_shared >> 2)
  * and the two low bits of ob_ref_shared hold a state:
  *     DEFAULT        the normal state; the shared part may be negative
  *     MAYBE_WEAKREF  a writer promised that lock-free readers may try-incref this object
- *     QUEUED         the shared part reached zero or below and the object waits in its owner's merge
- *                    queue (the queue holds one reference)
+ *     QUEUED         a non-owner's decref found the shared part at zero or below; the object waits in
+ *                    its owner's merge queue, which holds one reference
  *     MERGED         the owner gave up its bias (ob_tid is 0); the whole count is in ob_ref_shared
  * An object is freed exactly once: when its owner drops ob_ref_local to 0 and finds ob_ref_shared
  * exactly 0, or when an atomic update leaves ob_ref_shared exactly MERGED (count zero).
@@ -21,8 +21,11 @@
  *
  * Destruction. When the count reaches zero, ftrt runs the type's finalize (once per object, PEP 442;
  * it may resurrect the object), then its dealloc (release what the object holds), then frees the
- * memory (or keeps it on the thread's freelist for the type). A decref whose object must be freed has
- * to run on a thread attached to the object's runtime.
+ * memory (or keeps it on the thread's freelist for the type).
+ *
+ * Only a thread attached to an object's runtime may count it (immortal objects excepted): a
+ * non-owner's decref may read the header after giving its reference up, which is safe only while the
+ * runtime's reclamation waits for that thread (docs/objects.md). Debug builds check it.
  */
 #ifndef FTRT_OBJECT_H
 #define FTRT_OBJECT_H
@@ -61,6 +64,7 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 
 #define FT_SHARED_MAYBE_WEAKREF ((intptr_t)1)
 #define FT_SHARED_QUEUED ((intptr_t)2)
 #define FT_SHARED_MERGED ((intptr_t)3)
+#define FT_SHARED_ONE ((intptr_t)1 << FT_SHARED_SHIFT) /* one reference in ob_ref_shared */
 
 #define FT_IMMORTAL_LOCAL UINT32_MAX
 
@@ -121,6 +125,7 @@ FT_API ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems)
 
 FT_API void ft_merge_zero_local(ft_object *o);
 FT_API void ft_decref_shared(ft_object *o);
+FT_API void ft_decref_shared_settle(ft_object *o, intptr_t old);
 FT_API void ft_incref_checked(ft_object *o);
 FT_API void ft_decref_checked(ft_object *o);
 
@@ -150,8 +155,7 @@ static inline void ft_incref(ft_object *o)
                               atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     else if (!ft_object_is_immortal(o))
-        atomic_fetch_add_explicit(&o->ob_ref_shared, (intptr_t)1 << FT_SHARED_SHIFT,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_relaxed);
 #endif
 }
 
@@ -166,7 +170,13 @@ static inline void ft_decref(ft_object *o)
         if (FT_UNLIKELY(local == 0))
             ft_merge_zero_local(o);
     } else if (!ft_object_is_immortal(o)) {
-        ft_decref_shared(o);
+        /* Subtract first; only a count that was not positive, or a merged object's last reference,
+         * needs more (ft_decref_shared_settle). acq_rel: this thread's writes to the object happen
+         * before whoever frees it, and a thread that frees it sees everyone's. */
+        intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE,
+                                                 memory_order_acq_rel);
+        if (FT_UNLIKELY(old < FT_SHARED_ONE || old == (FT_SHARED_ONE | FT_SHARED_MERGED)))
+            ft_decref_shared_settle(o, old);
     }
 #endif
 }

@@ -150,6 +150,11 @@ struct ft_runtime {
     } tlbc;
     _Atomic(int64_t) reftotal;    /* debug: totals of stopped threads and unattached callers */
     _Atomic(int64_t) fail_countdown; /* test hook: the allocation that fails when it reaches 0 */
+    /* Test hook (debug builds): called by a non-owner's decref of an object of this runtime after
+     * its subtract took a biased count below zero and before it settles (object.c), so that a test
+     * can run other threads' steps inside that window. Set while no thread counts objects. */
+    void (*decref_window_hook)(void *arg);
+    void *decref_window_arg;
 
     struct {
         ft_mutex mutex;                /* held by the requester from stop to start */
