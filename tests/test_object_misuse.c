@@ -259,15 +259,17 @@ TEST(counting_on_an_unattached_thread_is_fatal)
     end_scene(s);
 }
 
-#endif /* FTRT_DEBUG */
+/* The calling thread leaves the scene's runtime for a thread state in a new one. */
+static void move_to_another_runtime(scene *s)
+{
+    ft_detach(s->t);
+    ft_thread_start(ft_runtime_new(NULL));
+}
 
-#ifdef FTRT_DEBUG
 static void incref_from_another_runtime(void *arg)
 {
     scene *s = arg;
-    ft_detach(s->t);
-    ft_runtime *other = ft_runtime_new(NULL);
-    ft_thread_start(other);
+    move_to_another_runtime(s);
     ft_incref(s->o);
 }
 
@@ -275,9 +277,7 @@ static void decref_from_another_runtime(void *arg)
 {
     scene *s = arg;
     ft_incref(s->o);
-    ft_detach(s->t);
-    ft_runtime *other = ft_runtime_new(NULL);
-    ft_thread_start(other);
+    move_to_another_runtime(s);
     ft_decref(s->o);
 }
 
@@ -289,7 +289,7 @@ TEST(counting_from_a_thread_of_another_runtime_is_fatal)
     CHECK_DEATH(decref_from_another_runtime, &s, "ft_decref", o.text, "victim", "belongs to runtime");
     end_scene(s);
 }
-#endif
+#endif /* FTRT_DEBUG */
 
 /* ---- allocation failures ------------------------------------------------------------------------- */
 
