@@ -122,6 +122,18 @@ TEST(use_after_free_is_fatal)
     end_scene(s);
 }
 
+/* No finalize, no dealloc, no freelist: its last decref frees it on the shortest path. */
+static const ft_type plain_victim_type = {.name = "plain victim", .basic_size = sizeof(victim)};
+
+TEST(use_after_free_of_a_plain_object_is_fatal)
+{
+    scene s = make_scene(&plain_victim_type);
+    address o = address_of(s.o);
+    CHECK_DEATH(decref_twice_after_free, &s, "ft_decref", o.text, "plain victim", "already freed");
+    CHECK_DEATH(incref_after_free, &s, "ft_incref", o.text, "plain victim", "already freed");
+    end_scene(s);
+}
+
 static const ft_type cached_victim_type = {
     .name = "cached victim", .basic_size = sizeof(victim), .freelist_max = 8};
 
@@ -694,6 +706,7 @@ int main(void)
     RUN(alloc_from_a_detached_thread_is_fatal);
 #ifdef FTRT_DEBUG
     RUN(use_after_free_is_fatal);
+    RUN(use_after_free_of_a_plain_object_is_fatal);
     RUN(use_after_free_of_a_cached_object_is_fatal);
     RUN(owner_refcount_underflow_is_fatal);
     RUN(merged_refcount_underflow_is_fatal);
