@@ -122,6 +122,14 @@ static ft_page_queue *queue_of(ft_heap *heap, const ft_page *page, enum ft_page_
     }
 }
 
+/* The OS thread that may free into set's active pages on the fast path (internal/heap.h): its
+ * owner's, or 0 while it is abandoned. */
+static uintptr_t owner_tid_of(ft_heap_set *set)
+{
+    ft_thread *owner = atomic_load_explicit(&set->owner, memory_order_relaxed);
+    return owner ? owner->os_thread : 0;
+}
+
 /* Put page on one of heap's lists (at its front or back). */
 static void list_add(ft_heap *heap, ft_page *page, enum ft_page_list list, bool front)
 {
@@ -131,16 +139,30 @@ static void list_add(ft_heap *heap, ft_page *page, enum ft_page_list list, bool 
         ft_queue_push_front(q, page);
     else
         ft_queue_push_back(q, page);
-    if (list == FT_PAGE_ACTIVE)
+    if (list == FT_PAGE_ACTIVE) {
         sync_direct(heap, page->size_class);
+        atomic_store_explicit(&page->owner_tid, owner_tid_of(heap->set), memory_order_relaxed);
+    }
 }
 
 /* Take page off the list it is on. */
 static void list_remove(ft_heap *heap, ft_page *page)
 {
     ft_queue_remove(queue_of(heap, page, (enum ft_page_list)page->list), page);
-    if (page->list == FT_PAGE_ACTIVE)
+    if (page->list == FT_PAGE_ACTIVE) {
         sync_direct(heap, page->size_class);
+        atomic_store_explicit(&page->owner_tid, 0, memory_order_relaxed);
+    }
+}
+
+/* Give set's active pages the owner_tid of its new owner (or 0 when it is abandoned). */
+static void set_owner_tid(ft_heap_set *set)
+{
+    uintptr_t tid = owner_tid_of(set);
+    for (int k = 0; k < FT_HEAP_KINDS; k++)
+        for (int c = 0; c < FT_SIZE_CLASSES; c++)
+            for (ft_page *p = set->heaps[k].active[c].head; p; p = p->next)
+                atomic_store_explicit(&p->owner_tid, tid, memory_order_relaxed);
 }
 
 /* ---- allocation ------------------------------------------------------------------------------ */
@@ -377,6 +399,7 @@ ft_status ft_heap_thread_start(ft_thread *t)
         if (set->abandoned) {
             set->abandoned = false;
             atomic_store_explicit(&set->owner, t, memory_order_relaxed);
+            set_owner_tid(set);
             atomic_fetch_sub_explicit(&h->abandoned, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&h->adopted, 1, memory_order_relaxed);
             ft_mutex_unlock(&h->mutex);
@@ -414,6 +437,7 @@ void ft_heap_abandon(ft_thread *t)
         return;
     flush_batch(&set->batch);
     atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
+    set_owner_tid(set);
     set->abandoned = true;
     atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
     t->heaps = NULL;
@@ -429,6 +453,7 @@ void ft_heap_thread_stop(ft_thread *t)
     collect_set(set);
     ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
     atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
+    set_owner_tid(set);
     bool empty = set_is_empty(set);
     if (empty) {
         if (set->prev)

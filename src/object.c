@@ -61,9 +61,11 @@ ft_runtime *ft_object_runtime(const ft_object *o)
 
 _Static_assert(FT_TYPE_GC == 1 && FT_HEAP_GC == FT_HEAP_OBJECT + 1, "heap_for's arithmetic");
 
+/* The object heap or the GC heap: an offset of 0 or one heap's size (a power of two) from the first. */
 static inline ft_heap *heap_for(ft_thread *t, const ft_type *type)
 {
-    return &t->heaps->heaps[FT_HEAP_OBJECT + (type->flags & FT_TYPE_GC)];
+    uintptr_t gc = type->flags & FT_TYPE_GC;
+    return (ft_heap *)(void *)((char *)&t->heaps->heaps[FT_HEAP_OBJECT] + gc * sizeof(ft_heap));
 }
 
 /* Offsets 8 to 15 of the header (ob_flags, ob_mutex, ob_gc_bits, ob_ref_local) as one word, so that a
@@ -393,15 +395,13 @@ void ft_merge_zero_local(ft_object *o)
         /* Invariant 3, first case. The owner's drop to zero of a plain type is the commonest free
          * of all, so it is served here without another call: the count is already zero (the
          * caller stored local 0), so there is nothing to write before the heap's free. */
-        ft_thread *t = ft_current_thread;
-        const ft_type *type = o->ob_type;
-        if (FT_LIKELY(t && type_is_plain(type))) {
+        if (FT_LIKELY(type_is_plain(o->ob_type))) {
             if (MARK_EVERY_FREED_BLOCK)
                 mark_freed(o);
-            ft_heap_free(t, t->heaps, o);
-            return;
+            if (FT_LIKELY(ft_heap_free_owned(o)))
+                return;
         }
-        dealloc_slow(o);
+        ft_object_dealloc(o);
         return;
     }
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed); /* invariant 1 */
