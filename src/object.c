@@ -388,22 +388,9 @@ void ft_object_dealloc(ft_object *o)
 
 /* ---- the biased reference counting slow paths ------------------------------------------------ */
 
-void ft_merge_zero_local(ft_object *o)
+/* The owner dropped its local count to 0 while the shared word was not 0: give up the bias. */
+static __attribute__((noinline)) void merge_zero_local_shared(ft_object *o, intptr_t shared)
 {
-    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire);
-    if (FT_LIKELY(shared == 0)) {
-        /* Invariant 3, first case. The owner's drop to zero of a plain type is the commonest free
-         * of all, so it is served here without another call: the count is already zero (the
-         * caller stored local 0), so there is nothing to write before the heap's free. */
-        if (FT_LIKELY(type_is_plain(o->ob_type))) {
-            if (MARK_EVERY_FREED_BLOCK)
-                mark_freed(o);
-            if (FT_LIKELY(ft_heap_free_owned(o)))
-                return;
-        }
-        ft_object_dealloc(o);
-        return;
-    }
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed); /* invariant 1 */
     intptr_t merged;
     do
@@ -412,6 +399,25 @@ void ft_merge_zero_local(ft_object *o)
                                                   memory_order_acq_rel, memory_order_acquire));
     if (merged == FT_SHARED_MERGED)
         ft_object_dealloc(o);
+}
+
+void ft_merge_zero_local(ft_object *o)
+{
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire);
+    if (FT_UNLIKELY(shared != 0)) {
+        merge_zero_local_shared(o, shared);
+        return;
+    }
+    /* Invariant 3, first case. The owner's drop to zero of a plain type is the commonest free of
+     * all, so it is served here without another call: the count is already zero (the caller
+     * stored local 0), so there is nothing to write before the heap's free. */
+    if (FT_LIKELY(type_is_plain(o->ob_type))) {
+        if (MARK_EVERY_FREED_BLOCK)
+            mark_freed(o);
+        if (FT_LIKELY(ft_heap_free_owned(o)))
+            return;
+    }
+    ft_object_dealloc(o);
 }
 
 void ft_decref_shared(ft_object *o)
