@@ -7,6 +7,11 @@
  * and finally acquires a page (see page.c for the reuse rule). Every change of an active list's head
  * goes through list_add/list_remove, which keep heap->direct in step.
  *
+ * A page on an active list of an owned set carries its owner's OS thread id (owner_tid; 0 on any
+ * other list or while the set is abandoned): list_add/list_remove keep it in step, and adoption and
+ * abandonment rewrite it for every active page, so the owner's free of an object can recognise its
+ * own active page without its thread state (ft_heap_free_owned).
+ *
  * A free by the heap's owner pushes onto the page's own free list (inline); a page that becomes
  * empty is retired (unless it is its class's only active page, kept to avoid thrashing), and a full
  * page that gets a block back returns to the active list. A free by any other thread goes into that

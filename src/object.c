@@ -14,12 +14,15 @@
  *  5. Immortal objects (local == UINT32_MAX) are never written by incref or decref.
  *
  * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
- * slot, a free block on that page): pop the block, write the header, zero the payload with a few
- * 16-byte stores; everything else goes to alloc_slow.
+ * slot, a free block on that page): pop the block, write the header (four stores: ob_tid, bytes 8..15
+ * as one word, ob_type, then ob_ref_shared alone with release), zero the payload with a jump into a
+ * run of 16-byte stores; everything else goes to alloc_slow. Nothing here ever writes ob_ref_shared
+ * but with an atomic store or read-modify-write of its own, and a freed block keeps its value.
  *
  * Dealloc runs the type's finalize once (PEP 442), with the object resurrected around it, then its
  * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). A type with
- * none of the three goes straight to the heap's inline free. */
+ * none of the three is freed by the owner's ft_merge_zero_local itself, with the heap's owner check
+ * by thread pointer (ft_heap_free_owned); everything else goes through ft_object_dealloc. */
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>

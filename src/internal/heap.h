@@ -34,8 +34,14 @@
  * walks push every chain first, they never take a waiting block for a live one. Large blocks, and
  * frees by callers without a heap set, are pushed at once.
  *
+ * The owner's free has two inline forms: ft_heap_free compares the page's set with the caller's, and
+ * ft_heap_free_owned (the drop of a plain object) compares the page's owner_tid, which is the owner's
+ * OS thread id only while the page is active in an owned set, with the thread pointer: a match means
+ * the block is the caller's and its page does not need to change lists unless it becomes empty.
+ *
  * Block links are stored in a block's first word with atomic stores, because that word is an
- * object's ob_tid, which lock-free readers may load through a stale pointer. */
+ * object's ob_tid, which lock-free readers may load through a stale pointer. Nothing in the heap
+ * writes a block's word at offset 16 (an object's ob_ref_shared): a freed object keeps its value. */
 #ifndef FTRT_INTERNAL_HEAP_H
 #define FTRT_INTERNAL_HEAP_H
 
