@@ -23,7 +23,7 @@
  * abandons its heap set if any block is still allocated (or frees it). Its blocks stay valid; other
  * threads' frees go to the remote stacks; the next thread to start adopts the set whole. The set's
  * pages keep pointing to their set; only the set's owner changes, so "is this my block?" is a
- * comparison of set pointers.
+ * comparison of set pointers (or, for an active page, of its owner_tid with the thread pointer).
  *
  * Walking (world stopped): every set's remote batch is pushed first, so that a freed block is never
  * taken for a live one. Then every page of every set, owned or abandoned, is scanned; a page's free
@@ -551,6 +551,8 @@ static bool visit_page(ft_page *page, bool objects, ft_block_visitor fn, void *a
         if (bits[i / 64] & ((uint64_t)1 << (i % 64)))
             continue;
         void *b = base + (size_t)i * page->block_size;
+        /* Not on a free list, yet freed: an object cached on a freelist (release builds mark only
+         * those; blocks back in the heap were found on the lists above). */
         if (objects &&
             (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
             continue;
