@@ -7,6 +7,11 @@
  * and finally acquires a page (see page.c for the reuse rule). Every change of an active list's head
  * goes through list_add/list_remove, which keep heap->direct in step.
  *
+ * A page on an active list of an owned set carries its owner's OS thread id (owner_tid; 0 on any
+ * other list or while the set is abandoned): list_add/list_remove keep it in step, and adoption and
+ * abandonment rewrite it for every active page, so the owner's free of an object can recognise its
+ * own active page without its thread state (ft_heap_free_owned).
+ *
  * A free by the heap's owner pushes onto the page's own free list (inline); a page that becomes
  * empty is retired (unless it is its class's only active page, kept to avoid thrashing), and a full
  * page that gets a block back returns to the active list. A free by any other thread goes into that
@@ -18,7 +23,7 @@
  * abandons its heap set if any block is still allocated (or frees it). Its blocks stay valid; other
  * threads' frees go to the remote stacks; the next thread to start adopts the set whole. The set's
  * pages keep pointing to their set; only the set's owner changes, so "is this my block?" is a
- * comparison of set pointers.
+ * comparison of set pointers (or, for an active page, of its owner_tid with the thread pointer).
  *
  * Walking (world stopped): every set's remote batch is pushed first, so that a freed block is never
  * taken for a live one. Then every page of every set, owned or abandoned, is scanned; a page's free
@@ -122,6 +127,14 @@ static ft_page_queue *queue_of(ft_heap *heap, const ft_page *page, enum ft_page_
     }
 }
 
+/* The OS thread that may free into set's active pages on the fast path (internal/heap.h): its
+ * owner's, or 0 while it is abandoned. */
+static uintptr_t owner_tid_of(ft_heap_set *set)
+{
+    ft_thread *owner = atomic_load_explicit(&set->owner, memory_order_relaxed);
+    return owner ? owner->os_thread : 0;
+}
+
 /* Put page on one of heap's lists (at its front or back). */
 static void list_add(ft_heap *heap, ft_page *page, enum ft_page_list list, bool front)
 {
@@ -131,16 +144,30 @@ static void list_add(ft_heap *heap, ft_page *page, enum ft_page_list list, bool 
         ft_queue_push_front(q, page);
     else
         ft_queue_push_back(q, page);
-    if (list == FT_PAGE_ACTIVE)
+    if (list == FT_PAGE_ACTIVE) {
         sync_direct(heap, page->size_class);
+        atomic_store_explicit(&page->owner_tid, owner_tid_of(heap->set), memory_order_relaxed);
+    }
 }
 
 /* Take page off the list it is on. */
 static void list_remove(ft_heap *heap, ft_page *page)
 {
     ft_queue_remove(queue_of(heap, page, (enum ft_page_list)page->list), page);
-    if (page->list == FT_PAGE_ACTIVE)
+    if (page->list == FT_PAGE_ACTIVE) {
         sync_direct(heap, page->size_class);
+        atomic_store_explicit(&page->owner_tid, 0, memory_order_relaxed);
+    }
+}
+
+/* Give set's active pages the owner_tid of its new owner (or 0 when it is abandoned). */
+static void set_owner_tid(ft_heap_set *set)
+{
+    uintptr_t tid = owner_tid_of(set);
+    for (int k = 0; k < FT_HEAP_KINDS; k++)
+        for (int c = 0; c < FT_SIZE_CLASSES; c++)
+            for (ft_page *p = set->heaps[k].active[c].head; p; p = p->next)
+                atomic_store_explicit(&p->owner_tid, tid, memory_order_relaxed);
 }
 
 /* ---- allocation ------------------------------------------------------------------------------ */
@@ -377,6 +404,7 @@ ft_status ft_heap_thread_start(ft_thread *t)
         if (set->abandoned) {
             set->abandoned = false;
             atomic_store_explicit(&set->owner, t, memory_order_relaxed);
+            set_owner_tid(set);
             atomic_fetch_sub_explicit(&h->abandoned, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&h->adopted, 1, memory_order_relaxed);
             ft_mutex_unlock(&h->mutex);
@@ -414,6 +442,7 @@ void ft_heap_abandon(ft_thread *t)
         return;
     flush_batch(&set->batch);
     atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
+    set_owner_tid(set);
     set->abandoned = true;
     atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
     t->heaps = NULL;
@@ -429,6 +458,7 @@ void ft_heap_thread_stop(ft_thread *t)
     collect_set(set);
     ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
     atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
+    set_owner_tid(set);
     bool empty = set_is_empty(set);
     if (empty) {
         if (set->prev)
@@ -521,6 +551,8 @@ static bool visit_page(ft_page *page, bool objects, ft_block_visitor fn, void *a
         if (bits[i / 64] & ((uint64_t)1 << (i % 64)))
             continue;
         void *b = base + (size_t)i * page->block_size;
+        /* Not on a free list, yet freed: an object cached on a freelist (release builds mark only
+         * those; blocks back in the heap were found on the lists above). */
         if (objects &&
             (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
             continue;

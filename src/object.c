@@ -35,12 +35,16 @@
  * did, and its own decref will settle.
  *
  * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
- * slot, a free block on that page): pop the block, write the header, zero the payload with a few
- * 16-byte stores; everything else goes to alloc_slow.
+ * slot, a free block on that page): pop the block, write the header (four stores: ob_tid, bytes 8..15
+ * as one word, ob_type, then ob_ref_shared alone with release), zero the payload with a jump into a
+ * run of 16-byte stores; everything else goes to alloc_slow. Nothing here ever writes ob_ref_shared
+ * but with an atomic store or read-modify-write of its own, and a freed block keeps its value.
  *
  * Dealloc runs the type's finalize once (PEP 442), with the object resurrected around it, then its
  * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). A type with
- * none of the three goes straight to the heap's inline free. */
+ * none of the three is freed by the owner's ft_merge_zero_local itself, with the heap's owner check
+ * by thread pointer (ft_heap_free_owned); everything else goes through ft_object_dealloc. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -79,18 +83,42 @@ ft_runtime *ft_object_runtime(const ft_object *o)
 
 _Static_assert(FT_TYPE_GC == 1 && FT_HEAP_GC == FT_HEAP_OBJECT + 1, "heap_for's arithmetic");
 
+/* The object heap or the GC heap: an offset of 0 or one heap's size (a power of two) from the first. */
 static inline ft_heap *heap_for(ft_thread *t, const ft_type *type)
 {
-    return &t->heaps->heaps[FT_HEAP_OBJECT + (type->flags & FT_TYPE_GC)];
+    uintptr_t gc = type->flags & FT_TYPE_GC;
+    return (ft_heap *)(void *)((char *)&t->heaps->heaps[FT_HEAP_OBJECT] + gc * sizeof(ft_heap));
+}
+
+/* Offsets 8 to 15 of the header (ob_flags, ob_mutex, ob_gc_bits, ob_ref_local) as one word, so that a
+ * new object's header takes one store for them. Each of those fields is atomic (stale readers may load
+ * them), and so is this store; ob_ref_shared (offset 16) is never part of it. */
+typedef _Atomic(uint64_t) header_word __attribute__((may_alias));
+
+_Static_assert(offsetof(ft_object, ob_flags) == 8 && offsetof(ft_object, ob_mutex) == 10 &&
+                   offsetof(ft_object, ob_gc_bits) == 11 && offsetof(ft_object, ob_ref_local) == 12 &&
+                   offsetof(ft_object, ob_ref_shared) == 16 && sizeof(ft_mutex) == 1,
+               "header_word covers exactly ob_flags .. ob_ref_local");
+
+/* The word for flags 0, an unlocked mutex, gc bits 0 and local count 1, in the machine's byte order. */
+static inline uint64_t new_header_word(void)
+{
+    struct {
+        uint16_t flags;
+        uint8_t mutex, gc_bits;
+        uint32_t ref_local;
+    } fields = {0, 0, 0, 1};
+    _Static_assert(sizeof fields == sizeof(uint64_t), "no padding");
+    uint64_t word;
+    memcpy(&word, &fields, sizeof word);
+    return word;
 }
 
 static inline void init_header(ft_object *o, const ft_type *type)
 {
     atomic_store_explicit(&o->ob_tid, ft_os_thread_id(), memory_order_relaxed);
-    atomic_store_explicit(&o->ob_flags, 0, memory_order_relaxed);
-    atomic_store_explicit(&o->ob_mutex.bits, 0, memory_order_relaxed);
-    atomic_store_explicit(&o->ob_gc_bits, 0, memory_order_relaxed);
-    atomic_store_explicit(&o->ob_ref_local, 1, memory_order_relaxed);
+    atomic_store_explicit((header_word *)(void *)&o->ob_flags, new_header_word(),
+                          memory_order_relaxed);
     o->ob_type = type;
     /* Last, with release: a try-incref that lands on a reused block through a stale pointer
      * (acquire CAS on this field) sees a whole header, never a half-written one. */
@@ -100,20 +128,79 @@ static inline void init_header(ft_object *o, const ft_type *type)
 typedef uint64_t zero16 __attribute__((vector_size(16), aligned(16), may_alias));
 
 /* Zero the payload of a block of a small size: bytes [32, size rounded up to 16), which the block
- * always has (blocks are 16-aligned multiples of 16), with 16-byte stores and no call. */
+ * always has (blocks are 16-aligned multiples of 16), with 16-byte stores and no call. The first (up
+ * to) 16 of them are a jump into a straight run of stores, so that a payload of up to 256 bytes costs
+ * one indirect jump and its stores; a longer one clears the rest first, 64 bytes at a time from its
+ * end (the last of those may overlap the first 256 bytes, which is harmless). */
 static inline __attribute__((always_inline)) void zero_payload(ft_object *o, size_t size)
 {
-    uint8_t *p = (uint8_t *)(o + 1), *end = (uint8_t *)o + ((size + 15) & ~(size_t)15);
-    if ((size_t)(end - p) & 16) {
-        *(zero16 *)p = (zero16){0};
-        p += 16;
+    zero16 *p = (zero16 *)(void *)(o + 1), zero = {0};
+    size_t n = (size + 15) / 16 - sizeof(ft_object) / 16; /* 16-byte stores to do */
+    /* An opaque register, so that the compiler does not rebuild the zero before every store. */
+    __asm__("" : "+x"(zero));
+    if (FT_UNLIKELY(n > 16)) {
+        zero16 *q = p + n;
+        do {
+            /* Hides the stride, so that the compiler does not turn the loop into a memset call. */
+            __asm__("" : "+r"(q));
+            q -= 4;
+            q[0] = q[1] = q[2] = q[3] = zero;
+        } while (q > p + 16);
+        n = 16;
     }
-    while (p < end) {
-        /* Hides the stride, so that the compiler does not turn the loop back into a memset call. */
-        __asm__("" : "+r"(p));
-        ((zero16 *)p)[0] = (zero16){0};
-        ((zero16 *)p)[1] = (zero16){0};
-        p += 32;
+    switch (n) {
+    case 16:
+        p[15] = zero;
+        /* fall through */
+    case 15:
+        p[14] = zero;
+        /* fall through */
+    case 14:
+        p[13] = zero;
+        /* fall through */
+    case 13:
+        p[12] = zero;
+        /* fall through */
+    case 12:
+        p[11] = zero;
+        /* fall through */
+    case 11:
+        p[10] = zero;
+        /* fall through */
+    case 10:
+        p[9] = zero;
+        /* fall through */
+    case 9:
+        p[8] = zero;
+        /* fall through */
+    case 8:
+        p[7] = zero;
+        /* fall through */
+    case 7:
+        p[6] = zero;
+        /* fall through */
+    case 6:
+        p[5] = zero;
+        /* fall through */
+    case 5:
+        p[4] = zero;
+        /* fall through */
+    case 4:
+        p[3] = zero;
+        /* fall through */
+    case 3:
+        p[2] = zero;
+        /* fall through */
+    case 2:
+        p[1] = zero;
+        /* fall through */
+    case 1:
+        p[0] = zero;
+        /* fall through */
+    case 0:
+        break;
+    default:
+        __builtin_unreachable();
     }
 }
 
@@ -233,14 +320,31 @@ static void set_gc_bits_private(ft_object *o, uint8_t bits)
     atomic_store_explicit(&o->ob_gc_bits, (uint8_t)(old | bits), memory_order_relaxed);
 }
 
+/* FT_GC_FREED on a freed block. Debug builds mark every freed block, for their use-after-free checks.
+ * Release builds mark only blocks cached on a freelist: those are still allocated as far as the heap
+ * knows, and heap walks skip them by this bit; a block back in the heap is on a free list or a
+ * remote-free stack, which walks read instead, and nothing else in a release build reads the bit. */
+#ifdef FTRT_DEBUG
+#define MARK_EVERY_FREED_BLOCK true
+#else
+#define MARK_EVERY_FREED_BLOCK false
+#endif
+
+static inline void mark_freed(ft_object *o)
+{
+    /* A free block: FT_GC_FREED is the only bit that means anything now. */
+    atomic_store_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
+}
+
 /* Give o's block back: to t's freelist for the type if it has one with room, else to the heap (for
- * a block of t's own active page, a push on the page's list, inline). */
+ * a block of t's own active page, a push on the page's list, inline). A freed block's count stays
+ * zero: readers that try-incref it through a stale pointer must fail. */
 static inline void free_memory(ft_thread *t, ft_object *o, const ft_type *type)
 {
     bool cache = type->freelist_max != 0;
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
-    /* A free block: FT_GC_FREED is the only bit that means anything now. */
-    atomic_store_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
+    if (MARK_EVERY_FREED_BLOCK || cache)
+        mark_freed(o);
     if (FT_UNLIKELY(cache) && ft_freelist_push(t, o))
         return;
     ft_heap_free(t, t->heaps, o);
@@ -285,12 +389,19 @@ static __attribute__((noinline)) void dealloc_slow(ft_object *o)
     free_memory(t, o, type);
 }
 
+/* A type whose instances need nothing between count zero and the heap: no finalize, no dealloc, no
+ * freelist. One test for the three. */
+static inline bool type_is_plain(const ft_type *type)
+{
+    return ((uintptr_t)type->finalize | (uintptr_t)type->dealloc | type->freelist_max) == 0;
+}
+
 void ft_object_dealloc(ft_object *o)
 {
-    /* The short path, for a type with nothing to run and no freelist: no call before the free. */
+    /* The short path, for a plain type: no call before the free. */
     ft_thread *t = ft_current_thread;
     const ft_type *type = o->ob_type;
-    if (FT_LIKELY(t && !type->finalize && !type->dealloc && !type->freelist_max)) {
+    if (FT_LIKELY(t && type_is_plain(type))) {
         free_memory(t, o, type);
         return;
     }
@@ -299,13 +410,9 @@ void ft_object_dealloc(ft_object *o)
 
 /* ---- the biased reference counting slow paths ------------------------------------------------ */
 
-void ft_merge_zero_local(ft_object *o)
+/* The owner dropped its local count to 0 while the shared word was not 0: give up the bias. */
+static __attribute__((noinline)) void merge_zero_local_shared(ft_object *o, intptr_t shared)
 {
-    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire);
-    if (shared == 0) {
-        ft_object_dealloc(o); /* invariant 3, first case */
-        return;
-    }
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed); /* invariant 1 */
     intptr_t merged;
     do
@@ -314,6 +421,25 @@ void ft_merge_zero_local(ft_object *o)
                                                   memory_order_acq_rel, memory_order_acquire));
     if (merged == FT_SHARED_MERGED)
         ft_object_dealloc(o);
+}
+
+void ft_merge_zero_local(ft_object *o)
+{
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire);
+    if (FT_UNLIKELY(shared != 0)) {
+        merge_zero_local_shared(o, shared);
+        return;
+    }
+    /* Invariant 3, first case. The owner's drop to zero of a plain type is the commonest free of
+     * all, so it is served here without another call: the count is already zero (the caller
+     * stored local 0), so there is nothing to write before the heap's free. */
+    if (FT_LIKELY(type_is_plain(o->ob_type) && ft_current_thread != NULL)) {
+        if (MARK_EVERY_FREED_BLOCK)
+            mark_freed(o);
+        if (FT_LIKELY(ft_heap_free_owned(o)))
+            return;
+    }
+    ft_object_dealloc(o); /* which stops a thread that is not attached */
 }
 
 static FT_NORETURN __attribute__((noinline, cold)) void merged_underflow(ft_object *o,

@@ -147,6 +147,7 @@ void ft_page_init(ft_page *page, ft_heap *heap, uint8_t size_class, uint32_t blo
 {
     page->heap = heap;
     page->set = heap->set;
+    atomic_store_explicit(&page->owner_tid, 0, memory_order_relaxed); /* not active yet */
     page->free = NULL;
     atomic_store_explicit(&page->remote_free, 0, memory_order_relaxed);
     page->next = page->prev = NULL;

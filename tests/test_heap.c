@@ -8,7 +8,8 @@
  * and adopted ones (the next thread to start takes the abandoned heap over, and then frees those blocks
  * locally). The heap walk, with the world stopped, must visit exactly the live blocks of the kind asked
  * for, on running, detached and stopped threads alike: not freed ones, not objects cached on a
- * freelist, not blocks of another kind. */
+ * freelist, not blocks of another kind. A page's owner_tid (the owner's fast free) must name its owner
+ * exactly while the page is active in an owned heap, through filling up, abandonment and adoption. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -1013,6 +1014,102 @@ TEST(owner_finds_its_pages_empty_once_the_batch_is_pushed)
     owner_and_freer(NOT_PUSHED);
 }
 
+
+/* ---- the owner's fast free: owner_tid ------------------------------------------------------------- */
+
+#define TID_OBJECTS 3000 /* 48-byte objects: more than two pages' worth, so some pages are full */
+
+typedef struct tid_check {
+    ft_runtime *rt;
+    ft_object *objects[TID_OBJECTS];
+    bool consistent;  /* every page checked carried the owner_tid that its list calls for */
+    bool full_page_revived; /* a free into a full page made it active again, with its owner's id */
+    bool some_full;   /* the pages checked included full ones, or the check proved less */
+    uint64_t remote_before, remote_after;
+} tid_check;
+
+/* Whether every page that holds one of c's objects carries tid while active and 0 otherwise. */
+static bool owner_tids_are(tid_check *c, uintptr_t tid)
+{
+    bool ok = true;
+    c->some_full = false;
+    for (int i = 0; i < TID_OBJECTS; i++) {
+        if (!c->objects[i])
+            continue;
+        ft_page *p = ft_page_of(c->objects[i]);
+        c->some_full |= p->list == FT_PAGE_FULL;
+        ok &= atomic_load(&p->owner_tid) == (p->list == FT_PAGE_ACTIVE ? tid : 0);
+    }
+    return ok;
+}
+
+static void allocate_objects_and_stop(ft_thread *t, void *arg)
+{
+    tid_check *c = arg;
+    for (int i = 0; i < TID_OBJECTS; i++) {
+        c->objects[i] = ft_alloc(t, &plain_type);
+        CHECK_THREAD(c->objects[i] != NULL);
+    }
+    c->consistent = owner_tids_are(c, ft_os_thread_id()) && c->some_full;
+    /* The owner's drop of an object in a full page: not the fast free (owner_tid is 0 there), but
+     * the page comes back to the active list and takes the owner's id. */
+    c->full_page_revived = false;
+    for (int i = 0; i < TID_OBJECTS && !c->full_page_revived; i++) {
+        ft_page *p = ft_page_of(c->objects[i]);
+        if (p->list != FT_PAGE_FULL)
+            continue;
+        ft_decref(c->objects[i]);
+        c->objects[i] = NULL;
+        c->full_page_revived = p->list == FT_PAGE_ACTIVE &&
+                               atomic_load(&p->owner_tid) == ft_os_thread_id();
+    }
+    /* It stops with the rest allocated: its heap set is abandoned. */
+}
+
+static void adopt_and_drop_objects(ft_thread *t, void *arg)
+{
+    tid_check *c = arg;
+    c->consistent = owner_tids_are(c, ft_os_thread_id());
+    c->remote_before = stats_of(c->rt).remote_frees;
+    for (int i = 0; i < TID_OBJECTS; i++)
+        if (c->objects[i]) {
+            ft_decref(c->objects[i]);
+            c->objects[i] = NULL;
+        }
+    ft_object *o = ft_alloc(t, &plain_type); /* from an adopted active page */
+    CHECK_THREAD(o != NULL);
+    c->consistent &= atomic_load(&ft_page_of(o)->owner_tid) == ft_os_thread_id();
+    ft_decref(o);
+    c->remote_after = stats_of(c->rt).remote_frees;
+}
+
+/* A page's owner_tid names its owner's OS thread exactly while it is active in an owned heap: set
+ * when it becomes active, 0 when it fills up, 0 for every page of an abandoned heap (another thread,
+ * or a new one that happens to reuse the dead one's thread pointer, must not free into it as its
+ * owner), and the adopter's once its heap is adopted, whose frees are then all local. */
+TEST(owner_tid_follows_the_pages_and_their_owner)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    ft_thread *t = ft_thread_start(rt); /* started first: it keeps a heap of its own */
+    static tid_check c;
+    c.rt = rt;
+    run_on_new_thread(rt, t, allocate_objects_and_stop, &c);
+    CHECK(c.consistent);
+    CHECK(c.full_page_revived);
+    CHECK_EQ(stats_of(rt).abandoned_heaps, 1);
+    CHECK(owner_tids_are(&c, 0));
+    CHECK(c.some_full);
+
+    run_on_new_thread(rt, t, adopt_and_drop_objects, &c);
+    CHECK(c.consistent);
+    CHECK_EQ(c.remote_after, c.remote_before);
+    ft_heap_stats s = stats_of(rt);
+    CHECK_EQ(s.adopted_heaps, 1);
+    CHECK_EQ(s.live_blocks, 0);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
 int main(void)
 {
     RUN(raw_blocks_of_every_size);
@@ -1027,5 +1124,6 @@ int main(void)
     RUN(remote_batch_is_pushed_when_full_or_when_the_page_changes);
     RUN(walks_and_statistics_see_through_remote_batches);
     RUN(owner_finds_its_pages_empty_once_the_batch_is_pushed);
+    RUN(owner_tid_follows_the_pages_and_their_owner);
     return harness_done();
 }

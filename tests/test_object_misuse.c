@@ -97,6 +97,25 @@ TEST(alloc_from_a_detached_thread_is_fatal)
     end_scene(s);
 }
 
+/* No finalize, dealloc or freelist: its owner's drop to zero takes the shortest free path. */
+static const ft_type plain_victim_type = {.name = "plain victim", .basic_size = sizeof(victim)};
+
+static void drop_last_while_detached(void *arg)
+{
+    scene *s = arg;
+    ft_detach(s->t);
+    ft_decref(s->o);
+}
+
+/* In every build: freeing touches the heap, which a stop-the-world walk may be reading. */
+TEST(owners_drop_to_zero_while_detached_is_fatal)
+{
+    scene s = make_scene(&plain_victim_type);
+    address o = address_of(s.o);
+    CHECK_DEATH(drop_last_while_detached, &s, "not attached", o.text, "plain victim");
+    end_scene(s);
+}
+
 #ifdef FTRT_DEBUG
 
 static void decref_twice_after_free(void *arg)
@@ -119,6 +138,15 @@ TEST(use_after_free_is_fatal)
     address o = address_of(s.o);
     CHECK_DEATH(decref_twice_after_free, &s, "ft_decref", o.text, "victim", "already freed");
     CHECK_DEATH(incref_after_free, &s, "ft_incref", o.text, "victim", "already freed");
+    end_scene(s);
+}
+
+TEST(use_after_free_of_a_plain_object_is_fatal)
+{
+    scene s = make_scene(&plain_victim_type);
+    address o = address_of(s.o);
+    CHECK_DEATH(decref_twice_after_free, &s, "ft_decref", o.text, "plain victim", "already freed");
+    CHECK_DEATH(incref_after_free, &s, "ft_incref", o.text, "plain victim", "already freed");
     end_scene(s);
 }
 
@@ -722,8 +750,10 @@ TEST(freelist_table_growth_survives_allocation_failures)
 int main(void)
 {
     RUN(alloc_from_a_detached_thread_is_fatal);
+    RUN(owners_drop_to_zero_while_detached_is_fatal);
 #ifdef FTRT_DEBUG
     RUN(use_after_free_is_fatal);
+    RUN(use_after_free_of_a_plain_object_is_fatal);
     RUN(use_after_free_of_a_cached_object_is_fatal);
     RUN(owner_refcount_underflow_is_fatal);
     RUN(merged_refcount_underflow_is_fatal);

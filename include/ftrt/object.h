@@ -73,7 +73,7 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 
 
 /* ob_gc_bits */
 #define FT_GC_FINALIZED 1 /* finalize has run (it never runs twice) */
-#define FT_GC_FREED 2     /* the block is free or on a freelist; any use is a bug */
+#define FT_GC_FREED 2     /* on a freelist, or (debug builds) freed at all; any use is a bug */
 #define FT_GC_DEFERRED 64 /* deferred reference counting (immortal objects carry it too) */
 
 /* ---- types ----------------------------------------------------------------------------------- */

@@ -34,8 +34,14 @@
  * walks push every chain first, they never take a waiting block for a live one. Large blocks, and
  * frees by callers without a heap set, are pushed at once.
  *
+ * The owner's free has two inline forms: ft_heap_free compares the page's set with the caller's, and
+ * ft_heap_free_owned (the drop of a plain object) compares the page's owner_tid, which is the owner's
+ * OS thread id only while the page is active in an owned set, with the thread pointer: a match means
+ * the block is the caller's and its page does not need to change lists unless it becomes empty.
+ *
  * Block links are stored in a block's first word with atomic stores, because that word is an
- * object's ob_tid, which lock-free readers may load through a stale pointer. */
+ * object's ob_tid, which lock-free readers may load through a stale pointer. Nothing in the heap
+ * writes a block's word at offset 16 (an object's ob_ref_shared): a freed object keeps its value. */
 #ifndef FTRT_INTERNAL_HEAP_H
 #define FTRT_INTERNAL_HEAP_H
 
@@ -64,24 +70,28 @@ typedef struct ft_block {
 enum ft_page_list { FT_PAGE_ACTIVE, FT_PAGE_FULL, FT_PAGE_RETIRED, FT_PAGE_LARGE, FT_PAGE_POOL };
 
 /* The header at the start of every page. The first cache line holds what the owner's allocation
- * and free fast paths write; the second what other threads read (the owner check, the block size)
- * and, written rarely (one CAS per remote batch), the remote-free stack, so that remote freers
- * neither write nor read the owner's hot line. */
+ * and free fast paths write (and the owner's cold bookkeeping); the second what other threads read
+ * (the owner checks, the block size) and, written rarely (one CAS per remote batch), the remote-free
+ * stack, so that remote freers neither write nor read the owner's hot line. */
 typedef struct ft_page {
     ft_block *free;         /* owner only */
     uint32_t used;          /* owner only */
     uint32_t reserved;      /* owner only: blocks [0, reserved) carved so far */
     uint8_t list;           /* enum ft_page_list; owner only */
     struct ft_page *next, *prev;    /* the list named by `list`; owner only, or world stopped */
+    uint64_t retire_goal;   /* retired: the reuse hook's goal; owner only */
+    int64_t pooled_at;      /* pool only: when it entered the pool */
 
     _Alignas(64) struct ft_heap_set *set; /* heap->set; immutable while in a heap */
+    /* The ft_os_thread_id() of the set's owner while the page is on an active list of an owned
+     * set; 0 otherwise (full, retired, pooled, large, or the set abandoned). Written by the owner
+     * (list changes, adoption, abandonment), read by anyone; relaxed. */
+    _Atomic(uintptr_t) owner_tid;
     struct ft_heap *heap;   /* set when given to a heap, before any block is handed out */
     uint32_t capacity;      /* immutable while in a heap */
     uint32_t block_size;    /* immutable while in a heap */
     uint8_t size_class;     /* immutable while in a heap; FT_LARGE_CLASS for a large page */
     uint8_t released;       /* pool only: madvised */
-    uint64_t retire_goal;   /* retired: the reuse hook's goal */
-    int64_t pooled_at;      /* pool only: when it entered the pool */
     size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping */
     _Atomic(uintptr_t) remote_free; /* push: any thread (CAS); take all: owner (exchange) */
 } ft_page;
@@ -92,6 +102,11 @@ typedef struct ft_page_queue {
     ft_page *head, *tail;
 } ft_page_queue;
 
+#define FT_HEAP_FIELDS_SIZE                                                                        \
+    (FT_DIRECT_SLOTS * sizeof(ft_page *) + sizeof(struct ft_heap_set *) + sizeof(size_t) +         \
+     (2 * FT_SIZE_CLASSES + 2) * sizeof(ft_page_queue))
+#define FT_HEAP_STRIDE 2048 /* sizeof(ft_heap): a power of two, so heap_for is a shift, not a multiply */
+
 typedef struct ft_heap {
     ft_page *direct[FT_DIRECT_SLOTS];      /* owner only: see the top of this file */
     struct ft_heap_set *set;
@@ -100,7 +115,10 @@ typedef struct ft_heap {
     ft_page_queue full[FT_SIZE_CLASSES];   /* owner only */
     ft_page_queue retired;                 /* owner only */
     ft_page_queue large;                   /* owner only */
+    char pad[FT_HEAP_STRIDE - FT_HEAP_FIELDS_SIZE];
 } ft_heap;
+
+_Static_assert(sizeof(ft_heap) == FT_HEAP_STRIDE, "ft_heap's padding: FT_HEAP_FIELDS_SIZE is exact");
 
 /* Blocks of one page that the set's thread freed without owning the page, not yet pushed. */
 typedef struct ft_remote_batch {
@@ -216,6 +234,25 @@ static inline void *ft_heap_alloc(ft_heap *heap, size_t size)
             return b;
     }
     return ft_heap_alloc_slow(heap, size);
+}
+
+/* The owner's free of a block of one of its active pages, when the caller is the set owner's OS
+ * thread and may act for it (it is attached to the block's runtime, so no stop is walking the heap):
+ * one comparison of the page's owner_tid with the thread pointer, and a push on the page's own list.
+ * Returns false, having done nothing, for any other block or caller (a full or large page, another
+ * thread's page, an abandoned set); the caller then goes to ft_heap_free. */
+static inline bool ft_heap_free_owned(void *p)
+{
+    ft_page *page = ft_page_of(p);
+    ft_block *b = p;
+    if (FT_UNLIKELY(atomic_load_explicit(&page->owner_tid, memory_order_relaxed) !=
+                    ft_os_thread_id()))
+        return false;
+    atomic_store_explicit(&b->next, (uintptr_t)page->free, memory_order_relaxed);
+    page->free = b;
+    if (FT_UNLIKELY(--page->used == 0))
+        ft_heap_free_local_slow(page);
+    return true;
 }
 
 /* Free any block of the heap. own is the caller's heap set (t->heaps; NULL for a caller without
