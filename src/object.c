@@ -451,10 +451,10 @@ static FT_NORETURN __attribute__((noinline, cold)) void merged_underflow(ft_obje
 }
 
 /* A negative count in a biased state: hand one reference to the owner's queue (see the opening
- * comment; o may be another object by now). */
-static __attribute__((noinline)) void settle_debt(ft_object *o)
+ * comment; o may be another object by now). shared: the word as the decref's subtract left it, the
+ * likeliest value, so that the first CAS needs no load. */
+static void settle_debt(ft_object *o, intptr_t shared)
 {
-    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
     while (shared < 0 && !(shared & FT_SHARED_QUEUED)) {
         intptr_t queued = ((shared + FT_SHARED_ONE) & ~FT_SHARED_FLAGS) | FT_SHARED_QUEUED;
         if (atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, queued,
@@ -477,7 +477,7 @@ void ft_decref_shared_settle(ft_object *o, intptr_t old)
     case FT_SHARED_QUEUED:
         return; /* the owner's merge folds the negative part in */
     default:
-        settle_debt(o);
+        settle_debt(o, old - FT_SHARED_ONE);
     }
 }
 
