@@ -484,7 +484,7 @@ void ft_decref_shared_settle(ft_object *o, intptr_t old)
 void ft_decref_shared(ft_object *o)
 {
     intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_acq_rel);
-    if (old < FT_SHARED_ONE || old == (FT_SHARED_ONE | FT_SHARED_MERGED))
+    if (ft_shared_decref_needs_settle(old))
         ft_decref_shared_settle(o, old);
 }
 
@@ -593,7 +593,7 @@ void ft_decref_checked(ft_object *o)
         return;
     }
     intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_acq_rel);
-    if (old < FT_SHARED_ONE || old == (FT_SHARED_ONE | FT_SHARED_MERGED)) {
+    if (ft_shared_decref_needs_settle(old)) {
         ft_runtime *rt = ft_thread_current()->rt;
         if (FT_UNLIKELY(rt->decref_window_hook != NULL) && old < FT_SHARED_ONE &&
             !(old & FT_SHARED_QUEUED))

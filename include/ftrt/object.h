@@ -129,6 +129,13 @@ FT_API void ft_decref_shared_settle(ft_object *o, intptr_t old);
 FT_API void ft_incref_checked(ft_object *o);
 FT_API void ft_decref_checked(ft_object *o);
 
+/* Whether a non-owner's subtract that found `old` in ob_ref_shared leaves work to do: the count was
+ * not positive, or it dropped a merged object's last reference (ft_decref_shared_settle). */
+static inline bool ft_shared_decref_needs_settle(intptr_t old)
+{
+    return old < FT_SHARED_ONE || old == (FT_SHARED_ONE | FT_SHARED_MERGED);
+}
+
 static inline bool ft_object_is_owned(const ft_object *o)
 {
     return atomic_load_explicit(&((ft_object *)o)->ob_tid, memory_order_relaxed) ==
@@ -175,7 +182,7 @@ static inline void ft_decref(ft_object *o)
          * before whoever frees it, and a thread that frees it sees everyone's. */
         intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE,
                                                  memory_order_acq_rel);
-        if (FT_UNLIKELY(old < FT_SHARED_ONE || old == (FT_SHARED_ONE | FT_SHARED_MERGED)))
+        if (FT_UNLIKELY(ft_shared_decref_needs_settle(old)))
             ft_decref_shared_settle(o, old);
     }
 #endif
