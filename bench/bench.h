@@ -189,6 +189,8 @@ void bench_rc_immortal_scaling_2t(const bench_config *cfg, const char *name);
 void bench_rc_cross_thread_drop(const bench_config *cfg, const char *name);
 void bench_heap_alloc_free_vs_malloc(const bench_config *cfg, const char *name);
 void bench_heap_alloc_free_vs_mimalloc(const bench_config *cfg, const char *name);
+void bench_heap_alloc_free_vs_mi_zalloc(const bench_config *cfg, const char *name);
+void bench_heap_uninit_free_vs_mimalloc(const bench_config *cfg, const char *name);
 void bench_heap_remote_free_vs_local(const bench_config *cfg, const char *name);
 void bench_heap_bytes_per_object(const bench_config *cfg, const char *name);
 #ifdef FTRT_BENCH_HAVE_URCU_QSBR

@@ -3,6 +3,10 @@
  * heap.alloc_free_vs_malloc    ft_alloc + ft_decref of 32..256-byte objects, 1024 allocated then
  *                              1024 dropped, ÷ glibc malloc + free of the same sizes and pattern
  * heap.alloc_free_vs_mimalloc  the same ÷ mimalloc's mi_malloc + mi_free
+ * heap.alloc_free_vs_mi_zalloc the same ÷ mi_zalloc + mi_free (ft_alloc zeroes the payload, and
+ *                              so does mi_zalloc; malloc and mi_malloc do not)
+ * heap.uninit_free_vs_mimalloc
+ *                              ft_alloc_uninit + ft_decref ÷ mi_malloc + mi_free (neither zeroes)
  * heap.remote_free_vs_local    ft_free of a block by a thread that does not own it ÷ by its owner
  *                              (the frees alone are timed; a remote free waits in the freeing
  *                              thread's batch for its page, and the pushes of those batches are
@@ -61,7 +65,7 @@ static void out_of_memory(const char *what)
     exit(2);
 }
 
-/* ---- heap.alloc_free_vs_malloc / _vs_mimalloc ------------------------------------------------- */
+/* ---- heap.alloc_free_vs_malloc, _vs_mimalloc, _vs_mi_zalloc; heap.uninit_free_vs_mimalloc ------ */
 
 #define CHURN_BATCH 1024
 #define CHURN_SIZES 7
@@ -79,25 +83,33 @@ static const ft_type churn_types[CHURN_SIZES] = {
 
 typedef void *(*malloc_fn)(size_t);
 typedef void (*free_fn)(void *);
+typedef ft_object *(*ft_alloc_fn)(ft_thread *, const ft_type *);
+
+/* An allocator to compare with: its plain allocation, its zeroing one, and its free. */
+typedef struct allocator {
+    const char *name;          /* for labels: "glibc", "mimalloc" */
+    malloc_fn allocate;        /* malloc, mi_malloc */
+    malloc_fn allocate_zeroed; /* calloc(1, n), mi_zalloc */
+    free_fn release;
+} allocator;
 
 typedef struct churn {
     ft_thread *thread;
     const ft_type *types[CHURN_BATCH]; /* block i's type / size: the sizes in turn */
     size_t sizes[CHURN_BATCH];
     void *blocks[CHURN_BATCH];
-    malloc_fn allocate;
-    free_fn release;
+    allocator with;
     uint64_t rounds;
 } churn;
 
-static double ft_churn_ns(void *arg)
+/* 1024 objects allocated with alloc, then 1024 dropped (the owner's last reference: freed). */
+static inline __attribute__((always_inline)) double ft_churn(churn *c, ft_alloc_fn alloc)
 {
-    churn *c = arg;
     ft_thread *t = c->thread;
     uint64_t start = bench_now_ns();
     for (uint64_t r = 0; r < c->rounds; r++) {
         for (int i = 0; i < CHURN_BATCH; i++) {
-            ft_object *o = ft_alloc(t, c->types[i]);
+            ft_object *o = alloc(t, c->types[i]);
             if (FT_UNLIKELY(!o))
                 out_of_memory("ft_alloc");
             c->blocks[i] = o;
@@ -111,17 +123,25 @@ static double ft_churn_ns(void *arg)
     return (double)(bench_now_ns() - start) / (double)(c->rounds * CHURN_BATCH);
 }
 
-static double malloc_churn_ns(void *arg)
+static double ft_alloc_churn_ns(void *arg)
 {
-    churn *c = arg;
-    malloc_fn allocate = c->allocate;
-    free_fn release = c->release;
+    return ft_churn(arg, ft_alloc);
+}
+
+static double ft_alloc_uninit_churn_ns(void *arg)
+{
+    return ft_churn(arg, ft_alloc_uninit);
+}
+
+static inline __attribute__((always_inline)) double other_churn(churn *c, malloc_fn allocate)
+{
+    free_fn release = c->with.release;
     uint64_t start = bench_now_ns();
     for (uint64_t r = 0; r < c->rounds; r++) {
         for (int i = 0; i < CHURN_BATCH; i++) {
             void *p = allocate(c->sizes[i]);
             if (FT_UNLIKELY(!p))
-                out_of_memory("malloc");
+                out_of_memory(c->with.name);
             c->blocks[i] = p;
         }
         BENCH_CLOBBER();
@@ -132,78 +152,28 @@ static double malloc_churn_ns(void *arg)
     return (double)(bench_now_ns() - start) / (double)(c->rounds * CHURN_BATCH);
 }
 
-/* The same pattern, the baseline also zeroing what it allocated, as ft_alloc does. */
-static double malloc_zero_churn_ns(void *arg)
+static double other_churn_ns(void *arg)
 {
     churn *c = arg;
-    malloc_fn allocate = c->allocate;
-    free_fn release = c->release;
-    uint64_t start = bench_now_ns();
-    for (uint64_t r = 0; r < c->rounds; r++) {
-        for (int i = 0; i < CHURN_BATCH; i++) {
-            void *p = allocate(c->sizes[i]);
-            if (FT_UNLIKELY(!p))
-                out_of_memory("malloc");
-            memset(p, 0, c->sizes[i]);
-            c->blocks[i] = p;
-        }
-        BENCH_CLOBBER();
-        for (int i = 0; i < CHURN_BATCH; i++)
-            release(c->blocks[i]);
-        BENCH_CLOBBER();
-    }
-    return (double)(bench_now_ns() - start) / (double)(c->rounds * CHURN_BATCH);
+    return other_churn(c, c->with.allocate);
 }
 
-static churn *churn_new(const bench_config *cfg, ft_thread *t, malloc_fn allocate, free_fn release)
+static double other_zeroed_churn_ns(void *arg)
 {
-    churn *c = checked_malloc(sizeof *c);
-    for (int i = 0; i < CHURN_BATCH; i++) {
-        c->types[i] = &churn_types[i % CHURN_SIZES];
-        c->sizes[i] = churn_sizes[i % CHURN_SIZES];
-    }
-    c->thread = t;
-    c->allocate = allocate;
-    c->release = release;
-    /* About 15 ms per repetition at ~15 ns per pair. */
-    c->rounds = cfg->quick ? 300 : 1000;
-    return c;
+    churn *c = arg;
+    return other_churn(c, c->with.allocate_zeroed);
 }
 
-static void compare_churn(const bench_config *cfg, const char *name, const char *label,
-                          malloc_fn allocate, free_fn release, const char *baseline)
+static void *glibc_zalloc(size_t size)
 {
-    ft_runtime *rt = new_runtime();
-    bench_pin_self(cfg->cpus[0]);
-    ft_thread *t = start_thread(rt);
-    churn *c = churn_new(cfg, t, allocate, release);
-    bench_side ft = {"ft_alloc+ft_decref", ft_churn_ns, c};
-    bench_side other = {label, malloc_churn_ns, c};
-    bench_comparison main_cmp = bench_interleave(cfg, &ft, &other);
-    bench_side other_zeroing = {label, malloc_zero_churn_ns, c};
-    bench_comparison zeroing = bench_interleave(cfg, &ft, &other_zeroing);
-    bench_note("if %s also zeroed its blocks (ft_alloc zeroes the payload): %.2f vs %.2f ns/pair, "
-               "ratio %.3f",
-               label, zeroing.median_a, zeroing.median_b, zeroing.median_ratio);
-    bench_report(name, main_cmp.median_ratio, "ratio", baseline, "<= 1.0", ft.label,
-                 main_cmp.median_a, other.label, main_cmp.median_b, "ns/pair");
-    ft_thread_stop(t);
-    bench_unpin_self();
-    if (ft_runtime_free(rt) != FT_OK)
-        bench_fail("ft_runtime_free refused after the only thread stopped");
-    free(c);
+    return calloc(1, size);
 }
 
-void bench_heap_alloc_free_vs_malloc(const bench_config *cfg, const char *name)
-{
-    compare_churn(cfg, name, "glibc malloc+free", malloc, free,
-                  "glibc malloc+free, sizes 32..256 in turn, 1024 allocated then 1024 freed, "
-                  "threaded process");
-}
+static const allocator glibc = {"glibc", malloc, glibc_zalloc, free};
 
 /* mimalloc's entry points, looked up in a privately loaded copy; false if it is not installed or
  * loading it would have replaced the process's malloc. */
-static bool load_mimalloc(malloc_fn *allocate, free_fn *release)
+static bool load_mimalloc(allocator *out)
 {
     static const char *const sonames[] = {"libmimalloc.so.2", "libmimalloc.so"};
     void *process_malloc = dlsym(RTLD_DEFAULT, "malloc");
@@ -212,8 +182,9 @@ static bool load_mimalloc(malloc_fn *allocate, free_fn *release)
         lib = dlopen(sonames[i], RTLD_NOW | RTLD_LOCAL);
     if (!lib)
         return false;
-    void *mi_malloc = dlsym(lib, "mi_malloc"), *mi_free = dlsym(lib, "mi_free");
-    if (!mi_malloc || !mi_free)
+    void *mi_malloc = dlsym(lib, "mi_malloc"), *mi_zalloc = dlsym(lib, "mi_zalloc"),
+         *mi_free = dlsym(lib, "mi_free");
+    if (!mi_malloc || !mi_zalloc || !mi_free)
         return false;
     if (dlsym(RTLD_DEFAULT, "malloc") != process_malloc) {
         /* Never expected with RTLD_LOCAL; the whole run's baselines would be wrong. */
@@ -221,23 +192,102 @@ static bool load_mimalloc(malloc_fn *allocate, free_fn *release)
         return false;
     }
     /* Function and object pointers share a representation on every POSIX system (dlsym needs it). */
-    memcpy(allocate, &mi_malloc, sizeof *allocate);
-    memcpy(release, &mi_free, sizeof *release);
+    out->name = "mimalloc";
+    memcpy(&out->allocate, &mi_malloc, sizeof out->allocate);
+    memcpy(&out->allocate_zeroed, &mi_zalloc, sizeof out->allocate_zeroed);
+    memcpy(&out->release, &mi_free, sizeof out->release);
     return true;
 }
 
-void bench_heap_alloc_free_vs_mimalloc(const bench_config *cfg, const char *name)
+/* Which ftrt allocation and which of the other allocator's a churn figure pairs. */
+typedef enum churn_pairing {
+    FT_ALLOC_VS_PLAIN,  /* ft_alloc (zeroes) vs malloc: the figure, unlike for unlike */
+    FT_ALLOC_VS_ZEROED, /* ft_alloc vs calloc / mi_zalloc: both zero */
+    UNINIT_VS_PLAIN,    /* ft_alloc_uninit vs malloc / mi_malloc: neither zeroes */
+} churn_pairing;
+
+typedef struct churn_figure {
+    const char *name;
+    const allocator *with;
+    churn_pairing pairing;
+    const char *baseline;
+} churn_figure;
+
+static void report_churn(const bench_config *cfg, const churn_figure *fig)
 {
-    malloc_fn allocate;
-    free_fn release;
-    if (!load_mimalloc(&allocate, &release)) {
+    ft_runtime *rt = new_runtime();
+    bench_pin_self(cfg->cpus[0]);
+    ft_thread *t = start_thread(rt);
+    churn *c = checked_malloc(sizeof *c);
+    for (int i = 0; i < CHURN_BATCH; i++) {
+        c->types[i] = &churn_types[i % CHURN_SIZES];
+        c->sizes[i] = churn_sizes[i % CHURN_SIZES];
+    }
+    c->thread = t;
+    c->with = *fig->with;
+    /* About 15 ms per repetition at ~15 ns per pair. */
+    c->rounds = cfg->quick ? 300 : 1000;
+
+    bench_side zeroing_ft = {"ft_alloc+ft_decref", ft_alloc_churn_ns, c};
+    bench_side uninit_ft = {"ft_alloc_uninit+ft_decref", ft_alloc_uninit_churn_ns, c};
+    bench_side plain = {c->with.name, other_churn_ns, c};
+    bench_side zeroed = {c->with.name, other_zeroed_churn_ns, c};
+    const bench_side *ft = fig->pairing == UNINIT_VS_PLAIN ? &uninit_ft : &zeroing_ft;
+    const bench_side *other = fig->pairing == FT_ALLOC_VS_ZEROED ? &zeroed : &plain;
+    bench_comparison cmp = bench_interleave(cfg, ft, other);
+    if (fig->pairing == FT_ALLOC_VS_PLAIN)
+        bench_note("ft_alloc zeroes the payload and %s's plain allocation does not; the like-for-like "
+                   "pairs are heap.alloc_free_vs_mi_zalloc and heap.uninit_free_vs_mimalloc",
+                   c->with.name);
+    bench_report(fig->name, cmp.median_ratio, "ratio", fig->baseline, "<= 1.0", ft->label,
+                 cmp.median_a, other->label, cmp.median_b, "ns/pair");
+    ft_thread_stop(t);
+    bench_unpin_self();
+    if (ft_runtime_free(rt) != FT_OK)
+        bench_fail("ft_runtime_free refused after the only thread stopped");
+    free(c);
+}
+
+#define CHURN_PATTERN "sizes 32..256 in turn, 1024 allocated then 1024 freed, threaded process"
+
+void bench_heap_alloc_free_vs_malloc(const bench_config *cfg, const char *name)
+{
+    churn_figure fig = {name, &glibc, FT_ALLOC_VS_PLAIN, "glibc malloc+free, " CHURN_PATTERN};
+    report_churn(cfg, &fig);
+}
+
+/* The mimalloc figures, skipped with a note when it is not installed. */
+static void report_mimalloc_churn(const bench_config *cfg, const char *name,
+                                  churn_pairing pairing, const char *baseline)
+{
+    allocator mimalloc;
+    if (!load_mimalloc(&mimalloc)) {
         printf("%-28s skipped: libmimalloc.so.2 not found (apt-get install libmimalloc-dev)\n",
                name);
         return;
     }
-    compare_churn(cfg, name, "mi_malloc+mi_free", allocate, release,
-                  "mimalloc mi_malloc+mi_free (dlopen'ed), sizes 32..256 in turn, 1024 allocated "
-                  "then 1024 freed, threaded process");
+    churn_figure fig = {name, &mimalloc, pairing, baseline};
+    report_churn(cfg, &fig);
+}
+
+void bench_heap_alloc_free_vs_mimalloc(const bench_config *cfg, const char *name)
+{
+    report_mimalloc_churn(cfg, name, FT_ALLOC_VS_PLAIN,
+                          "mimalloc mi_malloc+mi_free (dlopen'ed), " CHURN_PATTERN);
+}
+
+void bench_heap_alloc_free_vs_mi_zalloc(const bench_config *cfg, const char *name)
+{
+    report_mimalloc_churn(cfg, name, FT_ALLOC_VS_ZEROED,
+                          "mimalloc mi_zalloc+mi_free (dlopen'ed; zeroes, as ft_alloc does), "
+                          CHURN_PATTERN);
+}
+
+void bench_heap_uninit_free_vs_mimalloc(const bench_config *cfg, const char *name)
+{
+    report_mimalloc_churn(cfg, name, UNINIT_VS_PLAIN,
+                          "mimalloc mi_malloc+mi_free (dlopen'ed; neither side zeroes), "
+                          CHURN_PATTERN);
 }
 
 /* ---- heap.remote_free_vs_local ---------------------------------------------------------------- */

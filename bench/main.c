@@ -31,6 +31,8 @@ static const struct {
     {"rc.cross_thread_drop", bench_rc_cross_thread_drop},
     {"heap.alloc_free_vs_malloc", bench_heap_alloc_free_vs_malloc},
     {"heap.alloc_free_vs_mimalloc", bench_heap_alloc_free_vs_mimalloc},
+    {"heap.alloc_free_vs_mi_zalloc", bench_heap_alloc_free_vs_mi_zalloc},
+    {"heap.uninit_free_vs_mimalloc", bench_heap_uninit_free_vs_mimalloc},
     {"heap.remote_free_vs_local", bench_heap_remote_free_vs_local},
     {"heap.bytes_per_object", bench_heap_bytes_per_object},
     #ifdef FTRT_BENCH_HAVE_URCU_QSBR

@@ -37,7 +37,8 @@
  * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
  * slot, a free block on that page): pop the block, write the header (four stores: ob_tid, bytes 8..15
  * as one word, ob_type, then ob_ref_shared alone with release), zero the payload with a jump into a
- * run of 16-byte stores; everything else goes to alloc_slow. Nothing here ever writes ob_ref_shared
+ * run of 16-byte stores (ft_alloc_uninit leaves it: CPython's PyObject_New; it refuses GC types, whose
+ * fields a heap walk may read at the next safepoint); everything else goes to alloc_slow. Nothing here ever writes ob_ref_shared
  * but with an atomic store or read-modify-write of its own, and a freed block keeps its value.
  *
  * Dealloc runs the type's finalize once (PEP 442), with the object resurrected around it, then its
@@ -228,12 +229,46 @@ static FT_NORETURN __attribute__((noinline, cold)) void not_attached(ft_thread *
              type->name ? type->name : "?");
 }
 
+/* What an allocation leaves in the bytes after the header. */
+typedef enum payload_kind { PAYLOAD_ZEROED, PAYLOAD_AS_IT_WAS } payload_kind;
+
+/* The payload of an allocation that does not zero it: as the block had it, except that debug builds
+ * fill it with FT_UNINIT_BYTE, so that a constructor that forgets a field reads a loud value, not
+ * a quiet zero. */
+static inline void leave_payload(ft_object *o, size_t size)
+{
+#ifdef FTRT_DEBUG
+    memset(o + 1, FT_UNINIT_BYTE, size - sizeof *o);
+#else
+    (void)o;
+    (void)size;
+#endif
+}
+
+/* Make block o a new object of type: its header, its payload as the allocation promises, and (debug
+ * builds) its reference in the thread's total. small: size <= FT_DIRECT_MAX, zeroed without a call. */
+static inline __attribute__((always_inline)) ft_object *
+new_object(ft_object *o, const ft_type *type, size_t size, payload_kind payload, bool small)
+{
+    init_header(o, type);
+    if (payload == PAYLOAD_AS_IT_WAS)
+        leave_payload(o, size);
+    else if (small)
+        zero_payload(o, size);
+    else
+        memset(o + 1, 0, size - sizeof *o);
+#ifdef FTRT_DEBUG
+    count_reference(o, 1);
+#endif
+    return o;
+}
+
 /* Everything the fast path does not serve: a type with a freelist, a size without a direct slot,
  * a page without a free block. site_tested: the test hook was already consulted for this
  * allocation. */
 static __attribute__((noinline)) ft_object *alloc_slow(ft_thread *t, const ft_type *type,
                                                        size_t size, bool from_freelist,
-                                                       bool site_tested)
+                                                       bool site_tested, payload_kind payload)
 {
     ft_object *o = from_freelist ? ft_freelist_pop(t, type) : NULL;
     if (!o) {
@@ -243,35 +278,26 @@ static __attribute__((noinline)) ft_object *alloc_slow(ft_thread *t, const ft_ty
         if (!o)
             return alloc_failed();
     }
-    init_header(o, type);
-    memset(o + 1, 0, size - sizeof *o);
-#ifdef FTRT_DEBUG
-    count_reference(o, 1);
-#endif
-    return o;
+    return new_object(o, type, size, payload, false);
 }
 
-/* The fast path: a block from the direct page of the object's size, a header, a zeroed payload.
- * Inlined into both entry points, so that neither calls another function on it. */
+/* The fast path: a block from the direct page of the object's size, a header, a zeroed payload (or
+ * not). Inlined into every entry point, so that none calls another function on it. */
 static inline __attribute__((always_inline)) ft_object *
-alloc_object(ft_thread *t, const ft_type *type, size_t size, bool from_freelist)
+alloc_object(ft_thread *t, const ft_type *type, size_t size, bool from_freelist,
+             payload_kind payload)
 {
     if (FT_UNLIKELY(!t ||
                     atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
         not_attached(t, type);
     if (FT_UNLIKELY(from_freelist || size > FT_DIRECT_MAX))
-        return alloc_slow(t, type, size, from_freelist, false);
+        return alloc_slow(t, type, size, from_freelist, false, payload);
     if (SITE_ON_FAST_PATH && ft_inject_failure(t->rt))
         return alloc_failed();
     ft_object *o = ft_heap_pop(heap_for(t, type), size);
     if (FT_UNLIKELY(!o))
-        return alloc_slow(t, type, size, false, SITE_ON_FAST_PATH);
-    init_header(o, type);
-    zero_payload(o, size);
-#ifdef FTRT_DEBUG
-    count_reference(o, 1);
-#endif
-    return o;
+        return alloc_slow(t, type, size, false, SITE_ON_FAST_PATH, payload);
+    return new_object(o, type, size, payload, true);
 }
 
 static __attribute__((noinline, cold)) ft_object *bad_type(void)
@@ -280,35 +306,71 @@ static __attribute__((noinline, cold)) ft_object *bad_type(void)
     return NULL;
 }
 
-/* ft_alloc for a type the fast path does not take: one with a freelist, or a size out of range. */
-static __attribute__((noinline)) ft_object *alloc_unusual(ft_thread *t, const ft_type *type)
+/* A type that cannot be allocated so: smaller than a header, or a GC type for an allocation that
+ * leaves the payload (a heap walk may visit a GC object at the next safepoint). */
+static bool type_refused(const ft_type *type, payload_kind payload)
 {
-    if (type->basic_size < sizeof(ft_object))
-        return bad_type();
-    return alloc_object(t, type, type->basic_size, type->freelist_max != 0);
+    return type->basic_size < sizeof(ft_object) ||
+           (payload == PAYLOAD_AS_IT_WAS && (type->flags & FT_TYPE_GC));
 }
 
-ft_object *ft_alloc(ft_thread *t, const ft_type *type)
+/* A type the fast path does not take: one with a freelist, a size out of range, or (for an
+ * allocation that leaves the payload) a GC type. */
+static __attribute__((noinline)) ft_object *alloc_unusual(ft_thread *t, const ft_type *type,
+                                                          payload_kind payload)
+{
+    if (type_refused(type, payload))
+        return bad_type();
+    return alloc_object(t, type, type->basic_size, type->freelist_max != 0, payload);
+}
+
+/* ft_alloc and ft_alloc_uninit. One comparison covers both ends of the size (too small, an error;
+ * too large for a direct slot), and an uninitialised allocation folds its GC check into the same
+ * test, so the common case takes one branch to the fast path. */
+static inline __attribute__((always_inline)) ft_object *
+alloc_fixed(ft_thread *t, const ft_type *type, payload_kind payload)
 {
     if (FT_UNLIKELY(!type))
         return bad_type();
     size_t size = type->basic_size;
-    /* One comparison for both ends: too small (an error) and too large for a direct slot. */
-    if (FT_UNLIKELY(size - sizeof(ft_object) > FT_DIRECT_MAX - sizeof(ft_object) ||
-                    type->freelist_max != 0))
-        return alloc_unusual(t, type);
-    return alloc_object(t, type, size, false);
+    uint32_t unusual = type->freelist_max;
+    if (payload == PAYLOAD_AS_IT_WAS)
+        unusual |= type->flags & FT_TYPE_GC;
+    if (FT_UNLIKELY(size - sizeof(ft_object) > FT_DIRECT_MAX - sizeof(ft_object) || unusual != 0))
+        return alloc_unusual(t, type, payload);
+    return alloc_object(t, type, size, false, payload);
 }
 
-ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems)
+ft_object *ft_alloc(ft_thread *t, const ft_type *type)
 {
-    if (!type || type->basic_size < sizeof(ft_object))
+    return alloc_fixed(t, type, PAYLOAD_ZEROED);
+}
+
+ft_object *ft_alloc_uninit(ft_thread *t, const ft_type *type)
+{
+    return alloc_fixed(t, type, PAYLOAD_AS_IT_WAS);
+}
+
+static inline __attribute__((always_inline)) ft_object *
+alloc_var(ft_thread *t, const ft_type *type, size_t nitems, payload_kind payload)
+{
+    if (!type || type_refused(type, payload))
         return bad_type();
     if (type->item_size && nitems > (SIZE_MAX / 2 - type->basic_size) / type->item_size) {
         ft_set_last_error(FT_ENOMEM);
         return NULL;
     }
-    return alloc_object(t, type, type->basic_size + nitems * type->item_size, false);
+    return alloc_object(t, type, type->basic_size + nitems * type->item_size, false, payload);
+}
+
+ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems)
+{
+    return alloc_var(t, type, nitems, PAYLOAD_ZEROED);
+}
+
+ft_object *ft_alloc_var_uninit(ft_thread *t, const ft_type *type, size_t nitems)
+{
+    return alloc_var(t, type, nitems, PAYLOAD_AS_IT_WAS);
 }
 
 /* ---- dealloc --------------------------------------------------------------------------------- */

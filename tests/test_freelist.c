@@ -84,6 +84,35 @@ TEST(freed_object_comes_back_to_its_own_type_only)
     teardown(f);
 }
 
+/* ft_alloc_uninit takes a cached object too: a fresh header (no longer marked freed), the payload as
+ * the old object left it (a debug build fills it with FT_UNINIT_BYTE). */
+TEST(uninit_allocation_takes_a_cached_object)
+{
+    fixture f = fixture_setup();
+    ft_object *x = ft_alloc(f.t, &cached_type);
+    CHECK(x != NULL);
+    for (int i = 0; i < 4; i++)
+        ((item *)x)->payload[i] = 0xDEAD0 + (uint64_t)i;
+    ft_decref(x);
+    CHECK(atomic_load(&x->ob_gc_bits) & FT_GC_FREED);
+
+    ft_object *again = ft_alloc_uninit(f.t, &cached_type);
+    CHECK(again == x);
+    CHECK_EQ(atomic_load(&x->ob_tid), ft_os_thread_id());
+    CHECK_EQ(atomic_load(&x->ob_gc_bits), 0);
+    CHECK(x->ob_type == &cached_type);
+    CHECK(ft_object_is_unique(x));
+    for (int i = 0; i < 4; i++) {
+#ifdef FTRT_DEBUG
+        CHECK_EQ(((item *)x)->payload[i], 0x0101010101010101u * FT_UNINIT_BYTE);
+#else
+        CHECK_EQ(((item *)x)->payload[i], 0xDEAD0 + (uint64_t)i);
+#endif
+    }
+    ft_decref(again);
+    teardown(f);
+}
+
 TEST(only_freelist_max_objects_are_cached)
 {
     fixture f = fixture_setup();
@@ -376,6 +405,7 @@ TEST(freelists_are_per_thread_and_emptied_at_stop)
 int main(void)
 {
     RUN(freed_object_comes_back_to_its_own_type_only);
+    RUN(uninit_allocation_takes_a_cached_object);
     RUN(only_freelist_max_objects_are_cached);
     RUN(larger_var_objects_are_not_cached);
     RUN(recycled_object_is_finalized_again);

@@ -167,10 +167,12 @@ TEST(payload_zeroed_on_reuse)
 }
 
 /* Every basic size the allocation fast path serves (32 to 1024 bytes) and the first ones past it,
- * which take the slow path: a dirty block that comes back is zeroed up to the object's size, and
- * the zeroing stops at the block's end (the next block keeps its header and its bytes). The three
- * blocks are checked to be neighbours in their page, or the last check would prove nothing. */
-enum { FIRST_SIZE = sizeof(ft_object), LAST_SIZE = 1024 + 48 };
+ * which take the slow path: a dirty block that comes back gets a fresh header and its payload as the
+ * allocation promises it, up to the object's size, and nothing past the block's end changes (the
+ * next block keeps its header and its bytes). The three blocks are checked to be neighbours in their
+ * page, or the last check would prove nothing. payload_byte: what the payload of a reused block must
+ * hold; DIRTY for "what the block held". */
+enum { FIRST_SIZE = sizeof(ft_object), LAST_SIZE = 1024 + 48, DIRTY = 0xA5 };
 
 static ft_type sized_types[LAST_SIZE - FIRST_SIZE + 1];
 
@@ -182,7 +184,8 @@ static bool bytes_are(const unsigned char *p, size_t n, unsigned char value)
     return true;
 }
 
-TEST(fast_path_zeroes_the_payload_and_no_more)
+static void reused_blocks_get(ft_object *(*alloc)(ft_thread *, const ft_type *),
+                              unsigned char payload_byte)
 {
     fixture f = setup();
     for (size_t size = FIRST_SIZE; size <= LAST_SIZE; size++) {
@@ -190,26 +193,46 @@ TEST(fast_path_zeroes_the_payload_and_no_more)
         *type = (ft_type){.name = "sized", .basic_size = size};
         ft_object *o[3];
         for (int i = 0; i < 3; i++) {
-            o[i] = ft_alloc(f.t, type);
+            o[i] = alloc(f.t, type);
             CHECK(o[i] != NULL);
         }
         size_t usable = ft_usable_size(o[1]);
         CHECK((unsigned char *)o[2] == (unsigned char *)o[1] + usable);
         for (int i = 0; i < 3; i++)
-            memset(o[i] + 1, 0xA5, usable - sizeof(ft_object));
+            memset(o[i] + 1, DIRTY, usable - sizeof(ft_object));
         ft_decref(o[1]);
-        ft_object *again = ft_alloc(f.t, type); /* the block just freed: the page's list is LIFO */
+        ft_object *again = alloc(f.t, type); /* the block just freed: the page's list is LIFO */
         CHECK(again == o[1]);
-        CHECK(bytes_are((unsigned char *)(again + 1), size - sizeof(ft_object), 0));
+        CHECK(again->ob_type == type);
+        CHECK_EQ(LOCAL(again), 1);
+        CHECK_EQ(SHARED(again), 0);
+        CHECK_EQ(GC_BITS(again), 0);
+        CHECK(bytes_are((unsigned char *)(again + 1), size - sizeof(ft_object), payload_byte));
         CHECK(o[2]->ob_type == type);
         CHECK_EQ(LOCAL(o[2]), 1);
         CHECK_EQ(TID(o[2]), ft_os_thread_id());
-        CHECK(bytes_are((unsigned char *)(o[2] + 1), usable - sizeof(ft_object), 0xA5));
-        CHECK(bytes_are((unsigned char *)(o[0] + 1), usable - sizeof(ft_object), 0xA5));
+        CHECK(bytes_are((unsigned char *)(o[2] + 1), usable - sizeof(ft_object), DIRTY));
+        CHECK(bytes_are((unsigned char *)(o[0] + 1), usable - sizeof(ft_object), DIRTY));
         for (int i = 2; i >= 0; i--) /* the next size of this class gets them in address order */
             ft_decref(o[i]);
     }
     teardown(f);
+}
+
+TEST(fast_path_zeroes_the_payload_and_no_more)
+{
+    reused_blocks_get(ft_alloc, 0);
+}
+
+/* ft_alloc_uninit leaves a reused block's payload as it was; a debug build fills it instead, so that
+ * a constructor that leaves a field unwritten reads FT_UNINIT_BYTE. */
+TEST(uninit_allocation_writes_the_header_and_leaves_the_payload)
+{
+#ifdef FTRT_DEBUG
+    reused_blocks_get(ft_alloc_uninit, FT_UNINIT_BYTE);
+#else
+    reused_blocks_get(ft_alloc_uninit, DIRTY);
+#endif
 }
 
 typedef struct var_obj {
@@ -220,6 +243,14 @@ typedef struct var_obj {
 
 static const ft_type var_type = {
     .name = "var", .basic_size = sizeof(var_obj), .item_size = sizeof(uint64_t)};
+
+/* Leave ft_last_error() at something other than FT_EINVAL (an impossible size: FT_ENOMEM), so that
+ * a check for FT_EINVAL after the next call sees what that call set. */
+static void forget_last_error(ft_thread *t)
+{
+    CHECK(ft_alloc_var(t, &var_type, SIZE_MAX / 4) == NULL);
+    CHECK_EQ(ft_last_error(), FT_ENOMEM);
+}
 
 TEST(var_objects_and_bad_types)
 {
@@ -245,12 +276,81 @@ TEST(var_objects_and_bad_types)
     CHECK_EQ(ft_last_error(), FT_ENOMEM);
 
     static const ft_type too_small = {.name = "too small", .basic_size = sizeof(ft_object) - 1};
-    CHECK(ft_alloc(f.t, &too_small) == NULL);
+    ft_object *(*const fixed[])(ft_thread *, const ft_type *) = {ft_alloc, ft_alloc_uninit};
+    ft_object *(*const var[])(ft_thread *, const ft_type *, size_t) = {ft_alloc_var,
+                                                                       ft_alloc_var_uninit};
+    for (int k = 0; k < 2; k++) {
+        forget_last_error(f.t);
+        CHECK(fixed[k](f.t, &too_small) == NULL);
+        CHECK_EQ(ft_last_error(), FT_EINVAL);
+        forget_last_error(f.t);
+        CHECK(fixed[k](f.t, NULL) == NULL);
+        CHECK_EQ(ft_last_error(), FT_EINVAL);
+        forget_last_error(f.t);
+        CHECK(var[k](f.t, &too_small, 3) == NULL);
+        CHECK_EQ(ft_last_error(), FT_EINVAL);
+        forget_last_error(f.t);
+        CHECK(var[k](f.t, NULL, 3) == NULL);
+        CHECK_EQ(ft_last_error(), FT_EINVAL);
+    }
+    teardown(f);
+}
+
+/* ft_alloc_var_uninit: the header, the room asked for, and the payload left as it was (filled in a
+ * debug build), up to a large block. */
+TEST(uninit_var_objects)
+{
+    fixture f = setup();
+    size_t counts[] = {0, 1, 7, 100, 1000, 2000}; /* 2000 items: a large block */
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        var_obj *v = (var_obj *)ft_alloc_var_uninit(f.t, &var_type, counts[k]);
+        CHECK(v != NULL);
+        CHECK(ft_usable_size(v) >= sizeof(var_obj) + counts[k] * sizeof(uint64_t));
+        CHECK(v->ob.ob_type == &var_type);
+        CHECK_EQ(ft_refcount(&v->ob), 1);
+#ifdef FTRT_DEBUG
+        CHECK(bytes_are((unsigned char *)(&v->ob + 1),
+                        sizeof(var_obj) - sizeof(ft_object) + counts[k] * sizeof(uint64_t),
+                        FT_UNINIT_BYTE));
+#endif
+        v->length = counts[k];
+        for (size_t i = 0; i < counts[k]; i++)
+            v->items[i] = i;
+        ft_decref(&v->ob);
+    }
+    CHECK(ft_alloc_var_uninit(f.t, &var_type, SIZE_MAX / 4) == NULL);
+    CHECK_EQ(ft_last_error(), FT_ENOMEM);
+    teardown(f);
+}
+
+/* A GC type's fields must be valid from the start (a heap walk may hand the object to a visitor),
+ * so the allocations that leave the payload refuse GC types, fixed-size and var, on the fast path's
+ * sizes and past them; ft_alloc takes them. */
+TEST(uninit_allocation_refuses_gc_types)
+{
+    fixture f = setup();
+    static const ft_type gc_small = {.name = "gc small", .basic_size = 64, .flags = FT_TYPE_GC};
+    static const ft_type gc_large = {.name = "gc large", .basic_size = 20000, .flags = FT_TYPE_GC};
+    static const ft_type gc_cached = {
+        .name = "gc cached", .basic_size = 64, .flags = FT_TYPE_GC, .freelist_max = 2};
+    static const ft_type gc_var = {
+        .name = "gc var", .basic_size = 48, .item_size = 8, .flags = FT_TYPE_GC};
+    const ft_type *fixed[] = {&gc_small, &gc_large, &gc_cached};
+    for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++) {
+        forget_last_error(f.t);
+        CHECK(ft_alloc_uninit(f.t, fixed[k]) == NULL);
+        CHECK_EQ(ft_last_error(), FT_EINVAL);
+        ft_object *o = ft_alloc(f.t, fixed[k]);
+        CHECK(o != NULL);
+        ft_decref(o);
+    }
+    forget_last_error(f.t);
+    CHECK(ft_alloc_var_uninit(f.t, &gc_var, 4) == NULL);
     CHECK_EQ(ft_last_error(), FT_EINVAL);
-    CHECK(ft_alloc(f.t, NULL) == NULL);
-    CHECK_EQ(ft_last_error(), FT_EINVAL);
-    CHECK(ft_alloc_var(f.t, &too_small, 3) == NULL);
-    CHECK_EQ(ft_last_error(), FT_EINVAL);
+    ft_object *o = ft_alloc_var(f.t, &gc_var, 4);
+    CHECK(o != NULL);
+    ft_decref(o);
+    CHECK_EQ(stats_of(f.rt).live_blocks, 0);
     teardown(f);
 }
 
@@ -1140,7 +1240,10 @@ int main(void)
     RUN(fresh_object_header);
     RUN(payload_zeroed_on_reuse);
     RUN(fast_path_zeroes_the_payload_and_no_more);
+    RUN(uninit_allocation_writes_the_header_and_leaves_the_payload);
     RUN(var_objects_and_bad_types);
+    RUN(uninit_var_objects);
+    RUN(uninit_allocation_refuses_gc_types);
     RUN(owner_counts_locally);
     RUN(non_owner_incref_adds_to_shared);
     RUN(enable_try_incref_sets_maybe_weakref);

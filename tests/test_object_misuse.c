@@ -375,7 +375,16 @@ TEST(thread_start_survives_allocation_failures)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
-typedef enum alloc_kind { SMALL_OBJECT, LARGE_OBJECT, VAR_OBJECT, LARGE_VAR_OBJECT, RAW, LARGE_RAW } alloc_kind;
+typedef enum alloc_kind {
+    SMALL_OBJECT,
+    LARGE_OBJECT,
+    VAR_OBJECT,
+    LARGE_VAR_OBJECT,
+    UNINIT_OBJECT,
+    LARGE_UNINIT_VAR_OBJECT,
+    RAW,
+    LARGE_RAW
+} alloc_kind;
 
 static const ft_type large_type = {.name = "large", .basic_size = 50000, .dealloc = count_dealloc};
 static const ft_type var_type = {
@@ -392,6 +401,10 @@ static void *allocate(ft_thread *t, alloc_kind kind)
         return ft_alloc_var(t, &var_type, 20);
     case LARGE_VAR_OBJECT:
         return ft_alloc_var(t, &var_type, 2000);
+    case UNINIT_OBJECT:
+        return ft_alloc_uninit(t, &victim_type);
+    case LARGE_UNINIT_VAR_OBJECT:
+        return ft_alloc_var_uninit(t, &var_type, 2000);
     case RAW:
         return ft_malloc(t, 200);
     case LARGE_RAW:
@@ -451,6 +464,8 @@ TEST(alloc_survives_allocation_failures)
     allocation_survives_failures(LARGE_OBJECT);
     allocation_survives_failures(VAR_OBJECT);
     allocation_survives_failures(LARGE_VAR_OBJECT);
+    allocation_survives_failures(UNINIT_OBJECT);
+    allocation_survives_failures(LARGE_UNINIT_VAR_OBJECT);
     allocation_survives_failures(RAW);
     allocation_survives_failures(LARGE_RAW);
 }
@@ -523,6 +538,7 @@ TEST(fast_path_allocation_and_the_failure_hook)
 {
     fast_path_and_the_failure_hook(SMALL_OBJECT);
     fast_path_and_the_failure_hook(VAR_OBJECT);
+    fast_path_and_the_failure_hook(UNINIT_OBJECT);
 }
 
 /* A cross-thread drop that must queue the object to its running owner, with the queue needing a new

@@ -121,6 +121,16 @@ FT_API ft_object *ft_alloc(ft_thread *t, const ft_type *type);
 /* The same with room for nitems items of type->item_size after basic_size. */
 FT_API ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems);
 
+/* ft_alloc and ft_alloc_var without the zeroing: the bytes after the header are whatever the block
+ * held (CPython's PyObject_New beside PyType_GenericAlloc; mimalloc's mi_malloc beside mi_zalloc),
+ * for constructors that write every field themselves. A debug build of ftrt fills them with
+ * FT_UNINIT_BYTE instead, so that a field left unwritten shows. A GC type is refused (NULL,
+ * FT_EINVAL): a heap walk may hand a GC object to a visitor at the next safepoint, and its fields
+ * must be valid by then. */
+FT_API ft_object *ft_alloc_uninit(ft_thread *t, const ft_type *type);
+FT_API ft_object *ft_alloc_var_uninit(ft_thread *t, const ft_type *type, size_t nitems);
+#define FT_UNINIT_BYTE 0xCD
+
 /* ---- reference counting: inline fast paths --------------------------------------------------- */
 
 FT_API void ft_merge_zero_local(ft_object *o);
