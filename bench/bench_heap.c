@@ -65,7 +65,7 @@ static void out_of_memory(const char *what)
     exit(2);
 }
 
-/* ---- heap.alloc_free_vs_malloc, _vs_mimalloc, _vs_mi_zalloc; heap.uninit_free_vs_mimalloc ------ */
+/* ---- heap.alloc_free_vs_malloc, _vs_mimalloc, _vs_mi_zalloc; heap.uninit_free_vs_mimalloc ---- */
 
 #define CHURN_BATCH 1024
 #define CHURN_SIZES 7
@@ -87,7 +87,9 @@ typedef ft_object *(*ft_alloc_fn)(ft_thread *, const ft_type *);
 
 /* An allocator to compare with: its plain allocation, its zeroing one, and its free. */
 typedef struct allocator {
-    const char *name;          /* for labels: "glibc", "mimalloc" */
+    const char *name;          /* "glibc", "mimalloc" */
+    const char *plain_label;   /* "malloc+free", "mi_malloc+mi_free" */
+    const char *zeroed_label;  /* "calloc+free", "mi_zalloc+mi_free" */
     malloc_fn allocate;        /* malloc, mi_malloc */
     malloc_fn allocate_zeroed; /* calloc(1, n), mi_zalloc */
     free_fn release;
@@ -164,12 +166,53 @@ static double other_zeroed_churn_ns(void *arg)
     return other_churn(c, c->with.allocate_zeroed);
 }
 
+/* The least an object runtime on top of the other allocator would do: a 32-byte header like ftrt's
+ * (owner, a word with the local count, the shared word, the type) written at allocation, and at the
+ * drop an owner check, the local count's decrement and a look at the shared word before the free.
+ * Plain stores and loads: the cost of the header's memory traffic and instructions, no more. */
+typedef struct bench_header {
+    uintptr_t owner;
+    uint64_t local_word;
+    intptr_t shared;
+    const void *type;
+} bench_header;
+
+static double other_header_churn_ns(void *arg)
+{
+    churn *c = arg;
+    malloc_fn allocate = c->with.allocate;
+    free_fn release = c->with.release;
+    uintptr_t me = ft_os_thread_id();
+    uint64_t start = bench_now_ns();
+    for (uint64_t r = 0; r < c->rounds; r++) {
+        for (int i = 0; i < CHURN_BATCH; i++) {
+            bench_header *h = allocate(c->sizes[i]);
+            if (FT_UNLIKELY(!h))
+                out_of_memory(c->with.name);
+            *h = (bench_header){me, (uint64_t)1 << 32, 0, c->types[i]};
+            c->blocks[i] = h;
+        }
+        BENCH_CLOBBER();
+        for (int i = 0; i < CHURN_BATCH; i++) {
+            bench_header *h = c->blocks[i];
+            if (FT_UNLIKELY(h->owner != me))
+                bench_fail("a block lost its header");
+            uint32_t local = (uint32_t)(h->local_word >> 32) - 1;
+            h->local_word = (uint64_t)local << 32;
+            if (FT_LIKELY(local == 0 && h->shared == 0))
+                release(h);
+        }
+        BENCH_CLOBBER();
+    }
+    return (double)(bench_now_ns() - start) / (double)(c->rounds * CHURN_BATCH);
+}
+
 static void *glibc_zalloc(size_t size)
 {
     return calloc(1, size);
 }
 
-static const allocator glibc = {"glibc", malloc, glibc_zalloc, free};
+static const allocator glibc = {"glibc", "malloc+free", "calloc+free", malloc, glibc_zalloc, free};
 
 /* mimalloc's entry points, looked up in a privately loaded copy; false if it is not installed or
  * loading it would have replaced the process's malloc. */
@@ -193,6 +236,8 @@ static bool load_mimalloc(allocator *out)
     }
     /* Function and object pointers share a representation on every POSIX system (dlsym needs it). */
     out->name = "mimalloc";
+    out->plain_label = "mi_malloc+mi_free";
+    out->zeroed_label = "mi_zalloc+mi_free";
     memcpy(&out->allocate, &mi_malloc, sizeof out->allocate);
     memcpy(&out->allocate_zeroed, &mi_zalloc, sizeof out->allocate_zeroed);
     memcpy(&out->release, &mi_free, sizeof out->release);
@@ -230,14 +275,21 @@ static void report_churn(const bench_config *cfg, const churn_figure *fig)
 
     bench_side zeroing_ft = {"ft_alloc+ft_decref", ft_alloc_churn_ns, c};
     bench_side uninit_ft = {"ft_alloc_uninit+ft_decref", ft_alloc_uninit_churn_ns, c};
-    bench_side plain = {c->with.name, other_churn_ns, c};
-    bench_side zeroed = {c->with.name, other_zeroed_churn_ns, c};
+    bench_side plain = {c->with.plain_label, other_churn_ns, c};
+    bench_side zeroed = {c->with.zeroed_label, other_zeroed_churn_ns, c};
     const bench_side *ft = fig->pairing == UNINIT_VS_PLAIN ? &uninit_ft : &zeroing_ft;
     const bench_side *other = fig->pairing == FT_ALLOC_VS_ZEROED ? &zeroed : &plain;
     bench_comparison cmp = bench_interleave(cfg, ft, other);
+    if (fig->pairing == UNINIT_VS_PLAIN) {
+        bench_side with_header = {"with a header", other_header_churn_ns, c};
+        bench_comparison floor = bench_interleave(cfg, &with_header, &plain);
+        bench_note("%s writing and reading a 32-byte header like ftrt's (no checks, no atomics): "
+                   "%.2f vs %.2f ns/pair without, ratio %.3f",
+                   c->with.name, floor.median_a, floor.median_b, floor.median_ratio);
+    }
     if (fig->pairing == FT_ALLOC_VS_PLAIN)
-        bench_note("ft_alloc zeroes the payload and %s's plain allocation does not; the like-for-like "
-                   "pairs are heap.alloc_free_vs_mi_zalloc and heap.uninit_free_vs_mimalloc",
+        bench_note("ft_alloc zeroes the payload and %s's malloc does not; like for like: "
+                   "heap.alloc_free_vs_mi_zalloc and heap.uninit_free_vs_mimalloc",
                    c->with.name);
     bench_report(fig->name, cmp.median_ratio, "ratio", fig->baseline, "<= 1.0", ft->label,
                  cmp.median_a, other->label, cmp.median_b, "ns/pair");
