@@ -244,6 +244,9 @@ typedef struct var_obj {
 static const ft_type var_type = {
     .name = "var", .basic_size = sizeof(var_obj), .item_size = sizeof(uint64_t)};
 
+/* Item counts for the var tests; 2000 items make a large block. */
+static const size_t var_counts[] = {0, 1, 7, 100, 1000, 2000};
+
 /* Leave ft_last_error() at something other than FT_EINVAL (an impossible size: FT_ENOMEM), so that
  * a check for FT_EINVAL after the next call sees what that call set. */
 static void forget_last_error(ft_thread *t)
@@ -255,20 +258,19 @@ static void forget_last_error(ft_thread *t)
 TEST(var_objects_and_bad_types)
 {
     fixture f = setup();
-    size_t counts[] = {0, 1, 7, 100, 1000, 2000}; /* 2000 items: a large block */
-    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
-        var_obj *v = (var_obj *)ft_alloc_var(f.t, &var_type, counts[k]);
+    for (size_t k = 0; k < sizeof var_counts / sizeof var_counts[0]; k++) {
+        var_obj *v = (var_obj *)ft_alloc_var(f.t, &var_type, var_counts[k]);
         CHECK(v != NULL);
-        CHECK(ft_usable_size(v) >= sizeof(var_obj) + counts[k] * sizeof(uint64_t));
+        CHECK(ft_usable_size(v) >= sizeof(var_obj) + var_counts[k] * sizeof(uint64_t));
         CHECK_EQ(v->length, 0);
-        for (size_t i = 0; i < counts[k]; i++)
+        for (size_t i = 0; i < var_counts[k]; i++)
             CHECK_EQ(v->items[i], 0);
-        memset(v->items, 0xFF, counts[k] * sizeof(uint64_t));
+        memset(v->items, 0xFF, var_counts[k] * sizeof(uint64_t));
         CHECK_EQ(ft_refcount(&v->ob), 1);
         ft_decref(&v->ob);
-        v = (var_obj *)ft_alloc_var(f.t, &var_type, counts[k]);
+        v = (var_obj *)ft_alloc_var(f.t, &var_type, var_counts[k]);
         CHECK(v != NULL);
-        for (size_t i = 0; i < counts[k]; i++)
+        for (size_t i = 0; i < var_counts[k]; i++)
             CHECK_EQ(v->items[i], 0);
         ft_decref(&v->ob);
     }
@@ -301,20 +303,19 @@ TEST(var_objects_and_bad_types)
 TEST(uninit_var_objects)
 {
     fixture f = setup();
-    size_t counts[] = {0, 1, 7, 100, 1000, 2000}; /* 2000 items: a large block */
-    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
-        var_obj *v = (var_obj *)ft_alloc_var_uninit(f.t, &var_type, counts[k]);
+    for (size_t k = 0; k < sizeof var_counts / sizeof var_counts[0]; k++) {
+        var_obj *v = (var_obj *)ft_alloc_var_uninit(f.t, &var_type, var_counts[k]);
         CHECK(v != NULL);
-        CHECK(ft_usable_size(v) >= sizeof(var_obj) + counts[k] * sizeof(uint64_t));
+        CHECK(ft_usable_size(v) >= sizeof(var_obj) + var_counts[k] * sizeof(uint64_t));
         CHECK(v->ob.ob_type == &var_type);
         CHECK_EQ(ft_refcount(&v->ob), 1);
 #ifdef FTRT_DEBUG
         CHECK(bytes_are((unsigned char *)(&v->ob + 1),
-                        sizeof(var_obj) - sizeof(ft_object) + counts[k] * sizeof(uint64_t),
+                        sizeof(var_obj) - sizeof(ft_object) + var_counts[k] * sizeof(uint64_t),
                         FT_UNINIT_BYTE));
 #endif
-        v->length = counts[k];
-        for (size_t i = 0; i < counts[k]; i++)
+        v->length = var_counts[k];
+        for (size_t i = 0; i < var_counts[k]; i++)
             v->items[i] = i;
         ft_decref(&v->ob);
     }
