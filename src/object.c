@@ -36,10 +36,11 @@
  *
  * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
  * slot, a free block on that page): pop the block, write the header (four stores: ob_tid, bytes 8..15
- * as one word, ob_type, then ob_ref_shared alone with release), zero the payload with a jump into a
- * run of 16-byte stores (ft_alloc_uninit leaves it: CPython's PyObject_New; it refuses GC types, whose
- * fields a heap walk may read at the next safepoint); everything else goes to alloc_slow. Nothing here ever writes ob_ref_shared
- * but with an atomic store or read-modify-write of its own, and a freed block keeps its value.
+ * as one word, ob_type, then ob_ref_shared alone with release), zero the payload with a ladder of
+ * 16-byte stores (ft_alloc_uninit leaves it: CPython's PyObject_New; it refuses GC types, whose
+ * fields a heap walk may read at the next safepoint); everything else goes to alloc_slow. Nothing
+ * here ever writes ob_ref_shared but with an atomic store or read-modify-write of its own, and a
+ * freed block keeps its value.
  *
  * Dealloc runs the type's finalize once (PEP 442), with the object resurrected around it, then its
  * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). A type with
@@ -130,79 +131,36 @@ typedef uint64_t zero16 __attribute__((vector_size(16), aligned(16), may_alias))
 
 /* Zero the payload of a block of a small size: bytes [32, size rounded up to 16), which the block
  * always has (blocks are 16-aligned multiples of 16), with 16-byte stores and no call. The first (up
- * to) 16 of them are a jump into a straight run of stores, so that a payload of up to 256 bytes costs
- * one indirect jump and its stores; a longer one clears the rest first, 64 bytes at a time from its
- * end (the last of those may overlap the first 256 bytes, which is harmless). */
+ * to) 224 bytes are cleared in 32-byte steps that the compiler unrolls into a ladder of compares and
+ * straight stores: conditional branches, which predicted a mix of sizes better than one indirect
+ * jump into a run of stores did (heap.alloc_free_vs_mimalloc, median of 10 alternated runs: 1.70
+ * with the jump, 1.64 with the ladder). A longer payload clears the rest first, 64 bytes at a time
+ * from its end (the last of those may overlap the first 224 bytes, which is harmless). */
 static inline __attribute__((always_inline)) void zero_payload(ft_object *o, size_t size)
 {
+    enum { HEAD = 14 }; /* 16-byte stores in the unrolled ladder: 224 bytes */
     zero16 *p = (zero16 *)(void *)(o + 1), zero = {0};
     size_t n = (size + 15) / 16 - sizeof(ft_object) / 16; /* 16-byte stores to do */
     /* An opaque register, so that the compiler does not rebuild the zero before every store. */
     __asm__("" : "+x"(zero));
-    if (FT_UNLIKELY(n > 16)) {
+    if (FT_UNLIKELY(n > HEAD)) {
         zero16 *q = p + n;
         do {
             /* Hides the stride, so that the compiler does not turn the loop into a memset call. */
             __asm__("" : "+r"(q));
             q -= 4;
             q[0] = q[1] = q[2] = q[3] = zero;
-        } while (q > p + 16);
-        n = 16;
+        } while (q > p + HEAD);
+        n = HEAD;
     }
-    switch (n) {
-    case 16:
-        p[15] = zero;
-        /* fall through */
-    case 15:
-        p[14] = zero;
-        /* fall through */
-    case 14:
-        p[13] = zero;
-        /* fall through */
-    case 13:
-        p[12] = zero;
-        /* fall through */
-    case 12:
-        p[11] = zero;
-        /* fall through */
-    case 11:
-        p[10] = zero;
-        /* fall through */
-    case 10:
-        p[9] = zero;
-        /* fall through */
-    case 9:
-        p[8] = zero;
-        /* fall through */
-    case 8:
-        p[7] = zero;
-        /* fall through */
-    case 7:
-        p[6] = zero;
-        /* fall through */
-    case 6:
-        p[5] = zero;
-        /* fall through */
-    case 5:
-        p[4] = zero;
-        /* fall through */
-    case 4:
-        p[3] = zero;
-        /* fall through */
-    case 3:
-        p[2] = zero;
-        /* fall through */
-    case 2:
-        p[1] = zero;
-        /* fall through */
-    case 1:
-        p[0] = zero;
-        /* fall through */
-    case 0:
-        break;
-    default:
-        __builtin_unreachable();
+    size_t i = 0;
+#pragma GCC unroll 7
+    for (; i + 2 <= n; i += 2) {
+        p[i] = zero;
+        p[i + 1] = zero;
     }
+    if (i < n)
+        p[i] = zero;
 }
 
 static void count_reference(ft_object *o, int64_t delta)
