@@ -206,9 +206,11 @@ static uint64_t get(_Atomic(uint64_t) *counter)
 
 static ft_object *make(graph_thread *g, ft_thread *t, const ft_type *type)
 {
-    ft_object *o = ft_alloc(t, type);
+    /* A leaf's constructor writes every field, so it need not be zeroed first; a branch is a GC
+     * object, whose fields must be valid from the start (ft_alloc_uninit refuses it). */
+    ft_object *o = type == &leaf_type ? ft_alloc_uninit(t, type) : ft_alloc(t, type);
     if (o == NULL) {
-        fprintf(stderr, "ftrt_demo: ft_alloc: %s\n", ft_status_str(ft_last_error()));
+        fprintf(stderr, "ftrt_demo: allocation: %s\n", ft_status_str(ft_last_error()));
         exit(2);
     }
     /* Counted before the next safepoint, so a stopped world never sees the heap and the count
