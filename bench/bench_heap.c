@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "ftrt.h"
-#include "internal/heap.h" /* FT_REMOTE_BATCH, for a note */
+#include "heap/heap.h" /* FT_REMOTE_BATCH, for a note */
 
 static ft_runtime *new_runtime(void)
 {

@@ -1,4 +1,4 @@
-/* bench_reclaim.c: what quiescent-state-based reclamation costs, against liburcu's QSBR flavour and
+/* bench_qsbr.c: what quiescent-state-based reclamation costs, against liburcu's QSBR flavour and
  * against freeing at once.
  *
  * qsbr.quiescent_vs_urcu: the reader's side. One pinned thread, attached to a runtime and registered

@@ -1,4 +1,4 @@
-/* bench_perthread.c: per-thread data that keeps hot shared things off shared cache lines.
+/* bench_uniqueid.c: per-thread data that keeps hot shared things off shared cache lines.
  *
  * ptrc.scaling_2t: two pinned threads each take and drop references to one shared object whose type
  * uses per-thread reference counts (each thread counts in its own array, by the object's unique id).

@@ -31,7 +31,7 @@ void bench_urcu_quiescent(void)
     rcu_quiescent_state();
 }
 
-/* The same loop as bench_reclaim.c's ft_qsbr_quiescent loop, started in a fresh 64-byte block for
+/* The same loop as bench_qsbr.c's ft_qsbr_quiescent loop, started in a fresh 64-byte block for
  * the same reason as safepoint.poll's (see bench_stw.c). */
 double bench_urcu_quiescent_loop_ns(uint64_t iterations, uint64_t *sink)
 {

@@ -18,7 +18,7 @@
 
 #include "ftrt.h"
 #include "test_util.h"
-#include "internal/heap.h" /* the page header: remote-free stacks, FT_REMOTE_BATCH */
+#include "heap/heap.h" /* the page header: remote-free stacks, FT_REMOTE_BATCH */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 

@@ -1,7 +1,7 @@
-/* tests/test_locks.c: the locks built on the parking lot besides ft_mutex: event, once, recursive
+/* tests/test_lock.c: the locks built on the parking lot besides ft_mutex: event, once, recursive
  * mutex, reader/writer mutex and sequence lock.
  *
- * As in test_mutex.c, a test waits for another thread only by spinning on an atomic with a deadline,
+ * As in test_lock_mutex.c, a test waits for another thread only by spinning on an atomic with a deadline,
  * and knows that a thread is parked (not merely about to park) when /proc shows it blocked on a futex
  * word in its own stack. The rwmutex test walks the lock word through
  * an exact sequence of values, because the word's layout is part of the API. */

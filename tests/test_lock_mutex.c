@@ -1,4 +1,4 @@
-/* tests/test_mutex.c: ft_mutex's byte protocol, fairness hand-off, timeouts, misuse, and how a
+/* tests/test_lock_mutex.c: ft_mutex's byte protocol, fairness hand-off, timeouts, misuse, and how a
  * blocked mutex waiter behaves inside a runtime.
  *
  * The byte's values (LOCKED = 1, HAS_PARKED = 2) are part of the API, so the tests watch the byte

@@ -1,4 +1,4 @@
-/* tests/test_runtime.c: runtimes and thread states.
+/* tests/test_thread.c: runtimes and thread states.
  *
  * Checks the life cycle of runtimes and of the thread states in them: creation with and without a
  * config, attach/detach as seen through ft_thread_current(), small indices handed out smallest-first

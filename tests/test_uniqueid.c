@@ -3,7 +3,7 @@
  * An object with a unique id is counted in each thread's private array; its true count is its own
  * count plus every thread's slot, and is only known after ft_merge_refcounts (or as each thread
  * stops). The shared count carries a bias of INTPTR_MAX / 8 references while the object has an id
- * (src/uniqueid.c), so the tests read the true count as ft_refcount(obj) - BIAS.
+ * (src/object/uniqueid.c), so the tests read the true count as ft_refcount(obj) - BIAS.
  *
  * The tests drive helper threads ("workers", which pass safepoints while idle, so merges can stop
  * them) through increments and decrements, and check: merges give the exact count, including while

@@ -1,7 +1,7 @@
 /* heap.c: per-thread heaps: allocation, local and remote frees, abandonment and adoption, walking.
  *
  * Allocation takes the first block of the page that heap->direct names for the size (the head of
- * the size class's active list; inline, internal/heap.h). When that page has none, the slow path, in
+ * the size class's active list; inline, heap/heap.h). When that page has none, the slow path, in
  * order: pushes the thread's own remote batch, takes the head page's remote frees, carves more of its
  * tail, moves exhausted pages to the full list, revives a full page that has received remote frees,
  * and finally acquires a page (see page.c for the reuse rule). Every change of an active list's head
@@ -15,7 +15,7 @@
  * A free by the heap's owner pushes onto the page's own free list (inline); a page that becomes
  * empty is retired (unless it is its class's only active page, kept to avoid thrashing), and a full
  * page that gets a block back returns to the active list. A free by any other thread goes into that
- * thread's remote batch (internal/heap.h): a private chain for one page, pushed onto the page's
+ * thread's remote batch (heap/heap.h): a private chain for one page, pushed onto the page's
  * remote-free stack with one CAS when the thread frees into another page, when the chain is full,
  * when the thread detaches or stops or reaches its allocation slow path, and before a walk.
  *
@@ -127,7 +127,7 @@ static ft_page_queue *queue_of(ft_heap *heap, const ft_page *page, enum ft_page_
     }
 }
 
-/* The OS thread that may free into set's active pages on the fast path (internal/heap.h): its
+/* The OS thread that may free into set's active pages on the fast path (heap/heap.h): its
  * owner's, or 0 while it is abandoned. */
 static uintptr_t owner_tid_of(ft_heap_set *set)
 {

@@ -1,4 +1,4 @@
-/* internal/heap.h: the page heap's internal structures and its inline fast paths.
+/* heap/heap.h: the page heap's internal structures and its inline fast paths.
  *
  * Memory comes from the system in segments (4 MiB, aligned to the page size) and is handed out as
  * 64 KiB pages, each aligned to 64 KiB with its ft_page header at its start, so page_of(block) is a

@@ -56,7 +56,7 @@
 #include "ftrt/dict.h"
 #include "ftrt/tlbc.h"
 #include "ftrt/uniqueid.h"
-#include "internal/heap.h"
+#include "heap/heap.h"
 #include "ftrt/index_pool.h"
 #include "ftrt/lock.h"
 #include "ftrt/parking_lot.h"
@@ -123,7 +123,7 @@ struct ft_runtime {
     ft_thread *threads;      /* started thread states; head */
     uint32_t nthreads;       /* head */
     ft_index_pool thread_indices; /* its own lock */
-    ft_heap_runtime heaps;        /* see internal/heap.h */
+    ft_heap_runtime heaps;        /* see heap/heap.h */
     struct {
         _Alignas(64) _Atomic(uint64_t) wr_seq; /* odd, advanced by 2; its own cache line */
         _Alignas(64) _Atomic(uint64_t) rd_seq; /* a cached lower bound of every slot's sequence */
