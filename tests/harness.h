@@ -17,6 +17,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* Whether the tests run under ThreadSanitizer, which makes every atomic operation several times
+ * slower: stress tests scale their iteration counts down with it. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
 #define HARNESS_UNUSED __attribute__((unused))
 static int harness_passed HARNESS_UNUSED, harness_failed HARNESS_UNUSED;
 static jmp_buf harness_jmp HARNESS_UNUSED;

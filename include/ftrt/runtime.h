@@ -96,8 +96,8 @@ struct ft_thread_head {
     _Atomic(uint64_t) qsbr_seq;
     _Atomic(uintptr_t) pending; /* FT_PENDING_* bits: set with fetch_or by any thread, cleared by the owner */
     const _Atomic(uint64_t) *qsbr_wr_seq; /* the runtime's write sequence; immutable */
-    intptr_t *ptrc_counts; /* per-thread reference counts by unique id - 1 (ftrt/uniqueid.h); owner */
-    size_t ptrc_size;      /* entries in ptrc_counts; owner */
+    intptr_t *uniqueid_counts; /* per-thread reference counts by unique id - 1 (ftrt/uniqueid.h); owner */
+    size_t uniqueid_size;      /* entries in uniqueid_counts; owner */
     size_t tlbc_index;     /* the copy of code this thread uses (ftrt/tlbc.h); immutable */
 };
 

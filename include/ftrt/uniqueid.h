@@ -40,8 +40,8 @@ static inline void ft_incref_per_thread(ft_thread *t, ft_object *obj)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
     size_t index = (size_t)ft_object_unique_id(obj) - 1; /* id 0 wraps to a miss */
-    if (FT_LIKELY(index < h->ptrc_size))
-        h->ptrc_counts[index]++;
+    if (FT_LIKELY(index < h->uniqueid_size))
+        h->uniqueid_counts[index]++;
     else
         ft_incref_per_thread_slow(t, obj);
 }
@@ -50,8 +50,8 @@ static inline void ft_decref_per_thread(ft_thread *t, ft_object *obj)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
     size_t index = (size_t)ft_object_unique_id(obj) - 1;
-    if (FT_LIKELY(index < h->ptrc_size))
-        h->ptrc_counts[index]--;
+    if (FT_LIKELY(index < h->uniqueid_size))
+        h->uniqueid_counts[index]--;
     else
         ft_decref_per_thread_slow(t, obj);
 }

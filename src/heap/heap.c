@@ -306,8 +306,8 @@ static void flush_batch(ft_remote_batch *rb)
 
 void ft_heap_flush_remote(ft_thread *t)
 {
-    if (t->heaps)
-        flush_batch(&t->heaps->batch);
+    if (t->heap.set)
+        flush_batch(&t->heap.set->batch);
 }
 
 /* A free by a thread that does not own the page: into the thread's batch when it has a heap set
@@ -315,7 +315,7 @@ void ft_heap_flush_remote(ft_thread *t)
  * (summed by ft_heap_get_stats), so that no shared cache line is written. */
 void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
 {
-    ft_heap_set *own = t ? t->heaps : NULL;
+    ft_heap_set *own = t ? t->heap.set : NULL;
     if (own && page->size_class != FT_LARGE_CLASS) {
         ft_remote_batch *rb = &own->batch;
         if (rb->page != page) {
@@ -331,8 +331,8 @@ void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
         push_remote(page, b, b);
     }
     if (t)
-        atomic_store_explicit(&t->remote_frees,
-                              atomic_load_explicit(&t->remote_frees, memory_order_relaxed) + 1,
+        atomic_store_explicit(&t->heap.remote_frees,
+                              atomic_load_explicit(&t->heap.remote_frees, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     else
         atomic_fetch_add_explicit(&page->set->rt->heaps.remote_frees, 1, memory_order_relaxed);
@@ -340,7 +340,7 @@ void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
 
 void ft_heap_free_block(ft_thread *t, void *p)
 {
-    ft_heap_free(t, t ? t->heaps : NULL, p);
+    ft_heap_free(t, t ? t->heap.set : NULL, p);
 }
 
 /* ---- collection, thread start and stop ------------------------------------------------------- */
@@ -399,7 +399,7 @@ ft_status ft_heap_thread_start(ft_thread *t)
 {
     ft_runtime *rt = t->rt;
     ft_heap_runtime *h = &rt->heaps;
-    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&h->mutex);
     for (ft_heap_set *set = h->all; set; set = set->next) {
         if (set->abandoned) {
             set->abandoned = false;
@@ -408,7 +408,7 @@ ft_status ft_heap_thread_start(ft_thread *t)
             atomic_fetch_sub_explicit(&h->abandoned, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&h->adopted, 1, memory_order_relaxed);
             ft_mutex_unlock(&h->mutex);
-            t->heaps = set;
+            t->heap.set = set;
             return FT_OK;
         }
     }
@@ -424,19 +424,19 @@ ft_status ft_heap_thread_start(ft_thread *t)
         direct_init(&set->heaps[k]);
     }
     atomic_store_explicit(&set->owner, t, memory_order_relaxed);
-    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&h->mutex);
     set->next = h->all;
     if (h->all)
         h->all->prev = set;
     h->all = set;
     ft_mutex_unlock(&h->mutex);
-    t->heaps = set;
+    t->heap.set = set;
     return FT_OK;
 }
 
 void ft_heap_abandon(ft_thread *t)
 {
-    ft_heap_set *set = t->heaps;
+    ft_heap_set *set = t->heap.set;
     ft_heap_runtime *h = &t->rt->heaps;
     if (!set)
         return;
@@ -445,18 +445,18 @@ void ft_heap_abandon(ft_thread *t)
     set_owner_tid(set);
     set->abandoned = true;
     atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
-    t->heaps = NULL;
+    t->heap.set = NULL;
 }
 
 void ft_heap_thread_stop(ft_thread *t)
 {
-    ft_heap_set *set = t->heaps;
+    ft_heap_set *set = t->heap.set;
     ft_heap_runtime *h = &t->rt->heaps;
     if (!set)
         return;
     flush_batch(&set->batch);
     collect_set(set);
-    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&h->mutex);
     atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
     set_owner_tid(set);
     bool empty = set_is_empty(set);
@@ -472,7 +472,7 @@ void ft_heap_thread_stop(ft_thread *t)
         atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
     }
     ft_mutex_unlock(&h->mutex);
-    t->heaps = NULL;
+    t->heap.set = NULL;
     if (empty)
         free(set);
 }
@@ -483,7 +483,7 @@ void *ft_malloc(ft_thread *t, size_t size)
 {
     if (FT_UNLIKELY(atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
         ft_fatal("ft_malloc: thread state %p is not attached", (void *)t);
-    void *p = ft_heap_alloc(&t->heaps->heaps[FT_HEAP_RAW], size);
+    void *p = ft_heap_alloc(&t->heap.set->heaps[FT_HEAP_RAW], size);
     if (!p)
         ft_set_last_error(FT_ENOMEM);
     return p;
@@ -504,7 +504,7 @@ void *ft_calloc(ft_thread *t, size_t count, size_t size)
 void ft_free(ft_thread *t, void *p)
 {
     if (p)
-        ft_heap_free(t, t ? t->heaps : NULL, p);
+        ft_heap_free(t, t ? t->heap.set : NULL, p);
 }
 
 size_t ft_usable_size(const void *p)
@@ -579,7 +579,7 @@ bool ft_world_stopped_by_caller(ft_runtime *rt)
 static void visit_all(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, void *arg)
 {
     bool objects = kind != FT_HEAP_RAW;
-    ft_mutex_lock_ex(&rt->heaps.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->heaps.mutex);
     /* Every thread is stopped (or is the caller): blocks waiting in a batch are free, not live. */
     for (ft_heap_set *set = rt->heaps.all; set; set = set->next)
         flush_batch(&set->batch);
@@ -623,7 +623,7 @@ void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out)
     for (int k = 0; k < FT_HEAP_KINDS; k++)
         visit_all(rt, (ft_heap_kind)k, count_block, out);
     ft_heap_runtime *h = &rt->heaps;
-    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&h->mutex);
     out->pool_pages = h->pool_pages;
     out->released_pages = h->released_pages;
     ft_mutex_unlock(&h->mutex);
@@ -632,9 +632,9 @@ void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out)
     out->pages = atomic_load_explicit(&h->pages, memory_order_relaxed);
     out->page_bytes = atomic_load_explicit(&h->page_bytes, memory_order_relaxed);
     out->remote_frees = atomic_load_explicit(&h->remote_frees, memory_order_relaxed);
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     for (ft_thread *t = rt->threads; t; t = t->next)
-        out->remote_frees += atomic_load_explicit(&t->remote_frees, memory_order_relaxed);
+        out->remote_frees += atomic_load_explicit(&t->heap.remote_frees, memory_order_relaxed);
     ft_mutex_unlock(&rt->head_mutex);
     out->abandoned_heaps = atomic_load_explicit(&h->abandoned, memory_order_relaxed);
     out->adopted_heaps = atomic_load_explicit(&h->adopted, memory_order_relaxed);

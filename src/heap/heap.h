@@ -154,6 +154,12 @@ typedef struct ft_segment {
     size_t carved;  /* bytes handed out as pages */
 } ft_segment;
 
+/* One thread's part (ft_thread.heap). */
+typedef struct ft_heap_thread {
+    ft_heap_set *set;                /* owner only (adopted or made at start, abandoned at stop) */
+    _Atomic(uint64_t) remote_frees;  /* frees into other threads' pages: owner adds, anyone reads */
+} ft_heap_thread;
+
 /* Runtime-wide heap state (a member of ft_runtime). */
 typedef struct ft_heap_runtime {
     ft_mutex mutex;              /* guards everything below except the atomics */
@@ -255,7 +261,7 @@ static inline bool ft_heap_free_owned(void *p)
     return true;
 }
 
-/* Free any block of the heap. own is the caller's heap set (t->heaps; NULL for a caller without
+/* Free any block of the heap. own is the caller's heap set (t->heap.set; NULL for a caller without
  * one). The fast path is the owner's free into one of its active pages that does not become empty:
  * a push on the page's own list; an emptied or full page, and every other thread's free, go out of
  * line. */

@@ -183,7 +183,7 @@ ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class)
         ft_page_init(safe, heap, size_class, ft_class_size(size_class));
         return safe;
     }
-    ft_mutex_lock_ex(&rt->heaps.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->heaps.mutex);
     ft_page *page = pool_take_locked(rt);
     ft_mutex_unlock(&rt->heaps.mutex);
     if (!page)
@@ -228,7 +228,7 @@ void ft_page_release(ft_runtime *rt, ft_page *page)
     page->set = NULL;
     page->released = 0;
     page->pooled_at = ft_monotonic_ns();
-    ft_mutex_lock_ex(&rt->heaps.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->heaps.mutex);
     ft_queue_push_back(&rt->heaps.pool, page);
     rt->heaps.pool_pages++;
     ft_mutex_unlock(&rt->heaps.mutex);
@@ -240,7 +240,7 @@ static void pool_trim(ft_runtime *rt)
 {
     int64_t cutoff = ft_monotonic_ns() - FT_POOL_RELEASE_NS;
     ft_heap_runtime *h = &rt->heaps;
-    ft_mutex_lock_ex(&h->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&h->mutex);
     for (ft_page *p = h->pool.head; p && p->pooled_at <= cutoff; p = p->next) {
         if (p->released)
             continue;

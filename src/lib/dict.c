@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ftrt/dict.h"
 #include "internal/internal.h"
 
 #define MIN_SLOTS 8

@@ -44,7 +44,7 @@ ft_status ft_tlbc_init(ft_tlbc *c, ft_thread *t, void *code, size_t size, ft_tlb
     c->arg = arg;
     c->rt = t->rt;
     ft_runtime *rt = t->rt;
-    ft_mutex_lock_ex(&rt->tlbc.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->tlbc.mutex);
     c->prev = NULL;
     c->next = rt->tlbc.list;
     if (c->next)
@@ -57,7 +57,7 @@ ft_status ft_tlbc_init(ft_tlbc *c, ft_thread *t, void *code, size_t size, ft_tlb
 void ft_tlbc_destroy(ft_tlbc *c, ft_thread *t)
 {
     ft_runtime *rt = c->rt;
-    ft_mutex_lock_ex(&rt->tlbc.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->tlbc.mutex);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -117,7 +117,7 @@ size_t ft_tlbc_clear_unused(ft_runtime *rt)
 {
     size_t freed = 0;
     ft_stop_the_world(rt);
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     size_t limit = 1;
     for (ft_thread *t = rt->threads; t; t = t->next)
         if (t->head.tlbc_index + 1 > limit)
@@ -127,7 +127,7 @@ size_t ft_tlbc_clear_unused(ft_runtime *rt)
         for (ft_thread *t = rt->threads; t; t = t->next)
             live[t->head.tlbc_index] = true;
     ft_mutex_unlock(&rt->head_mutex);
-    ft_mutex_lock_ex(&rt->tlbc.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->tlbc.mutex);
     for (ft_tlbc *c = live ? rt->tlbc.list : NULL; c; c = c->next) {
         ft_tlbc_array *a = atomic_load_explicit(&c->copies, memory_order_relaxed);
         for (size_t i = 1; i < a->size; i++) {
@@ -148,11 +148,11 @@ size_t ft_tlbc_clear_unused(ft_runtime *rt)
 size_t ft_tlbc_count(ft_runtime *rt)
 {
     size_t n = 0;
-    ft_mutex_lock_ex(&rt->tlbc.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->tlbc.mutex);
     for (ft_tlbc *c = rt->tlbc.list; c; c = c->next) {
         /* Under the buffer's lock: a grower may free the old array, and the caller may not be
          * attached (so not protected by QSBR). */
-        ft_mutex_lock_ex(&c->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+        ft_mutex_lock_internal(&c->mutex);
         ft_tlbc_array *a = atomic_load_explicit(&c->copies, memory_order_acquire);
         for (size_t i = 1; i < a->size; i++)
             n += atomic_load_explicit(&a->entries[i], memory_order_relaxed) != NULL;

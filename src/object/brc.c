@@ -69,11 +69,6 @@ static ft_brc_bucket *bucket_for(ft_runtime *rt, uintptr_t tid)
     return &rt->brc[(tid >> 4) % FT_BRC_BUCKETS];
 }
 
-static void bucket_lock(ft_brc_bucket *b)
-{
-    ft_mutex_lock_ex(&b->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
-}
-
 static ft_thread *find_owner(ft_brc_bucket *b, uintptr_t tid)
 {
     for (ft_thread *t = b->threads; t; t = t->brc.bucket_next)
@@ -162,7 +157,7 @@ static size_t deliver(ft_runtime *rt, uintptr_t tid, ft_object **objs, size_t n,
                       size_t *pushed)
 {
     ft_brc_bucket *b = bucket_for(rt, tid);
-    bucket_lock(b);
+    ft_mutex_lock_internal(&b->mutex);
     ft_thread *owner = find_owner(b, tid);
     *pushed = 0;
     if (owner) {
@@ -246,7 +241,7 @@ void ft_brc_enqueue(ft_object *o)
 static ft_brc_chunk *take_queue(ft_thread *t, bool unregister_if_empty, bool *unregistered)
 {
     ft_brc_bucket *b = bucket_for(t->rt, t->os_thread);
-    bucket_lock(b);
+    ft_mutex_lock_internal(&b->mutex);
     ft_brc_chunk *q = t->brc.queue;
     t->brc.queue = NULL;
     atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_MERGE, memory_order_relaxed);
@@ -308,7 +303,7 @@ void ft_brc_merge_pending(ft_thread *t)
 void ft_brc_thread_start(ft_thread *t)
 {
     ft_brc_bucket *b = bucket_for(t->rt, t->os_thread);
-    bucket_lock(b);
+    ft_mutex_lock_internal(&b->mutex);
     t->brc.bucket_next = b->threads;
     b->threads = t;
     t->brc.registered = true;

@@ -45,9 +45,9 @@ static struct ft_freelists *table_new(ft_runtime *rt, size_t capacity)
 /* The list for type, created if needed; NULL if the table could not grow. */
 static freelist *list_for(ft_thread *t, const ft_type *type)
 {
-    struct ft_freelists *f = t->freelists;
+    struct ft_freelists *f = t->freelist.lists;
     if (!f) {
-        f = t->freelists = table_new(t->rt, INITIAL_SLOTS);
+        f = t->freelist.lists = table_new(t->rt, INITIAL_SLOTS);
         if (!f)
             return NULL;
     }
@@ -63,7 +63,7 @@ static freelist *list_for(ft_thread *t, const ft_type *type)
                 g->slots[slot_of(g, f->slots[j].type)] = f->slots[j];
         g->used = f->used;
         free(f);
-        f = t->freelists = g;
+        f = t->freelist.lists = g;
         i = slot_of(f, type);
     }
     f->slots[i].type = type;
@@ -73,7 +73,7 @@ static freelist *list_for(ft_thread *t, const ft_type *type)
 
 ft_object *ft_freelist_pop(ft_thread *t, const ft_type *type)
 {
-    struct ft_freelists *f = t->freelists;
+    struct ft_freelists *f = t->freelist.lists;
     if (!f)
         return NULL;
     freelist *l = &f->slots[slot_of(f, type)];
@@ -88,7 +88,7 @@ ft_object *ft_freelist_pop(ft_thread *t, const ft_type *type)
 bool ft_freelist_push(ft_thread *t, ft_object *o)
 {
     const ft_type *type = o->ob_type;
-    if (t->freelists_disabled || type->basic_size > FT_SMALL_MAX ||
+    if (t->freelist.disabled || type->basic_size > FT_SMALL_MAX ||
         t->rt != ft_object_runtime(o) ||
         ft_usable_size(o) != ft_class_size(ft_size_class(type->basic_size)))
         return false;
@@ -103,8 +103,8 @@ bool ft_freelist_push(ft_thread *t, ft_object *o)
 
 void ft_freelist_thread_stop(ft_thread *t)
 {
-    t->freelists_disabled = true;
-    struct ft_freelists *f = t->freelists;
+    t->freelist.disabled = true;
+    struct ft_freelists *f = t->freelist.lists;
     if (!f)
         return;
     for (size_t i = 0; i < f->capacity; i++) {
@@ -114,5 +114,5 @@ void ft_freelist_thread_stop(ft_thread *t)
         }
     }
     free(f);
-    t->freelists = NULL;
+    t->freelist.lists = NULL;
 }

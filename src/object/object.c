@@ -89,7 +89,7 @@ _Static_assert(FT_TYPE_GC == 1 && FT_HEAP_GC == FT_HEAP_OBJECT + 1, "heap_for's 
 static inline ft_heap *heap_for(ft_thread *t, const ft_type *type)
 {
     uintptr_t gc = type->flags & FT_TYPE_GC;
-    return (ft_heap *)(void *)((char *)&t->heaps->heaps[FT_HEAP_OBJECT] + gc * sizeof(ft_heap));
+    return (ft_heap *)(void *)((char *)&t->heap.set->heaps[FT_HEAP_OBJECT] + gc * sizeof(ft_heap));
 }
 
 /* Offsets 8 to 15 of the header (ob_flags, ob_mutex, ob_gc_bits, ob_ref_local) as one word, so that a
@@ -367,7 +367,7 @@ static inline void free_memory(ft_thread *t, ft_object *o, const ft_type *type)
         mark_freed(o);
     if (FT_UNLIKELY(cache) && ft_freelist_push(t, o))
         return;
-    ft_heap_free(t, t->heaps, o);
+    ft_heap_free(t, t->heap.set, o);
 }
 
 static FT_NORETURN __attribute__((noinline, cold)) void dealloc_unattached(ft_object *o)

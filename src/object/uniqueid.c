@@ -33,36 +33,36 @@ static intptr_t bias_shared(void)
 
 void ft_uniqueid_runtime_destroy(ft_runtime *rt)
 {
-    free(rt->uid.table);
-    rt->uid.table = NULL;
-    rt->uid.size = 0;
+    free(rt->uniqueid.table);
+    rt->uniqueid.table = NULL;
+    rt->uniqueid.size = 0;
 }
 
 /* An entry index for obj, or FT_ENOMEM. Pool mutex held. */
 static ft_status take_entry(ft_runtime *rt, ft_object *obj, uint32_t *index)
 {
-    if (rt->uid.free_head == 0) {
-        uint32_t size = rt->uid.size ? rt->uid.size * 2 : INITIAL_IDS;
-        uintptr_t *table = ft_inject_failure(rt) ? NULL : realloc(rt->uid.table, size * sizeof *table);
+    if (rt->uniqueid.free_head == 0) {
+        uint32_t size = rt->uniqueid.size ? rt->uniqueid.size * 2 : INITIAL_IDS;
+        uintptr_t *table = ft_inject_failure(rt) ? NULL : realloc(rt->uniqueid.table, size * sizeof *table);
         if (!table)
             return FT_ENOMEM;
-        for (uint32_t i = size; i-- > rt->uid.size;) {
-            table[i] = rt->uid.free_head | FREE_TAG;
-            rt->uid.free_head = ((uintptr_t)i + 1) << 1;
+        for (uint32_t i = size; i-- > rt->uniqueid.size;) {
+            table[i] = rt->uniqueid.free_head | FREE_TAG;
+            rt->uniqueid.free_head = ((uintptr_t)i + 1) << 1;
         }
-        rt->uid.table = table;
-        atomic_store_explicit(&rt->uid.size, size, memory_order_relaxed);
+        rt->uniqueid.table = table;
+        atomic_store_explicit(&rt->uniqueid.size, size, memory_order_relaxed);
     }
-    *index = (uint32_t)(rt->uid.free_head >> 1) - 1;
-    rt->uid.free_head = rt->uid.table[*index] & ~FREE_TAG;
-    rt->uid.table[*index] = (uintptr_t)obj;
+    *index = (uint32_t)(rt->uniqueid.free_head >> 1) - 1;
+    rt->uniqueid.free_head = rt->uniqueid.table[*index] & ~FREE_TAG;
+    rt->uniqueid.table[*index] = (uintptr_t)obj;
     return FT_OK;
 }
 
 static void release_entry(ft_runtime *rt, uint32_t index)
 {
-    rt->uid.table[index] = rt->uid.free_head | FREE_TAG;
-    rt->uid.free_head = ((uintptr_t)index + 1) << 1;
+    rt->uniqueid.table[index] = rt->uniqueid.free_head | FREE_TAG;
+    rt->uniqueid.free_head = ((uintptr_t)index + 1) << 1;
 }
 
 ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj)
@@ -76,11 +76,11 @@ ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj)
     uint32_t index;
     /* The "already has an id" check and the id's store under one lock: two threads enabling the
      * same object cannot both succeed. */
-    ft_mutex_lock_ex(&rt->uid.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->uniqueid.mutex);
     ft_status s = *id_field(obj) != 0 ? FT_EINVAL : take_entry(rt, obj, &index);
     if (s == FT_OK)
         *id_field(obj) = index + 1;
-    ft_mutex_unlock(&rt->uid.mutex);
+    ft_mutex_unlock(&rt->uniqueid.mutex);
     if (s != FT_OK)
         return s;
     atomic_fetch_or_explicit(&obj->ob_gc_bits, FT_GC_DEFERRED, memory_order_relaxed);
@@ -91,19 +91,19 @@ ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj)
 /* Make t's array cover every id issued so far; false if it cannot (then count normally). */
 static bool cover(ft_thread *t, size_t index)
 {
-    if (t->ptrc_finalized)
+    if (t->uniqueid.finalized)
         return false;
-    size_t size = atomic_load_explicit(&t->rt->uid.size, memory_order_relaxed);
+    size_t size = atomic_load_explicit(&t->rt->uniqueid.size, memory_order_relaxed);
     if (index >= size)
         return false;
     intptr_t *counts = ft_inject_failure(t->rt)
                            ? NULL
-                           : realloc(t->head.ptrc_counts, size * sizeof *counts);
+                           : realloc(t->head.uniqueid_counts, size * sizeof *counts);
     if (!counts)
         return false;
-    memset(counts + t->head.ptrc_size, 0, (size - t->head.ptrc_size) * sizeof *counts);
-    t->head.ptrc_counts = counts;
-    t->head.ptrc_size = size;
+    memset(counts + t->head.uniqueid_size, 0, (size - t->head.uniqueid_size) * sizeof *counts);
+    t->head.uniqueid_counts = counts;
+    t->head.uniqueid_size = size;
     return true;
 }
 
@@ -111,7 +111,7 @@ void ft_incref_per_thread_slow(ft_thread *t, ft_object *obj)
 {
     size_t index = (size_t)ft_object_unique_id(obj) - 1;
     if (ft_object_unique_id(obj) != 0 && cover(t, index))
-        t->head.ptrc_counts[index]++;
+        t->head.uniqueid_counts[index]++;
     else
         ft_incref(obj);
 }
@@ -120,7 +120,7 @@ void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj)
 {
     size_t index = (size_t)ft_object_unique_id(obj) - 1;
     if (ft_object_unique_id(obj) != 0 && cover(t, index))
-        t->head.ptrc_counts[index]--;
+        t->head.uniqueid_counts[index]--;
     else
         ft_decref(obj);
 }
@@ -128,28 +128,28 @@ void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj)
 /* Add t's slots into their objects' shared counts and zero them. Pool mutex held. */
 static void merge_thread(ft_runtime *rt, ft_thread *t)
 {
-    for (size_t i = 0; i < t->head.ptrc_size; i++) {
-        intptr_t n = t->head.ptrc_counts[i];
+    for (size_t i = 0; i < t->head.uniqueid_size; i++) {
+        intptr_t n = t->head.uniqueid_counts[i];
         if (n == 0)
             continue;
-        ft_object *obj = (ft_object *)rt->uid.table[i];
+        ft_object *obj = (ft_object *)rt->uniqueid.table[i];
         atomic_fetch_add_explicit(&obj->ob_ref_shared,
                                   (intptr_t)((uintptr_t)n << FT_SHARED_SHIFT),
                                   memory_order_relaxed);
-        t->head.ptrc_counts[i] = 0;
+        t->head.uniqueid_counts[i] = 0;
     }
 }
 
 void ft_uniqueid_thread_stop(ft_thread *t)
 {
     ft_runtime *rt = t->rt;
-    ft_mutex_lock_ex(&rt->uid.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->uniqueid.mutex);
     merge_thread(rt, t);
-    ft_mutex_unlock(&rt->uid.mutex);
-    free(t->head.ptrc_counts);
-    t->head.ptrc_counts = NULL;
-    t->head.ptrc_size = 0;
-    t->ptrc_finalized = true;
+    ft_mutex_unlock(&rt->uniqueid.mutex);
+    free(t->head.uniqueid_counts);
+    t->head.uniqueid_counts = NULL;
+    t->head.uniqueid_size = 0;
+    t->uniqueid.finalized = true;
 }
 
 size_t ft_merge_refcounts(ft_runtime *rt)
@@ -159,17 +159,17 @@ size_t ft_merge_refcounts(ft_runtime *rt)
                  "world itself, and frees objects after restarting it)",
                  (void *)rt);
     ft_stop_the_world(rt);
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
-    ft_mutex_lock_ex(&rt->uid.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
+    ft_mutex_lock_internal(&rt->uniqueid.mutex);
     for (ft_thread *t = rt->threads; t; t = t->next)
         merge_thread(rt, t);
-    uint32_t size = atomic_load_explicit(&rt->uid.size, memory_order_relaxed);
+    uint32_t size = atomic_load_explicit(&rt->uniqueid.size, memory_order_relaxed);
     ft_object **dead = size ? malloc(size * sizeof *dead) : NULL; /* no memory: retry next time */
     size_t ndead = 0;
     for (uint32_t i = 0; dead && i < size; i++) {
-        if (rt->uid.table[i] & FREE_TAG)
+        if (rt->uniqueid.table[i] & FREE_TAG)
             continue;
-        ft_object *obj = (ft_object *)rt->uid.table[i];
+        ft_object *obj = (ft_object *)rt->uniqueid.table[i];
         if (ft_refcount(obj) - BIAS_COUNT != 0)
             continue;
         atomic_fetch_sub_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_relaxed);
@@ -178,7 +178,7 @@ size_t ft_merge_refcounts(ft_runtime *rt)
         release_entry(rt, i);
         dead[ndead++] = obj;
     }
-    ft_mutex_unlock(&rt->uid.mutex);
+    ft_mutex_unlock(&rt->uniqueid.mutex);
     ft_mutex_unlock(&rt->head_mutex);
     ft_start_the_world(rt);
     if (ndead && !ft_current_thread)

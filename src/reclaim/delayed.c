@@ -49,11 +49,6 @@ typedef struct ft_delayed_chunk {
     ft_delayed_item items[CHUNK_ITEMS];
 } ft_delayed_chunk;
 
-static bool seq_before(uint64_t a, uint64_t b)
-{
-    return (int64_t)(a - b) < 0;
-}
-
 /* ---- goals ----------------------------------------------------------------------------------- */
 
 #define UNSEALED 0
@@ -200,28 +195,28 @@ static void process_queue(ft_thread *t, ft_delayed_chunk **head, ft_delayed_chun
         free_item(t, item.ptr);
     }
     if (freed)
-        atomic_fetch_add_explicit(&rt->qsbr.freed, freed, memory_order_relaxed);
+        atomic_fetch_add_explicit(&rt->delayed.freed, freed, memory_order_relaxed);
 }
 
 /* Append the queue head..tail to the runtime's queue (at the back, or at the front). */
 static void splice_into_runtime(ft_runtime *rt, ft_delayed_chunk *head, ft_delayed_chunk *tail,
                                 bool front)
 {
-    ft_mutex_lock_ex(&rt->qsbr.delayed_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->delayed.mutex);
     if (front) {
-        tail->next = rt->qsbr.delayed_head;
-        rt->qsbr.delayed_head = head;
-        if (!rt->qsbr.delayed_tail)
-            rt->qsbr.delayed_tail = tail;
+        tail->next = rt->delayed.head;
+        rt->delayed.head = head;
+        if (!rt->delayed.tail)
+            rt->delayed.tail = tail;
     } else {
-        if (rt->qsbr.delayed_tail)
-            rt->qsbr.delayed_tail->next = head;
+        if (rt->delayed.tail)
+            rt->delayed.tail->next = head;
         else
-            rt->qsbr.delayed_head = head;
-        rt->qsbr.delayed_tail = tail;
+            rt->delayed.head = head;
+        rt->delayed.tail = tail;
     }
-    atomic_store_explicit(&rt->qsbr.delayed_has_work, true, memory_order_relaxed);
-    ft_mutex_unlock(&rt->qsbr.delayed_mutex);
+    atomic_store_explicit(&rt->delayed.has_work, true, memory_order_relaxed);
+    ft_mutex_unlock(&rt->delayed.mutex);
 }
 
 /* Take the runtime's whole queue, process it with no lock held (destructors may block, stop the
@@ -229,13 +224,13 @@ static void splice_into_runtime(ft_runtime *rt, ft_delayed_chunk *head, ft_delay
 static void process_runtime_queue(ft_thread *t)
 {
     ft_runtime *rt = t->rt;
-    if (!atomic_load_explicit(&rt->qsbr.delayed_has_work, memory_order_relaxed) ||
-        !ft_mutex_trylock(&rt->qsbr.delayed_mutex))
+    if (!atomic_load_explicit(&rt->delayed.has_work, memory_order_relaxed) ||
+        !ft_mutex_trylock(&rt->delayed.mutex))
         return;
-    ft_delayed_chunk *head = rt->qsbr.delayed_head, *tail = rt->qsbr.delayed_tail;
-    rt->qsbr.delayed_head = rt->qsbr.delayed_tail = NULL;
-    atomic_store_explicit(&rt->qsbr.delayed_has_work, false, memory_order_relaxed);
-    ft_mutex_unlock(&rt->qsbr.delayed_mutex);
+    ft_delayed_chunk *head = rt->delayed.head, *tail = rt->delayed.tail;
+    rt->delayed.head = rt->delayed.tail = NULL;
+    atomic_store_explicit(&rt->delayed.has_work, false, memory_order_relaxed);
+    ft_mutex_unlock(&rt->delayed.mutex);
     process_queue(t, &head, &tail);
     if (head && (head != tail || head->rd != head->wr))
         splice_into_runtime(rt, head, tail, true);
@@ -266,7 +261,7 @@ void ft_delayed_thread_stop(ft_thread *t)
 {
     /* Make every goal queued so far reachable, pass the quiescent point this thread owes it, free
      * what is due (everything, if no other thread is attached), hand over the rest. */
-    if (t->delayed.head || atomic_load_explicit(&t->rt->qsbr.delayed_has_work, memory_order_relaxed))
+    if (t->delayed.head || atomic_load_explicit(&t->rt->delayed.has_work, memory_order_relaxed))
         ft_delayed_seal(t, ft_qsbr_advance(t->rt));
     ft_qsbr_quiescent(t);
     ft_delayed_process(t);
@@ -284,7 +279,7 @@ static void free_blocks_stopped(ft_runtime *rt, ft_thread *self, ft_delayed_chun
                 c->items[keep++] = c->items[i];
             } else {
                 ft_heap_free_block(self, (void *)c->items[i].ptr);
-                atomic_fetch_add_explicit(&rt->qsbr.freed, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&rt->delayed.freed, 1, memory_order_relaxed);
             }
         }
         c->wr = keep;
@@ -299,16 +294,16 @@ void ft_delayed_process_stopped(ft_runtime *rt)
         seal_with_next(t); /* the compaction below moves items */
         free_blocks_stopped(rt, self, t->delayed.head);
     }
-    free_blocks_stopped(rt, self, rt->qsbr.delayed_head);
+    free_blocks_stopped(rt, self, rt->delayed.head);
 }
 
 void ft_delayed_runtime_destroy(ft_runtime *rt)
 {
-    for (ft_delayed_chunk *c = rt->qsbr.delayed_head, *next; c; c = next) {
+    for (ft_delayed_chunk *c = rt->delayed.head, *next; c; c = next) {
         next = c->next;
         free(c);
     }
-    rt->qsbr.delayed_head = rt->qsbr.delayed_tail = NULL;
+    rt->delayed.head = rt->delayed.tail = NULL;
 }
 
 /* ---- statistics ------------------------------------------------------------------------------ */
@@ -330,10 +325,10 @@ void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out)
         ft_stop_the_world(rt);
     for (ft_thread *t = rt->threads; t; t = t->next)
         count_queue(t->delayed.head, out);
-    count_queue(rt->qsbr.delayed_head, out);
+    count_queue(rt->delayed.head, out);
     out->wr_seq = atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_relaxed);
     out->rd_seq = atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_relaxed);
-    out->freed_items = atomic_load_explicit(&rt->qsbr.freed, memory_order_relaxed);
+    out->freed_items = atomic_load_explicit(&rt->delayed.freed, memory_order_relaxed);
     if (stop)
         ft_start_the_world(rt);
 }
@@ -359,7 +354,7 @@ static bool page_goal_reached(void *ctx, uint64_t goal)
     ft_runtime *rt = ctx;
     if (ft_world_stopped_by_caller(rt))
         return true;
-    if (!seq_before(atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_acquire), goal))
+    if (!ft_qsbr_seq_before(atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_acquire), goal))
         return true;
     ft_thread *t = ft_current_thread;
     return t && t->rt == rt && ft_qsbr_goal_reached(rt, goal);

@@ -30,11 +30,6 @@
 #define SEQ_STEP 2
 #define INITIAL_SLOTS 8
 
-static bool seq_before(uint64_t a, uint64_t b)
-{
-    return (int64_t)(a - b) < 0;
-}
-
 /* The first entries come with the runtime, so that the first INITIAL_SLOTS threads never need a
  * stop-the-world to grow the array. */
 ft_status ft_qsbr_runtime_init(ft_runtime *rt)
@@ -59,7 +54,7 @@ void ft_qsbr_runtime_destroy(ft_runtime *rt)
 
 static uint32_t nslots_locked(ft_runtime *rt)
 {
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     uint32_t n = rt->qsbr.nslots;
     ft_mutex_unlock(&rt->head_mutex);
     return n;
@@ -80,7 +75,7 @@ ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index)
         return FT_ENOMEM;
 
     ft_stop_the_world(rt);
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     ft_thread *_Atomic *old = rt->qsbr.states;
     if (rt->qsbr.nslots > index) {
         /* another thread grew it meanwhile */
@@ -151,21 +146,21 @@ uint64_t ft_qsbr_next(ft_runtime *rt)
 bool ft_qsbr_goal_reached(ft_runtime *rt, uint64_t goal)
 {
     uint64_t rd = atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_acquire);
-    if (!seq_before(rd, goal))
+    if (!ft_qsbr_seq_before(rd, goal))
         return true;
     atomic_thread_fence(memory_order_seq_cst);
     uint64_t min = atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_acquire);
     for (uint32_t i = 0; i < rt->qsbr.nslots; i++) {
         ft_thread *t = atomic_load_explicit(&rt->qsbr.states[i], memory_order_acquire);
         uint64_t s = t ? atomic_load_explicit(&t->head.qsbr_seq, memory_order_acquire) : 0;
-        if (s != 0 && seq_before(s, min))
+        if (s != 0 && ft_qsbr_seq_before(s, min))
             min = s;
     }
-    while (seq_before(rd, min) &&
+    while (ft_qsbr_seq_before(rd, min) &&
            !atomic_compare_exchange_weak_explicit(&rt->qsbr.rd_seq, &rd, min, memory_order_acq_rel,
                                                   memory_order_acquire))
         ;
-    return !seq_before(min, goal);
+    return !ft_qsbr_seq_before(min, goal);
 }
 
 bool ft_qsbr_poll(ft_thread *t, uint64_t goal)

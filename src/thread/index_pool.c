@@ -22,7 +22,7 @@ void ft_index_pool_destroy(ft_index_pool *p)
 
 static void lock(ft_index_pool *p)
 {
-    ft_mutex_lock_ex(&p->mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&p->mutex);
 }
 
 static void swap(uint32_t *a, uint32_t *b)

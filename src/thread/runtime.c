@@ -59,7 +59,7 @@ ft_status ft_runtime_free(ft_runtime *rt)
 {
     if (!rt)
         return FT_EINVAL;
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     uint32_t started = rt->nthreads;
     ft_mutex_unlock(&rt->head_mutex);
     if (started != 0 || ft_world_is_stopped(rt))
@@ -79,14 +79,14 @@ void ft_runtime_get_stats(ft_runtime *rt, ft_runtime_stats *out)
     out->stw_count = atomic_load_explicit(&rt->stw.count, memory_order_relaxed);
     out->stw_total_ns = atomic_load_explicit(&rt->stw.total_ns, memory_order_relaxed);
     out->stw_max_ns = atomic_load_explicit(&rt->stw.max_ns, memory_order_relaxed);
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     out->threads = rt->nthreads;
     ft_mutex_unlock(&rt->head_mutex);
 }
 
 int64_t ft_runtime_reftotal(ft_runtime *rt)
 {
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     int64_t total = atomic_load_explicit(&rt->reftotal, memory_order_relaxed);
     for (ft_thread *t = rt->threads; t; t = t->next)
         total += atomic_load_explicit(&t->reftotal, memory_order_relaxed);
@@ -104,7 +104,7 @@ void ft_debug_fail_allocation(ft_runtime *rt, int64_t nth)
 void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
 {
     ft_mutex *locks[] = {&rt->head_mutex, &rt->stw.mutex, &rt->heaps.mutex,
-                         &rt->qsbr.delayed_mutex, &rt->thread_indices.mutex, &rt->uid.mutex,
+                         &rt->delayed.mutex, &rt->thread_indices.mutex, &rt->uniqueid.mutex,
                          &rt->tlbc.mutex};
     for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
         atomic_store_explicit(&locks[i]->bits, 0, memory_order_relaxed);
@@ -128,7 +128,7 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
         rt->nthreads--;
         atomic_store_explicit(&t->head.qsbr_seq, 0, memory_order_relaxed);
         ft_brc_forget_thread(t);
-        free(t->head.ptrc_counts); /* its slots are lost: those objects stay alive */
+        free(t->head.uniqueid_counts); /* its slots are lost: those objects stay alive */
         ft_freelist_thread_stop(t);
         ft_delayed_hand_over(t);
         ft_heap_abandon(t);

@@ -21,7 +21,7 @@
 
 static void lock_head(ft_runtime *rt)
 {
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
 }
 
 void ft_stw_suspend_self(ft_thread *t)
@@ -103,7 +103,7 @@ void ft_stop_the_world(ft_runtime *rt)
         /* Wait detached: another stop in progress must be able to suspend us. */
         if (self)
             ft_detach(self);
-        ft_mutex_lock_ex(&rt->stw.mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+        ft_mutex_lock_internal(&rt->stw.mutex);
         if (self)
             ft_attach(self);
     }

@@ -62,7 +62,7 @@ static void check_owner(const ft_thread *t, const char *fn)
 static bool has_state_for(ft_runtime *rt, uintptr_t os_thread)
 {
     bool found = false;
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     for (ft_thread *o = rt->threads; o && !found; o = o->next)
         found = o->os_thread == os_thread;
     ft_mutex_unlock(&rt->head_mutex);
@@ -79,7 +79,7 @@ static void reset_state(ft_thread *t)
 /* The state for a freshly allocated index: the one a stopped thread left there, or a new one. */
 static ft_thread *state_for_index(ft_runtime *rt, uint32_t index)
 {
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     ft_thread *t = ft_qsbr_state_at(rt, index);
     ft_mutex_unlock(&rt->head_mutex);
     bool fresh = !t;
@@ -96,7 +96,7 @@ static ft_thread *state_for_index(ft_runtime *rt, uint32_t index)
     t->os_thread = ft_os_thread_id();
     atomic_store_explicit(&t->state, FT_THREAD_STOPPED, memory_order_relaxed);
     if (fresh) {
-        ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+        ft_mutex_lock_internal(&rt->head_mutex);
         ft_qsbr_publish_state(rt, t); /* its slot is 0: pollers skip it until it attaches */
         ft_mutex_unlock(&rt->head_mutex);
     }
@@ -127,7 +127,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
     }
     ft_brc_thread_start(t);
 
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     /* A thread that starts during a stop is held like the others (and not counted). */
     bool stopping = atomic_load_explicit(&rt->stw.requested, memory_order_relaxed);
     atomic_store_explicit(&t->state, stopping ? FT_THREAD_SUSPENDED : FT_THREAD_DETACHED,
@@ -168,7 +168,7 @@ void ft_thread_stop(ft_thread *t)
     ft_heap_thread_stop(t);
     ft_detach(t);
 
-    ft_mutex_lock_ex(&rt->head_mutex, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_internal(&rt->head_mutex);
     /* Counted by a stop in progress but not suspended: nobody else will count it now. */
     if (atomic_load_explicit(&rt->stw.requested, memory_order_relaxed) &&
         atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_SUSPENDED &&
@@ -185,7 +185,7 @@ void ft_thread_stop(ft_thread *t)
                               atomic_load_explicit(&t->reftotal, memory_order_relaxed),
                               memory_order_relaxed);
     atomic_fetch_add_explicit(&rt->heaps.remote_frees,
-                              atomic_load_explicit(&t->remote_frees, memory_order_relaxed),
+                              atomic_load_explicit(&t->heap.remote_frees, memory_order_relaxed),
                               memory_order_relaxed);
     atomic_store_explicit(&t->state, FT_THREAD_STOPPED, memory_order_relaxed);
     ft_mutex_unlock(&rt->head_mutex);

@@ -1,0 +1,15 @@
+/* lib/tlbc.h: the state of thread-local code copies (tlbc.c): the runtime's registry of code
+ * buffers, which ft_tlbc_clear_unused walks. Each thread's copy index is ft_thread_head.tlbc_index. */
+#ifndef FTRT_LIB_TLBC_H
+#define FTRT_LIB_TLBC_H
+
+#include "ftrt/lock.h"
+#include "ftrt/tlbc.h"
+
+/* The runtime's part (ft_runtime.tlbc). */
+typedef struct ft_tlbc_runtime {
+    ft_mutex mutex; /* guards list and every buffer's prev/next */
+    ft_tlbc *list;  /* every registered code buffer */
+} ft_tlbc_runtime;
+
+#endif

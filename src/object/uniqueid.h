@@ -1,0 +1,35 @@
+/* object/uniqueid.h: the state of unique ids and per-thread reference counts (uniqueid.c).
+ *
+ * An object with a unique id is counted in each thread's private array (ft_thread_head.uniqueid_counts,
+ * indexed by id - 1); the runtime keeps the table from ids to objects, whose free entries form a
+ * list, so that a merge can find each id's object. */
+#ifndef FTRT_OBJECT_UNIQUEID_H
+#define FTRT_OBJECT_UNIQUEID_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ftrt/lock.h"
+#include "ftrt/uniqueid.h"
+
+/* The runtime's part (ft_runtime.uniqueid). */
+typedef struct ft_uniqueid_runtime {
+    ft_mutex mutex;         /* guards table and free_head */
+    uintptr_t *table;       /* by id - 1: an object, or (next free id << 1) | 1; under mutex, or
+                               read with the world stopped */
+    uintptr_t free_head;    /* (first free id) << 1, or 0; under mutex */
+    _Atomic(uint32_t) size; /* entries in table; grows only, under mutex; read without it (relaxed)
+                               as an upper bound by the threads' array growth */
+} ft_uniqueid_runtime;
+
+/* One thread's part (ft_thread.uniqueid); the counts themselves sit in ft_thread_head, where the
+ * inline fast paths read them. */
+typedef struct ft_uniqueid_thread {
+    bool finalized; /* owner only: its counts were merged for good (the thread is stopping) */
+} ft_uniqueid_thread;
+
+void ft_uniqueid_thread_stop(ft_thread *t);
+void ft_uniqueid_runtime_destroy(ft_runtime *rt);
+
+#endif

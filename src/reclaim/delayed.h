@@ -1,0 +1,43 @@
+/* reclaim/delayed.h: the state of delayed free and delayed decref (delayed.c).
+ *
+ * Each thread queues blocks and objects in chunks of items, each with the QSBR goal after which it
+ * may run. A thread that stops hands its queue to the runtime's, which any thread drains once the
+ * goals are reached. */
+#ifndef FTRT_RECLAIM_DELAYED_H
+#define FTRT_RECLAIM_DELAYED_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ftrt/lock.h"
+#include "ftrt/qsbr.h"
+
+struct ft_delayed_chunk;
+
+/* One thread's part (ft_thread.delayed). Owner only, or with the world stopped. */
+typedef struct ft_delayed_thread {
+    struct ft_delayed_chunk *head, *tail; /* this thread's items, oldest first */
+    uint64_t count, memory;    /* pending since the last advance */
+    uint64_t page_memory;      /* retired page bytes since the last advance */
+    struct ft_delayed_chunk *unsealed; /* the first item still without a goal (chunk, index), or NULL */
+    uint32_t unsealed_at;
+} ft_delayed_thread;
+
+/* The runtime's part (ft_runtime.delayed): items left by stopped threads. */
+typedef struct ft_delayed_runtime {
+    ft_mutex mutex;                       /* guards head and tail */
+    struct ft_delayed_chunk *head, *tail; /* under mutex */
+    _Atomic(bool) has_work;               /* a hint that the queue is not empty: set under mutex,
+                                             read relaxed without it */
+    _Atomic(uint64_t) freed;              /* items processed in total: any thread adds, relaxed */
+} ft_delayed_runtime;
+
+void ft_delayed_install_page_hook(ft_runtime *rt);
+void ft_delayed_thread_stop(ft_thread *t);
+void ft_delayed_hand_over(ft_thread *t); /* move t's queue to the runtime's */
+void ft_delayed_seal(ft_thread *t, uint64_t goal); /* t's items without a goal take this one */
+void ft_delayed_process_stopped(ft_runtime *rt); /* the world is stopped by the caller */
+void ft_delayed_runtime_destroy(ft_runtime *rt);
+
+#endif

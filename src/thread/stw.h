@@ -1,0 +1,28 @@
+/* thread/stw.h: the state of stop-the-world (stw.c). */
+#ifndef FTRT_THREAD_STW_H
+#define FTRT_THREAD_STW_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ftrt/lock.h"
+#include "ftrt/runtime.h"
+
+/* The runtime's part (ft_runtime.stw). "head" means written under rt->head_mutex. */
+typedef struct ft_stw_runtime {
+    ft_mutex mutex;                /* held by the requester from stop to start */
+    _Atomic(bool) requested;       /* written under head; read relaxed as a hint */
+    _Atomic(bool) world_stopped;   /* written by the requester (relaxed); exact for the requester
+                                      only */
+    _Atomic(int32_t) countdown;    /* threads still to suspend; written under head, read by the
+                                      spinning requester (acquire) */
+    _Atomic(ft_thread *) requester; /* the attached requester or NULL; written under head */
+    _Atomic(uintptr_t) owner_os;   /* OS thread that holds the stop; written by it only */
+    ft_event stopped;              /* notified by the decrement that reaches zero */
+    _Atomic(uint64_t) count, total_ns, max_ns; /* stats; written by the requester, relaxed */
+} ft_stw_runtime;
+
+void ft_stw_suspend_self(ft_thread *t); /* a thread that saw FT_PENDING_STOP, instead of DETACHED */
+
+#endif
