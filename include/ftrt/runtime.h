@@ -37,6 +37,10 @@ typedef struct ft_config {
     int64_t stw_spin_ns;     /* how long it spins before it parks; default 20 us */
     bool tlbc_disabled;      /* every thread shares the original code (ftrt/tlbc.h); default false,
                                 or true when the environment has FTRT_TLBC=0 */
+    /* ftrt's expensive internal checks (a recount of every page's lists after each heap walk and at
+     * teardown): on by default in a debug build of ftrt (FTRT_DEBUG), where they run; other builds
+     * ignore it. FTRT_EXPENSIVE_CHECKS=0 or 1 in the environment sets the default. */
+    bool expensive_checks;
 } ft_config;
 
 /* Fill cfg with the defaults. */

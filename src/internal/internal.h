@@ -2,6 +2,7 @@
 #ifndef FTRT_INTERNAL_H
 #define FTRT_INTERNAL_H
 
+#include "internal/assert.h"
 #include "internal/types.h"
 #include "platform/platform.h"
 #include "ftrt/parking_lot.h"

@@ -15,6 +15,12 @@ void ft_config_init(ft_config *cfg)
     cfg->stw_spin_ns = 20 * FT_NS_PER_US;
     const char *tlbc = getenv("FTRT_TLBC");
     cfg->tlbc_disabled = tlbc && strcmp(tlbc, "0") == 0;
+    const char *checks = getenv("FTRT_EXPENSIVE_CHECKS");
+#ifdef FTRT_DEBUG
+    cfg->expensive_checks = !(checks && strcmp(checks, "0") == 0);
+#else
+    cfg->expensive_checks = checks && strcmp(checks, "1") == 0;
+#endif
 }
 
 ft_runtime *ft_runtime_new(const ft_config *cfg)
