@@ -198,8 +198,8 @@ void bench_qsbr_quiescent_vs_urcu(const bench_config *cfg, const char *name);
 void bench_qsbr_delayed_free_vs_call_rcu(const bench_config *cfg, const char *name);
 #endif
 void bench_qsbr_peak_memory_vs_immediate(const bench_config *cfg, const char *name);
-void bench_ptrc_scaling_2t(const bench_config *cfg, const char *name);
-void bench_ptrc_atomic_control_2t(const bench_config *cfg, const char *name);
+void bench_uniqueid_scaling_2t(const bench_config *cfg, const char *name);
+void bench_uniqueid_atomic_control_2t(const bench_config *cfg, const char *name);
 void bench_tlbc_first_copy_vs_memcpy(const bench_config *cfg, const char *name);
 void bench_dict_lookup_scaling_2t(const bench_config *cfg, const char *name);
 void bench_dict_lookup_vs_rwlock_2t(const bench_config *cfg, const char *name);

@@ -40,8 +40,8 @@ static const struct {
     {"qsbr.delayed_free_vs_call_rcu", bench_qsbr_delayed_free_vs_call_rcu},
 #endif
     {"qsbr.peak_memory_vs_immediate", bench_qsbr_peak_memory_vs_immediate},
-    {"ptrc.scaling_2t", bench_ptrc_scaling_2t},
-    {"ptrc.atomic_control_2t", bench_ptrc_atomic_control_2t},
+    {"uniqueid.scaling_2t", bench_uniqueid_scaling_2t},
+    {"uniqueid.atomic_control_2t", bench_uniqueid_atomic_control_2t},
     {"tlbc.first_copy_vs_memcpy", bench_tlbc_first_copy_vs_memcpy},
     {"dict.lookup_scaling_2t", bench_dict_lookup_scaling_2t},
     {"dict.lookup_vs_rwlock_2t", bench_dict_lookup_vs_rwlock_2t},
