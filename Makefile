@@ -8,6 +8,7 @@
 #   make clang     build everything with clang -Werror in build/clang (the clang-clean check)
 #   make install   install the release build to PREFIX (default /usr/local)
 #   make clean     remove build/
+#   make deps      install everything any target uses (scripts/install-deps all)
 
 PREFIX ?= /usr/local
 MAKEFLAGS += --no-print-directory
@@ -16,8 +17,9 @@ CTEST ?= ctest
 
 # ThreadSanitizer needs a fixed layout of the address space; kernels with more mmap randomisation
 # than it expects make it die with "unexpected memory mapping". setarch -R turns randomisation off
-# for the test run; where setarch is refused (some sandboxes) the tests run as they are.
-NO_ASLR := $(shell setarch "$$(uname -m)" -R true >/dev/null 2>&1 && echo setarch "$$(uname -m)" -R)
+# for the test run; where setarch is refused (some sandboxes) or missing the tests run as they are.
+# Decided by the recipe's shell, so that a setarch install-deps has just installed counts.
+without_aslr = if setarch "$$(uname -m)" -R true >/dev/null 2>&1; then setarch "$$(uname -m)" -R $(1); else $(1); fi
 
 # $(1): the preset; $(2): optional targets, so that `make demo` does not wait for (or trip over) tests.
 configure_and_build = $(CMAKE) --preset $(1) && $(CMAKE) --build --preset $(1) $(if $(2),--target $(2))
@@ -26,40 +28,52 @@ configure_and_build = $(CMAKE) --preset $(1) && $(CMAKE) --build --preset $(1) $
 
 all: release
 
-# Installs what is missing (apt-get), so the commands above work on a fresh Debian machine.
+# Each target first runs scripts/install-deps with the groups it needs, which installs what is
+# missing (apt-get, through sudo when not root) or says in one line what is missing and how to get it.
+# `make deps` installs everything, as CI does.
 deps:
-	@scripts/install-deps
+	@scripts/install-deps all
 
-release: deps
+release:
+	@scripts/install-deps build
 	$(call configure_and_build,release)
 
-debug: deps
+debug:
+	@scripts/install-deps build
 	$(call configure_and_build,debug)
 
-demo: deps
+demo:
+	@scripts/install-deps build
 	$(call configure_and_build,release,ftrt_demo)
 	build/release/demo/ftrt_demo
 
-test: debug
+test:
+	@scripts/install-deps test
+	$(call configure_and_build,debug)
 	$(CTEST) --preset debug
 
-bench: deps
+bench:
+	@scripts/install-deps bench
 	$(call configure_and_build,release,ftrt_bench)
 	mkdir -p build/bench
 	build/release/bench/ftrt_bench build/bench/results.json
 
-tsan: deps
+tsan:
+	@scripts/install-deps tsan
 	$(call configure_and_build,tsan)
-	$(NO_ASLR) $(CTEST) --preset tsan
+	$(call without_aslr,$(CTEST) --preset tsan)
 
-asan: deps
+asan:
+	@scripts/install-deps asan
 	$(call configure_and_build,asan)
 	$(CTEST) --preset asan
 
-clang: deps
+clang:
+	@scripts/install-deps clang
 	$(call configure_and_build,clang)
 
-install: deps
+install:
+	@scripts/install-deps build
 	$(call configure_and_build,release,ftrt_static ftrt_shared)
 	$(CMAKE) --install build/release --prefix "$(PREFIX)"
 

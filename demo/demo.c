@@ -337,14 +337,16 @@ static int report(bank *b, uint64_t elapsed_ns, long cpus)
     printf("transfers      %" PRIu64 " done (%.0f/s), %" PRIu64 " declined for lack of funds\n",
            transfers, (double)transfers / seconds, declined);
     printf("  per worker   %s\n", per_worker);
-    printf("audits         %" PRIu64 "; %" PRIu64
-           " saw the balance change while their section was suspended\n",
+    printf("audits         %" PRIu64 " by the workers; in %" PRIu64
+           " the balance changed during the wait, as other\n               workers took the "
+           "released mutex\n",
            audits, changed);
     printf("detaches       %" PRIu64
-           " around a yield, plus one per audit and one per park on a busy mutex\n",
+           " around a yield, plus one in each audit's wait and one each time a\n               "
+           "worker waited for a busy mutex\n",
            detaches);
 
-    printf("stops          %" PRIu64 "\n", a->stops);
+    printf("stops          %" PRIu64 " by the auditor, each checking every balance\n", a->stops);
     demo_latency_print_and_free(&a->latencies);
     ft_runtime_stats stats;
     ft_runtime_get_stats(b->rt, &stats);
@@ -355,9 +357,10 @@ static int report(bank *b, uint64_t elapsed_ns, long cpus)
     printf("  runtime      mean %s, max %s waiting for threads (ft_runtime_get_stats: %" PRIu64
            " stops)\n",
            mean_wait, max_wait, stats.stw_count);
-    printf("  mutex held   at %" PRIu64 " stops a suspended worker held an account mutex (handed to "
-           "it while\n               parked, or the lower of a pair it was waiting to complete); "
-           "the auditor's\n               critical sections did not wait for it\n",
+    printf("  mutex held   at %" PRIu64 " stops a stopped worker held an account's mutex (handed "
+           "to it while it\n               waited, or the first of the two it was locking); the "
+           "auditor read the\n               balance anyway: a critical section opened by the "
+           "thread that stopped the\n               world does not wait for a mutex\n",
            a->stops_with_locked_mutex);
     if (cpus > 0 && WORKER_COUNT + 1 > cpus)
         printf("note           %d threads on %ld CPUs: a stop waits until a preempted worker runs "
@@ -402,9 +405,14 @@ int demo_bank_phase(long run_ms, long cpus)
         b.accounts[i].balance = INITIAL_BALANCE;
 
     printf("== phase 1: a bank (mutexes, critical sections, stop-the-world) ==\n\n"
-           "%d workers move money between %d accounts for %ld ms, while an auditor stops the "
-           "world\nevery %d ms to check that no money is created or lost\n\n",
-           WORKER_COUNT, ACCOUNT_COUNT, run_ms, STOP_INTERVAL_US / 1000);
+           "%d workers move money between %d accounts for %ld ms. A transfer locks both of its "
+           "accounts\n(a two-mutex critical section, which cannot deadlock). Now and then a "
+           "worker makes a\nblocking call instead: it yields the CPU, detached from the runtime, "
+           "or it audits an\naccount: it reads the balance, waits %d us inside the account's "
+           "critical section, and\nreads the balance again. Waiting suspends the section, which "
+           "releases the account's mutex\nto the other workers meanwhile. An auditor thread "
+           "stops the world every %d ms and checks\nthat no money has been created or lost.\n\n",
+           WORKER_COUNT, ACCOUNT_COUNT, run_ms, AUDIT_WAIT_US, STOP_INTERVAL_US / 1000);
     fflush(stdout);
 
     uint64_t start = demo_now_ns();

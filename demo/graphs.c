@@ -721,14 +721,18 @@ static int graphs_report(graph_world *w, uint64_t elapsed_ns, long cpus)
            made, branches, leaves, freed);
     printf("  freed on     the thread that made them: %" PRIu64 "; another thread: %" PRIu64 "\n",
            freed_own, freed - freed_own);
-    printf("  merges       %" PRIu64
-           " objects were merged before being freed (another thread held a\n"
-           "               reference when the owner let go, or dropped the last one); %" PRIu64
-           " of those\n               were queued to their owner by a non-owner's decref and freed "
-           "when it drained\n               its merge queue at a safepoint; the other %" PRIu64
-           " were freed by their owner,\n               nobody else holding a reference, without "
-           "an atomic read-modify-write\n",
-           freed_merged, freed_from_queue, freed - freed_merged);
+    printf("  how freed    %" PRIu64 " by their owner, never merged: it dropped the last reference "
+           "while no\n               other thread held one (plain stores, no atomic operation)\n",
+           freed - freed_merged);
+    printf("               %" PRIu64 " at a safepoint, from a merge queue: another thread dropped "
+           "what might\n               have been the last reference and queued the object to its "
+           "owner, which\n               merged and freed it (or the queuing thread did, if the "
+           "owner had stopped)\n",
+           freed_from_queue);
+    printf("               %" PRIu64 " by whichever thread dropped the last reference, after a "
+           "merge (another\n               thread still held a reference when the owner let go, "
+           "or the owner had\n               stopped)\n",
+           freed_merged - freed_from_queue);
 
     ft_heap_stats end;
     ft_heap_get_stats(w->rt, &end); /* no thread is started: it stops an empty world */
@@ -736,13 +740,14 @@ static int graphs_report(graph_world *w, uint64_t elapsed_ns, long cpus)
     demo_format_bytes(peak, sizeof peak, a->peak_page_bytes);
     demo_format_bytes(at_end, sizeof at_end, end.page_bytes);
     printf("heap           peak %s in %" PRIu64 " pages (seen at a stop); at the end %s in %" PRIu64
-           " pages\n               and %" PRIu64 " pool pages; %" PRIu64 " remote frees; %" PRIu64
-           " heaps adopted, %" PRIu64 " still\n               abandoned (empty: their pages wait "
-           "for a thread to adopt them)\n",
+           " pages\n               and %" PRIu64 " empty pages kept for reuse; %" PRIu64
+           " blocks freed by a thread other\n               than their page's owner; %" PRIu64
+           " heaps of stopped threads adopted by new ones, %" PRIu64 "\n               still "
+           "abandoned (empty: their pages wait for a thread to adopt them)\n",
            peak, a->peak_pages, at_end, end.pages, end.pool_pages, end.remote_frees,
            end.adopted_heaps, end.abandoned_heaps);
 
-    printf("stops          %" PRIu64 "\n", a->stops);
+    printf("stops          %" PRIu64 " by the auditor, each taking a census\n", a->stops);
     demo_latency_print_and_free(&a->latencies);
     printf("  census       live objects per stop, mean (max): %.0f (%" PRIu64
            "); of them waiting in a\n               merge queue %.1f (%" PRIu64
@@ -823,9 +828,14 @@ int demo_graphs_phase(long run_ms, long cpus)
 
     printf("== phase 2: object graphs (biased reference counting, merge queues, the page heap) "
            "==\n\n%d generations of %d workers, %ld ms in all, build graphs of objects, hand them "
-           "to each\nother through lock-free mailboxes, share parts of them and drop them; an "
-           "auditor stops\nthe world every %d ms and counts the live objects with "
-           "ft_heap_visit\n\n",
+           "to each\nother through lock-free mailboxes, keep parts of them a while and drop them. "
+           "An object\nbelongs to the thread that made it, its owner, which counts its own "
+           "references to it\nwith plain stores; other threads count theirs in a second, atomic "
+           "count. When the owner\nlets go while others still hold references, or another thread "
+           "drops what may be the\nlast one (the object then waits in its owner's merge queue "
+           "until the owner's next\nsafepoint), the two counts are merged into the atomic one. "
+           "An auditor stops the world\nevery %d ms and counts the live objects with "
+           "ft_heap_visit.\n\n",
            GENERATIONS, GRAPH_WORKERS, run_ms, GRAPH_STOP_INTERVAL_US / 1000);
     fflush(stdout);
 

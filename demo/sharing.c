@@ -540,21 +540,27 @@ static int sharing_report(const sampling *s, const final_check *f, uint64_t elap
     printf("config         %" PRIu64 " buffers (%s) replaced and retired with ft_free_delayed; "
            "%" PRIu64 " reader\n               checks of the pattern, %" PRIu64 " failed\n",
            WRITERS_SUM(configs_retired), retired, READERS_SUM(config_checks), config_failures);
-    printf("qsbr           %" PRIu64 " samples (ft_qsbr_get_stats): peak %" PRIu64
-           " items, %s pending;\n               after quiescing (%u round%s): %" PRIu64
-           " items, %s pending, %" PRIu64 " freed in all,\n               wr_seq %" PRIu64
-           ", rd_seq %" PRIu64 "\n",
+    /* The write sequence starts at 1 and every advance, which starts a grace period, adds 2
+     * (ftrt/qsbr.h). */
+    printf("qsbr           what writers retire (old tables, replaced values, removed keys, old "
+           "buffers)\n               waits until no reader can still be using it. Sampled %" PRIu64
+           " times (ft_qsbr_get_stats):\n               at most %" PRIu64 " items waited "
+           "(references to drop, and %s of tables and\n               buffers to free); after the "
+           "run and %u round%s of quiescing: %" PRIu64 " items (%s);\n               %" PRIu64
+           " released in all, over %" PRIu64 " grace periods (each a wait for every reader\n"
+           "               to pass a safepoint)\n",
            s->samples, s->peak_items, peak, f->quiesce_rounds, f->quiesce_rounds == 1 ? "" : "s",
-           f->quiesced.pending_items, left, f->quiesced.freed_items, f->quiesced.wr_seq,
-           f->quiesced.rd_seq);
-    printf("hot object     %" PRIu64 " ft_merge_refcounts while the workers ran; true count 1 after "
-           "%" PRIu64 "\n               of them, at most %" PRIdPTR
-           " (a worker parked mid-operation), %" PRIu64
-           " out of range;\n               %" PRIu64 " operations counted on it per thread; "
-           "with the workers stopped: %" PRIdPTR "\n               (expected 1); freed by the "
-           "final merge: %zu (expected 1)\n",
-           s->merges, s->merges_exact, s->count_max, s->count_out_of_range,
-           READERS_SUM(operations) + WRITERS_SUM(operations), f->hot_count, f->hot_freed_by_merge);
+           f->quiesced.pending_items, left, f->quiesced.freed_items,
+           (f->quiesced.wr_seq - 1) / 2);
+    printf("hot object     %" PRIu64 " operations each took and dropped a reference to it, "
+           "counted in their\n               thread's own array; the main thread merged the "
+           "counts into the object\n               %" PRIu64 " times while the workers ran: its "
+           "count was 1 (main's reference) after\n               %" PRIu64 " merges, at most %"
+           PRIdPTR " (workers caught waiting mid-operation); times outside\n               1..%d: "
+           "%" PRIu64 "; with the workers stopped: %" PRIdPTR " (expected 1); freed by the\n"
+           "               final merge: %zu (expected 1)\n",
+           READERS_SUM(operations) + WRITERS_SUM(operations), s->merges, s->merges_exact,
+           s->count_max, 1 + WORKERS, s->count_out_of_range, f->hot_count, f->hot_freed_by_merge);
     printf("dictionary     %zu entries at the end, the writers' model says %zu; %" PRIu64
            " entries differ\n",
            f->dict_size, f->model_size, f->content_mismatches);
@@ -632,8 +638,10 @@ int demo_sharing_phase(long run_ms, long cpus)
 
     printf("== phase 3: a shared dictionary (QSBR, delayed free, per-thread reference counts) "
            "==\n\n%d readers look up %d keys without a lock while %d writers replace, delete and "
-           "insert\nthem again, for %ld ms; every operation counts a reference to one hot object "
-           "per thread,\nmerged with ft_merge_refcounts every %d ms\n\n",
+           "insert\nthem again, for %ld ms. Every operation also takes and drops a reference to "
+           "one shared\n\"hot\" object; each thread counts those in an array of its own, so that the "
+           "threads do\nnot fight over one counter, and the main thread merges the counts into "
+           "the object every\n%d ms (ft_merge_refcounts) and checks them.\n\n",
            READERS, KEY_COUNT, WRITERS, run_ms, MERGE_INTERVAL_MS);
     fflush(stdout);
 
