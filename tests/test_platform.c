@@ -1,0 +1,71 @@
+/* tests/test_platform.c: the platform layer: the thread id in include/ftrt/platform.h, and the page
+ * memory of src/platform/.
+ *
+ * This file is compiled as if the compiler had no __has_builtin (tests/without_has_builtin.h), before
+ * it includes any ftrt header: ftrt/platform.h must still preprocess, and ft_os_thread_id() must then
+ * take another way to the thread pointer than the library, which was compiled with __has_builtin. The
+ * two must agree, because the library stores the value (a thread state's OS thread, an object's
+ * ob_tid, a page's owner_tid) and the inline fast paths in the caller's code compare with it. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "without_has_builtin.h"
+
+#include "ftrt/platform.h"
+#ifdef __has_builtin
+#error "tests/without_has_builtin.h did not take __has_builtin away"
+#endif
+
+#include "ftrt.h"
+#include "test_util.h"
+
+/* ---- the thread id ------------------------------------------------------------------------------ */
+
+static const ft_type plain_type = {.name = "plain", .basic_size = 48};
+
+typedef struct other_id {
+    uintptr_t id, again;
+} other_id;
+
+static void *read_id(void *arg)
+{
+    other_id *o = arg;
+    o->id = ft_os_thread_id();
+    o->again = ft_os_thread_id();
+    return NULL;
+}
+
+/* The id this file computes is the library's for the same thread (an object's ob_tid is written by
+ * ft_alloc inside the library), stable, non-zero, and another live thread's differs. */
+TEST(thread_id_agrees_with_the_library)
+{
+    fixture f = fixture_setup();
+    uintptr_t mine = ft_os_thread_id();
+    CHECK(mine != 0);
+    CHECK_EQ(ft_os_thread_id(), mine);
+    ft_object *o = ft_alloc(f.t, &plain_type);
+    CHECK(o != NULL);
+    CHECK_EQ(atomic_load_explicit(&o->ob_tid, memory_order_relaxed), mine);
+    ft_decref(o);
+
+    other_id other = {0, 0};
+    pthread_t th;
+    start_thread(&th, read_id, &other);
+    join_thread(th);
+    CHECK(other.id != 0);
+    CHECK_EQ(other.again, other.id);
+    CHECK(other.id != mine);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+int main(void)
+{
+    RUN(thread_id_agrees_with_the_library);
+    return harness_done();
+}
