@@ -5,7 +5,10 @@
  * it includes any ftrt header: ftrt/platform.h must still preprocess, and ft_os_thread_id() must then
  * take another way to the thread pointer than the library, which was compiled with __has_builtin. The
  * two must agree, because the library stores the value (a thread state's OS thread, an object's
- * ob_tid, a page's owner_tid) and the inline fast paths in the caller's code compare with it. */
+ * ob_tid, a page's owner_tid) and the inline fast paths in the caller's code compare with it.
+ *
+ * Page memory: aligned mappings of several sizes and alignments are aligned, zeroed and writable;
+ * decommitting a range gives zeroed memory there on the next touch and leaves the rest as it was. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -22,6 +25,7 @@
 #endif
 
 #include "ftrt.h"
+#include "platform/platform.h"
 #include "test_util.h"
 
 /* ---- the thread id ------------------------------------------------------------------------------ */
@@ -64,8 +68,53 @@ TEST(thread_id_agrees_with_the_library)
     CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
 }
 
+/* ---- page memory -------------------------------------------------------------------------------- */
+
+static bool all_bytes_are(const unsigned char *p, size_t n, unsigned char v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != v)
+            return false;
+    return true;
+}
+
+TEST(aligned_mappings_are_aligned_zeroed_and_writable)
+{
+    const size_t k = 1024;
+    struct {
+        size_t size, alignment;
+    } cases[] = {{64 * k, 64 * k}, {200 * k, 64 * k}, {4096 * k, 64 * k}, {64 * k, 1024 * k},
+                 {4 * k, 4 * k}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unsigned char *p = ft_vm_map_aligned(cases[i].size, cases[i].alignment);
+        CHECK(p != NULL);
+        CHECK_EQ((uintptr_t)p % cases[i].alignment, 0);
+        CHECK(all_bytes_are(p, cases[i].size, 0));
+        memset(p, 0xA5, cases[i].size);
+        CHECK(all_bytes_are(p, cases[i].size, 0xA5));
+        ft_vm_release(p, cases[i].size);
+    }
+}
+
+TEST(decommitted_memory_reads_zero_and_the_rest_is_kept)
+{
+    const size_t size = 256 * 1024, keep = 4096;
+    unsigned char *p = ft_vm_map_aligned(size, 64 * 1024);
+    CHECK(p != NULL);
+    memset(p, 0x5A, size);
+    ft_vm_decommit(p + keep, size / 2 - keep);
+    CHECK(all_bytes_are(p, keep, 0x5A));
+    CHECK(all_bytes_are(p + keep, size / 2 - keep, 0));
+    CHECK(all_bytes_are(p + size / 2, size / 2, 0x5A));
+    memset(p + keep, 0x3C, size / 2 - keep); /* still mapped: usable again */
+    CHECK(all_bytes_are(p + keep, size / 2 - keep, 0x3C));
+    ft_vm_release(p, size);
+}
+
 int main(void)
 {
     RUN(thread_id_agrees_with_the_library);
+    RUN(aligned_mappings_are_aligned_zeroed_and_writable);
+    RUN(decommitted_memory_reads_zero_and_the_rest_is_kept);
     return harness_done();
 }

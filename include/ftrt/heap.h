@@ -54,7 +54,7 @@ typedef struct ft_heap_stats {
     uint64_t pages;            /* pages held by heaps (in use or retired) */
     uint64_t page_bytes;       /* their size in bytes */
     uint64_t pool_pages;       /* empty pages kept by the runtime for reuse */
-    uint64_t released_pages;   /* pool pages returned to the system (madvise), still reserved */
+    uint64_t released_pages;   /* pool pages whose memory went back to the system, still reserved */
     uint64_t live_blocks;      /* allocated blocks (exact when the world is stopped) */
     uint64_t live_bytes;       /* their block sizes */
     uint64_t remote_frees;     /* frees from a thread that did not own the page */

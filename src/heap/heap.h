@@ -17,7 +17,7 @@
  *        -> retired when empty (goal from the reuse hook)
  *        -> reused at once for the same class by the same heap, or,
  *           once the hook says the goal is reached, re-initialised for another class or given back
- *           to the runtime's pool, which returns it to the system (madvise) after FT_POOL_RELEASE_NS.
+ *           to the runtime's pool, which decommits it (ft_vm_decommit) after FT_POOL_RELEASE_NS.
  *
  * Free lists: page->free is the owner's list; page->remote_free is a lock-free stack onto which other
  * threads push (one CAS per block or per chain of blocks) and which the owner takes whole with one
@@ -61,7 +61,7 @@
 #define FT_DIRECT_SLOTS (FT_DIRECT_MAX / 16 + 1)
 #define FT_CARVE_BATCH 64      /* blocks carved from a page's untouched tail at a time */
 #define FT_REMOTE_BATCH 64     /* blocks a remote batch holds before it is pushed */
-#define FT_POOL_RELEASE_NS (100 * FT_NS_PER_MS) /* an idle pool page is madvised after this */
+#define FT_POOL_RELEASE_NS (100 * FT_NS_PER_MS) /* an idle pool page is decommitted after this */
 
 typedef struct ft_block {
     _Atomic(uintptr_t) next; /* overlaps ob_tid: atomic, see above */
@@ -91,7 +91,7 @@ typedef struct ft_page {
     uint32_t capacity;      /* immutable while in a heap */
     uint32_t block_size;    /* immutable while in a heap */
     uint8_t size_class;     /* immutable while in a heap; FT_LARGE_CLASS for a large page */
-    uint8_t released;       /* pool only: madvised */
+    uint8_t released;       /* pool only: decommitted */
     size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping */
     _Atomic(uintptr_t) remote_free; /* push: any thread (CAS); take all: owner (exchange) */
 } ft_page;

@@ -2,15 +2,15 @@
  *
  * The runtime maps segments of FT_SEGMENT_SIZE bytes aligned to the page size and carves them into
  * 64 KiB pages on demand. Pages that heaps give back enter the runtime's pool; a pool page unused for
- * FT_POOL_RELEASE_NS is returned to the system with madvise (all but its first 4 KiB, which hold the
- * header and keep the pool's links valid) and is reused last. Segments are unmapped only when the
- * runtime is freed. Large pages are mappings of their own and are unmapped when released.
+ * FT_POOL_RELEASE_NS is decommitted (all but its first 4 KiB, which hold the header and keep the pool's
+ * links valid) and is reused last. Segments are unmapped only when the runtime is freed. Large pages
+ * are mappings of their own and are unmapped when released. Memory comes from and goes back to the
+ * system only through the platform layer (ft_vm_map_aligned, ft_vm_release, ft_vm_decommit).
  *
  * A page given to a heap is initialised for one size class; its blocks are carved from the untouched
  * tail FT_CARVE_BATCH at a time, so a fresh page costs no more than the blocks actually used. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal/internal.h"
 
@@ -100,17 +100,7 @@ static void *map_aligned(ft_runtime *rt, size_t size)
 {
     if (ft_inject_failure(rt))
         return NULL;
-    size_t span = size + FT_PAGE_SIZE;
-    uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED)
-        return NULL;
-    uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + FT_PAGE_SIZE - 1) & ~(FT_PAGE_SIZE - 1));
-    if (aligned > raw)
-        munmap(raw, (size_t)(aligned - raw));
-    size_t tail = (size_t)(raw + span - (aligned + size));
-    if (tail)
-        munmap(aligned + size, tail);
-    return aligned;
+    return ft_vm_map_aligned(size, FT_PAGE_SIZE);
 }
 
 /* A fresh page from the pool or a segment; rt->heaps.mutex held. */
@@ -132,7 +122,7 @@ static ft_page *pool_take_locked(ft_runtime *rt)
             return NULL;
         seg = ft_inject_failure(rt) ? NULL : malloc(sizeof *seg);
         if (!seg) {
-            munmap(base, FT_SEGMENT_SIZE);
+            ft_vm_release(base, FT_SEGMENT_SIZE);
             return NULL;
         }
         *seg = (ft_segment){.next = h->segments, .base = base, .size = FT_SEGMENT_SIZE};
@@ -221,7 +211,7 @@ void ft_page_release(ft_runtime *rt, ft_page *page)
     atomic_fetch_sub_explicit(&rt->heaps.pages, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&rt->heaps.page_bytes, page->mapped_size, memory_order_relaxed);
     if (page->size_class == FT_LARGE_CLASS) {
-        munmap(page, page->mapped_size);
+        ft_vm_release(page, page->mapped_size);
         return;
     }
     page->heap = NULL;
@@ -244,7 +234,7 @@ static void pool_trim(ft_runtime *rt)
     for (ft_page *p = h->pool.head; p && p->pooled_at <= cutoff; p = p->next) {
         if (p->released)
             continue;
-        madvise((uint8_t *)p + RELEASE_KEEP, FT_PAGE_SIZE - RELEASE_KEEP, MADV_DONTNEED);
+        ft_vm_decommit((uint8_t *)p + RELEASE_KEEP, FT_PAGE_SIZE - RELEASE_KEEP);
         p->released = 1;
         h->released_pages++;
     }
@@ -293,7 +283,7 @@ void ft_segments_unmap(ft_runtime *rt)
 {
     for (ft_segment *seg = rt->heaps.segments, *next; seg; seg = next) {
         next = seg->next;
-        munmap(seg->base, seg->size);
+        ft_vm_release(seg->base, seg->size);
         free(seg);
     }
     rt->heaps.segments = NULL;
