@@ -1015,6 +1015,80 @@ TEST(owner_finds_its_pages_empty_once_the_batch_is_pushed)
 }
 
 
+/* ---- fork ---------------------------------------------------------------------------------------- */
+
+/* The child's checks; returns its exit status (0: all passed). The child starts no thread (TSan
+ * refuses that after a multi-threaded fork): the survivor, whose own heap is empty, stops and starts
+ * again, and its new thread state adopts the vanished thread's heap. */
+static int fork_child_adopts(ft_runtime *rt, ft_thread *survivor, held_blocks *h)
+{
+    alarm(20); /* a hang (a lock the vanished thread held) kills the child instead */
+    ft_runtime_after_fork_child(rt, survivor);
+    ft_heap_stats s;
+    ft_heap_get_stats(rt, &s);
+    if (s.abandoned_heaps != 1 || s.live_blocks != 4 * HELD)
+        return 2;
+    for (int i = 0; i < 2 * HELD; i++)
+        if (ft_heap_block_owner(h->raw[i]) != NULL)
+            return 3;
+    ft_thread_stop(survivor);
+    ft_thread *t = ft_thread_start(rt);
+    if (!t)
+        return 4;
+    for (int i = 0; i < 2 * HELD; i++)
+        if (ft_heap_block_owner(h->raw[i]) != t || ft_heap_block_owner(h->gc[i]) != t)
+            return 5;
+    ft_heap_stats before;
+    ft_heap_get_stats(rt, &before);
+    for (int i = 0; i < 2 * HELD; i++) {
+        ft_free(t, h->raw[i]);
+        ft_decref(h->gc[i]);
+    }
+    ft_heap_get_stats(rt, &s);
+    if (s.remote_frees != before.remote_frees) /* the adopter's own blocks: local frees */
+        return 6;
+    if (s.abandoned_heaps != 0 || s.adopted_heaps != 1 || s.live_blocks != 0)
+        return 7;
+    ft_thread_stop(t);
+    return ft_runtime_free(rt) == FT_OK ? 0 : 8;
+}
+
+/* In the child of a fork, the heap of a thread that did not survive is abandoned (its blocks stay
+ * valid, nobody owns them) and the next thread to start adopts it, whole. */
+TEST(fork_child_abandons_the_vanished_threads_heaps)
+{
+    fixture f = fixture_setup();
+    static held_blocks h;
+    commanded owner;
+    commanded_start(f.t, &owner, f.rt);
+    commanded_do(f.t, &owner, cmd_allocate_held, &h);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(fork_child_adopts(f.rt, f.t, &h));
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status))
+        fprintf(stderr, "fork child: killed by signal %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : -1);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+
+    /* The parent's heaps are untouched. */
+    CHECK(ft_heap_block_owner(h.raw[0]) == owner.t);
+    CHECK_EQ(stats_of(f.rt).abandoned_heaps, 0);
+    commanded_finish(f.t, &owner); /* it stops with its blocks: its heap is abandoned */
+    for (int i = 0; i < 2 * HELD; i++) {
+        ft_free(f.t, h.raw[i]);
+        ft_decref(h.gc[i]);
+    }
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.live_blocks, 0);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
 /* ---- the owner's fast free: owner_tid ------------------------------------------------------------- */
 
 #define TID_OBJECTS 3000 /* 48-byte objects: more than two pages' worth, so some pages are full */
@@ -1125,5 +1199,6 @@ int main(void)
     RUN(walks_and_statistics_see_through_remote_batches);
     RUN(owner_finds_its_pages_empty_once_the_batch_is_pushed);
     RUN(owner_tid_follows_the_pages_and_their_owner);
+    RUN(fork_child_abandons_the_vanished_threads_heaps);
     return harness_done();
 }

@@ -395,6 +395,17 @@ static bool set_is_empty(const ft_heap_set *set)
     return true;
 }
 
+/* Give a published set a new owner (NULL: none) and say whether it waits for adoption. Both change
+ * under rt->heaps.mutex, under which a starting thread looks for a set to adopt (the check sees
+ * only that someone holds it: an ft_mutex records no owner). */
+static void set_owner_locked(ft_heap_runtime *h, ft_heap_set *set, ft_thread *owner, bool abandoned)
+{
+    FT_ASSERT(atomic_load_explicit(&h->mutex.bits, memory_order_relaxed) & FT_MUTEX_LOCKED);
+    atomic_store_explicit(&set->owner, owner, memory_order_relaxed);
+    set_owner_tid(set);
+    set->abandoned = abandoned;
+}
+
 ft_status ft_heap_thread_start(ft_thread *t)
 {
     ft_runtime *rt = t->rt;
@@ -402,9 +413,7 @@ ft_status ft_heap_thread_start(ft_thread *t)
     ft_mutex_lock_internal(&h->mutex);
     for (ft_heap_set *set = h->all; set; set = set->next) {
         if (set->abandoned) {
-            set->abandoned = false;
-            atomic_store_explicit(&set->owner, t, memory_order_relaxed);
-            set_owner_tid(set);
+            set_owner_locked(h, set, t, false);
             atomic_fetch_sub_explicit(&h->abandoned, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&h->adopted, 1, memory_order_relaxed);
             ft_mutex_unlock(&h->mutex);
@@ -441,10 +450,12 @@ void ft_heap_abandon(ft_thread *t)
     if (!set)
         return;
     flush_batch(&set->batch);
-    atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
-    set_owner_tid(set);
-    set->abandoned = true;
+    /* The fork child has one thread, so nobody could race here; the lock (free: the child reset it)
+     * keeps one rule for owner and abandoned, whoever abandons. */
+    ft_mutex_lock_internal(&h->mutex);
+    set_owner_locked(h, set, NULL, true);
     atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
+    ft_mutex_unlock(&h->mutex);
     t->heap.set = NULL;
 }
 
@@ -457,9 +468,8 @@ void ft_heap_thread_stop(ft_thread *t)
     flush_batch(&set->batch);
     collect_set(set);
     ft_mutex_lock_internal(&h->mutex);
-    atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
-    set_owner_tid(set);
     bool empty = set_is_empty(set);
+    set_owner_locked(h, set, NULL, !empty);
     if (empty) {
         if (set->prev)
             set->prev->next = set->next;
@@ -468,7 +478,6 @@ void ft_heap_thread_stop(ft_thread *t)
         if (set->next)
             set->next->prev = set->prev;
     } else {
-        set->abandoned = true;
         atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
     }
     ft_mutex_unlock(&h->mutex);

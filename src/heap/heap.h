@@ -132,9 +132,12 @@ typedef struct ft_heap_set {
     ft_heap heaps[FT_HEAP_KINDS];
     ft_remote_batch batch;          /* the owner's remote frees; owner only, or world stopped */
     ft_runtime *rt;                 /* immutable */
-    _Atomic(ft_thread *) owner;     /* NULL while abandoned; written under rt->heaps.mutex */
+    /* NULL while abandoned. Written under rt->heaps.mutex once the set is on rt->heaps.all (by its
+     * creator before); read by anyone (ft_heap_block_owner), relaxed. */
+    _Atomic(ft_thread *) owner;
     struct ft_heap_set *next, *prev; /* rt->heaps.all; under rt->heaps.mutex */
-    bool abandoned;                 /* under rt->heaps.mutex */
+    bool abandoned;                 /* waiting for adoption; under rt->heaps.mutex (every writer,
+                                       ft_heap_abandon in a fork child too) */
 } ft_heap_set;
 
 /* The reuse hook: retire() returns a goal for a page that just became empty, is_safe(goal) says
