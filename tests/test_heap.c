@@ -851,11 +851,14 @@ TEST(remote_batch_is_pushed_when_full_or_when_the_page_changes)
     commanded_do(f.t, &w, cmd_detach_and_attach, NULL);
     CHECK_EQ(remote_stack_length(same[0]), FT_REMOTE_BATCH + 2); /* detach pushes */
 
-    /* A large block's free is never held back. */
+    /* A large block's free is never held back: its page goes onto its heap set's stack of emptied
+     * large pages at once. */
     void *large = ft_malloc(f.t, 100000);
     CHECK(large != NULL);
     free_on(f.t, &w, &large, 0, 1, false);
-    CHECK_EQ(remote_stack_length(large), 1);
+    ft_page *large_page = ft_page_of(large);
+    CHECK(atomic_load(&large_page->set->large_freed) == (uintptr_t)large_page);
+    CHECK_EQ(atomic_load(&large_page->remote_free), FT_LARGE_FREED_TAG); /* the stack's last */
 
     ft_heap_stats s = stats_of(f.rt);
     CHECK_EQ(s.remote_frees, FT_REMOTE_BATCH + 4);
@@ -1014,6 +1017,127 @@ TEST(owner_finds_its_pages_empty_once_the_batch_is_pushed)
     owner_and_freer(NOT_PUSHED);
 }
 
+
+/* ---- large blocks freed by another thread ----------------------------------------------------------- */
+
+static const ft_type plain_large_type = {.name = "plain large", .basic_size = 20000};
+
+enum { HANDOFFS = 2000, HANDOFF_CHECK_EVERY = 250 };
+
+/* A large page of each mapping size the producer uses may wait, retired, for its goal, beside the one
+ * block in use; more than a few pages means freed ones are not coming back. */
+#define HANDOFF_PAGE_LIMIT 6
+#define HANDOFF_BYTE_LIMIT ((uint64_t)HANDOFF_PAGE_LIMIT * 384 * 1024)
+
+typedef enum handoff_kind { HANDOFF_RAW, HANDOFF_GC_OBJECTS, HANDOFF_PLAIN_OBJECTS } handoff_kind;
+
+/* The producer (the main thread) allocates large blocks one at a time and a consumer frees each one:
+ * raw blocks with ft_free, objects by dropping their last reference after the producer gave up its
+ * bias (so that the consumer's drop frees them, remotely). Only one block is live at a time, so the
+ * heap must stay a few pages, however many blocks went through it. */
+static void producer_and_consumer(handoff_kind kind)
+{
+    fixture f = fixture_setup();
+    static commanded consumer; /* static: it outlives a failed check, which leaves it running */
+    commanded_start(f.t, &consumer, f.rt);
+    int handoffs = UNDER_TSAN ? HANDOFFS / 4 : HANDOFFS;
+    for (int i = 0; i < handoffs; i++) {
+        void *b;
+        if (kind == HANDOFF_RAW) {
+            b = ft_malloc(f.t, i % 4 == 3 ? 300000 : 20000);
+        } else {
+            ft_object *o = ft_alloc(f.t, kind == HANDOFF_GC_OBJECTS ? &gc_large_type : &plain_large_type);
+            CHECK(o != NULL);
+            ft_explicit_merge(o, 0);
+            b = o;
+        }
+        CHECK(b != NULL);
+        free_on(f.t, &consumer, &b, 0, 1, kind != HANDOFF_RAW);
+        if (i % HANDOFF_CHECK_EVERY == HANDOFF_CHECK_EVERY - 1) {
+            ft_heap_stats s = stats_of(f.rt);
+            CHECK_EQ(s.live_blocks, 0);
+            CHECK_EQ(s.remote_frees, i + 1); /* every free was a remote one */
+            CHECK(s.pages <= HANDOFF_PAGE_LIMIT);
+            CHECK(s.page_bytes <= HANDOFF_BYTE_LIMIT);
+        }
+    }
+    commanded_finish(f.t, &consumer);
+    ft_thread_stop(f.t);
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.pages, 0);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+TEST(large_blocks_freed_by_a_consumer_come_back_to_the_producer)
+{
+    producer_and_consumer(HANDOFF_RAW);
+    producer_and_consumer(HANDOFF_GC_OBJECTS);
+    producer_and_consumer(HANDOFF_PLAIN_OBJECTS);
+}
+
+enum { LARGE_HELD = 48, SMALL_KEPT_MAX = 20000 };
+
+typedef struct small_kept {
+    void *blocks[SMALL_KEPT_MAX];
+    int n;
+} small_kept;
+
+/* Allocate FT_CARVE_BATCH more 64-byte blocks and keep them: the allocation slow path carves each
+ * batch, so every round reaches it at least once, and no small page ever becomes empty. */
+static void keep_allocating(ft_thread *t, small_kept *k)
+{
+    CHECK(k->n + FT_CARVE_BATCH <= SMALL_KEPT_MAX);
+    for (int i = 0; i < FT_CARVE_BATCH; i++) {
+        k->blocks[k->n] = ft_malloc(t, 64);
+        CHECK(k->blocks[k->n] != NULL);
+        k->n++;
+    }
+}
+
+/* The pages the kept blocks lie in. */
+static uint64_t pages_of(const small_kept *k)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < k->n; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = ft_page_of(k->blocks[j]) == ft_page_of(k->blocks[i]);
+        n += !seen;
+    }
+    return n;
+}
+
+/* An owner whose large blocks another thread freed gets their pages back on its allocation slow path
+ * even if it never allocates a large block again: retired there, and given back to the system on a
+ * later one once every thread has passed a quiescent point. */
+TEST(large_pages_freed_remotely_come_back_on_any_slow_path)
+{
+    fixture f = fixture_setup();
+    static commanded consumer; /* static: it outlives a failed check, which leaves it running */
+    commanded_start(f.t, &consumer, f.rt);
+    static void *large[LARGE_HELD];
+    static small_kept kept;
+    kept.n = 0;
+    for (int i = 0; i < LARGE_HELD; i++) {
+        large[i] = ft_malloc(f.t, 20000);
+        CHECK(large[i] != NULL);
+    }
+    keep_allocating(f.t, &kept);
+    CHECK_EQ(stats_of(f.rt).pages, LARGE_HELD + pages_of(&kept));
+    free_on(f.t, &consumer, large, 0, LARGE_HELD, false);
+    CHECK_EQ(stats_of(f.rt).pages, LARGE_HELD + pages_of(&kept)); /* nothing has taken them yet */
+    AWAIT(f.t, (keep_allocating(f.t, &kept), stats_of(f.rt).pages == pages_of(&kept)));
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.pages, pages_of(&kept));
+    CHECK_EQ(s.live_blocks, kept.n);
+    CHECK_EQ(s.remote_frees, LARGE_HELD);
+    for (int i = 0; i < kept.n; i++)
+        ft_free(f.t, kept.blocks[i]);
+    commanded_finish(f.t, &consumer);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
 
 /* ---- fork ---------------------------------------------------------------------------------------- */
 
@@ -1200,5 +1324,7 @@ int main(void)
     RUN(owner_finds_its_pages_empty_once_the_batch_is_pushed);
     RUN(owner_tid_follows_the_pages_and_their_owner);
     RUN(fork_child_abandons_the_vanished_threads_heaps);
+    RUN(large_blocks_freed_by_a_consumer_come_back_to_the_producer);
+    RUN(large_pages_freed_remotely_come_back_on_any_slow_path);
     return harness_done();
 }

@@ -17,7 +17,10 @@
  * page that gets a block back returns to the active list. A free by any other thread goes into that
  * thread's remote batch (heap/heap.h): a private chain for one page, pushed onto the page's
  * remote-free stack with one CAS when the thread frees into another page, when the chain is full,
- * when the thread detaches or stops or reaches its allocation slow path, and before a walk.
+ * when the thread detaches or stops or reaches its allocation slow path, and before a walk. A large
+ * block freed by another thread empties its page, which that thread pushes onto the page's set's
+ * large_freed stack; the owner's allocation slow path and its stop take the stack and retire the
+ * pages, and retired large pages are tried for release on every slow path until they are gone.
  *
  * A stopping thread pushes its batch, takes its remote frees and retires what became empty, then
  * abandons its heap set if any block is still allocated (or frees it). Its blocks stay valid; other
@@ -28,7 +31,8 @@
  * Walking (world stopped): every set's remote batch is pushed first, so that a freed block is never
  * taken for a live one. Then every page of every set, owned or abandoned, is scanned; a page's free
  * blocks are marked in a bitmap on the stack (its free list, its remote stack, its uncarved tail),
- * and every other block is visited. Nothing is allocated. */
+ * and every other block is visited; a large page's block is visited unless the page is retired or
+ * waits on its set's large_freed stack (remote_free not 0). Nothing is allocated. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -185,10 +189,13 @@ static void retire(ft_heap *heap, ft_page *page)
     ft_page_reuse_hook *hook = &heap->set->rt->heaps.hook;
     page->retire_goal = hook->retire(hook->ctx);
     list_add(heap, page, FT_PAGE_RETIRED, false);
+    heap->set->retired_large += page->size_class == FT_LARGE_CLASS;
 }
 
 /* Give retired pages whose goal was reached back to the runtime: every large page (a mapping that
- * serves no other size), and small pages beyond `keep`, which stay for quick reuse. */
+ * serves no other size), and small pages beyond `keep`, which stay for quick reuse. Pages are retired
+ * at the back of the list and the hook's goals never decrease, so goals never decrease along the
+ * list: the first page whose goal is not reached ends the search (one poll, not one per page). */
 static void release_retired(ft_heap *heap, size_t keep)
 {
     ft_runtime *rt = heap->set->rt;
@@ -199,11 +206,14 @@ static void release_retired(ft_heap *heap, size_t keep)
     for (ft_page *p = heap->retired.head, *next; p; p = next) {
         next = p->next;
         bool large = p->size_class == FT_LARGE_CLASS;
-        if ((!large && small <= keep) || !hook->is_safe(hook->ctx, p->retire_goal))
+        if (!large && small <= keep)
             continue;
+        if (!hook->is_safe(hook->ctx, p->retire_goal))
+            break;
         ft_queue_remove(&heap->retired, p);
         ft_page_release(rt, p);
         small -= !large;
+        heap->set->retired_large -= large;
     }
 }
 
@@ -250,15 +260,57 @@ static void *alloc_slow(ft_heap *heap, uint8_t c)
 
 static void flush_batch(ft_remote_batch *rb);
 
+/* Retire the large pages whose block another thread freed (set->large_freed; heap/heap.h), each into
+ * its own heap's retired list, with a goal from the reuse hook: a lock-free reader may still be
+ * reading the object that was there. Owner only. */
+static void take_large_freed(ft_heap_set *set)
+{
+    if (atomic_load_explicit(&set->large_freed, memory_order_relaxed) == 0)
+        return;
+    /* Acquire: pairs with the freers' release, so their last writes to the blocks come before the
+     * pages' reuse or unmapping, and the links read below are theirs. */
+    uintptr_t next = atomic_exchange_explicit(&set->large_freed, 0, memory_order_acquire);
+    while (next) {
+        ft_page *page = (ft_page *)next;
+        next = atomic_load_explicit(&page->remote_free, memory_order_relaxed) & ~FT_LARGE_FREED_TAG;
+        atomic_store_explicit(&page->remote_free, 0, memory_order_relaxed);
+        /* As if the owner had freed the block itself: on the page's free list, used 0. */
+        ft_block *b = (ft_block *)ft_page_blocks(page);
+        atomic_store_explicit(&b->next, 0, memory_order_relaxed);
+        page->free = b;
+        page->used = 0;
+        list_remove(page->heap, page);
+        retire(page->heap, page);
+    }
+}
+
+/* Give back the set's retired pages whose goal was reached (beyond the few each heap keeps). */
+static void release_set_retired(ft_heap_set *set, size_t keep)
+{
+    for (int k = 0; k < FT_HEAP_KINDS; k++)
+        release_retired(&set->heaps[k], keep);
+}
+
 void *ft_heap_alloc_slow(ft_heap *heap, size_t size)
 {
     uint8_t c = size > FT_SMALL_MAX ? FT_LARGE_CLASS : ft_size_class(size);
     ft_page *page = c == FT_LARGE_CLASS ? NULL : heap->active[c].head;
     if (page && page->free)
         return pop_block(page); /* a size without a direct slot */
-    /* Work to do: a good moment to hand over what this thread freed into others' pages. */
-    flush_batch(&heap->set->batch);
-    return c == FT_LARGE_CLASS ? alloc_large(heap, size) : alloc_slow(heap, c);
+    /* Work to do: a good moment to hand over what this thread freed into others' pages, and to take
+     * back the large pages that others emptied: retired before the allocation, which may reuse one
+     * at once, and given back after it once their goal is reached (those that wait for it are tried
+     * again on every slow path until they go). */
+    ft_heap_set *set = heap->set;
+    flush_batch(&set->batch);
+    bool large_work = atomic_load_explicit(&set->large_freed, memory_order_relaxed) != 0 ||
+                      set->retired_large != 0;
+    if (FT_UNLIKELY(large_work))
+        take_large_freed(set);
+    void *b = c == FT_LARGE_CLASS ? alloc_large(heap, size) : alloc_slow(heap, c);
+    if (FT_UNLIKELY(large_work))
+        release_set_retired(set, RETIRED_KEEP);
+    return b;
 }
 
 /* ---- free ------------------------------------------------------------------------------------ */
@@ -310,13 +362,38 @@ void ft_heap_flush_remote(ft_thread *t)
         flush_batch(&t->heap.set->batch);
 }
 
+/* A non-owner freed the only block of a large page: the page goes onto its set's large_freed stack
+ * (one CAS), from which the owner's next allocation slow path, or its stop, retires it. Its
+ * remote_free word is its link there, tagged so that the last one is not 0. The release publishes
+ * the link and the freer's last writes to the block; after the CAS the freer touches neither the
+ * page nor the set, which the owner may reuse or unmap at once. */
+static void push_large_freed(ft_page *page)
+{
+    ft_heap_set *set = page->set;
+    uintptr_t top = atomic_load_explicit(&set->large_freed, memory_order_relaxed);
+    do
+        atomic_store_explicit(&page->remote_free, top | FT_LARGE_FREED_TAG, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&set->large_freed, &top, (uintptr_t)page,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
 /* A free by a thread that does not own the page: into the thread's batch when it has a heap set
- * (and the block is small), else pushed at once. Counted in the freeing thread's own counter
- * (summed by ft_heap_get_stats), so that no shared cache line is written. */
+ * (and the block is small), else pushed at once; a large block's page goes to its set's stack of
+ * emptied large pages. Counted in the freeing thread's own counter (summed by ft_heap_get_stats), so
+ * that no shared cache line is written; counted first, because once a block is pushed its page may
+ * be reused, pooled or unmapped under the freer. */
 void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
 {
+    if (t)
+        atomic_store_explicit(&t->heap.remote_frees,
+                              atomic_load_explicit(&t->heap.remote_frees, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&page->set->rt->heaps.remote_frees, 1, memory_order_relaxed);
     ft_heap_set *own = t ? t->heap.set : NULL;
-    if (own && page->size_class != FT_LARGE_CLASS) {
+    if (page->size_class == FT_LARGE_CLASS) {
+        push_large_freed(page);
+    } else if (own) {
         ft_remote_batch *rb = &own->batch;
         if (rb->page != page) {
             flush_batch(rb);
@@ -330,12 +407,6 @@ void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
     } else {
         push_remote(page, b, b);
     }
-    if (t)
-        atomic_store_explicit(&t->heap.remote_frees,
-                              atomic_load_explicit(&t->heap.remote_frees, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&page->set->rt->heaps.remote_frees, 1, memory_order_relaxed);
 }
 
 void ft_heap_free_block(ft_thread *t, void *p)
@@ -345,19 +416,12 @@ void ft_heap_free_block(ft_thread *t, void *p)
 
 /* ---- collection, thread start and stop ------------------------------------------------------- */
 
-/* Take every page's remote frees and retire the pages that became empty. */
+/* Take every page's remote frees and retire the pages that became empty. Small pages only. */
 static void collect_queue(ft_heap *heap, ft_page_queue *q)
 {
     for (ft_page *page = q->head, *next; page; page = next) {
         next = page->next;
-        if (page->size_class == FT_LARGE_CLASS) {
-            if (atomic_load_explicit(&page->remote_free, memory_order_acquire) != 0) {
-                atomic_store_explicit(&page->remote_free, 0, memory_order_relaxed);
-                page->used = 0;
-            }
-        } else {
-            ft_page_collect_remote(page);
-        }
+        ft_page_collect_remote(page);
         if (page->used == 0) {
             list_remove(heap, page);
             retire(heap, page);
@@ -365,21 +429,22 @@ static void collect_queue(ft_heap *heap, ft_page_queue *q)
     }
 }
 
-/* Take remote frees, retire the pages that became empty, give back what may be given back. */
+/* Take remote frees, retire the pages that became empty, give back what may be given back. A large
+ * page whose freer has not finished its push yet stays on its large list (its block still counts as
+ * in use): it is pushed onto the set's stack and taken by whoever owns the set next. */
 static void collect_set(ft_heap_set *set)
 {
+    take_large_freed(set);
     for (int k = 0; k < FT_HEAP_KINDS; k++) {
         ft_heap *heap = &set->heaps[k];
         for (int c = 0; c < FT_SIZE_CLASSES; c++) {
             collect_queue(heap, &heap->active[c]);
             collect_queue(heap, &heap->full[c]);
         }
-        collect_queue(heap, &heap->large);
     }
     ft_page_reuse_hook *hook = &set->rt->heaps.hook;
     hook->flush(hook->ctx);
-    for (int k = 0; k < FT_HEAP_KINDS; k++)
-        release_retired(&set->heaps[k], 0);
+    release_set_retired(set, 0);
 }
 
 static bool set_is_empty(const ft_heap_set *set)
@@ -423,9 +488,11 @@ ft_status ft_heap_thread_start(ft_thread *t)
     }
     ft_mutex_unlock(&h->mutex);
 
-    ft_heap_set *set = ft_inject_failure(rt) ? NULL : calloc(1, sizeof *set);
+    /* Aligned as its type asks: large_freed has a cache line of its own. */
+    ft_heap_set *set = ft_inject_failure(rt) ? NULL : aligned_alloc(_Alignof(ft_heap_set), sizeof *set);
     if (!set)
         return FT_ENOMEM;
+    memset(set, 0, sizeof *set);
     set->rt = rt;
     for (int k = 0; k < FT_HEAP_KINDS; k++) {
         set->heaps[k].set = set;

@@ -18,6 +18,9 @@
  *        -> reused at once for the same class by the same heap, or,
  *           once the hook says the goal is reached, re-initialised for another class or given back
  *           to the runtime's pool, which decommits it (ft_vm_decommit) after FT_POOL_RELEASE_NS.
+ *   large: mapped -> large -> (freed by a non-owner: on the set's large_freed stack until the owner
+ *          takes it) -> retired -> reused at once for the same mapping size by the same heap, or
+ *          unmapped once its goal is reached.
  *
  * Free lists: page->free is the owner's list; page->remote_free is a lock-free stack onto which other
  * threads push (one CAS per block or per chain of blocks) and which the owner takes whole with one
@@ -31,8 +34,19 @@
  * thread detaches, stops or reaches its own allocation slow path, and before any heap walk (the walk
  * flushes every set's chain, with the world stopped). A block in a chain still counts in its page's
  * `used`, so its page cannot look empty, be retired or change layout while the block waits; and as
- * walks push every chain first, they never take a waiting block for a live one. Large blocks, and
- * frees by callers without a heap set, are pushed at once.
+ * walks push every chain first, they never take a waiting block for a live one. Frees by callers
+ * without a heap set are pushed at once.
+ *
+ * Large pages freed by another thread: a large page holds one block, so a non-owner's free empties it.
+ * The freer pushes the page itself (not the block) onto its heap set's large_freed stack, one CAS,
+ * linking it through the page's remote_free word; from then on the page is the owner's. The owner's
+ * allocation slow path (any size: one load of large_freed when nothing is there) and its stop take
+ * the whole stack with one exchange and retire each page with a goal, as if the owner had freed the
+ * block: a lock-free reader may still be reading the object that was there. A retired large page is
+ * reused at once by its heap for a block of the same mapping size (its class), and unmapped once its
+ * goal is reached; while any wait (retired_large), each slow path tries again to give them back. So a
+ * set holds no more large pages than its live blocks, the ones it reuses and those its goals hold
+ * back, however many blocks other threads free while it runs.
  *
  * The owner's free has two inline forms: ft_heap_free compares the page's set with the caller's, and
  * ft_heap_free_owned (the drop of a plain object) compares the page's owner_tid, which is the owner's
@@ -93,7 +107,11 @@ typedef struct ft_page {
     uint8_t size_class;     /* immutable while in a heap; FT_LARGE_CLASS for a large page */
     uint8_t released;       /* pool only: decommitted */
     size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping */
-    _Atomic(uintptr_t) remote_free; /* push: any thread (CAS); take all: owner (exchange) */
+    /* A small page's remote-free stack of blocks: push: any thread (CAS); take all: owner (exchange).
+     * A large page's link in its set's large_freed stack once a non-owner freed its block (tagged
+     * with FT_LARGE_FREED_TAG, so never 0 there), else 0: written by that freer before its push,
+     * read and reset by the owner after it takes the stack; read by walks (world stopped). */
+    _Atomic(uintptr_t) remote_free;
 } ft_page;
 
 _Static_assert(sizeof(ft_page) <= FT_PAGE_HEADER, "page header fits before the first block");
@@ -127,10 +145,13 @@ typedef struct ft_remote_batch {
     uint32_t count;
 } ft_remote_batch;
 
+#define FT_LARGE_FREED_TAG ((uintptr_t)1) /* in a large page's remote_free: on large_freed */
+
 /* The heaps of one thread state; abandoned and adopted as a unit. */
 typedef struct ft_heap_set {
     ft_heap heaps[FT_HEAP_KINDS];
     ft_remote_batch batch;          /* the owner's remote frees; owner only, or world stopped */
+    uint32_t retired_large;         /* large pages on the heaps' retired lists; owner only */
     ft_runtime *rt;                 /* immutable */
     /* NULL while abandoned. Written under rt->heaps.mutex once the set is on rt->heaps.all (by its
      * creator before); read by anyone (ft_heap_block_owner), relaxed. */
@@ -138,11 +159,17 @@ typedef struct ft_heap_set {
     struct ft_heap_set *next, *prev; /* rt->heaps.all; under rt->heaps.mutex */
     bool abandoned;                 /* waiting for adoption; under rt->heaps.mutex (every writer,
                                        ft_heap_abandon in a fork child too) */
+    /* Large pages whose block a non-owner freed, linked through their remote_free words: push: the
+     * freer (CAS, release); take all: the owner (exchange, acquire). On a line of its own, away from
+     * what the owner writes. */
+    _Alignas(64) _Atomic(uintptr_t) large_freed;
 } ft_heap_set;
 
 /* The reuse hook: retire() returns a goal for a page that just became empty, is_safe(goal) says
  * whether it may be repurposed now, flush() is called by a stopping thread between retiring its
- * empty pages and giving back the safe ones. The default (no reclamation layer) is always safe. */
+ * empty pages and giving back the safe ones. Goals never decrease over time, and a goal reached
+ * means every earlier one is (the heap stops at the first retired page not safe yet). The default
+ * (no reclamation layer) is always safe. */
 typedef struct ft_page_reuse_hook {
     uint64_t (*retire)(void *ctx);
     bool (*is_safe)(void *ctx, uint64_t goal);

@@ -190,6 +190,17 @@ ft_page *ft_page_acquire_large(ft_heap *heap, size_t size)
     if (size > SIZE_MAX - FT_PAGE_HEADER - 2 * FT_PAGE_SIZE)
         return NULL;
     size_t mapped = (FT_PAGE_HEADER + size + FT_PAGE_SIZE - 1) & ~(FT_PAGE_SIZE - 1);
+    /* A retired large page of this heap with the same mapping is reused at once, as a small page is
+     * for its own class: the block, at the same address and of the same size, is again this heap's
+     * kind of block, whatever a reader with a stale pointer still looks at. */
+    for (ft_page *p = heap->retired.head; p; p = p->next) {
+        if (p->size_class == FT_LARGE_CLASS && p->mapped_size == mapped) {
+            ft_queue_remove(&heap->retired, p);
+            heap->set->retired_large--;
+            p->free = NULL;
+            return p;
+        }
+    }
     ft_page *page = map_aligned(rt, mapped);
     if (!page)
         return NULL;
