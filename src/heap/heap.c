@@ -496,7 +496,6 @@ ft_status ft_heap_thread_start(ft_thread *t)
     set->rt = rt;
     for (int k = 0; k < FT_HEAP_KINDS; k++) {
         set->heaps[k].set = set;
-        set->heaps[k].kind = (ft_heap_kind)k;
         direct_init(&set->heaps[k]);
     }
     atomic_store_explicit(&set->owner, t, memory_order_relaxed);

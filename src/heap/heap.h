@@ -86,7 +86,13 @@ enum ft_page_list { FT_PAGE_ACTIVE, FT_PAGE_FULL, FT_PAGE_RETIRED, FT_PAGE_LARGE
 /* The header at the start of every page. The first cache line holds what the owner's allocation
  * and free fast paths write (and the owner's cold bookkeeping); the second what other threads read
  * (the owner checks, the block size) and, written rarely (one CAS per remote batch), the remote-free
- * stack, so that remote freers neither write nor read the owner's hot line. */
+ * stack, so that remote freers neither write nor read the owner's hot line.
+ *
+ * In the rules below (and in ft_heap and ft_heap_set), "owner" means the thread that owns the page's
+ * heap set, or any thread while the world is stopped (walks, statistics), or the runtime's teardown
+ * (no thread started). "In a heap" means from ft_page_init (by the acquiring owner, before any block
+ * of the page is handed out) until the page is pooled or unmapped: a thread that holds a block of the
+ * page got it, directly or through whatever handed it the block, after those writes. */
 typedef struct ft_page {
     ft_block *free;         /* owner only */
     uint32_t used;          /* owner only */
@@ -94,19 +100,25 @@ typedef struct ft_page {
     uint8_t list;           /* enum ft_page_list; owner only */
     struct ft_page *next, *prev;    /* the list named by `list`; owner only, or world stopped */
     uint64_t retire_goal;   /* retired: the reuse hook's goal; owner only */
-    int64_t pooled_at;      /* pool only: when it entered the pool */
+    int64_t pooled_at;      /* in the pool: when it entered it; written by the thread that pools the
+                               page just before it takes rt->heaps.mutex to push it, then read and
+                               written under that mutex only */
 
-    _Alignas(64) struct ft_heap_set *set; /* heap->set; immutable while in a heap */
+    /* heap->set, NULL in the pool. Immutable while in a heap: read by anyone holding a block of the
+     * page (the owner checks of the free paths); written by the owner that acquires the page and by
+     * the thread that pools it (which then holds no block of it, and nobody else does). */
+    _Alignas(64) struct ft_heap_set *set;
     /* The ft_os_thread_id() of the set's owner while the page is on an active list of an owned
      * set; 0 otherwise (full, retired, pooled, large, or the set abandoned). Written by the owner
      * (list changes, adoption, abandonment), read by anyone; relaxed. */
     _Atomic(uintptr_t) owner_tid;
-    struct ft_heap *heap;   /* set when given to a heap, before any block is handed out */
-    uint32_t capacity;      /* immutable while in a heap */
-    uint32_t block_size;    /* immutable while in a heap */
+    struct ft_heap *heap;   /* the page's heap, NULL in the pool: as `set` */
+    uint32_t capacity;      /* blocks the page holds (1 if large); immutable while in a heap */
+    uint32_t block_size;    /* immutable while in a heap: read by anyone holding a block */
     uint8_t size_class;     /* immutable while in a heap; FT_LARGE_CLASS for a large page */
-    uint8_t released;       /* pool only: decommitted */
-    size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping */
+    uint8_t released;       /* in the pool: decommitted; under rt->heaps.mutex (0 when pooled) */
+    size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping; written when the page
+                               is initialised, read by the owner (reuse, release, accounting) */
     /* A small page's remote-free stack of blocks: push: any thread (CAS); take all: owner (exchange).
      * A large page's link in its set's large_freed stack once a non-owner freed its block (tagged
      * with FT_LARGE_FREED_TAG, so never 0 there), else 0: written by that freer before its push,
@@ -121,14 +133,13 @@ typedef struct ft_page_queue {
 } ft_page_queue;
 
 #define FT_HEAP_FIELDS_SIZE                                                                        \
-    (FT_DIRECT_SLOTS * sizeof(ft_page *) + sizeof(struct ft_heap_set *) + sizeof(size_t) +         \
+    (FT_DIRECT_SLOTS * sizeof(ft_page *) + sizeof(struct ft_heap_set *) +                          \
      (2 * FT_SIZE_CLASSES + 2) * sizeof(ft_page_queue))
 #define FT_HEAP_STRIDE 2048 /* sizeof(ft_heap): a power of two, so heap_for is a shift, not a multiply */
 
 typedef struct ft_heap {
     ft_page *direct[FT_DIRECT_SLOTS];      /* owner only: see the top of this file */
-    struct ft_heap_set *set;
-    ft_heap_kind kind;
+    struct ft_heap_set *set;               /* immutable: set by the set's creator */
     ft_page_queue active[FT_SIZE_CLASSES]; /* owner only */
     ft_page_queue full[FT_SIZE_CLASSES];   /* owner only */
     ft_page_queue retired;                 /* owner only */
@@ -177,8 +188,10 @@ typedef struct ft_page_reuse_hook {
     void *ctx;
 } ft_page_reuse_hook;
 
+/* A mapping carved into pages. Every field is under rt->heaps.mutex (base and size are immutable
+ * once the segment is on rt->heaps.segments); the runtime's teardown unmaps them. */
 typedef struct ft_segment {
-    struct ft_segment *next;
+    struct ft_segment *next; /* rt->heaps.segments */
     uint8_t *base;  /* aligned start */
     size_t size;
     size_t carved;  /* bytes handed out as pages */
@@ -192,15 +205,23 @@ typedef struct ft_heap_thread {
 
 /* Runtime-wide heap state (a member of ft_runtime). */
 typedef struct ft_heap_runtime {
-    ft_mutex mutex;              /* guards everything below except the atomics */
-    ft_heap_set *all;            /* every heap set, owned or abandoned */
-    ft_segment *segments;        /* every segment; unmapped by ft_runtime_free */
-    ft_page_queue pool;          /* empty pages, oldest first */
-    uint64_t pool_pages, released_pages;
-    ft_page_reuse_hook hook;     /* set once, before any thread starts */
-    _Atomic(uint64_t) pages, page_bytes, abandoned, adopted;
+    ft_mutex mutex;              /* guards everything below but the hook and the atomics */
+    ft_heap_set *all;            /* every heap set, owned or abandoned; under mutex */
+    ft_segment *segments;        /* every segment; under mutex; unmapped by ft_runtime_free */
+    ft_page_queue pool;          /* empty pages, oldest first; under mutex */
+    uint64_t pool_pages;         /* pages in the pool; under mutex */
+    uint64_t released_pages;     /* of those, decommitted ones; under mutex */
+    ft_page_reuse_hook hook;     /* set once, before any thread starts; then read-only */
+    /* Pages held by heaps and their bytes (mapped_size): added by the owner that acquires a page,
+     * subtracted by the owner that releases one, without a lock (relaxed); ft_heap_get_stats reads a
+     * snapshot. */
+    _Atomic(uint64_t) pages, page_bytes;
+    /* Sets waiting for adoption, and adoptions so far: changed under mutex, with the abandoned flags
+     * they count; atomic so that ft_heap_get_stats reads them without it (relaxed). */
+    _Atomic(uint64_t) abandoned, adopted;
     _Atomic(uint64_t) remote_frees; /* by stopped threads and unattached callers (live threads count
-                                       their own: ft_thread.remote_frees) */
+                                       their own: ft_thread.remote_frees); anyone adds and reads,
+                                       relaxed */
 } ft_heap_runtime;
 
 static inline ft_page *ft_page_of(const void *p)
@@ -238,7 +259,6 @@ bool ft_page_carve(ft_page *page);
 void ft_segments_unmap(ft_runtime *rt);
 
 /* size classes */
-extern const uint8_t ft_class_table[FT_CLASS_TABLE_MAX / 16 + 1];
 uint8_t ft_size_class(size_t size);
 uint32_t ft_class_size(uint8_t size_class);
 

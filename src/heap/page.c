@@ -28,7 +28,7 @@ static uint8_t size_class_slow(size_t size)
 }
 
 /* Classes of sizes up to FT_CLASS_TABLE_MAX, by (size + 15) / 16: one load on the fast path. */
-const uint8_t ft_class_table[FT_CLASS_TABLE_MAX / 16 + 1] = {
+static const uint8_t class_table[FT_CLASS_TABLE_MAX / 16 + 1] = {
 #define C4(i) size_class_const(i), size_class_const(i + 1), size_class_const(i + 2), size_class_const(i + 3)
 #define size_class_const(i)                                                                        \
     ((i) <= 8 ? ((i) == 0 ? 0 : (i) - 1)                                                          \
@@ -44,7 +44,7 @@ const uint8_t ft_class_table[FT_CLASS_TABLE_MAX / 16 + 1] = {
 uint8_t ft_size_class(size_t size)
 {
     if (FT_LIKELY(size <= FT_CLASS_TABLE_MAX))
-        return ft_class_table[(size + 15) / 16];
+        return class_table[(size + 15) / 16];
     return size_class_slow(size);
 }
 
