@@ -9,7 +9,12 @@
  * locally). The heap walk, with the world stopped, must visit exactly the live blocks of the kind asked
  * for, on running, detached and stopped threads alike: not freed ones, not objects cached on a
  * freelist, not blocks of another kind. A page's owner_tid (the owner's fast free) must name its owner
- * exactly while the page is active in an owned heap, through filling up, abandonment and adoption. */
+ * exactly while the page is active in an owned heap, through filling up, abandonment and adoption.
+ * A fork child's next thread adopts the heap of a thread that did not survive the fork. Large blocks
+ * that another thread frees come back to their running owner: a producer whose consumer frees
+ * thousands of them stays at a few pages. The page checker reports a corrupted page (a wrong count,
+ * a block twice on a list, a wrong owner_tid, a stale direct slot) by name, called directly and, in
+ * debug builds, from a walk. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -1308,6 +1313,111 @@ TEST(owner_tid_follows_the_pages_and_their_owner)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
+/* ---- the page checker ------------------------------------------------------------------------------ */
+
+typedef enum corruption {
+    WRONG_USED,      /* used one more than the blocks handed out */
+    DUPLICATE_FREE,  /* a block on the free list twice (the list loops back to it) */
+    WRONG_OWNER_TID, /* an active page of an owned heap that does not name its owner */
+    STALE_DIRECT,    /* a direct slot that misses its class's active page */
+} corruption;
+
+enum { CORRUPT_BLOCKS = 8 };
+
+/* A runtime with expensive checks on and one page of 64-byte blocks: CORRUPT_BLOCKS handed out, the
+ * last two freed again (they head the page's free list), so it sits on its class's active list. */
+static struct {
+    ft_runtime *rt;
+    ft_thread *t;
+    void *blocks[CORRUPT_BLOCKS];
+    ft_page *page;
+} victim;
+
+static void corrupt(corruption c)
+{
+    ft_page *page = victim.page;
+    ft_block *last = victim.blocks[CORRUPT_BLOCKS - 1], *before = victim.blocks[CORRUPT_BLOCKS - 2];
+    switch (c) {
+    case WRONG_USED:
+        page->used++;
+        break;
+    case DUPLICATE_FREE: /* the list is last -> before -> ...: make it last -> before -> last */
+        atomic_store(&before->next, (uintptr_t)last);
+        break;
+    case WRONG_OWNER_TID:
+        atomic_store(&page->owner_tid, 0);
+        break;
+    case STALE_DIRECT:
+        page->heap->direct[64 / 16] = (ft_page *)&ft_page_empty;
+        break;
+    }
+}
+
+/* In the forked child: corrupt the page, then call the checker (with the world stopped, as it
+ * requires), which must report it; the child then aborts. */
+static void corrupt_and_check(void *arg)
+{
+    alarm(20);
+    corrupt((corruption)(intptr_t)arg);
+    ft_stop_the_world(victim.rt);
+    bool page_ok = ft_page_is_valid(victim.page);
+    bool set_ok = ft_heap_set_is_valid(victim.page->set);
+    ft_start_the_world(victim.rt);
+    if (!page_ok || !set_ok)
+        abort();
+}
+
+#ifdef FTRT_DEBUG
+/* The same, but through a walk of the heap (statistics), which in debug builds checks every page
+ * before it visits any and must stop the process with the checker's report. */
+static void corrupt_and_walk(void *arg)
+{
+    alarm(20); /* a walk that loops on the broken list is a failure, not a hang */
+    corrupt((corruption)(intptr_t)arg);
+    ft_heap_stats s;
+    ft_heap_get_stats(victim.rt, &s);
+}
+#endif
+
+TEST(the_checker_reports_a_corrupted_page)
+{
+    ft_config cfg;
+    ft_config_init(&cfg);
+    cfg.expensive_checks = true;
+    victim.rt = ft_runtime_new(&cfg);
+    CHECK(victim.rt != NULL);
+    victim.t = ft_thread_start(victim.rt);
+    CHECK(victim.t != NULL);
+    for (int i = 0; i < CORRUPT_BLOCKS; i++) {
+        victim.blocks[i] = ft_malloc(victim.t, 64);
+        CHECK(victim.blocks[i] != NULL);
+        CHECK(ft_page_of(victim.blocks[i]) == ft_page_of(victim.blocks[0]));
+    }
+    victim.page = ft_page_of(victim.blocks[0]);
+    ft_free(victim.t, victim.blocks[CORRUPT_BLOCKS - 2]);
+    ft_free(victim.t, victim.blocks[CORRUPT_BLOCKS - 1]);
+    CHECK_EQ(victim.page->list, FT_PAGE_ACTIVE);
+    CHECK_EQ(stats_of(victim.rt).live_blocks, CORRUPT_BLOCKS - 2); /* the intact heap passes */
+
+    char page[64];
+    snprintf(page, sizeof page, "heap check: page %p", (void *)victim.page);
+    CHECK_DEATH(corrupt_and_check, (void *)(intptr_t)WRONG_USED, page, "used");
+    CHECK_DEATH(corrupt_and_check, (void *)(intptr_t)DUPLICATE_FREE, page, "twice");
+    CHECK_DEATH(corrupt_and_check, (void *)(intptr_t)WRONG_OWNER_TID, page, "owner_tid");
+    CHECK_DEATH(corrupt_and_check, (void *)(intptr_t)STALE_DIRECT, "direct slot", "active");
+#ifdef FTRT_DEBUG
+    CHECK_DEATH(corrupt_and_walk, (void *)(intptr_t)WRONG_USED, page, "used", "internal check failed");
+    CHECK_DEATH(corrupt_and_walk, (void *)(intptr_t)DUPLICATE_FREE, page, "twice");
+    CHECK_DEATH(corrupt_and_walk, (void *)(intptr_t)WRONG_OWNER_TID, page, "owner_tid");
+    CHECK_DEATH(corrupt_and_walk, (void *)(intptr_t)STALE_DIRECT, "direct slot", "active");
+#endif
+    for (int i = 0; i < CORRUPT_BLOCKS - 2; i++)
+        ft_free(victim.t, victim.blocks[i]);
+    CHECK_EQ(stats_of(victim.rt).live_blocks, 0);
+    ft_thread_stop(victim.t);
+    CHECK_EQ(ft_runtime_free(victim.rt), FT_OK);
+}
+
 int main(void)
 {
     RUN(raw_blocks_of_every_size);
@@ -1326,5 +1436,6 @@ int main(void)
     RUN(fork_child_abandons_the_vanished_threads_heaps);
     RUN(large_blocks_freed_by_a_consumer_come_back_to_the_producer);
     RUN(large_pages_freed_remotely_come_back_on_any_slow_path);
+    RUN(the_checker_reports_a_corrupted_page);
     return harness_done();
 }

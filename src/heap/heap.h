@@ -248,6 +248,12 @@ void ft_heap_flush_remote(ft_thread *t);      /* push t's remote batch now; t at
 void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook);
 bool ft_world_stopped_by_caller(ft_runtime *rt);
 extern const ft_page ft_page_empty; /* the direct slot of a class without an active page */
+/* The checker (heap.c: the invariants as equations): true, or false after a line on stderr naming
+ * the broken page or set and what is wrong. With the world stopped by the caller, or with no thread
+ * started; ft_heap_runtime_is_valid with rt->heaps.mutex held too. */
+bool ft_page_is_valid(ft_page *page);
+bool ft_heap_set_is_valid(ft_heap_set *set);
+bool ft_heap_runtime_is_valid(ft_runtime *rt);
 
 /* page.c */
 ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class);

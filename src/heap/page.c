@@ -227,6 +227,7 @@ void ft_page_release(ft_runtime *rt, ft_page *page)
     }
     page->heap = NULL;
     page->set = NULL;
+    page->list = FT_PAGE_POOL;
     page->released = 0;
     page->pooled_at = ft_monotonic_ns();
     ft_mutex_lock_internal(&rt->heaps.mutex);
