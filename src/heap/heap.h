@@ -55,7 +55,18 @@
  *
  * Block links are stored in a block's first word with atomic stores, because that word is an
  * object's ob_tid, which lock-free readers may load through a stale pointer. Nothing in the heap
- * writes a block's word at offset 16 (an object's ob_ref_shared): a freed object keeps its value. */
+ * writes a block's word at offset 16 (an object's ob_ref_shared): a freed object keeps its value.
+ *
+ * Memory comes from the system and goes back to it only through the platform layer
+ * (platform/platform.h: ft_vm_map_aligned, ft_vm_release, ft_vm_decommit).
+ *
+ * Checking: heap.c states the invariants of pages, heaps, sets and the runtime's pool as equations,
+ * and ft_page_is_valid, ft_heap_set_is_valid and ft_heap_runtime_is_valid recount the lists to check
+ * them (after mimalloc's mi_page_is_valid). With expensive checks on (FT_ASSERT_EXPENSIVE: debug
+ * builds, ft_config.expensive_checks) every heap walk runs them before it visits a block (a broken
+ * list would hang the walk or make it write outside its bitmap), and so does the runtime's teardown,
+ * where the pages are seen last. ft_heap_get_stats walks the heaps, with the world stopped: it is a
+ * quiescent point for its caller. */
 #ifndef FTRT_INTERNAL_HEAP_H
 #define FTRT_INTERNAL_HEAP_H
 
