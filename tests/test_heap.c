@@ -1023,7 +1023,7 @@ TEST(owner_finds_its_pages_empty_once_the_batch_is_pushed)
 }
 
 
-/* ---- large blocks freed by another thread ----------------------------------------------------------- */
+/* ---- large blocks freed by another thread -------------------------------------------------------- */
 
 static const ft_type plain_large_type = {.name = "plain large", .basic_size = 20000};
 
@@ -1051,7 +1051,8 @@ static void producer_and_consumer(handoff_kind kind)
         if (kind == HANDOFF_RAW) {
             b = ft_malloc(f.t, i % 4 == 3 ? 300000 : 20000);
         } else {
-            ft_object *o = ft_alloc(f.t, kind == HANDOFF_GC_OBJECTS ? &gc_large_type : &plain_large_type);
+            const ft_type *type = kind == HANDOFF_GC_OBJECTS ? &gc_large_type : &plain_large_type;
+            ft_object *o = ft_alloc(f.t, type);
             CHECK(o != NULL);
             ft_explicit_merge(o, 0);
             b = o;
@@ -1200,7 +1201,8 @@ TEST(fork_child_abandons_the_vanished_threads_heaps)
     int status = 0;
     CHECK_EQ(waitpid(pid, &status, 0), pid);
     if (!WIFEXITED(status))
-        fprintf(stderr, "fork child: killed by signal %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : -1);
+        fprintf(stderr, "fork child: killed by signal %d\n",
+                WIFSIGNALED(status) ? WTERMSIG(status) : -1);
     CHECK(WIFEXITED(status));
     CHECK_EQ(WEXITSTATUS(status), 0);
 
@@ -1313,7 +1315,7 @@ TEST(owner_tid_follows_the_pages_and_their_owner)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
-/* ---- the page checker ------------------------------------------------------------------------------ */
+/* ---- the page checker ---------------------------------------------------------------------------- */
 
 typedef enum corruption {
     WRONG_USED,      /* used one more than the blocks handed out */

@@ -496,7 +496,8 @@ ft_status ft_heap_thread_start(ft_thread *t)
     ft_mutex_unlock(&h->mutex);
 
     /* Aligned as its type asks: large_freed has a cache line of its own. */
-    ft_heap_set *set = ft_inject_failure(rt) ? NULL : aligned_alloc(_Alignof(ft_heap_set), sizeof *set);
+    ft_heap_set *set =
+        ft_inject_failure(rt) ? NULL : aligned_alloc(_Alignof(ft_heap_set), sizeof *set);
     if (!set)
         return FT_ENOMEM;
     memset(set, 0, sizeof *set);
@@ -687,7 +688,8 @@ static bool count_list(const ft_page *page, uintptr_t head, const char *name, ui
 {
     uintptr_t base = (uintptr_t)ft_page_blocks((ft_page *)page);
     *n = 0;
-    for (uintptr_t b = head; b; b = atomic_load_explicit(&((ft_block *)b)->next, memory_order_relaxed)) {
+    for (uintptr_t b = head; b;
+         b = atomic_load_explicit(&((ft_block *)b)->next, memory_order_relaxed)) {
         size_t i = (b - base) / page->block_size;
         if (b < base || (b - base) % page->block_size != 0 || i >= page->reserved)
             return page_broken(page, "block %p on its %s list is not one of its %u carved blocks",
@@ -805,7 +807,8 @@ static bool set_is_valid(ft_heap_set *set, uint64_t limit, uint64_t *pages, uint
         if (heap->set != set)
             return set_broken(set, "its %s heap names set %p", kind_names[k], (void *)heap->set);
         for (int c = 0; c < FT_SIZE_CLASSES; c++)
-            if (!queue_is_valid(heap, &heap->active[c], FT_PAGE_ACTIVE, c, limit, pages, bytes, &unused) ||
+            if (!queue_is_valid(heap, &heap->active[c], FT_PAGE_ACTIVE, c, limit, pages, bytes,
+                                &unused) ||
                 !queue_is_valid(heap, &heap->full[c], FT_PAGE_FULL, c, limit, pages, bytes, &unused))
                 return false;
         if (!queue_is_valid(heap, &heap->retired, FT_PAGE_RETIRED, -1, limit, pages, bytes,
