@@ -9,7 +9,12 @@
  * locally). The heap walk, with the world stopped, must visit exactly the live blocks of the kind asked
  * for, on running, detached and stopped threads alike: not freed ones, not objects cached on a
  * freelist, not blocks of another kind. A page's owner_tid (the owner's fast free) must name its owner
- * exactly while the page is active in an owned heap, through filling up, abandonment and adoption. */
+ * exactly while the page is active in an owned heap, through filling up, abandonment and adoption.
+ * A fork child's next thread adopts the heap of a thread that did not survive the fork. Large blocks
+ * that another thread frees come back to their running owner: a producer whose consumer frees
+ * thousands of them stays at a few pages. The page checker reports a corrupted page (a wrong count,
+ * a block twice on a list, a wrong owner_tid, a stale direct slot) by name, called directly and, in
+ * debug builds, from a walk. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -851,11 +856,14 @@ TEST(remote_batch_is_pushed_when_full_or_when_the_page_changes)
     commanded_do(f.t, &w, cmd_detach_and_attach, NULL);
     CHECK_EQ(remote_stack_length(same[0]), FT_REMOTE_BATCH + 2); /* detach pushes */
 
-    /* A large block's free is never held back. */
+    /* A large block's free is never held back: its page goes onto its heap set's stack of emptied
+     * large pages at once. */
     void *large = ft_malloc(f.t, 100000);
     CHECK(large != NULL);
     free_on(f.t, &w, &large, 0, 1, false);
-    CHECK_EQ(remote_stack_length(large), 1);
+    ft_page *large_page = ft_page_of(large);
+    CHECK(atomic_load(&large_page->set->large_freed) == (uintptr_t)large_page);
+    CHECK_EQ(atomic_load(&large_page->remote_free), FT_LARGE_FREED_TAG); /* the stack's last */
 
     ft_heap_stats s = stats_of(f.rt);
     CHECK_EQ(s.remote_frees, FT_REMOTE_BATCH + 4);
@@ -1015,6 +1023,203 @@ TEST(owner_finds_its_pages_empty_once_the_batch_is_pushed)
 }
 
 
+/* ---- large blocks freed by another thread -------------------------------------------------------- */
+
+static const ft_type plain_large_type = {.name = "plain large", .basic_size = 20000};
+
+enum { HANDOFFS = 2000, HANDOFF_CHECK_EVERY = 250 };
+
+/* A large page of each mapping size the producer uses may wait, retired, for its goal, beside the one
+ * block in use; more than a few pages means freed ones are not coming back. */
+#define HANDOFF_PAGE_LIMIT 6
+#define HANDOFF_BYTE_LIMIT ((uint64_t)HANDOFF_PAGE_LIMIT * 384 * 1024)
+
+typedef enum handoff_kind { HANDOFF_RAW, HANDOFF_GC_OBJECTS, HANDOFF_PLAIN_OBJECTS } handoff_kind;
+
+/* The producer (the main thread) allocates large blocks one at a time and a consumer frees each one:
+ * raw blocks with ft_free, objects by dropping their last reference after the producer gave up its
+ * bias (so that the consumer's drop frees them, remotely). Only one block is live at a time, so the
+ * heap must stay a few pages, however many blocks went through it. */
+static void producer_and_consumer(handoff_kind kind)
+{
+    fixture f = fixture_setup();
+    static commanded consumer; /* static: it outlives a failed check, which leaves it running */
+    commanded_start(f.t, &consumer, f.rt);
+    int handoffs = UNDER_TSAN ? HANDOFFS / 4 : HANDOFFS;
+    for (int i = 0; i < handoffs; i++) {
+        void *b;
+        if (kind == HANDOFF_RAW) {
+            b = ft_malloc(f.t, i % 4 == 3 ? 300000 : 20000);
+        } else {
+            const ft_type *type = kind == HANDOFF_GC_OBJECTS ? &gc_large_type : &plain_large_type;
+            ft_object *o = ft_alloc(f.t, type);
+            CHECK(o != NULL);
+            ft_explicit_merge(o, 0);
+            b = o;
+        }
+        CHECK(b != NULL);
+        free_on(f.t, &consumer, &b, 0, 1, kind != HANDOFF_RAW);
+        if (i % HANDOFF_CHECK_EVERY == HANDOFF_CHECK_EVERY - 1) {
+            ft_heap_stats s = stats_of(f.rt);
+            CHECK_EQ(s.live_blocks, 0);
+            CHECK_EQ(s.remote_frees, i + 1); /* every free was a remote one */
+            CHECK(s.pages <= HANDOFF_PAGE_LIMIT);
+            CHECK(s.page_bytes <= HANDOFF_BYTE_LIMIT);
+        }
+    }
+    commanded_finish(f.t, &consumer);
+    ft_thread_stop(f.t);
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.live_blocks, 0);
+    CHECK_EQ(s.pages, 0);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+TEST(large_blocks_freed_by_a_consumer_come_back_to_the_producer)
+{
+    producer_and_consumer(HANDOFF_RAW);
+    producer_and_consumer(HANDOFF_GC_OBJECTS);
+    producer_and_consumer(HANDOFF_PLAIN_OBJECTS);
+}
+
+enum { LARGE_HELD = 48, SMALL_KEPT_MAX = 20000 };
+
+typedef struct small_kept {
+    void *blocks[SMALL_KEPT_MAX];
+    int n;
+} small_kept;
+
+/* Allocate FT_CARVE_BATCH more 64-byte blocks and keep them: the allocation slow path carves each
+ * batch, so every round reaches it at least once, and no small page ever becomes empty. */
+static void keep_allocating(ft_thread *t, small_kept *k)
+{
+    CHECK(k->n + FT_CARVE_BATCH <= SMALL_KEPT_MAX);
+    for (int i = 0; i < FT_CARVE_BATCH; i++) {
+        k->blocks[k->n] = ft_malloc(t, 64);
+        CHECK(k->blocks[k->n] != NULL);
+        k->n++;
+    }
+}
+
+/* The pages the kept blocks lie in. */
+static uint64_t pages_of(const small_kept *k)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < k->n; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = ft_page_of(k->blocks[j]) == ft_page_of(k->blocks[i]);
+        n += !seen;
+    }
+    return n;
+}
+
+/* An owner whose large blocks another thread freed gets their pages back on its allocation slow path
+ * even if it never allocates a large block again: retired there, and given back to the system on a
+ * later one once every thread has passed a quiescent point. */
+TEST(large_pages_freed_remotely_come_back_on_any_slow_path)
+{
+    fixture f = fixture_setup();
+    static commanded consumer; /* static: it outlives a failed check, which leaves it running */
+    commanded_start(f.t, &consumer, f.rt);
+    static void *large[LARGE_HELD];
+    static small_kept kept;
+    kept.n = 0;
+    for (int i = 0; i < LARGE_HELD; i++) {
+        large[i] = ft_malloc(f.t, 20000);
+        CHECK(large[i] != NULL);
+    }
+    keep_allocating(f.t, &kept);
+    CHECK_EQ(stats_of(f.rt).pages, LARGE_HELD + pages_of(&kept));
+    free_on(f.t, &consumer, large, 0, LARGE_HELD, false);
+    CHECK_EQ(stats_of(f.rt).pages, LARGE_HELD + pages_of(&kept)); /* nothing has taken them yet */
+    AWAIT(f.t, (keep_allocating(f.t, &kept), stats_of(f.rt).pages == pages_of(&kept)));
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.pages, pages_of(&kept));
+    CHECK_EQ(s.live_blocks, kept.n);
+    CHECK_EQ(s.remote_frees, LARGE_HELD);
+    for (int i = 0; i < kept.n; i++)
+        ft_free(f.t, kept.blocks[i]);
+    commanded_finish(f.t, &consumer);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+/* ---- fork ---------------------------------------------------------------------------------------- */
+
+/* The child's checks; returns its exit status (0: all passed). The child starts no thread (TSan
+ * refuses that after a multi-threaded fork): the survivor, whose own heap is empty, stops and starts
+ * again, and its new thread state adopts the vanished thread's heap. */
+static int fork_child_adopts(ft_runtime *rt, ft_thread *survivor, held_blocks *h)
+{
+    alarm(20); /* a hang (a lock the vanished thread held) kills the child instead */
+    ft_runtime_after_fork_child(rt, survivor);
+    ft_heap_stats s;
+    ft_heap_get_stats(rt, &s);
+    if (s.abandoned_heaps != 1 || s.live_blocks != 4 * HELD)
+        return 2;
+    for (int i = 0; i < 2 * HELD; i++)
+        if (ft_heap_block_owner(h->raw[i]) != NULL)
+            return 3;
+    ft_thread_stop(survivor);
+    ft_thread *t = ft_thread_start(rt);
+    if (!t)
+        return 4;
+    for (int i = 0; i < 2 * HELD; i++)
+        if (ft_heap_block_owner(h->raw[i]) != t || ft_heap_block_owner(h->gc[i]) != t)
+            return 5;
+    ft_heap_stats before;
+    ft_heap_get_stats(rt, &before);
+    for (int i = 0; i < 2 * HELD; i++) {
+        ft_free(t, h->raw[i]);
+        ft_decref(h->gc[i]);
+    }
+    ft_heap_get_stats(rt, &s);
+    if (s.remote_frees != before.remote_frees) /* the adopter's own blocks: local frees */
+        return 6;
+    if (s.abandoned_heaps != 0 || s.adopted_heaps != 1 || s.live_blocks != 0)
+        return 7;
+    ft_thread_stop(t);
+    return ft_runtime_free(rt) == FT_OK ? 0 : 8;
+}
+
+/* In the child of a fork, the heap of a thread that did not survive is abandoned (its blocks stay
+ * valid, nobody owns them) and the next thread to start adopts it, whole. */
+TEST(fork_child_abandons_the_vanished_threads_heaps)
+{
+    fixture f = fixture_setup();
+    static held_blocks h;
+    commanded owner;
+    commanded_start(f.t, &owner, f.rt);
+    commanded_do(f.t, &owner, cmd_allocate_held, &h);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(fork_child_adopts(f.rt, f.t, &h));
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status))
+        fprintf(stderr, "fork child: killed by signal %d\n",
+                WIFSIGNALED(status) ? WTERMSIG(status) : -1);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+
+    /* The parent's heaps are untouched. */
+    CHECK(ft_heap_block_owner(h.raw[0]) == owner.t);
+    CHECK_EQ(stats_of(f.rt).abandoned_heaps, 0);
+    commanded_finish(f.t, &owner); /* it stops with its blocks: its heap is abandoned */
+    for (int i = 0; i < 2 * HELD; i++) {
+        ft_free(f.t, h.raw[i]);
+        ft_decref(h.gc[i]);
+    }
+    ft_heap_stats s = stats_of(f.rt);
+    CHECK_EQ(s.live_blocks, 0);
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
 /* ---- the owner's fast free: owner_tid ------------------------------------------------------------- */
 
 #define TID_OBJECTS 3000 /* 48-byte objects: more than two pages' worth, so some pages are full */
@@ -1110,6 +1315,111 @@ TEST(owner_tid_follows_the_pages_and_their_owner)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
+/* ---- the page checker ---------------------------------------------------------------------------- */
+
+typedef enum corruption {
+    WRONG_USED,      /* used one more than the blocks handed out */
+    DUPLICATE_FREE,  /* a block on the free list twice (the list loops back to it) */
+    WRONG_OWNER_TID, /* an active page of an owned heap that does not name its owner */
+    STALE_DIRECT,    /* a direct slot that misses its class's active page */
+} corruption;
+
+enum { CORRUPT_BLOCKS = 8 };
+
+/* A runtime with expensive checks on and one page of 64-byte blocks: CORRUPT_BLOCKS handed out, the
+ * last two freed again (they head the page's free list), so it sits on its class's active list. */
+static struct {
+    ft_runtime *rt;
+    ft_thread *t;
+    void *blocks[CORRUPT_BLOCKS];
+    ft_page *page;
+} victim;
+
+static void corrupt(corruption c)
+{
+    ft_page *page = victim.page;
+    ft_block *last = victim.blocks[CORRUPT_BLOCKS - 1], *before = victim.blocks[CORRUPT_BLOCKS - 2];
+    switch (c) {
+    case WRONG_USED:
+        page->used++;
+        break;
+    case DUPLICATE_FREE: /* the list is last -> before -> ...: make it last -> before -> last */
+        atomic_store(&before->next, (uintptr_t)last);
+        break;
+    case WRONG_OWNER_TID:
+        atomic_store(&page->owner_tid, 0);
+        break;
+    case STALE_DIRECT:
+        page->heap->direct[64 / 16] = (ft_page *)&ft_page_empty;
+        break;
+    }
+}
+
+/* In the forked child: corrupt the page, then call the checker (with the world stopped, as it
+ * requires), which must report it; the child then aborts. */
+static void corrupt_and_check(void *arg)
+{
+    alarm(20);
+    corrupt((corruption)(intptr_t)arg);
+    ft_stop_the_world(victim.rt);
+    bool page_ok = ft_page_is_valid(victim.page);
+    bool set_ok = ft_heap_set_is_valid(victim.page->set);
+    ft_start_the_world(victim.rt);
+    if (!page_ok || !set_ok)
+        abort();
+}
+
+#ifdef FTRT_DEBUG
+/* The same, but through a walk of the heap (statistics), which in debug builds checks every page
+ * before it visits any and must stop the process with the checker's report. */
+static void corrupt_and_walk(void *arg)
+{
+    alarm(20); /* a walk that loops on the broken list is a failure, not a hang */
+    corrupt((corruption)(intptr_t)arg);
+    ft_heap_stats s;
+    ft_heap_get_stats(victim.rt, &s);
+}
+#endif
+
+TEST(the_checker_reports_a_corrupted_page)
+{
+    ft_config cfg;
+    ft_config_init(&cfg);
+    cfg.expensive_checks = true;
+    victim.rt = ft_runtime_new(&cfg);
+    CHECK(victim.rt != NULL);
+    victim.t = ft_thread_start(victim.rt);
+    CHECK(victim.t != NULL);
+    for (int i = 0; i < CORRUPT_BLOCKS; i++) {
+        victim.blocks[i] = ft_malloc(victim.t, 64);
+        CHECK(victim.blocks[i] != NULL);
+        CHECK(ft_page_of(victim.blocks[i]) == ft_page_of(victim.blocks[0]));
+    }
+    victim.page = ft_page_of(victim.blocks[0]);
+    ft_free(victim.t, victim.blocks[CORRUPT_BLOCKS - 2]);
+    ft_free(victim.t, victim.blocks[CORRUPT_BLOCKS - 1]);
+    CHECK_EQ(victim.page->list, FT_PAGE_ACTIVE);
+    CHECK_EQ(stats_of(victim.rt).live_blocks, CORRUPT_BLOCKS - 2); /* the intact heap passes */
+
+    char page[64];
+    snprintf(page, sizeof page, "heap check: page %p", (void *)victim.page);
+    CHECK_DEATH(corrupt_and_check, (void *)(intptr_t)WRONG_USED, page, "used");
+    CHECK_DEATH(corrupt_and_check, (void *)(intptr_t)DUPLICATE_FREE, page, "twice");
+    CHECK_DEATH(corrupt_and_check, (void *)(intptr_t)WRONG_OWNER_TID, page, "owner_tid");
+    CHECK_DEATH(corrupt_and_check, (void *)(intptr_t)STALE_DIRECT, "direct slot", "active");
+#ifdef FTRT_DEBUG
+    CHECK_DEATH(corrupt_and_walk, (void *)(intptr_t)WRONG_USED, page, "used", "internal check failed");
+    CHECK_DEATH(corrupt_and_walk, (void *)(intptr_t)DUPLICATE_FREE, page, "twice");
+    CHECK_DEATH(corrupt_and_walk, (void *)(intptr_t)WRONG_OWNER_TID, page, "owner_tid");
+    CHECK_DEATH(corrupt_and_walk, (void *)(intptr_t)STALE_DIRECT, "direct slot", "active");
+#endif
+    for (int i = 0; i < CORRUPT_BLOCKS - 2; i++)
+        ft_free(victim.t, victim.blocks[i]);
+    CHECK_EQ(stats_of(victim.rt).live_blocks, 0);
+    ft_thread_stop(victim.t);
+    CHECK_EQ(ft_runtime_free(victim.rt), FT_OK);
+}
+
 int main(void)
 {
     RUN(raw_blocks_of_every_size);
@@ -1125,5 +1435,9 @@ int main(void)
     RUN(walks_and_statistics_see_through_remote_batches);
     RUN(owner_finds_its_pages_empty_once_the_batch_is_pushed);
     RUN(owner_tid_follows_the_pages_and_their_owner);
+    RUN(fork_child_abandons_the_vanished_threads_heaps);
+    RUN(large_blocks_freed_by_a_consumer_come_back_to_the_producer);
+    RUN(large_pages_freed_remotely_come_back_on_any_slow_path);
+    RUN(the_checker_reports_a_corrupted_page);
     return harness_done();
 }

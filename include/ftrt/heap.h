@@ -7,7 +7,10 @@
  * remote-free list with one CAS (when the batch is full, when the thread frees into another page,
  * detaches, stops or runs out of blocks of its own, and before any heap walk or statistics), and the
  * owner collects the list later. Until then the page counts the blocks as in use, and they are
- * neither visited nor counted as live.
+ * neither visited nor counted as live. A block larger than 8 KiB has a page of its own; when another
+ * thread frees it, the page goes back to its owner at once, which takes it at its next allocation
+ * slow path (or its stop), so a thread whose large blocks other threads free holds no more pages
+ * than it has live blocks, plus those the reuse rule below holds back.
  *
  * When a thread stops, its heaps are abandoned, not destroyed: their blocks stay valid, other threads
  * may still free them, the heap walk still sees them, and the next thread to start adopts them.
@@ -46,7 +49,9 @@ FT_API ft_thread *ft_heap_block_owner(const void *p);
 /* Visit every allocated block of one kind in every heap of rt, abandoned heaps included. For object
  * kinds only live objects are visited (not those cached on freelists). The world must be stopped (by
  * the caller): FT_EPERM otherwise. The walk allocates nothing; fn must not allocate or free from rt's
- * heaps. fn returns false to stop the walk. */
+ * heaps. fn returns false to stop the walk. With expensive checks on (ft_config.expensive_checks,
+ * debug builds), the walk first checks every page of every heap and stops the process with a report
+ * naming the page if one is broken. */
 typedef bool (*ft_block_visitor)(void *block, size_t size, void *arg);
 FT_API ft_status ft_heap_visit(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, void *arg);
 
@@ -54,7 +59,7 @@ typedef struct ft_heap_stats {
     uint64_t pages;            /* pages held by heaps (in use or retired) */
     uint64_t page_bytes;       /* their size in bytes */
     uint64_t pool_pages;       /* empty pages kept by the runtime for reuse */
-    uint64_t released_pages;   /* pool pages returned to the system (madvise), still reserved */
+    uint64_t released_pages;   /* pool pages whose memory went back to the system, still reserved */
     uint64_t live_blocks;      /* allocated blocks (exact when the world is stopped) */
     uint64_t live_bytes;       /* their block sizes */
     uint64_t remote_frees;     /* frees from a thread that did not own the page */
@@ -62,7 +67,12 @@ typedef struct ft_heap_stats {
     uint64_t adopted_heaps;    /* heaps adopted by a new thread, in total */
 } ft_heap_stats;
 
-/* Statistics for rt. live_* walk the heaps: call with the world stopped for an exact answer. */
+/* Statistics for rt. live_* come from a walk of the heaps with the world stopped, so they are exact:
+ * ft_heap_get_stats stops the world itself unless the caller has. That stop is a quiescent point
+ * for the caller, like ft_stop_the_world (ftrt/qsbr.h): pointers it loaded without taking a reference
+ * (lock-free reads, borrowed references) must not be used after the call, since the memory behind
+ * them may be freed (the stop frees every queued delayed block as the world restarts) or reused.
+ * pages, page_bytes and the counters are read after the restart: a snapshot. */
 FT_API void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out);
 
 #ifdef __cplusplus

@@ -17,7 +17,10 @@
  * page that gets a block back returns to the active list. A free by any other thread goes into that
  * thread's remote batch (heap/heap.h): a private chain for one page, pushed onto the page's
  * remote-free stack with one CAS when the thread frees into another page, when the chain is full,
- * when the thread detaches or stops or reaches its allocation slow path, and before a walk.
+ * when the thread detaches or stops or reaches its allocation slow path, and before a walk. A large
+ * block freed by another thread empties its page, which that thread pushes onto the page's set's
+ * large_freed stack; the owner's allocation slow path and its stop take the stack and retire the
+ * pages, and retired large pages are tried for release on every slow path until they are gone.
  *
  * A stopping thread pushes its batch, takes its remote frees and retires what became empty, then
  * abandons its heap set if any block is still allocated (or frees it). Its blocks stay valid; other
@@ -28,7 +31,11 @@
  * Walking (world stopped): every set's remote batch is pushed first, so that a freed block is never
  * taken for a live one. Then every page of every set, owned or abandoned, is scanned; a page's free
  * blocks are marked in a bitmap on the stack (its free list, its remote stack, its uncarved tail),
- * and every other block is visited. Nothing is allocated. */
+ * and every other block is visited; a large page's block is visited unless the page is retired or
+ * waits on its set's large_freed stack (remote_free not 0). Nothing is allocated. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,6 +87,10 @@ static void release_large_pages(ft_runtime *rt, ft_page_queue *q)
 
 void ft_heap_runtime_destroy(ft_runtime *rt)
 {
+    /* The pages' last look: every thread has stopped, every set left is abandoned. */
+    ft_mutex_lock_internal(&rt->heaps.mutex);
+    FT_ASSERT_EXPENSIVE(rt, ft_heap_runtime_is_valid(rt));
+    ft_mutex_unlock(&rt->heaps.mutex);
     for (ft_heap_set *set = rt->heaps.all, *next; set; set = next) {
         next = set->next;
         for (int k = 0; k < FT_HEAP_KINDS; k++) {
@@ -185,10 +196,13 @@ static void retire(ft_heap *heap, ft_page *page)
     ft_page_reuse_hook *hook = &heap->set->rt->heaps.hook;
     page->retire_goal = hook->retire(hook->ctx);
     list_add(heap, page, FT_PAGE_RETIRED, false);
+    heap->set->retired_large += page->size_class == FT_LARGE_CLASS;
 }
 
 /* Give retired pages whose goal was reached back to the runtime: every large page (a mapping that
- * serves no other size), and small pages beyond `keep`, which stay for quick reuse. */
+ * serves no other size), and small pages beyond `keep`, which stay for quick reuse. Pages are retired
+ * at the back of the list and the hook's goals never decrease, so goals never decrease along the
+ * list: the first page whose goal is not reached ends the search (one poll, not one per page). */
 static void release_retired(ft_heap *heap, size_t keep)
 {
     ft_runtime *rt = heap->set->rt;
@@ -199,11 +213,14 @@ static void release_retired(ft_heap *heap, size_t keep)
     for (ft_page *p = heap->retired.head, *next; p; p = next) {
         next = p->next;
         bool large = p->size_class == FT_LARGE_CLASS;
-        if ((!large && small <= keep) || !hook->is_safe(hook->ctx, p->retire_goal))
+        if (!large && small <= keep)
             continue;
+        if (!hook->is_safe(hook->ctx, p->retire_goal))
+            break;
         ft_queue_remove(&heap->retired, p);
         ft_page_release(rt, p);
         small -= !large;
+        heap->set->retired_large -= large;
     }
 }
 
@@ -250,15 +267,57 @@ static void *alloc_slow(ft_heap *heap, uint8_t c)
 
 static void flush_batch(ft_remote_batch *rb);
 
+/* Retire the large pages whose block another thread freed (set->large_freed; heap/heap.h), each into
+ * its own heap's retired list, with a goal from the reuse hook: a lock-free reader may still be
+ * reading the object that was there. Owner only. */
+static void take_large_freed(ft_heap_set *set)
+{
+    if (atomic_load_explicit(&set->large_freed, memory_order_relaxed) == 0)
+        return;
+    /* Acquire: pairs with the freers' release, so their last writes to the blocks come before the
+     * pages' reuse or unmapping, and the links read below are theirs. */
+    uintptr_t next = atomic_exchange_explicit(&set->large_freed, 0, memory_order_acquire);
+    while (next) {
+        ft_page *page = (ft_page *)next;
+        next = atomic_load_explicit(&page->remote_free, memory_order_relaxed) & ~FT_LARGE_FREED_TAG;
+        atomic_store_explicit(&page->remote_free, 0, memory_order_relaxed);
+        /* As if the owner had freed the block itself: on the page's free list, used 0. */
+        ft_block *b = (ft_block *)ft_page_blocks(page);
+        atomic_store_explicit(&b->next, 0, memory_order_relaxed);
+        page->free = b;
+        page->used = 0;
+        list_remove(page->heap, page);
+        retire(page->heap, page);
+    }
+}
+
+/* Give back the set's retired pages whose goal was reached (beyond the few each heap keeps). */
+static void release_set_retired(ft_heap_set *set, size_t keep)
+{
+    for (int k = 0; k < FT_HEAP_KINDS; k++)
+        release_retired(&set->heaps[k], keep);
+}
+
 void *ft_heap_alloc_slow(ft_heap *heap, size_t size)
 {
     uint8_t c = size > FT_SMALL_MAX ? FT_LARGE_CLASS : ft_size_class(size);
     ft_page *page = c == FT_LARGE_CLASS ? NULL : heap->active[c].head;
     if (page && page->free)
         return pop_block(page); /* a size without a direct slot */
-    /* Work to do: a good moment to hand over what this thread freed into others' pages. */
-    flush_batch(&heap->set->batch);
-    return c == FT_LARGE_CLASS ? alloc_large(heap, size) : alloc_slow(heap, c);
+    /* Work to do: a good moment to hand over what this thread freed into others' pages, and to take
+     * back the large pages that others emptied: retired before the allocation, which may reuse one
+     * at once, and given back after it once their goal is reached (those that wait for it are tried
+     * again on every slow path until they go). */
+    ft_heap_set *set = heap->set;
+    flush_batch(&set->batch);
+    bool large_work = atomic_load_explicit(&set->large_freed, memory_order_relaxed) != 0 ||
+                      set->retired_large != 0;
+    if (FT_UNLIKELY(large_work))
+        take_large_freed(set);
+    void *b = c == FT_LARGE_CLASS ? alloc_large(heap, size) : alloc_slow(heap, c);
+    if (FT_UNLIKELY(large_work))
+        release_set_retired(set, RETIRED_KEEP);
+    return b;
 }
 
 /* ---- free ------------------------------------------------------------------------------------ */
@@ -310,13 +369,38 @@ void ft_heap_flush_remote(ft_thread *t)
         flush_batch(&t->heap.set->batch);
 }
 
+/* A non-owner freed the only block of a large page: the page goes onto its set's large_freed stack
+ * (one CAS), from which the owner's next allocation slow path, or its stop, retires it. Its
+ * remote_free word is its link there, tagged so that the last one is not 0. The release publishes
+ * the link and the freer's last writes to the block; after the CAS the freer touches neither the
+ * page nor the set, which the owner may reuse or unmap at once. */
+static void push_large_freed(ft_page *page)
+{
+    ft_heap_set *set = page->set;
+    uintptr_t top = atomic_load_explicit(&set->large_freed, memory_order_relaxed);
+    do
+        atomic_store_explicit(&page->remote_free, top | FT_LARGE_FREED_TAG, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&set->large_freed, &top, (uintptr_t)page,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
 /* A free by a thread that does not own the page: into the thread's batch when it has a heap set
- * (and the block is small), else pushed at once. Counted in the freeing thread's own counter
- * (summed by ft_heap_get_stats), so that no shared cache line is written. */
+ * (and the block is small), else pushed at once; a large block's page goes to its set's stack of
+ * emptied large pages. Counted in the freeing thread's own counter (summed by ft_heap_get_stats), so
+ * that no shared cache line is written; counted first, because once a block is pushed its page may
+ * be reused, pooled or unmapped under the freer. */
 void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
 {
+    if (t)
+        atomic_store_explicit(&t->heap.remote_frees,
+                              atomic_load_explicit(&t->heap.remote_frees, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&page->set->rt->heaps.remote_frees, 1, memory_order_relaxed);
     ft_heap_set *own = t ? t->heap.set : NULL;
-    if (own && page->size_class != FT_LARGE_CLASS) {
+    if (page->size_class == FT_LARGE_CLASS) {
+        push_large_freed(page);
+    } else if (own) {
         ft_remote_batch *rb = &own->batch;
         if (rb->page != page) {
             flush_batch(rb);
@@ -330,12 +414,6 @@ void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b)
     } else {
         push_remote(page, b, b);
     }
-    if (t)
-        atomic_store_explicit(&t->heap.remote_frees,
-                              atomic_load_explicit(&t->heap.remote_frees, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&page->set->rt->heaps.remote_frees, 1, memory_order_relaxed);
 }
 
 void ft_heap_free_block(ft_thread *t, void *p)
@@ -345,19 +423,12 @@ void ft_heap_free_block(ft_thread *t, void *p)
 
 /* ---- collection, thread start and stop ------------------------------------------------------- */
 
-/* Take every page's remote frees and retire the pages that became empty. */
+/* Take every page's remote frees and retire the pages that became empty. Small pages only. */
 static void collect_queue(ft_heap *heap, ft_page_queue *q)
 {
     for (ft_page *page = q->head, *next; page; page = next) {
         next = page->next;
-        if (page->size_class == FT_LARGE_CLASS) {
-            if (atomic_load_explicit(&page->remote_free, memory_order_acquire) != 0) {
-                atomic_store_explicit(&page->remote_free, 0, memory_order_relaxed);
-                page->used = 0;
-            }
-        } else {
-            ft_page_collect_remote(page);
-        }
+        ft_page_collect_remote(page);
         if (page->used == 0) {
             list_remove(heap, page);
             retire(heap, page);
@@ -365,21 +436,22 @@ static void collect_queue(ft_heap *heap, ft_page_queue *q)
     }
 }
 
-/* Take remote frees, retire the pages that became empty, give back what may be given back. */
+/* Take remote frees, retire the pages that became empty, give back what may be given back. A large
+ * page whose freer has not finished its push yet stays on its large list (its block still counts as
+ * in use): it is pushed onto the set's stack and taken by whoever owns the set next. */
 static void collect_set(ft_heap_set *set)
 {
+    take_large_freed(set);
     for (int k = 0; k < FT_HEAP_KINDS; k++) {
         ft_heap *heap = &set->heaps[k];
         for (int c = 0; c < FT_SIZE_CLASSES; c++) {
             collect_queue(heap, &heap->active[c]);
             collect_queue(heap, &heap->full[c]);
         }
-        collect_queue(heap, &heap->large);
     }
     ft_page_reuse_hook *hook = &set->rt->heaps.hook;
     hook->flush(hook->ctx);
-    for (int k = 0; k < FT_HEAP_KINDS; k++)
-        release_retired(&set->heaps[k], 0);
+    release_set_retired(set, 0);
 }
 
 static bool set_is_empty(const ft_heap_set *set)
@@ -395,6 +467,17 @@ static bool set_is_empty(const ft_heap_set *set)
     return true;
 }
 
+/* Give a published set a new owner (NULL: none) and say whether it waits for adoption. Both change
+ * under rt->heaps.mutex, under which a starting thread looks for a set to adopt (the check sees
+ * only that someone holds it: an ft_mutex records no owner). */
+static void set_owner_locked(ft_heap_runtime *h, ft_heap_set *set, ft_thread *owner, bool abandoned)
+{
+    FT_ASSERT(atomic_load_explicit(&h->mutex.bits, memory_order_relaxed) & FT_MUTEX_LOCKED);
+    atomic_store_explicit(&set->owner, owner, memory_order_relaxed);
+    set_owner_tid(set);
+    set->abandoned = abandoned;
+}
+
 ft_status ft_heap_thread_start(ft_thread *t)
 {
     ft_runtime *rt = t->rt;
@@ -402,9 +485,7 @@ ft_status ft_heap_thread_start(ft_thread *t)
     ft_mutex_lock_internal(&h->mutex);
     for (ft_heap_set *set = h->all; set; set = set->next) {
         if (set->abandoned) {
-            set->abandoned = false;
-            atomic_store_explicit(&set->owner, t, memory_order_relaxed);
-            set_owner_tid(set);
+            set_owner_locked(h, set, t, false);
             atomic_fetch_sub_explicit(&h->abandoned, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&h->adopted, 1, memory_order_relaxed);
             ft_mutex_unlock(&h->mutex);
@@ -414,13 +495,15 @@ ft_status ft_heap_thread_start(ft_thread *t)
     }
     ft_mutex_unlock(&h->mutex);
 
-    ft_heap_set *set = ft_inject_failure(rt) ? NULL : calloc(1, sizeof *set);
+    /* Aligned as its type asks: large_freed has a cache line of its own. */
+    ft_heap_set *set =
+        ft_inject_failure(rt) ? NULL : aligned_alloc(_Alignof(ft_heap_set), sizeof *set);
     if (!set)
         return FT_ENOMEM;
+    memset(set, 0, sizeof *set);
     set->rt = rt;
     for (int k = 0; k < FT_HEAP_KINDS; k++) {
         set->heaps[k].set = set;
-        set->heaps[k].kind = (ft_heap_kind)k;
         direct_init(&set->heaps[k]);
     }
     atomic_store_explicit(&set->owner, t, memory_order_relaxed);
@@ -441,10 +524,12 @@ void ft_heap_abandon(ft_thread *t)
     if (!set)
         return;
     flush_batch(&set->batch);
-    atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
-    set_owner_tid(set);
-    set->abandoned = true;
+    /* The fork child has one thread, so nobody could race here; the lock (free: the child reset it)
+     * keeps one rule for owner and abandoned, whoever abandons. */
+    ft_mutex_lock_internal(&h->mutex);
+    set_owner_locked(h, set, NULL, true);
     atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
+    ft_mutex_unlock(&h->mutex);
     t->heap.set = NULL;
 }
 
@@ -457,9 +542,8 @@ void ft_heap_thread_stop(ft_thread *t)
     flush_batch(&set->batch);
     collect_set(set);
     ft_mutex_lock_internal(&h->mutex);
-    atomic_store_explicit(&set->owner, NULL, memory_order_relaxed);
-    set_owner_tid(set);
     bool empty = set_is_empty(set);
+    set_owner_locked(h, set, NULL, !empty);
     if (empty) {
         if (set->prev)
             set->prev->next = set->next;
@@ -468,7 +552,6 @@ void ft_heap_thread_stop(ft_thread *t)
         if (set->next)
             set->next->prev = set->prev;
     } else {
-        set->abandoned = true;
         atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
     }
     ft_mutex_unlock(&h->mutex);
@@ -517,9 +600,293 @@ ft_thread *ft_heap_block_owner(const void *p)
     return atomic_load_explicit(&ft_page_of(p)->set->owner, memory_order_relaxed);
 }
 
-/* ---- walking --------------------------------------------------------------------------------- */
+/* ---- checking -------------------------------------------------------------------------------- */
+
+/* The checker, after mimalloc's mi_page_is_valid: it recounts a page's lists and compares them with
+ * its counters and its place in its heap. Callers: with the world stopped by the caller, or with no
+ * thread started (the runtime's teardown), so that no list changes meanwhile and nobody pushes onto
+ * a remote-free stack. For a page in a heap, with |L| the length of list L:
+ *
+ *   used + |free| == reserved <= capacity       (used counts every block handed out and not back on
+ *                                                the owner's list: live ones, ones in a remote batch,
+ *                                                ones on the remote-free stack)
+ *   |remote| <= used                            (small pages; a remote block is still in `used`)
+ *   every block on free or remote is base + i * block_size with i < reserved, and none is there twice
+ *   list == RETIRED => used == 0;  list == LARGE => used == 1;  list == FULL => reserved == capacity
+ *   owner_tid == (list == ACTIVE and the set has an owner ? the owner's os_thread : 0)
+ *   small: block_size == class_size(size_class), capacity == (FT_PAGE_SIZE - FT_PAGE_HEADER) /
+ *          block_size, mapped_size == FT_PAGE_SIZE
+ *   large: capacity == reserved == 1, block_size == min(mapped_size - FT_PAGE_HEADER, UINT32_MAX),
+ *          mapped_size a multiple of FT_PAGE_SIZE; remote_free != 0 <=> the page is on its set's
+ *          large_freed stack (remote_free then carries FT_LARGE_FREED_TAG, and list == LARGE)
+ *
+ * and for each heap: each queue is linked both ways with its tail last, and its pages have the
+ * queue's list, heap and class; direct[w] == (active[class of w * 16].head, or &ft_page_empty). For
+ * each set: retired_large == the large pages on its retired lists. For the runtime: pages and
+ * page_bytes == the count and mapped bytes of the pages on every set's lists; the pool's pages have
+ * list == POOL, no heap, and number pool_pages, released_pages of them decommitted.
+ *
+ * The first invariant found broken is reported on stderr, naming the page (or set) and what is
+ * wrong, and the check returns false; FT_ASSERT_EXPENSIVE then stops the process. */
+
+static const char *const list_names[] = {"active", "full", "retired", "large", "pool"};
+static const char *const kind_names[] = {"raw", "object", "gc"};
+
+/* Report a broken invariant of `subject` (already formatted) and return false. */
+static bool report_broken(const char *subject, const char *fmt, va_list ap)
+{
+    char what[256];
+    vsnprintf(what, sizeof what, fmt, ap);
+    fprintf(stderr, "ftrt: heap check: %s: %s\n", subject, what);
+    return false;
+}
+
+static FT_PRINTF(2, 3) bool page_broken(const ft_page *page, const char *fmt, ...)
+{
+    const ft_heap_set *set = page->set;
+    ptrdiff_t k = set && page->heap ? page->heap - set->heaps : -1;
+    char subject[128];
+    snprintf(subject, sizeof subject, "page %p (%s heap, class %u, %s list)", (const void *)page,
+             k >= 0 && k < FT_HEAP_KINDS ? kind_names[k] : "no", (unsigned)page->size_class,
+             page->list <= FT_PAGE_POOL ? list_names[page->list] : "no");
+    va_list ap;
+    va_start(ap, fmt);
+    report_broken(subject, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static FT_PRINTF(2, 3) bool set_broken(const ft_heap_set *set, const char *fmt, ...)
+{
+    char subject[64];
+    snprintf(subject, sizeof subject, "heap set %p", (const void *)set);
+    va_list ap;
+    va_start(ap, fmt);
+    report_broken(subject, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static FT_PRINTF(2, 3) bool runtime_broken(const ft_runtime *rt, const char *fmt, ...)
+{
+    char subject[64];
+    snprintf(subject, sizeof subject, "runtime %p", (const void *)rt);
+    va_list ap;
+    va_start(ap, fmt);
+    report_broken(subject, fmt, ap);
+    va_end(ap);
+    return false;
+}
 
 #define BITMAP_WORDS ((FT_PAGE_SIZE / 16 + 63) / 64)
+
+/* Count the blocks of one of page's lists into *n, marking them in seen; false (reported) at the
+ * first block that is not a carved block of the page or was seen before, which also ends a list that
+ * loops. */
+static bool count_list(const ft_page *page, uintptr_t head, const char *name, uint64_t *seen,
+                       uint32_t *n)
+{
+    uintptr_t base = (uintptr_t)ft_page_blocks((ft_page *)page);
+    *n = 0;
+    for (uintptr_t b = head; b;
+         b = atomic_load_explicit(&((ft_block *)b)->next, memory_order_relaxed)) {
+        size_t i = (b - base) / page->block_size;
+        if (b < base || (b - base) % page->block_size != 0 || i >= page->reserved)
+            return page_broken(page, "block %p on its %s list is not one of its %u carved blocks",
+                               (void *)b, name, page->reserved);
+        if (seen[i / 64] & ((uint64_t)1 << (i % 64)))
+            return page_broken(page, "block %p is twice on its lists (again on its %s list)",
+                               (void *)b, name);
+        seen[i / 64] |= (uint64_t)1 << (i % 64);
+        (*n)++;
+    }
+    return true;
+}
+
+static bool geometry_is_valid(const ft_page *page)
+{
+    if (page->size_class == FT_LARGE_CLASS) {
+        size_t block = page->mapped_size - FT_PAGE_HEADER;
+        if (page->mapped_size < FT_PAGE_SIZE || page->mapped_size % FT_PAGE_SIZE != 0 ||
+            page->block_size != (block > UINT32_MAX ? UINT32_MAX : block))
+            return page_broken(page, "large page of %zu mapped bytes with block size %u",
+                               page->mapped_size, page->block_size);
+        if (page->capacity != 1 || page->reserved != 1)
+            return page_broken(page, "large page with capacity %u and %u carved (1 and 1)",
+                               page->capacity, page->reserved);
+        return true;
+    }
+    if (page->size_class >= FT_SIZE_CLASSES || page->block_size != ft_class_size(page->size_class))
+        return page_broken(page, "block size %u is not its class's", page->block_size);
+    if (page->capacity != (FT_PAGE_SIZE - FT_PAGE_HEADER) / page->block_size ||
+        page->reserved > page->capacity || page->mapped_size != FT_PAGE_SIZE)
+        return page_broken(page, "capacity %u, %u carved, %zu mapped bytes for blocks of %u",
+                           page->capacity, page->reserved, page->mapped_size, page->block_size);
+    return true;
+}
+
+bool ft_page_is_valid(ft_page *page)
+{
+    if (!page->set || !page->heap || page->heap->set != page->set)
+        return page_broken(page, "its heap %p and set %p do not belong together", (void *)page->heap,
+                           (void *)page->set);
+    if (page->list > FT_PAGE_LARGE)
+        return page_broken(page, "list %u is not a heap's list", (unsigned)page->list);
+    if (!geometry_is_valid(page))
+        return false;
+
+    uint64_t seen[BITMAP_WORDS] = {0};
+    uint32_t nfree, nremote = 0;
+    if (!count_list(page, (uintptr_t)page->free, "free", seen, &nfree))
+        return false;
+    if ((uint64_t)page->used + nfree != page->reserved)
+        return page_broken(page, "used %u + %u blocks on its free list != %u carved", page->used,
+                           nfree, page->reserved);
+    uintptr_t remote = atomic_load_explicit(&page->remote_free, memory_order_relaxed);
+    if (page->size_class == FT_LARGE_CLASS) {
+        if (remote != 0 && (!(remote & FT_LARGE_FREED_TAG) || page->list != FT_PAGE_LARGE))
+            return page_broken(page, "remote_free %#lx: not a link of its set's large_freed stack",
+                               (unsigned long)remote);
+    } else {
+        if (!count_list(page, remote, "remote-free", seen, &nremote))
+            return false;
+        if (nremote > page->used)
+            return page_broken(page, "%u blocks on its remote-free stack > used %u", nremote,
+                               page->used);
+    }
+
+    if (page->list == FT_PAGE_RETIRED && page->used != 0)
+        return page_broken(page, "retired with used %u", page->used);
+    if (page->list == FT_PAGE_LARGE && (page->size_class != FT_LARGE_CLASS || page->used != 1))
+        return page_broken(page, "on a large list with used %u", page->used);
+    if (page->list == FT_PAGE_FULL && page->reserved != page->capacity)
+        return page_broken(page, "full with %u of %u blocks carved", page->reserved, page->capacity);
+    ft_thread *owner = atomic_load_explicit(&page->set->owner, memory_order_relaxed);
+    uintptr_t tid = page->list == FT_PAGE_ACTIVE && owner ? owner->os_thread : 0;
+    if (atomic_load_explicit(&page->owner_tid, memory_order_relaxed) != tid)
+        return page_broken(page, "owner_tid %#lx, expected %#lx",
+                           (unsigned long)atomic_load_explicit(&page->owner_tid, memory_order_relaxed),
+                           (unsigned long)tid);
+    return true;
+}
+
+/* Check one queue of heap: its links, and each page's list, heap and class (class < 0: any); count
+ * its pages, its mapped bytes and its large pages. At most `limit` pages, which a loop exceeds. */
+static bool queue_is_valid(ft_heap *heap, ft_page_queue *q, enum ft_page_list list, int size_class,
+                           uint64_t limit, uint64_t *pages, uint64_t *bytes, uint32_t *large)
+{
+    ft_page *prev = NULL;
+    for (ft_page *p = q->head; p; prev = p, p = p->next) {
+        if (++*pages > limit)
+            return set_broken(heap->set, "its %s lists hold more pages than the runtime counts "
+                              "(%" PRIu64 "): a list loops", list_names[list], limit);
+        if (p->prev != prev)
+            return page_broken(p, "its prev link %p is not the page before it, %p", (void *)p->prev,
+                               (void *)prev);
+        if (p->list != list || p->heap != heap)
+            return page_broken(p, "found on the %s list of heap %p", list_names[list], (void *)heap);
+        if (size_class >= 0 && p->size_class != size_class)
+            return page_broken(p, "found on the %s list of class %d", list_names[list], size_class);
+        if (!ft_page_is_valid(p))
+            return false;
+        *bytes += p->mapped_size;
+        *large += p->size_class == FT_LARGE_CLASS;
+    }
+    if (q->tail != prev)
+        return set_broken(heap->set, "a %s list's tail %p is not its last page %p",
+                          list_names[list], (void *)q->tail, (void *)prev);
+    return true;
+}
+
+/* ft_heap_set_is_valid, counting the set's pages and their mapped bytes (at most `limit` pages). */
+static bool set_is_valid(ft_heap_set *set, uint64_t limit, uint64_t *pages, uint64_t *bytes)
+{
+    uint32_t retired_large = 0, on_large_lists = 0, waiting = 0, unused = 0;
+    for (int k = 0; k < FT_HEAP_KINDS; k++) {
+        ft_heap *heap = &set->heaps[k];
+        if (heap->set != set)
+            return set_broken(set, "its %s heap names set %p", kind_names[k], (void *)heap->set);
+        for (int c = 0; c < FT_SIZE_CLASSES; c++)
+            if (!queue_is_valid(heap, &heap->active[c], FT_PAGE_ACTIVE, c, limit, pages, bytes,
+                                &unused) ||
+                !queue_is_valid(heap, &heap->full[c], FT_PAGE_FULL, c, limit, pages, bytes, &unused))
+                return false;
+        if (!queue_is_valid(heap, &heap->retired, FT_PAGE_RETIRED, -1, limit, pages, bytes,
+                            &retired_large) ||
+            !queue_is_valid(heap, &heap->large, FT_PAGE_LARGE, FT_LARGE_CLASS, limit, pages, bytes,
+                            &on_large_lists))
+            return false;
+        for (ft_page *p = heap->large.head; p; p = p->next)
+            waiting += atomic_load_explicit(&p->remote_free, memory_order_relaxed) != 0;
+        for (unsigned w = 0; w < FT_DIRECT_SLOTS; w++) {
+            ft_page *head = heap->active[ft_size_class((size_t)w * 16)].head;
+            if (heap->direct[w] != (head ? head : (ft_page *)&ft_page_empty))
+                return set_broken(set, "its %s heap's direct slot %u names %p, not the head %p of "
+                                  "its class's active list", kind_names[k], w,
+                                  (void *)heap->direct[w], (void *)head);
+        }
+    }
+    if (set->retired_large != retired_large)
+        return set_broken(set, "retired_large %u, but %u large pages are retired",
+                          set->retired_large, retired_large);
+    uint32_t stacked = 0;
+    for (uintptr_t p = atomic_load_explicit(&set->large_freed, memory_order_relaxed); p;
+         p = atomic_load_explicit(&((ft_page *)p)->remote_free, memory_order_relaxed) &
+             ~FT_LARGE_FREED_TAG) {
+        ft_page *page = (ft_page *)p;
+        if (++stacked > on_large_lists || page->set != set || page->list != FT_PAGE_LARGE)
+            return page_broken(page, "on the large_freed stack of set %p, which does not hold it "
+                               "on a large list (or the stack loops)", (void *)set);
+    }
+    if (stacked != waiting)
+        return set_broken(set, "%u large pages carry a large_freed link, %u are on its stack",
+                          waiting, stacked);
+    return true;
+}
+
+bool ft_heap_set_is_valid(ft_heap_set *set)
+{
+    uint64_t pages = 0, bytes = 0;
+    return set_is_valid(set, atomic_load_explicit(&set->rt->heaps.pages, memory_order_relaxed),
+                        &pages, &bytes);
+}
+
+bool ft_heap_runtime_is_valid(ft_runtime *rt)
+{
+    ft_heap_runtime *h = &rt->heaps;
+    uint64_t limit = atomic_load_explicit(&h->pages, memory_order_relaxed);
+    uint64_t pages = 0, bytes = 0, abandoned = 0;
+    for (ft_heap_set *set = h->all; set; set = set->next) {
+        if (!set_is_valid(set, limit, &pages, &bytes))
+            return false;
+        abandoned += set->abandoned;
+    }
+    if (pages != limit || bytes != atomic_load_explicit(&h->page_bytes, memory_order_relaxed))
+        return runtime_broken(rt, "the heaps hold %" PRIu64 " pages of %" PRIu64 " bytes; the runtime "
+                          "counts %" PRIu64 " of %" PRIu64, pages, bytes, limit,
+                          atomic_load_explicit(&h->page_bytes, memory_order_relaxed));
+    if (abandoned != atomic_load_explicit(&h->abandoned, memory_order_relaxed))
+        return runtime_broken(rt, "%" PRIu64 " sets are abandoned; the runtime counts %" PRIu64,
+                          abandoned, atomic_load_explicit(&h->abandoned, memory_order_relaxed));
+    uint64_t pooled = 0, released = 0;
+    ft_page *prev = NULL;
+    for (ft_page *p = h->pool.head; p; prev = p, p = p->next) {
+        if (++pooled > h->pool_pages || p->prev != prev)
+            return page_broken(p, "the pool's list is longer than pool_pages %" PRIu64
+                               " or badly linked", h->pool_pages);
+        if (p->list != FT_PAGE_POOL || p->heap || p->set ||
+            atomic_load_explicit(&p->owner_tid, memory_order_relaxed) != 0)
+            return page_broken(p, "in the pool, yet it names a heap or an owner");
+        released += p->released;
+    }
+    if (pooled != h->pool_pages || released != h->released_pages || h->pool.tail != prev)
+        return runtime_broken(rt, "the pool holds %" PRIu64 " pages, %" PRIu64 " decommitted; the "
+                          "runtime counts %" PRIu64 " and %" PRIu64, pooled, released,
+                          h->pool_pages, h->released_pages);
+    return true;
+}
+
+/* ---- walking --------------------------------------------------------------------------------- */
 
 static void mark_free(const ft_page *page, uint64_t *bits, const ft_block *b)
 {
@@ -576,13 +943,20 @@ bool ft_world_stopped_by_caller(ft_runtime *rt)
            atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == ft_os_thread_id();
 }
 
-static void visit_all(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, void *arg)
+/* Begin a walk: world stopped by the caller, rt->heaps.mutex held. Every thread is stopped (or is
+ * the caller), so blocks waiting in a batch are free, not live: push every batch. Then check every
+ * page (expensive checks): the walk trusts the lists, and a broken one (a loop, a block outside its
+ * page) would hang it or make it write outside its bitmap. */
+static void walk_begin_locked(ft_runtime *rt)
 {
-    bool objects = kind != FT_HEAP_RAW;
-    ft_mutex_lock_internal(&rt->heaps.mutex);
-    /* Every thread is stopped (or is the caller): blocks waiting in a batch are free, not live. */
     for (ft_heap_set *set = rt->heaps.all; set; set = set->next)
         flush_batch(&set->batch);
+    FT_ASSERT_EXPENSIVE(rt, ft_heap_runtime_is_valid(rt));
+}
+
+static void visit_kind_locked(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, void *arg)
+{
+    bool objects = kind != FT_HEAP_RAW;
     for (ft_heap_set *set = rt->heaps.all; set; set = set->next) {
         ft_heap *heap = &set->heaps[kind];
         bool go = visit_queue(&heap->large, objects, fn, arg);
@@ -592,7 +966,6 @@ static void visit_all(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, vo
         if (!go)
             break;
     }
-    ft_mutex_unlock(&rt->heaps.mutex);
 }
 
 ft_status ft_heap_visit(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, void *arg)
@@ -601,7 +974,10 @@ ft_status ft_heap_visit(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, 
         return FT_EINVAL;
     if (!ft_world_stopped_by_caller(rt))
         return FT_EPERM;
-    visit_all(rt, kind, fn, arg);
+    ft_mutex_lock_internal(&rt->heaps.mutex);
+    walk_begin_locked(rt);
+    visit_kind_locked(rt, kind, fn, arg);
+    ft_mutex_unlock(&rt->heaps.mutex);
     return FT_OK;
 }
 
@@ -620,10 +996,11 @@ void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out)
     bool stop = !ft_world_stopped_by_caller(rt);
     if (stop)
         ft_stop_the_world(rt);
-    for (int k = 0; k < FT_HEAP_KINDS; k++)
-        visit_all(rt, (ft_heap_kind)k, count_block, out);
     ft_heap_runtime *h = &rt->heaps;
     ft_mutex_lock_internal(&h->mutex);
+    walk_begin_locked(rt);
+    for (int k = 0; k < FT_HEAP_KINDS; k++)
+        visit_kind_locked(rt, (ft_heap_kind)k, count_block, out);
     out->pool_pages = h->pool_pages;
     out->released_pages = h->released_pages;
     ft_mutex_unlock(&h->mutex);

@@ -17,7 +17,10 @@
  *        -> retired when empty (goal from the reuse hook)
  *        -> reused at once for the same class by the same heap, or,
  *           once the hook says the goal is reached, re-initialised for another class or given back
- *           to the runtime's pool, which returns it to the system (madvise) after FT_POOL_RELEASE_NS.
+ *           to the runtime's pool, which decommits it (ft_vm_decommit) after FT_POOL_RELEASE_NS.
+ *   large: mapped -> large -> (freed by a non-owner: on the set's large_freed stack until the owner
+ *          takes it) -> retired -> reused at once for the same mapping size by the same heap, or
+ *          unmapped once its goal is reached.
  *
  * Free lists: page->free is the owner's list; page->remote_free is a lock-free stack onto which other
  * threads push (one CAS per block or per chain of blocks) and which the owner takes whole with one
@@ -31,8 +34,19 @@
  * thread detaches, stops or reaches its own allocation slow path, and before any heap walk (the walk
  * flushes every set's chain, with the world stopped). A block in a chain still counts in its page's
  * `used`, so its page cannot look empty, be retired or change layout while the block waits; and as
- * walks push every chain first, they never take a waiting block for a live one. Large blocks, and
- * frees by callers without a heap set, are pushed at once.
+ * walks push every chain first, they never take a waiting block for a live one. Frees by callers
+ * without a heap set are pushed at once.
+ *
+ * Large pages freed by another thread: a large page holds one block, so a non-owner's free empties it.
+ * The freer pushes the page itself (not the block) onto its heap set's large_freed stack, one CAS,
+ * linking it through the page's remote_free word; from then on the page is the owner's. The owner's
+ * allocation slow path (any size: one load of large_freed when nothing is there) and its stop take
+ * the whole stack with one exchange and retire each page with a goal, as if the owner had freed the
+ * block: a lock-free reader may still be reading the object that was there. A retired large page is
+ * reused at once by its heap for a block of the same mapping size (its class), and unmapped once its
+ * goal is reached; while any wait (retired_large), each slow path tries again to give them back. So a
+ * set holds no more large pages than its live blocks, the ones it reuses and those its goals hold
+ * back, however many blocks other threads free while it runs.
  *
  * The owner's free has two inline forms: ft_heap_free compares the page's set with the caller's, and
  * ft_heap_free_owned (the drop of a plain object) compares the page's owner_tid, which is the owner's
@@ -41,7 +55,18 @@
  *
  * Block links are stored in a block's first word with atomic stores, because that word is an
  * object's ob_tid, which lock-free readers may load through a stale pointer. Nothing in the heap
- * writes a block's word at offset 16 (an object's ob_ref_shared): a freed object keeps its value. */
+ * writes a block's word at offset 16 (an object's ob_ref_shared): a freed object keeps its value.
+ *
+ * Memory comes from the system and goes back to it only through the platform layer
+ * (platform/platform.h: ft_vm_map_aligned, ft_vm_release, ft_vm_decommit).
+ *
+ * Checking: heap.c states the invariants of pages, heaps, sets and the runtime's pool as equations,
+ * and ft_page_is_valid, ft_heap_set_is_valid and ft_heap_runtime_is_valid recount the lists to check
+ * them (after mimalloc's mi_page_is_valid). With expensive checks on (FT_ASSERT_EXPENSIVE: debug
+ * builds, ft_config.expensive_checks) every heap walk runs them before it visits a block (a broken
+ * list would hang the walk or make it write outside its bitmap), and so does the runtime's teardown,
+ * where the pages are seen last. ft_heap_get_stats walks the heaps, with the world stopped: it is a
+ * quiescent point for its caller. */
 #ifndef FTRT_INTERNAL_HEAP_H
 #define FTRT_INTERNAL_HEAP_H
 
@@ -61,7 +86,7 @@
 #define FT_DIRECT_SLOTS (FT_DIRECT_MAX / 16 + 1)
 #define FT_CARVE_BATCH 64      /* blocks carved from a page's untouched tail at a time */
 #define FT_REMOTE_BATCH 64     /* blocks a remote batch holds before it is pushed */
-#define FT_POOL_RELEASE_NS (100 * FT_NS_PER_MS) /* an idle pool page is madvised after this */
+#define FT_POOL_RELEASE_NS (100 * FT_NS_PER_MS) /* an idle pool page is decommitted after this */
 
 typedef struct ft_block {
     _Atomic(uintptr_t) next; /* overlaps ob_tid: atomic, see above */
@@ -72,7 +97,13 @@ enum ft_page_list { FT_PAGE_ACTIVE, FT_PAGE_FULL, FT_PAGE_RETIRED, FT_PAGE_LARGE
 /* The header at the start of every page. The first cache line holds what the owner's allocation
  * and free fast paths write (and the owner's cold bookkeeping); the second what other threads read
  * (the owner checks, the block size) and, written rarely (one CAS per remote batch), the remote-free
- * stack, so that remote freers neither write nor read the owner's hot line. */
+ * stack, so that remote freers neither write nor read the owner's hot line.
+ *
+ * In the rules below (and in ft_heap and ft_heap_set), "owner" means the thread that owns the page's
+ * heap set, or any thread while the world is stopped (walks, statistics), or the runtime's teardown
+ * (no thread started). "In a heap" means from ft_page_init (by the acquiring owner, before any block
+ * of the page is handed out) until the page is pooled or unmapped: a thread that holds a block of the
+ * page got it, directly or through whatever handed it the block, after those writes. */
 typedef struct ft_page {
     ft_block *free;         /* owner only */
     uint32_t used;          /* owner only */
@@ -80,20 +111,30 @@ typedef struct ft_page {
     uint8_t list;           /* enum ft_page_list; owner only */
     struct ft_page *next, *prev;    /* the list named by `list`; owner only, or world stopped */
     uint64_t retire_goal;   /* retired: the reuse hook's goal; owner only */
-    int64_t pooled_at;      /* pool only: when it entered the pool */
+    int64_t pooled_at;      /* in the pool: when it entered it; written by the thread that pools the
+                               page just before it takes rt->heaps.mutex to push it, then read and
+                               written under that mutex only */
 
-    _Alignas(64) struct ft_heap_set *set; /* heap->set; immutable while in a heap */
+    /* heap->set, NULL in the pool. Immutable while in a heap: read by anyone holding a block of the
+     * page (the owner checks of the free paths); written by the owner that acquires the page and by
+     * the thread that pools it (which then holds no block of it, and nobody else does). */
+    _Alignas(64) struct ft_heap_set *set;
     /* The ft_os_thread_id() of the set's owner while the page is on an active list of an owned
      * set; 0 otherwise (full, retired, pooled, large, or the set abandoned). Written by the owner
      * (list changes, adoption, abandonment), read by anyone; relaxed. */
     _Atomic(uintptr_t) owner_tid;
-    struct ft_heap *heap;   /* set when given to a heap, before any block is handed out */
-    uint32_t capacity;      /* immutable while in a heap */
-    uint32_t block_size;    /* immutable while in a heap */
+    struct ft_heap *heap;   /* the page's heap, NULL in the pool: as `set` */
+    uint32_t capacity;      /* blocks the page holds (1 if large); immutable while in a heap */
+    uint32_t block_size;    /* immutable while in a heap: read by anyone holding a block */
     uint8_t size_class;     /* immutable while in a heap; FT_LARGE_CLASS for a large page */
-    uint8_t released;       /* pool only: madvised */
-    size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping */
-    _Atomic(uintptr_t) remote_free; /* push: any thread (CAS); take all: owner (exchange) */
+    uint8_t released;       /* in the pool: decommitted; under rt->heaps.mutex (0 when pooled) */
+    size_t mapped_size;     /* FT_PAGE_SIZE, or a large page's whole mapping; written when the page
+                               is initialised, read by the owner (reuse, release, accounting) */
+    /* A small page's remote-free stack of blocks: push: any thread (CAS); take all: owner (exchange).
+     * A large page's link in its set's large_freed stack once a non-owner freed its block (tagged
+     * with FT_LARGE_FREED_TAG, so never 0 there), else 0: written by that freer before its push,
+     * read and reset by the owner after it takes the stack; read by walks (world stopped). */
+    _Atomic(uintptr_t) remote_free;
 } ft_page;
 
 _Static_assert(sizeof(ft_page) <= FT_PAGE_HEADER, "page header fits before the first block");
@@ -103,14 +144,13 @@ typedef struct ft_page_queue {
 } ft_page_queue;
 
 #define FT_HEAP_FIELDS_SIZE                                                                        \
-    (FT_DIRECT_SLOTS * sizeof(ft_page *) + sizeof(struct ft_heap_set *) + sizeof(size_t) +         \
+    (FT_DIRECT_SLOTS * sizeof(ft_page *) + sizeof(struct ft_heap_set *) +                          \
      (2 * FT_SIZE_CLASSES + 2) * sizeof(ft_page_queue))
 #define FT_HEAP_STRIDE 2048 /* sizeof(ft_heap): a power of two, so heap_for is a shift, not a multiply */
 
 typedef struct ft_heap {
     ft_page *direct[FT_DIRECT_SLOTS];      /* owner only: see the top of this file */
-    struct ft_heap_set *set;
-    ft_heap_kind kind;
+    struct ft_heap_set *set;               /* immutable: set by the set's creator */
     ft_page_queue active[FT_SIZE_CLASSES]; /* owner only */
     ft_page_queue full[FT_SIZE_CLASSES];   /* owner only */
     ft_page_queue retired;                 /* owner only */
@@ -127,19 +167,31 @@ typedef struct ft_remote_batch {
     uint32_t count;
 } ft_remote_batch;
 
+#define FT_LARGE_FREED_TAG ((uintptr_t)1) /* in a large page's remote_free: on large_freed */
+
 /* The heaps of one thread state; abandoned and adopted as a unit. */
 typedef struct ft_heap_set {
     ft_heap heaps[FT_HEAP_KINDS];
     ft_remote_batch batch;          /* the owner's remote frees; owner only, or world stopped */
+    uint32_t retired_large;         /* large pages on the heaps' retired lists; owner only */
     ft_runtime *rt;                 /* immutable */
-    _Atomic(ft_thread *) owner;     /* NULL while abandoned; written under rt->heaps.mutex */
+    /* NULL while abandoned. Written under rt->heaps.mutex once the set is on rt->heaps.all (by its
+     * creator before); read by anyone (ft_heap_block_owner), relaxed. */
+    _Atomic(ft_thread *) owner;
     struct ft_heap_set *next, *prev; /* rt->heaps.all; under rt->heaps.mutex */
-    bool abandoned;                 /* under rt->heaps.mutex */
+    bool abandoned;                 /* waiting for adoption; under rt->heaps.mutex (every writer,
+                                       ft_heap_abandon in a fork child too) */
+    /* Large pages whose block a non-owner freed, linked through their remote_free words: push: the
+     * freer (CAS, release); take all: the owner (exchange, acquire). On a line of its own, away from
+     * what the owner writes. */
+    _Alignas(64) _Atomic(uintptr_t) large_freed;
 } ft_heap_set;
 
 /* The reuse hook: retire() returns a goal for a page that just became empty, is_safe(goal) says
  * whether it may be repurposed now, flush() is called by a stopping thread between retiring its
- * empty pages and giving back the safe ones. The default (no reclamation layer) is always safe. */
+ * empty pages and giving back the safe ones. Goals never decrease over time, and a goal reached
+ * means every earlier one is (the heap stops at the first retired page not safe yet). The default
+ * (no reclamation layer) is always safe. */
 typedef struct ft_page_reuse_hook {
     uint64_t (*retire)(void *ctx);
     bool (*is_safe)(void *ctx, uint64_t goal);
@@ -147,8 +199,10 @@ typedef struct ft_page_reuse_hook {
     void *ctx;
 } ft_page_reuse_hook;
 
+/* A mapping carved into pages. Every field is under rt->heaps.mutex (base and size are immutable
+ * once the segment is on rt->heaps.segments); the runtime's teardown unmaps them. */
 typedef struct ft_segment {
-    struct ft_segment *next;
+    struct ft_segment *next; /* rt->heaps.segments */
     uint8_t *base;  /* aligned start */
     size_t size;
     size_t carved;  /* bytes handed out as pages */
@@ -162,15 +216,23 @@ typedef struct ft_heap_thread {
 
 /* Runtime-wide heap state (a member of ft_runtime). */
 typedef struct ft_heap_runtime {
-    ft_mutex mutex;              /* guards everything below except the atomics */
-    ft_heap_set *all;            /* every heap set, owned or abandoned */
-    ft_segment *segments;        /* every segment; unmapped by ft_runtime_free */
-    ft_page_queue pool;          /* empty pages, oldest first */
-    uint64_t pool_pages, released_pages;
-    ft_page_reuse_hook hook;     /* set once, before any thread starts */
-    _Atomic(uint64_t) pages, page_bytes, abandoned, adopted;
+    ft_mutex mutex;              /* guards everything below but the hook and the atomics */
+    ft_heap_set *all;            /* every heap set, owned or abandoned; under mutex */
+    ft_segment *segments;        /* every segment; under mutex; unmapped by ft_runtime_free */
+    ft_page_queue pool;          /* empty pages, oldest first; under mutex */
+    uint64_t pool_pages;         /* pages in the pool; under mutex */
+    uint64_t released_pages;     /* of those, decommitted ones; under mutex */
+    ft_page_reuse_hook hook;     /* set once, before any thread starts; then read-only */
+    /* Pages held by heaps and their bytes (mapped_size): added by the owner that acquires a page,
+     * subtracted by the owner that releases one, without a lock (relaxed); ft_heap_get_stats reads a
+     * snapshot. */
+    _Atomic(uint64_t) pages, page_bytes;
+    /* Sets waiting for adoption, and adoptions so far: changed under mutex, with the abandoned flags
+     * they count; atomic so that ft_heap_get_stats reads them without it (relaxed). */
+    _Atomic(uint64_t) abandoned, adopted;
     _Atomic(uint64_t) remote_frees; /* by stopped threads and unattached callers (live threads count
-                                       their own: ft_thread.remote_frees) */
+                                       their own: ft_thread.remote_frees); anyone adds and reads,
+                                       relaxed */
 } ft_heap_runtime;
 
 static inline ft_page *ft_page_of(const void *p)
@@ -197,6 +259,12 @@ void ft_heap_flush_remote(ft_thread *t);      /* push t's remote batch now; t at
 void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook);
 bool ft_world_stopped_by_caller(ft_runtime *rt);
 extern const ft_page ft_page_empty; /* the direct slot of a class without an active page */
+/* The checker (heap.c: the invariants as equations): true, or false after a line on stderr naming
+ * the broken page or set and what is wrong. With the world stopped by the caller, or with no thread
+ * started; ft_heap_runtime_is_valid with rt->heaps.mutex held too. */
+bool ft_page_is_valid(ft_page *page);
+bool ft_heap_set_is_valid(ft_heap_set *set);
+bool ft_heap_runtime_is_valid(ft_runtime *rt);
 
 /* page.c */
 ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class);
@@ -208,7 +276,6 @@ bool ft_page_carve(ft_page *page);
 void ft_segments_unmap(ft_runtime *rt);
 
 /* size classes */
-extern const uint8_t ft_class_table[FT_CLASS_TABLE_MAX / 16 + 1];
 uint8_t ft_size_class(size_t size);
 uint32_t ft_class_size(uint8_t size_class);
 

@@ -2,15 +2,15 @@
  *
  * The runtime maps segments of FT_SEGMENT_SIZE bytes aligned to the page size and carves them into
  * 64 KiB pages on demand. Pages that heaps give back enter the runtime's pool; a pool page unused for
- * FT_POOL_RELEASE_NS is returned to the system with madvise (all but its first 4 KiB, which hold the
- * header and keep the pool's links valid) and is reused last. Segments are unmapped only when the
- * runtime is freed. Large pages are mappings of their own and are unmapped when released.
+ * FT_POOL_RELEASE_NS is decommitted (all but its first 4 KiB, which hold the header and keep the pool's
+ * links valid) and is reused last. Segments are unmapped only when the runtime is freed. Large pages
+ * are mappings of their own and are unmapped when released. Memory comes from and goes back to the
+ * system only through the platform layer (ft_vm_map_aligned, ft_vm_release, ft_vm_decommit).
  *
  * A page given to a heap is initialised for one size class; its blocks are carved from the untouched
  * tail FT_CARVE_BATCH at a time, so a fresh page costs no more than the blocks actually used. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal/internal.h"
 
@@ -28,7 +28,7 @@ static uint8_t size_class_slow(size_t size)
 }
 
 /* Classes of sizes up to FT_CLASS_TABLE_MAX, by (size + 15) / 16: one load on the fast path. */
-const uint8_t ft_class_table[FT_CLASS_TABLE_MAX / 16 + 1] = {
+static const uint8_t class_table[FT_CLASS_TABLE_MAX / 16 + 1] = {
 #define C4(i) size_class_const(i), size_class_const(i + 1), size_class_const(i + 2), size_class_const(i + 3)
 #define size_class_const(i)                                                                        \
     ((i) <= 8 ? ((i) == 0 ? 0 : (i) - 1)                                                          \
@@ -44,7 +44,7 @@ const uint8_t ft_class_table[FT_CLASS_TABLE_MAX / 16 + 1] = {
 uint8_t ft_size_class(size_t size)
 {
     if (FT_LIKELY(size <= FT_CLASS_TABLE_MAX))
-        return ft_class_table[(size + 15) / 16];
+        return class_table[(size + 15) / 16];
     return size_class_slow(size);
 }
 
@@ -100,17 +100,7 @@ static void *map_aligned(ft_runtime *rt, size_t size)
 {
     if (ft_inject_failure(rt))
         return NULL;
-    size_t span = size + FT_PAGE_SIZE;
-    uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED)
-        return NULL;
-    uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + FT_PAGE_SIZE - 1) & ~(FT_PAGE_SIZE - 1));
-    if (aligned > raw)
-        munmap(raw, (size_t)(aligned - raw));
-    size_t tail = (size_t)(raw + span - (aligned + size));
-    if (tail)
-        munmap(aligned + size, tail);
-    return aligned;
+    return ft_vm_map_aligned(size, FT_PAGE_SIZE);
 }
 
 /* A fresh page from the pool or a segment; rt->heaps.mutex held. */
@@ -132,7 +122,7 @@ static ft_page *pool_take_locked(ft_runtime *rt)
             return NULL;
         seg = ft_inject_failure(rt) ? NULL : malloc(sizeof *seg);
         if (!seg) {
-            munmap(base, FT_SEGMENT_SIZE);
+            ft_vm_release(base, FT_SEGMENT_SIZE);
             return NULL;
         }
         *seg = (ft_segment){.next = h->segments, .base = base, .size = FT_SEGMENT_SIZE};
@@ -200,6 +190,17 @@ ft_page *ft_page_acquire_large(ft_heap *heap, size_t size)
     if (size > SIZE_MAX - FT_PAGE_HEADER - 2 * FT_PAGE_SIZE)
         return NULL;
     size_t mapped = (FT_PAGE_HEADER + size + FT_PAGE_SIZE - 1) & ~(FT_PAGE_SIZE - 1);
+    /* A retired large page of this heap with the same mapping is reused at once, as a small page is
+     * for its own class: the block, at the same address and of the same size, is again this heap's
+     * kind of block, whatever a reader with a stale pointer still looks at. */
+    for (ft_page *p = heap->retired.head; p; p = p->next) {
+        if (p->size_class == FT_LARGE_CLASS && p->mapped_size == mapped) {
+            ft_queue_remove(&heap->retired, p);
+            heap->set->retired_large--;
+            p->free = NULL;
+            return p;
+        }
+    }
     ft_page *page = map_aligned(rt, mapped);
     if (!page)
         return NULL;
@@ -221,11 +222,12 @@ void ft_page_release(ft_runtime *rt, ft_page *page)
     atomic_fetch_sub_explicit(&rt->heaps.pages, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&rt->heaps.page_bytes, page->mapped_size, memory_order_relaxed);
     if (page->size_class == FT_LARGE_CLASS) {
-        munmap(page, page->mapped_size);
+        ft_vm_release(page, page->mapped_size);
         return;
     }
     page->heap = NULL;
     page->set = NULL;
+    page->list = FT_PAGE_POOL;
     page->released = 0;
     page->pooled_at = ft_monotonic_ns();
     ft_mutex_lock_internal(&rt->heaps.mutex);
@@ -244,7 +246,7 @@ static void pool_trim(ft_runtime *rt)
     for (ft_page *p = h->pool.head; p && p->pooled_at <= cutoff; p = p->next) {
         if (p->released)
             continue;
-        madvise((uint8_t *)p + RELEASE_KEEP, FT_PAGE_SIZE - RELEASE_KEEP, MADV_DONTNEED);
+        ft_vm_decommit((uint8_t *)p + RELEASE_KEEP, FT_PAGE_SIZE - RELEASE_KEEP);
         p->released = 1;
         h->released_pages++;
     }
@@ -293,7 +295,7 @@ void ft_segments_unmap(ft_runtime *rt)
 {
     for (ft_segment *seg = rt->heaps.segments, *next; seg; seg = next) {
         next = seg->next;
-        munmap(seg->base, seg->size);
+        ft_vm_release(seg->base, seg->size);
         free(seg);
     }
     rt->heaps.segments = NULL;

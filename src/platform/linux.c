@@ -1,13 +1,20 @@
-/* platform/linux.c: futex wait/wake and the monotonic clock on Linux.
+/* platform/linux.c: futex wait/wake, the monotonic clock and page memory on Linux.
  *
  * Waits use FUTEX_WAIT_BITSET with an absolute CLOCK_MONOTONIC deadline, so a wait that is
  * interrupted and resumed keeps its original deadline without recomputing it. The futexes are
- * private: ftrt never shares its wait words between processes. */
+ * private: ftrt never shares its wait words between processes.
+ *
+ * Page memory is anonymous private mmap. An aligned mapping is made by mapping alignment bytes more
+ * than asked and unmapping the misaligned head and the unused tail, so it is one mapping of exactly
+ * the size asked, which munmap later gives back whole. Decommitting is madvise(MADV_DONTNEED), after
+ * which private anonymous pages read as zero. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
 #include <linux/futex.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,4 +53,31 @@ int64_t ft_monotonic_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void *ft_vm_map_aligned(size_t size, size_t alignment)
+{
+    if (size > SIZE_MAX - alignment)
+        return NULL;
+    size_t span = size + alignment;
+    uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + alignment - 1) & ~(uintptr_t)(alignment - 1));
+    if (aligned > raw)
+        munmap(raw, (size_t)(aligned - raw));
+    size_t tail = (size_t)(raw + span - (aligned + size));
+    if (tail)
+        munmap(aligned + size, tail);
+    return aligned;
+}
+
+void ft_vm_release(void *p, size_t size)
+{
+    munmap(p, size);
+}
+
+void ft_vm_decommit(void *p, size_t size)
+{
+    madvise(p, size, MADV_DONTNEED);
 }
