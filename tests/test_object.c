@@ -127,12 +127,16 @@ TEST(fresh_object_header)
     CHECK_EQ(deallocs, 1);
     CHECK_EQ(dealloc_thread, ft_os_thread_id());
     /* The block is still mapped (the heap keeps the page): its count stays zero, so a stale
-     * reader's try-incref fails, and debug builds mark it freed for their use-after-free checks. */
+     * reader's try-incref fails, and debug builds mark it given back to the heap for their
+     * use-after-free checks. It is not on a freelist, and says so in every build. */
     CHECK_EQ(LOCAL(o), 0);
     CHECK_EQ(SHARED(o), 0);
     CHECK(!ft_try_incref(o));
+    CHECK(!(GC_BITS(o) & FT_GC_ON_FREELIST));
 #ifdef FTRT_DEBUG
-    CHECK(GC_BITS(o) & FT_GC_FREED);
+    CHECK_EQ(GC_BITS(o), FT_GC_HEAP_FREED);
+#else
+    CHECK(!(GC_BITS(o) & FT_GC_HEAP_FREED)); /* release builds never write it */
 #endif
     teardown(f);
 }
@@ -748,7 +752,7 @@ TEST(immortalized_heap_object_is_never_counted_or_freed)
     CHECK_EQ(TID(o), 0);
     CHECK_EQ(LOCAL(o), FT_IMMORTAL_LOCAL);
     CHECK_EQ(SHARED(o), 0);
-    CHECK(GC_BITS(o) & FT_GC_DEFERRED);
+    CHECK(atomic_load(&o->ob_flags) & FT_OBJ_DEFERRED);
 #ifdef FTRT_DEBUG
     int64_t total = ft_runtime_reftotal(f.rt);
 #endif
@@ -863,8 +867,8 @@ TEST(static_immortal_on_read_only_page)
     ft_object *o = read_only_static_object();
     CHECK(ft_object_is_immortal(o));
     CHECK_EQ(ft_refcount(o), (intptr_t)UINT32_MAX);
-    CHECK_EQ(atomic_load(&o->ob_flags), FT_OBJ_STATIC);
-    CHECK(GC_BITS(o) & FT_GC_DEFERRED);
+    CHECK_EQ(atomic_load(&o->ob_flags), FT_OBJ_STATIC | FT_OBJ_DEFERRED);
+    CHECK_EQ(GC_BITS(o), 0);
 #ifdef FTRT_DEBUG
     int64_t total = ft_runtime_reftotal(f.rt);
 #endif
@@ -1128,7 +1132,7 @@ TEST(finalize_resurrects_on_the_owner)
     CHECK_EQ(deallocs, 0);
     CHECK(atomic_load(&resurrected) == o);
     CHECK(GC_BITS(o) & FT_GC_FINALIZED);
-    CHECK(!(GC_BITS(o) & FT_GC_FREED));
+    CHECK(!(GC_BITS(o) & (FT_GC_ON_FREELIST | FT_GC_HEAP_FREED)));
     CHECK_EQ(ft_refcount(o), 1);
     CHECK_EQ(TID(o), 0); /* the resurrected object was merged */
 
@@ -1194,6 +1198,38 @@ TEST(resurrect_begin_end_without_resurrection_is_dead)
     CHECK_EQ(direct_checks, 4);
     CHECK_EQ(deallocs, 2);
     teardown(f);
+}
+
+/* ---- header bits ----------------------------------------------------------------------------------- */
+
+static void immortalize_step(ft_thread *t, void *o)
+{
+    (void)t;
+    ft_immortalize(o);
+}
+
+/* object.h: ob_flags takes atomic read-modify-writes from any thread; ob_gc_bits only its one writer
+ * at a time. A non-owner that makes an object immortal sets FT_OBJ_DEFERRED in ob_flags and leaves
+ * ob_gc_bits (here FT_GC_FINALIZED, set by the finalizer's thread) as they were. */
+TEST(immortalize_by_a_non_owner_writes_flags_not_gc_bits)
+{
+    fixture f = setup();
+    reset_finalizer(true);
+    ft_object *o = ft_alloc(f.t, &finalized_type);
+    CHECK(o != NULL);
+    ft_decref(o); /* finalized and resurrected: the finalizer stored a reference */
+    CHECK(atomic_load(&resurrected) == o);
+    CHECK_EQ(GC_BITS(o), FT_GC_FINALIZED);
+    CHECK_EQ(atomic_load(&o->ob_flags), 0);
+    on_other_thread(f.t, immortalize_step, o);
+    CHECK(ft_object_is_immortal(o));
+    CHECK_EQ(atomic_load(&o->ob_flags), FT_OBJ_DEFERRED);
+    CHECK_EQ(GC_BITS(o), FT_GC_FINALIZED);
+    ft_decref(atomic_exchange(&resurrected, NULL));
+    CHECK_EQ(deallocs, 0);
+    CHECK_THREADS_OK();
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
 }
 
 /* ---- the debug reference total ------------------------------------------------------------------- */
@@ -1270,6 +1306,7 @@ int main(void)
     RUN(finalize_resurrects_on_the_owner);
     RUN(finalize_resurrects_on_a_non_owner);
     RUN(resurrect_begin_end_without_resurrection_is_dead);
+    RUN(immortalize_by_a_non_owner_writes_flags_not_gc_bits);
     RUN(reference_total);
     return harness_done();
 }

@@ -44,12 +44,13 @@ typedef struct ft_object ft_object;
 typedef struct ft_type ft_type;
 
 struct ft_object {
-    /* Owner's ft_os_thread_id(), or 0 when merged or immortal. Written by the owner (or by whoever
-     * holds the object exclusively: allocation, merge, freelist link); read by anyone, relaxed. */
+    /* Owner's ft_os_thread_id(), or 0 when merged or immortal; a free block's list link. Written by
+     * the owner (or by whoever holds the object exclusively: allocation, merge, free); read by
+     * anyone, relaxed. */
     _Atomic(uintptr_t) ob_tid;
-    _Atomic(uint16_t) ob_flags;  /* FT_OBJ_* flags; written while the object is private */
+    _Atomic(uint16_t) ob_flags;  /* FT_OBJ_*; any thread, atomic fetch_or/fetch_and only (below) */
     ft_mutex ob_mutex;           /* the per-object lock (critical sections) */
-    _Atomic(uint8_t) ob_gc_bits; /* FT_GC_* bits; written by the owner, or with the world stopped */
+    _Atomic(uint8_t) ob_gc_bits; /* FT_GC_*; one writer at a time, load then store (below) */
     _Atomic(uint32_t) ob_ref_local;  /* owner's count; UINT32_MAX = immortal; owner writes, relaxed */
     _Atomic(intptr_t) ob_ref_shared; /* others' count << 2 | state; atomic read-modify-write */
     const ft_type *ob_type;          /* immutable after allocation */
@@ -68,13 +69,58 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 
 
 #define FT_IMMORTAL_LOCAL UINT32_MAX
 
-/* ob_flags */
-#define FT_OBJ_STATIC 1 /* not allocated by ftrt (static storage); always immortal */
+/* ---- header bits -----------------------------------------------------------------------------
+ *
+ * Two fields of bits, one write rule each (docs/objects.md, "Header bits", has the same map).
+ *
+ * ob_gc_bits: one writer at a time, so a relaxed load followed by a relaxed store loses nothing.
+ * The writer is one of
+ *   - a thread that holds the object exclusively: the allocating thread (the header store), the
+ *     thread that finalizes, deallocates or frees it once its count is zero, the collector for
+ *     objects it has found unreachable;
+ *   - its owner (ob_tid == the caller's ft_os_thread_id()) while the object is biased and the
+ *     owner holds a reference;
+ *   - the thread that stopped the world, while it is stopped.
+ * They exclude each other: an object nobody else can reach has no other writer; a biased object
+ * reaches count zero only on its owner; and a stopped world runs nobody else. Any thread may read
+ * the bits (relaxed). These bits are written on hot paths (tracking at every allocation and
+ * dealloc of a GC object, marks on every object in every collection), where a locked
+ * read-modify-write would cost about 20 cycles each; CPython's _PyObject_SET_GC_BITS makes the
+ * same choice.
+ *
+ * ob_flags: any thread at any time, but only with an atomic fetch_or or fetch_and (relaxed),
+ * never a plain store; the allocation's header store and FT_STATIC_OBJECT_INIT initialise it. Its
+ * bits are set by threads that merely hold a reference (ft_immortalize,
+ * ft_object_enable_per_thread_rc, a non-owner marking an object shared), which the rule above
+ * cannot serve, and they change a few times in an object's life at most. A read-modify-write never
+ * loses another thread's bit. Relaxed: the bits publish nothing; whoever acts on one gets its
+ * ordering elsewhere. */
 
-/* ob_gc_bits */
-#define FT_GC_FINALIZED 1 /* finalize has run (it never runs twice) */
-#define FT_GC_FREED 2     /* on a freelist, or (debug builds) freed at all; any use is a bug */
-#define FT_GC_DEFERRED 64 /* deferred reference counting (immortal objects carry it too) */
+/* ob_gc_bits: one writer at a time (above) */
+#define FT_GC_TRACKED 1     /* in the collector's set (to come): set by the allocating thread or
+                               the owner; cleared by dealloc, or by the collector, world stopped */
+#define FT_GC_FINALIZED 2   /* finalize has run (never twice): by the thread that finalizes it */
+#define FT_GC_UNREACHABLE 4 /* found unreachable in this collection: collector, world stopped */
+#define FT_GC_FROZEN 8      /* left out of collections (gc.freeze): world stopped */
+#define FT_GC_ALIVE 16      /* reachable from a known root in this collection: world stopped */
+#define FT_GC_OLD 32        /* survived a collection (clear: young): collector, world stopped */
+/* Cached on a thread's freelist: freed for the object layer, allocated for the heap (heap walks
+ * skip it by this bit). Set by the thread that frees it, cleared by its next allocation. */
+#define FT_GC_ON_FREELIST 64
+/* Debug builds only: given back to the heap (their use-after-free checks read it). Set by the
+ * thread that frees it, cleared by the block's next allocation. Release builds never write it. */
+#define FT_GC_HEAP_FREED 128
+
+/* ob_flags: atomic fetch_or / fetch_and by any thread (above) */
+#define FT_OBJ_STATIC 1 /* static storage (FT_STATIC_OBJECT_INIT), always immortal; never written */
+/* Deferred reference counting: freed only by a merge of counts kept elsewhere (per-thread counts,
+ * include/ftrt/uniqueid.h), or never (immortal). Set by ft_object_enable_per_thread_rc and
+ * ft_immortalize; cleared by ft_merge_refcounts. */
+#define FT_OBJ_DEFERRED 2
+/* A thread other than the owner has reached the object, so its owner must free what readers may
+ * still see with QSBR (CPython's _PyGC_BITS_SHARED; for containers and the collector, to come).
+ * Set by that thread. */
+#define FT_OBJ_SHARED 4
 
 /* ---- types ----------------------------------------------------------------------------------- */
 
@@ -110,7 +156,7 @@ struct ft_type {
 /* A static, immortal object: `static my_obj x = {FT_STATIC_OBJECT_INIT(&my_type), ...};` */
 #define FT_STATIC_OBJECT_INIT(type)                                                                \
     {                                                                                              \
-        0, FT_OBJ_STATIC, {0}, FT_GC_DEFERRED, FT_IMMORTAL_LOCAL, 0, (type)                        \
+        0, FT_OBJ_STATIC | FT_OBJ_DEFERRED, {0}, 0, FT_IMMORTAL_LOCAL, 0, (type)                  \
     }
 
 /* ---- allocation ------------------------------------------------------------------------------ */

@@ -333,27 +333,36 @@ ft_object *ft_alloc_var_uninit(ft_thread *t, const ft_type *type, size_t nitems)
 
 /* ---- dealloc --------------------------------------------------------------------------------- */
 
-/* Set gc bits on an object nobody else can write (being allocated, finalized or freed). */
-static void set_gc_bits_private(ft_object *o, uint8_t bits)
+_Static_assert((FT_GC_TRACKED | FT_GC_FINALIZED | FT_GC_UNREACHABLE | FT_GC_FROZEN | FT_GC_ALIVE |
+                FT_GC_OLD | FT_GC_ON_FREELIST | FT_GC_HEAP_FREED) == 0xFF &&
+                   FT_GC_TRACKED + FT_GC_FINALIZED + FT_GC_UNREACHABLE + FT_GC_FROZEN +
+                           FT_GC_ALIVE + FT_GC_OLD + FT_GC_ON_FREELIST + FT_GC_HEAP_FREED ==
+                       0xFF,
+               "the eight gc bits are distinct and fill ob_gc_bits");
+
+/* Set gc bits under ob_gc_bits' write rule (object.h: one writer at a time), here for an object the
+ * caller holds exclusively (being finalized). A plain load and store: nobody else writes them now. */
+static void gc_bits_set(ft_object *o, uint8_t bits)
 {
     uint8_t old = atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed);
     atomic_store_explicit(&o->ob_gc_bits, (uint8_t)(old | bits), memory_order_relaxed);
 }
 
-/* FT_GC_FREED on a freed block. Debug builds mark every freed block, for their use-after-free checks.
- * Release builds mark only blocks cached on a freelist: those are still allocated as far as the heap
- * knows, and heap walks skip them by this bit; a block back in the heap is on a free list or a
- * remote-free stack, which walks read instead, and nothing else in a release build reads the bit. */
+/* Debug builds mark a block given back to the heap with FT_GC_HEAP_FREED, for their use-after-free
+ * checks; release builds write nothing, since nothing there reads it (heap walks know free blocks
+ * from their pages' lists). A block cached on a freelist carries FT_GC_ON_FREELIST instead, in every
+ * build (freelist.c). */
 #ifdef FTRT_DEBUG
-#define MARK_EVERY_FREED_BLOCK true
+#define MARK_HEAP_FREED true
 #else
-#define MARK_EVERY_FREED_BLOCK false
+#define MARK_HEAP_FREED false
 #endif
 
-static inline void mark_freed(ft_object *o)
+static inline void mark_heap_freed(ft_object *o)
 {
-    /* A free block: FT_GC_FREED is the only bit that means anything now. */
-    atomic_store_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
+    /* The freeing thread holds the block exclusively, and a free block's other bits mean nothing:
+     * one store for all of them. */
+    atomic_store_explicit(&o->ob_gc_bits, FT_GC_HEAP_FREED, memory_order_relaxed);
 }
 
 /* Give o's block back: to t's freelist for the type if it has one with room, else to the heap (for
@@ -361,12 +370,11 @@ static inline void mark_freed(ft_object *o)
  * zero: readers that try-incref it through a stale pointer must fail. */
 static inline void free_memory(ft_thread *t, ft_object *o, const ft_type *type)
 {
-    bool cache = type->freelist_max != 0;
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
-    if (MARK_EVERY_FREED_BLOCK || cache)
-        mark_freed(o);
-    if (FT_UNLIKELY(cache) && ft_freelist_push(t, o))
+    if (FT_UNLIKELY(type->freelist_max != 0) && ft_freelist_push(t, o))
         return;
+    if (MARK_HEAP_FREED)
+        mark_heap_freed(o);
     ft_heap_free(t, t->heap.set, o);
 }
 
@@ -381,7 +389,7 @@ static FT_NORETURN __attribute__((noinline, cold)) void dealloc_unattached(ft_ob
  * for good. */
 static __attribute__((noinline)) bool finalize(ft_object *o)
 {
-    set_gc_bits_private(o, FT_GC_FINALIZED);
+    gc_bits_set(o, FT_GC_FINALIZED);
     ft_resurrect_begin(o);
     o->ob_type->finalize(o);
     return ft_resurrect_end(o);
@@ -454,8 +462,8 @@ void ft_merge_zero_local(ft_object *o)
      * all, so it is served here without another call: the count is already zero (the caller
      * stored local 0), so there is nothing to write before the heap's free. */
     if (FT_LIKELY(type_is_plain(o->ob_type) && ft_current_thread != NULL)) {
-        if (MARK_EVERY_FREED_BLOCK)
-            mark_freed(o);
+        if (MARK_HEAP_FREED)
+            mark_heap_freed(o);
         if (FT_LIKELY(ft_heap_free_owned(o)))
             return;
     }
@@ -559,14 +567,15 @@ void ft_immortalize(ft_object *o)
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
-    atomic_fetch_or_explicit(&o->ob_gc_bits, FT_GC_DEFERRED, memory_order_relaxed);
+    atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
 }
 
 /* ---- checked (debug) fast paths -------------------------------------------------------------- */
 
 static void check_usable(ft_object *o, const char *op)
 {
-    if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
+    if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) &
+                    (FT_GC_ON_FREELIST | FT_GC_HEAP_FREED)))
         ft_fatal("%s: object %p of type '%s' was already freed (use after free)", op, (void *)o,
                  type_name(o));
     if (ft_object_is_immortal(o))
