@@ -163,6 +163,11 @@ static inline __attribute__((always_inline)) void zero_payload(ft_object *o, siz
         p[i] = zero;
 }
 
+/* The debug reference total is the sum of the counts of the runtime's live mortal objects (a merge
+ * queue's reference and a finalizer's resurrection included; the bias of per-thread counts not), so
+ * it is 0 once they are all freed. Every change of a count adds to it: an allocation, the checked
+ * incref and decref, try-incref, the reference a settling decref hands to a queue and the merge that
+ * drops it, ft_set_refcount (the difference), ft_immortalize (the whole count, out for good). */
 static void count_reference(ft_object *o, int64_t delta)
 {
     ft_thread *t = ft_current_thread;
@@ -172,6 +177,17 @@ static void count_reference(ft_object *o, int64_t delta)
                               memory_order_relaxed);
     else
         atomic_fetch_add_explicit(&ft_object_runtime(o)->reftotal, delta, memory_order_relaxed);
+}
+
+/* count_reference in debug builds, nothing in release builds (the total is not kept there). */
+static inline void debug_count_reference(ft_object *o, int64_t delta)
+{
+#ifdef FTRT_DEBUG
+    count_reference(o, delta);
+#else
+    (void)o;
+    (void)delta;
+#endif
 }
 
 static ft_object *alloc_failed(void)
@@ -487,6 +503,7 @@ static void settle_debt(ft_object *o, intptr_t shared)
         intptr_t queued = ((shared + FT_SHARED_ONE) & ~FT_SHARED_FLAGS) | FT_SHARED_QUEUED;
         if (atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, queued,
                                                   memory_order_acq_rel, memory_order_relaxed)) {
+            debug_count_reference(o, 1); /* the queue's reference */
             ft_brc_enqueue(o); /* invariant 4 */
             return;
         }
@@ -511,6 +528,7 @@ void ft_decref_shared_settle(ft_object *o, intptr_t old)
 
 void ft_decref_shared(ft_object *o)
 {
+    debug_count_reference(o, -1);
     intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_acq_rel);
     if (ft_shared_decref_needs_settle(old))
         ft_decref_shared_settle(o, old);
@@ -520,6 +538,7 @@ intptr_t ft_explicit_merge(ft_object *o, intptr_t extra)
 {
     if (ft_object_is_immortal(o))
         return (intptr_t)FT_IMMORTAL_LOCAL;
+    debug_count_reference(o, extra);
     uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
@@ -550,14 +569,16 @@ void ft_set_refcount(ft_object *o, size_t n)
         ft_immortalize(o);
         return;
     }
+    intptr_t was;
     if (ft_object_is_owned(o)) {
-        atomic_store_explicit(&o->ob_ref_local, (uint32_t)n, memory_order_relaxed);
+        was = atomic_exchange_explicit(&o->ob_ref_local, (uint32_t)n, memory_order_relaxed);
     } else {
         atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
-        atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
-        atomic_store_explicit(&o->ob_ref_shared, make_shared((intptr_t)n, FT_SHARED_MERGED),
-                              memory_order_relaxed);
+        was = atomic_exchange_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+        was += shared_count(atomic_exchange_explicit(
+            &o->ob_ref_shared, make_shared((intptr_t)n, FT_SHARED_MERGED), memory_order_relaxed));
     }
+    debug_count_reference(o, (intptr_t)n - was);
 }
 
 void ft_immortalize(ft_object *o)
@@ -565,9 +586,12 @@ void ft_immortalize(ft_object *o)
     if (ft_object_is_immortal(o))
         return; /* never written again: it may sit in read-only memory */
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
-    atomic_store_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_relaxed);
-    atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
+    /* Exchanges: the count they replace leaves the debug total for good. */
+    intptr_t was =
+        atomic_exchange_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_relaxed);
+    was += shared_count(atomic_exchange_explicit(&o->ob_ref_shared, 0, memory_order_relaxed));
     atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
+    debug_count_reference(o, -was);
 }
 
 /* ---- checked (debug) fast paths -------------------------------------------------------------- */
@@ -706,6 +730,7 @@ void ft_resurrect_begin(ft_object *o)
     atomic_store_explicit(&o->ob_tid, ft_os_thread_id(), memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_local, 1, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
+    debug_count_reference(o, 1);
 }
 
 bool ft_resurrect_end(ft_object *o)
@@ -716,11 +741,13 @@ bool ft_resurrect_end(ft_object *o)
         uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
         if (local == 1 && atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire) == 0) {
             atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+            debug_count_reference(o, -1);
             return true;
         }
         return ft_explicit_merge(o, -1) == 0;
     }
     /* Merged while resurrected: drop our reference in the shared count. */
+    debug_count_reference(o, -1);
     intptr_t shared = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE,
                                                 memory_order_acq_rel) - FT_SHARED_ONE;
     return shared == FT_SHARED_MERGED;
