@@ -1071,6 +1071,148 @@ TEST(try_incref_compare_and_get_ref)
     teardown(f);
 }
 
+/* ---- what a successful try-incref sees ---------------------------------------------------------- */
+
+/* A reader holds a stale pointer: it loaded the address of an object that is then freed and its
+ * block reused for a new object, whose payload the owner writes. The reader has no ordering with any
+ * of that but what the header's counts give it, and it tries to take a reference until it
+ * succeeds. Success must make the new object's contents visible: whatever made the object
+ * try-increfable (a promise, a non-owner's incref, a merge by ft_set_refcount, immortality) came
+ * after its construction, and a successful try-incref synchronises with it. Otherwise the reader's
+ * plain read of the payload is a data race, which ThreadSanitizer reports (halting the test); other
+ * builds check the value it read. */
+#define PAYLOAD_MARK UINT64_C(0x5EED5EED5EED5EED)
+
+/* The reader's command (arg: the stale pointer): try until a reference is taken or the limit
+ * passes; result: the payload word it then read, or 0 if it never succeeded. */
+static void cmd_try_incref_until_it_works(commanded *w)
+{
+    ft_object *o = w->arg;
+    bool got = false;
+    for (int64_t start = now_ns(); !got && now_ns() - start < WAIT_LIMIT_NS;)
+        if (!(got = ft_try_incref(o)))
+            sched_yield();
+    w->result = got ? ((probe *)o)->payload[0] : 0;
+    if (got)
+        ft_decref(o);
+}
+
+static void cmd_incref(commanded *w)
+{
+    ft_incref(w->arg);
+}
+
+static void cmd_decref(commanded *w)
+{
+    ft_decref(w->arg);
+}
+
+static void cmd_set_refcount_2(commanded *w)
+{
+    ft_set_refcount(w->arg, 2); /* the owner's reference and one for the helper: merged */
+}
+
+/* How the owner's new object becomes try-increfable (publish), and how the references that leaves
+ * are dropped once the reader is done (release; NULL for an immortal object). */
+typedef struct publication {
+    void (*publish)(fixture f, commanded *helper, ft_object *o);
+    void (*release)(fixture f, commanded *helper, ft_object *o);
+} publication;
+
+static void reader_of_a_reused_block(publication how)
+{
+    fixture f = setup();
+    ft_object *keeper = new_probe(f.t); /* keeps the page: the freed block comes back at once */
+    ft_object *old = new_probe(f.t);
+    commanded reader, helper;
+    commanded_start(f.t, &reader, f.rt);
+    commanded_start(f.t, &helper, f.rt);
+    /* Posted before the new object exists: the command's hand-over orders nothing after it. */
+    int tries = commanded_post(&reader, cmd_try_incref_until_it_works, old);
+
+    ft_decref(old);
+    ft_object *o = new_probe(f.t);
+    CHECK(o == old);
+    ((probe *)o)->payload[0] = PAYLOAD_MARK;
+    how.publish(f, &helper, o);
+    commanded_wait(f.t, &reader, tries);
+    CHECK(reader.result == PAYLOAD_MARK);
+
+    if (how.release)
+        how.release(f, &helper, o);
+    commanded_finish(f.t, &reader);
+    commanded_finish(f.t, &helper);
+    ft_decref(keeper);
+    if (how.release) {
+        CHECK_EQ(deallocs, 3);
+        teardown(f);
+        return;
+    }
+    CHECK_EQ(stats_of(f.rt).live_blocks, 1); /* the immortal one */
+#ifdef FTRT_DEBUG
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+#endif
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+static void promise(fixture f, commanded *helper, ft_object *o)
+{
+    (void)f;
+    (void)helper;
+    ft_object_enable_try_incref(o);
+}
+
+static void drop_owners_reference(fixture f, commanded *helper, ft_object *o)
+{
+    (void)f;
+    (void)helper;
+    ft_decref(o);
+}
+
+TEST(try_incref_success_sees_a_promised_object)
+{
+    reader_of_a_reused_block((publication){promise, drop_owners_reference});
+}
+
+static void non_owner_incref(fixture f, commanded *helper, ft_object *o)
+{
+    commanded_do(f.t, helper, cmd_incref, o);
+}
+
+static void drop_both_references(fixture f, commanded *helper, ft_object *o)
+{
+    commanded_do(f.t, helper, cmd_decref, o);
+    ft_decref(o);
+}
+
+TEST(try_incref_success_sees_an_object_a_non_owner_counts)
+{
+    reader_of_a_reused_block((publication){non_owner_incref, drop_both_references});
+}
+
+static void non_owner_set_refcount(fixture f, commanded *helper, ft_object *o)
+{
+    commanded_do(f.t, helper, cmd_set_refcount_2, o);
+}
+
+TEST(try_incref_success_sees_an_object_merged_by_set_refcount)
+{
+    reader_of_a_reused_block((publication){non_owner_set_refcount, drop_both_references});
+}
+
+static void immortalize_it(fixture f, commanded *helper, ft_object *o)
+{
+    (void)f;
+    (void)helper;
+    ft_immortalize(o);
+}
+
+TEST(try_incref_success_sees_an_immortalized_object)
+{
+    reader_of_a_reused_block((publication){immortalize_it, NULL});
+}
+
 /* ---- finalizers and resurrection ---------------------------------------------------------------- */
 
 static _Atomic int finalizes;
@@ -1356,6 +1498,10 @@ int main(void)
     RUN(static_immortal_is_not_written_by_slot_publication);
     RUN(try_incref_rules);
     RUN(try_incref_compare_and_get_ref);
+    RUN(try_incref_success_sees_a_promised_object);
+    RUN(try_incref_success_sees_an_object_a_non_owner_counts);
+    RUN(try_incref_success_sees_an_object_merged_by_set_refcount);
+    RUN(try_incref_success_sees_an_immortalized_object);
     RUN(finalize_runs_once_before_dealloc);
     RUN(finalize_resurrects_on_the_owner);
     RUN(finalize_resurrects_on_a_non_owner);

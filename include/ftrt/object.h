@@ -218,7 +218,9 @@ static inline void ft_incref(ft_object *o)
                               atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     else if (!ft_object_is_immortal(o))
-        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_relaxed);
+        /* release: a try-incref that succeeds on the count this adds sees the object as this thread
+         * does (see "What a successful try-incref sees"); on x86 the same instruction as relaxed. */
+        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_release);
 #endif
 }
 
@@ -294,7 +296,16 @@ FT_API ft_object *ft_new_ref_for_shared_slot(ft_object *o);
 FT_API void ft_object_enable_try_incref(ft_object *o);
 
 /* Take a reference to o unless its count is already zero (it is being freed). o's memory must still
- * be an object header (see the heap's reuse rule). Returns whether a reference was taken. */
+ * be an object header (see the heap's reuse rule). Returns whether a reference was taken.
+ *
+ * What a successful try-incref sees. A pointer loaded from a shared slot may be stale: its object
+ * freed and the block reused, at once, for a new object of the same size class (heap.h), and
+ * try-incref may succeed on that one. Every write that makes an object try-increfable has release
+ * order: the promise (ft_object_enable_try_incref), a non-owner's incref, the merges, a non-owner's
+ * ft_set_refcount, ft_immortalize; and every count a try-incref accepts was written by one of them
+ * or by a read-modify-write after one (which continues its release sequence). A success has acquire
+ * order, so the reader sees the object it got as its writers built it, whichever object that is. To
+ * know it is the object the slot holds, use ft_try_incref_compare or ft_get_ref. */
 FT_API bool ft_try_incref(ft_object *o);
 /* try-incref o, then check that *slot still holds o; on a change, drop the reference and fail. */
 FT_API bool ft_try_incref_compare(ft_object *_Atomic *slot, ft_object *o);

@@ -575,8 +575,9 @@ void ft_set_refcount(ft_object *o, size_t n)
     } else {
         atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
         was = atomic_exchange_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+        /* Release: a merged count that try-incref accepts (see ft_try_incref). */
         was += shared_count(atomic_exchange_explicit(
-            &o->ob_ref_shared, make_shared((intptr_t)n, FT_SHARED_MERGED), memory_order_relaxed));
+            &o->ob_ref_shared, make_shared((intptr_t)n, FT_SHARED_MERGED), memory_order_release));
     }
     debug_count_reference(o, (intptr_t)n - was);
 }
@@ -586,9 +587,10 @@ void ft_immortalize(ft_object *o)
     if (ft_object_is_immortal(o))
         return; /* never written again: it may sit in read-only memory */
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
-    /* Exchanges: the count they replace leaves the debug total for good. */
+    /* Exchanges: the count they replace leaves the debug total for good. Release: a try-incref
+     * that finds the object immortal (an acquire load) sees it as the caller does. */
     intptr_t was =
-        atomic_exchange_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_relaxed);
+        atomic_exchange_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_release);
     was += shared_count(atomic_exchange_explicit(&o->ob_ref_shared, 0, memory_order_relaxed));
     atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
     debug_count_reference(o, -was);
@@ -622,8 +624,8 @@ void ft_incref_checked(ft_object *o)
         return;
     if (ft_object_is_owned(o))
         atomic_store_explicit(&o->ob_ref_local, local + 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_relaxed);
+    else /* release: as in ft_incref */
+        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_release);
     count_reference(o, 1);
 }
 
@@ -663,11 +665,12 @@ void ft_object_enable_try_incref(ft_object *o)
         return; /* never written: it may sit in read-only memory */
     intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
     /* Only from the DEFAULT state, whatever the count: QUEUED and MERGED already make readers'
-     * increments visible to whoever frees the object. */
+     * increments visible to whoever frees the object. Release: a reader whose try-incref succeeds
+     * on the promise (or on a count added after it) sees what this thread saw of the object. */
     while ((shared & FT_SHARED_FLAGS) == FT_SHARED_DEFAULT &&
            !atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared,
                                                   shared | FT_SHARED_MAYBE_WEAKREF,
-                                                  memory_order_relaxed, memory_order_relaxed))
+                                                  memory_order_release, memory_order_relaxed))
         ;
 }
 
@@ -681,13 +684,17 @@ ft_object *ft_new_ref_for_shared_slot(ft_object *o)
 
 bool ft_try_incref(ft_object *o)
 {
-    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    /* Acquire, like the CAS below: an object seen immortal is seen as ft_immortalize's caller saw
+     * it (its exchange of this field is a release). */
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_acquire);
     if (local == FT_IMMORTAL_LOCAL)
         return true;
     if (ft_object_is_owned(o)) {
         ft_incref(o);
         return true;
     }
+    /* The CAS succeeds with acquire: it pairs with the release of whatever made the count it
+     * accepts acceptable (object.h, "What a successful try-incref sees"). */
     intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
     do {
         /* Count zero and nobody promised readers it is safe: the owner may free it any moment. */

@@ -84,7 +84,7 @@ ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj)
     if (s != FT_OK)
         return s;
     atomic_fetch_or_explicit(&obj->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
-    atomic_fetch_add_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_relaxed);
+    atomic_fetch_add_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_release);
     return FT_OK;
 }
 
