@@ -437,14 +437,50 @@ TEST(enable_try_incref_sets_maybe_weakref)
     teardown(f);
 }
 
-TEST(owner_new_ref_for_shared_slot_does_not_mark)
+/* object.h: the writer's new reference is "marked MAYBE_WEAKREF", whoever the writer is: the owner
+ * too, or readers of its slot could not take a reference while the shared count is zero. */
+TEST(owner_new_ref_for_shared_slot_marks)
 {
     fixture f = setup();
     ft_object *o = new_probe(f.t);
     CHECK(ft_new_ref_for_shared_slot(o) == o);
     CHECK_EQ(LOCAL(o), 2);
-    CHECK_EQ(SHARED(o), 0);
+    CHECK_EQ(SHARED(o), FT_SHARED_MAYBE_WEAKREF);
     ft_decref(o);
+    ft_decref(o); /* local zero, shared not: merged, and freed by the merge's CAS */
+    CHECK_EQ(deallocs, 1);
+    teardown(f);
+}
+
+static void cmd_get_ref(commanded *w)
+{
+    ft_object *got = ft_get_ref(w->arg);
+    w->result = (uintptr_t)got;
+    ft_xdecref(got);
+}
+
+/* An owner stores its own object into a slot with ft_new_ref_for_shared_slot, and another thread's
+ * ft_get_ref takes a reference to it. Before, it spun until the slot changed: the object carried no
+ * promise and its shared count was zero. The owner waits for the reader up to the wait limit, then
+ * empties the slot, which ends a reader still spinning (it returns NULL). */
+TEST(get_ref_takes_an_object_its_owner_stored)
+{
+    fixture f = setup();
+    ft_object *o = new_probe(f.t);
+    ft_object *_Atomic slot;
+    atomic_init(&slot, NULL);
+    atomic_store_explicit(&slot, ft_new_ref_for_shared_slot(o), memory_order_release);
+    commanded reader;
+    commanded_start(f.t, &reader, f.rt);
+    int get = commanded_post(&reader, cmd_get_ref, (void *)&slot);
+    AWAIT(f.t, atomic_load(&reader.done) == get);
+    bool returned_while_stored = atomic_load(&reader.done) == get;
+    ft_decref(atomic_exchange(&slot, NULL));
+    commanded_wait(f.t, &reader, get);
+    commanded_finish(f.t, &reader);
+    CHECK(returned_while_stored);
+    CHECK(reader.result == (uintptr_t)o);
+    CHECK_EQ(deallocs, 0);
     ft_decref(o);
     CHECK_EQ(deallocs, 1);
     teardown(f);
@@ -1480,7 +1516,8 @@ int main(void)
     RUN(owner_counts_locally);
     RUN(non_owner_incref_adds_to_shared);
     RUN(enable_try_incref_sets_maybe_weakref);
-    RUN(owner_new_ref_for_shared_slot_does_not_mark);
+    RUN(owner_new_ref_for_shared_slot_marks);
+    RUN(get_ref_takes_an_object_its_owner_stored);
     RUN(non_owner_new_ref_for_shared_slot_marks);
     RUN(enable_try_incref_keeps_shared_count);
     RUN(enable_try_incref_leaves_queued_and_merged_alone);

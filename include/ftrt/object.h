@@ -290,7 +290,9 @@ FT_API void ft_brc_merge_pending(ft_thread *t);
 /* ---- lock-free readers ----------------------------------------------------------------------- */
 
 /* A writer that stores o into a slot that lock-free readers load promises them they may try-incref
- * o: returns o with a new reference, marked MAYBE_WEAKREF unless the writer owns it. */
+ * o: returns o with a new reference, marked MAYBE_WEAKREF (ft_object_enable_try_incref; immortal
+ * objects need no mark and get none), whether or not the writer owns o. The price of the mark for
+ * the owner: its last decref merges the object (a CAS) instead of freeing it at once. */
 FT_API ft_object *ft_new_ref_for_shared_slot(ft_object *o);
 /* Mark o as safe to try-incref (a CAS of the shared state DEFAULT -> MAYBE_WEAKREF). */
 FT_API void ft_object_enable_try_incref(ft_object *o);
@@ -310,9 +312,9 @@ FT_API bool ft_try_incref(ft_object *o);
 /* try-incref o, then check that *slot still holds o; on a change, drop the reference and fail. */
 FT_API bool ft_try_incref_compare(ft_object *_Atomic *slot, ft_object *o);
 /* Load *slot and take a reference to what it holds, retrying while it changes. NULL if empty. The
- * object must carry the try-incref promise (stored with ft_new_ref_for_shared_slot by a thread that
- * does not own it, or marked with ft_object_enable_try_incref); otherwise, while its shared count is
- * zero, this spins until the slot changes. */
+ * object must carry the try-incref promise (stored with ft_new_ref_for_shared_slot, or marked with
+ * ft_object_enable_try_incref); otherwise, while its shared count is zero, this spins until the
+ * slot changes. */
 FT_API ft_object *ft_get_ref(ft_object *_Atomic *slot);
 
 /* ---- resurrection ---------------------------------------------------------------------------- */

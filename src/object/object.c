@@ -677,8 +677,9 @@ void ft_object_enable_try_incref(ft_object *o)
 ft_object *ft_new_ref_for_shared_slot(ft_object *o)
 {
     ft_incref(o);
-    if (!ft_object_is_owned(o))
-        ft_object_enable_try_incref(o);
+    /* The owner too: readers of the slot cannot take a reference while the shared count is zero
+     * without the promise, whoever wrote it. */
+    ft_object_enable_try_incref(o);
     return o;
 }
 
