@@ -34,6 +34,11 @@
  * incref brought back to zero or above needs nothing: that reference now stands where the dropped one
  * did, and its own decref will settle.
  *
+ * Misuse. A free overwrites ob_tid with a list link, which is no thread's id, so an extra decref of
+ * a freed object takes the non-owner's path, and every build catches it there, off the fast paths
+ * (below_zero): a decref of a merged count of zero or less, a settling CAS that queued a block
+ * marked freed, a merge that leaves a count below zero.
+ *
  * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
  * slot, a free block on that page): pop the block, write the header (four stores: ob_tid, bytes 8..15
  * as one word, ob_type, then ob_ref_shared alone with release), zero the payload with a ladder of
@@ -46,6 +51,7 @@
  * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). A type with
  * none of the three is freed by the owner's ft_merge_zero_local itself, with the heap's owner check
  * by thread pointer (ft_heap_free_owned); everything else goes through ft_object_dealloc. */
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -65,6 +71,21 @@ static intptr_t make_shared(intptr_t count, intptr_t state)
 static const char *type_name(const ft_object *o)
 {
     return o->ob_type && o->ob_type->name ? o->ob_type->name : "?";
+}
+
+/* A count went below zero: say what probably happened, then how it was found (detail). A freed
+ * block keeps its type, so the name is the freed object's. */
+static FT_NORETURN __attribute__((noinline, cold, format(printf, 2, 3))) void
+below_zero(ft_object *o, const char *detail, ...)
+{
+    char text[160];
+    va_list args;
+    va_start(args, detail);
+    vsnprintf(text, sizeof text, detail, args);
+    va_end(args);
+    ft_fatal("object %p of type '%s': reference count went below zero: an extra decref, or a use "
+             "after free (%s)",
+             (void *)o, type_name(o), text);
 }
 
 ft_runtime *ft_object_runtime(const ft_object *o)
@@ -486,23 +507,29 @@ void ft_merge_zero_local(ft_object *o)
     ft_object_dealloc(o); /* which stops a thread that is not attached */
 }
 
-static FT_NORETURN __attribute__((noinline, cold)) void merged_underflow(ft_object *o,
-                                                                         intptr_t old)
-{
-    ft_fatal("ft_decref: reference count underflow on object %p of type '%s' (merged, shared count "
-             "%ld before this decref)",
-             (void *)o, type_name(o), (long)shared_count(old));
-}
 
 /* A negative count in a biased state: hand one reference to the owner's queue (see the opening
  * comment; o may be another object by now). shared: the word as the decref's subtract left it, the
- * likeliest value, so that the first CAS needs no load. */
+ * likeliest value, so that the first CAS needs no load.
+ *
+ * Once the CAS has succeeded the block holds a live object that the queue's reference pins, unless
+ * the decref was of a freed block: a freed block's word is 0 or MERGED, and only a decref of it can
+ * make it negative. The CAS (acquire) read a word that the block's last allocation wrote after it
+ * cleared the gc bits, so a freed mark seen here is the block's own: a freelist's (every build) or
+ * the heap's (debug builds). One load of a line the CAS holds, on this path only. */
 static void settle_debt(ft_object *o, intptr_t shared)
 {
     while (shared < 0 && !(shared & FT_SHARED_QUEUED)) {
         intptr_t queued = ((shared + FT_SHARED_ONE) & ~FT_SHARED_FLAGS) | FT_SHARED_QUEUED;
         if (atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, queued,
                                                   memory_order_acq_rel, memory_order_relaxed)) {
+            if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) &
+                            (FT_GC_ON_FREELIST | FT_GC_HEAP_FREED)))
+                below_zero(o, "ft_decref of an object already freed: %s",
+                           atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) &
+                                   FT_GC_ON_FREELIST
+                               ? "it is cached on a freelist"
+                               : "it was given back to the heap");
             debug_count_reference(o, 1); /* the queue's reference */
             ft_brc_enqueue(o); /* invariant 4 */
             return;
@@ -518,7 +545,8 @@ void ft_decref_shared_settle(ft_object *o, intptr_t old)
             ft_object_dealloc(o); /* invariant 3, second case */
             return;
         }
-        merged_underflow(o, old);
+        /* A merged count of zero or less: a freed merged object keeps its word MERGED (count 0). */
+        below_zero(o, "ft_decref of a merged object whose count was %ld", (long)shared_count(old));
     case FT_SHARED_QUEUED:
         return; /* the owner's merge folds the negative part in */
     default:
@@ -548,6 +576,11 @@ intptr_t ft_explicit_merge(ft_object *o, intptr_t extra)
     while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared,
                                                   make_shared(count, FT_SHARED_MERGED),
                                                   memory_order_acq_rel, memory_order_relaxed));
+    /* Every reference is in the sum now, so a negative one is a decref too many. In release builds
+     * this is where an extra decref of a block freed to the heap ends: the decref queues the block
+     * to the "owner" its list link names, which no thread is, so the decref merges it itself. */
+    if (FT_UNLIKELY(count < 0))
+        below_zero(o, "count %ld once its counts were merged", (long)count);
     return count;
 }
 
@@ -638,10 +671,8 @@ void ft_decref_checked(ft_object *o)
     count_reference(o, -1);
     if (ft_object_is_owned(o)) {
         if (FT_UNLIKELY(local == 0))
-            ft_fatal("ft_decref: reference count underflow on object %p of type '%s' (local 0, "
-                     "shared %ld)",
-                     (void *)o, type_name(o),
-                     (long)atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed));
+            below_zero(o, "ft_decref by its owner: local 0, shared %ld",
+                       (long)atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed));
         atomic_store_explicit(&o->ob_ref_local, local - 1, memory_order_relaxed);
         if (local == 1)
             ft_merge_zero_local(o);
