@@ -17,7 +17,9 @@
  * exactly 0, or when an atomic update leaves ob_ref_shared exactly MERGED (count zero).
  *
  * Immortal objects have ob_ref_local == UINT32_MAX and ob_tid == 0; incref and decref never write
- * them, so they can sit in read-only memory and are shared by every thread without contention.
+ * them, so they can sit in read-only memory and are shared by every thread without contention. An
+ * object that every thread references all the time can instead be counted in per-thread arrays
+ * (include/ftrt/uniqueid.h).
  *
  * Destruction. When the count reaches zero, ftrt runs the type's finalize (once per object, PEP 442;
  * it may resurrect the object), then its dealloc (release what the object holds), then frees the
@@ -127,11 +129,27 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 
 typedef int (*ft_visit_fn)(ft_object *referent, void *arg);
 
 /* Type flags */
-#define FT_TYPE_GC 1           /* may form cycles: allocated on the GC heap (the collector uses it) */
-#define FT_TYPE_HAS_WEAKREFS 2 /* instances can be weakly referenced */
-#define FT_TYPE_PER_THREAD_RC 4 /* instances use per-thread reference counts (a later layer) */
-#define FT_TYPE_DEFERRED 8     /* instances use deferred reference counting (a later layer) */
+/* May form cycles: instances come from the GC heap, and never uninitialised (ft_alloc_uninit); the
+ * collector, to come, will traverse them. */
+#define FT_TYPE_GC 1
+/* Instances can be weakly referenced. Weak references come with the collector; nothing reads this
+ * flag yet. */
+#define FT_TYPE_HAS_WEAKREFS 2
+/* Instances may get per-thread reference counts: ft_object_enable_per_thread_rc
+ * (include/ftrt/uniqueid.h), with the id in the field unique_id_offset names. */
+#define FT_TYPE_PER_THREAD_RC 4
+/* Deferred reference counting for every instance, from its allocation. Today nothing reads this
+ * flag: an object becomes deferred one at a time, by getting per-thread counts
+ * (FT_TYPE_PER_THREAD_RC) or by becoming immortal (both set FT_OBJ_DEFERRED). With the collector,
+ * instances will be allocated with FT_OBJ_DEFERRED and a bias in their shared count (CPython's
+ * _PyObject_SetDeferredRefcount), so that references from evaluation stacks need no count and only
+ * a collection, which accounts for those references, frees them. */
+#define FT_TYPE_DEFERRED 8
 
+/* How ftrt allocates, counts and destroys a type's instances. Immutable while instances exist (or
+ * may be allocated): any thread reads it without synchronisation (allocation, the owner's free,
+ * dealloc, the merge queues, the collector), through each instance's ob_type. A static const
+ * definition is the usual form. */
 struct ft_type {
     const char *name;      /* shown in errors */
     size_t basic_size;     /* bytes, including the ft_object header */
