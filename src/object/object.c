@@ -514,22 +514,21 @@ void ft_merge_zero_local(ft_object *o)
  *
  * Once the CAS has succeeded the block holds a live object that the queue's reference pins, unless
  * the decref was of a freed block: a freed block's word is 0 or MERGED, and only a decref of it can
- * make it negative. The CAS (acquire) read a word that the block's last allocation wrote after it
- * cleared the gc bits, so a freed mark seen here is the block's own: a freelist's (every build) or
- * the heap's (debug builds). One load of a line the CAS holds, on this path only. */
+ * make it negative. The CAS (acquire) read a value that follows the release store with which the
+ * block's last allocation ended its header, after clearing the gc bits; so a freed mark seen here
+ * was set after that allocation: the block is freed now, a freelist's (every build) or the heap's
+ * (debug builds). One load of a line the CAS holds, on this path only. */
 static void settle_debt(ft_object *o, intptr_t shared)
 {
     while (shared < 0 && !(shared & FT_SHARED_QUEUED)) {
         intptr_t queued = ((shared + FT_SHARED_ONE) & ~FT_SHARED_FLAGS) | FT_SHARED_QUEUED;
         if (atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, queued,
                                                   memory_order_acq_rel, memory_order_relaxed)) {
-            if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) &
-                            (FT_GC_ON_FREELIST | FT_GC_HEAP_FREED)))
+            uint8_t bits = atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed);
+            if (FT_UNLIKELY(bits & (FT_GC_ON_FREELIST | FT_GC_HEAP_FREED)))
                 below_zero(o, "ft_decref of an object already freed: %s",
-                           atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) &
-                                   FT_GC_ON_FREELIST
-                               ? "it is cached on a freelist"
-                               : "it was given back to the heap");
+                           bits & FT_GC_ON_FREELIST ? "cached on a freelist"
+                                                    : "given back to the heap");
             debug_count_reference(o, 1); /* the queue's reference */
             ft_brc_enqueue(o); /* invariant 4 */
             return;
@@ -734,9 +733,7 @@ bool ft_try_incref(ft_object *o)
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, shared + FT_SHARED_ONE,
                                                     memory_order_acquire, memory_order_relaxed));
-#ifdef FTRT_DEBUG
-    count_reference(o, 1);
-#endif
+    debug_count_reference(o, 1);
     return true;
 }
 
