@@ -107,7 +107,8 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 
 #define FT_GC_ALIVE 16      /* reachable from a known root in this collection: world stopped */
 #define FT_GC_OLD 32        /* survived a collection (clear: young): collector, world stopped */
 /* Cached on a thread's freelist: freed for the object layer, allocated for the heap (heap walks
- * skip it by this bit). Set by the thread that frees it, cleared by its next allocation. */
+ * skip it by this bit). Set by the thread that frees it; cleared by its next allocation, or when
+ * that thread's stop empties the freelist into the heap. */
 #define FT_GC_ON_FREELIST 64
 /* Debug builds only: given back to the heap (their use-after-free checks read it). Set by the
  * thread that frees it, cleared by the block's next allocation. Release builds never write it. */
