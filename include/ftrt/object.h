@@ -227,7 +227,7 @@ static inline bool ft_object_is_immortal(const ft_object *o)
  * underflow and use of freed objects and keep the runtime's reference total. Release builds still
  * catch most extra decrefs, off these paths: once an object is freed its ob_tid is a list link, so
  * a decref takes the non-owner's path, whose settling and merges check for a count below zero and
- * for a block on a freelist (docs/objects.md, "Release builds catch..."). */
+ * for a block on a freelist (docs/objects.md, "An extra decref, in any build"). */
 static inline void ft_incref(ft_object *o)
 {
 #ifdef FTRT_DEBUG
