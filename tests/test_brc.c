@@ -1176,9 +1176,12 @@ static void *try_writer(void *arg)
             await_a_look(t, r, i, atomic_load(&r->looks));
             ft_decref(&p->ob); /* frees it in the slot, unless a reader holds a reference */
         } else {
+            ft_object *stored = &p->ob;
             if (i % 2 == 0)
-                ft_object_enable_try_incref(&p->ob); /* else readers succeed only once others count */
-            ft_object *old = atomic_exchange(&r->slot, ft_new_ref_for_shared_slot(&p->ob));
+                ft_new_ref_for_shared_slot(stored); /* promised */
+            else
+                ft_incref(stored); /* no promise: readers succeed only once others count */
+            ft_object *old = atomic_exchange(&r->slot, stored);
             ft_decref(&p->ob);
             if (old)
                 ft_decref(old); /* often the last reference, racing the readers' tries */

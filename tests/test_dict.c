@@ -131,15 +131,20 @@ static uint32_t take_serial(void)
     return atomic_fetch_add(&next_serial, 1);
 }
 
-static ft_object *new_key(ft_thread *t, int64_t k)
+static ft_object *new_key_of_type(ft_thread *t, const ft_type *type, int64_t k)
 {
-    key_obj *o = (key_obj *)ft_alloc(t, &key_type);
+    key_obj *o = (key_obj *)ft_alloc(t, type);
     if (!o)
         return NULL;
     o->k = k;
     o->magic = LIVE_MAGIC;
     o->serial = take_serial();
     return &o->ob;
+}
+
+static ft_object *new_key(ft_thread *t, int64_t k)
+{
+    return new_key_of_type(t, &key_type, k);
 }
 
 static ft_object *new_val(ft_thread *t, int64_t k, int64_t version)
@@ -246,7 +251,7 @@ TEST(get_set_del_semantics)
     CHECK(t != NULL);
     ft_dict *d = ft_dict_new(t, &key_ops);
     CHECK(d != NULL);
-    CHECK_EQ(ft_refcount((ft_object *)d), 1);
+    CHECK_EQ(ft_refcount(ft_dict_as_object(d)), 1);
     CHECK_EQ(ft_dict_size(d), 0);
 
     ft_object *k1 = new_key(t, 10), *k1_twin = new_key(t, 10), *k2 = new_key(t, 11);
@@ -342,7 +347,7 @@ TEST(get_set_del_semantics)
 
     /* Drop the dictionary: every reference it held goes (removed keys and the values after a grace
      * period). */
-    ft_decref((ft_object *)d);
+    ft_decref(ft_dict_as_object(d));
     CHECK_EQ(ft_refcount(k2), 1);
     CHECK_EQ(ft_refcount(v3), 2); /* a value may still be borrowed: dropped after a grace period */
     quiesce_all(rt, t);
@@ -408,7 +413,7 @@ TEST(set_out_of_memory_changes_nothing)
         CHECK_EQ(ft_dict_size(d), i + 1);
     }
     CHECK(failures > 0);
-    ft_decref((ft_object *)d);
+    ft_decref(ft_dict_as_object(d));
     quiesce_all(rt, t);
     for (int i = 0; i < N; i++) {
         CHECK_EQ(ft_refcount(keys[i]), 1);
@@ -416,6 +421,93 @@ TEST(set_out_of_memory_changes_nothing)
         ft_decref(vals[i]);
     }
     CHECK_EQ(first_not_freed_once(), UINT32_MAX);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- the dictionary as an object ------------------------------------------------------------ */
+
+/* ft_dict_as_object gives the object API a dictionary without a cast: count it, drop it. */
+TEST(a_dictionary_is_counted_through_its_object)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *t = ft_thread_start(rt);
+    CHECK(t != NULL);
+    ft_dict *d = ft_dict_new(t, &key_ops);
+    CHECK(d != NULL);
+    ft_object *o = ft_dict_as_object(d);
+    CHECK((void *)o == (void *)d);
+    CHECK_EQ(ft_refcount(o), 1);
+    ft_incref(o);
+    CHECK_EQ(ft_refcount(o), 2);
+    ft_decref(o);
+    CHECK_EQ(stats_of(rt).live_blocks, 2); /* the dictionary and its table */
+    ft_decref(ft_dict_as_object(d));
+    CHECK_EQ(stats_of(rt).live_blocks, 0);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- references dropped outside the critical section ------------------------------------------ */
+
+/* dict.c drops the references a write unlinks after leaving the dictionary's critical section (a
+ * drop may run a dealloc, or stop the world when the delayed queue cannot grow). A resize unlinks
+ * the keys of removed entries. The test makes one such drop run at once, by failing the delayed
+ * queue's first chunk (the queue then stops the world and drops the reference itself), and the
+ * key's dealloc records whether the writer still held the dictionary's critical section. */
+static ft_dict *_Atomic watched_dict;
+static _Atomic int watched_deallocs, deallocs_in_the_section;
+
+static void watched_key_dealloc(ft_object *self)
+{
+    ft_dict *d = atomic_load(&watched_dict);
+    if (d && ft_critical_section_holds(ft_thread_current(), &ft_dict_as_object(d)->ob_mutex))
+        atomic_fetch_add(&deallocs_in_the_section, 1);
+    atomic_fetch_add(&watched_deallocs, 1);
+    key_dealloc(self);
+}
+
+static const ft_type watched_key_type = {
+    .name = "watched key", .basic_size = sizeof(key_obj), .dealloc = watched_key_dealloc};
+
+/* Values that are never counted, so that deleting them queues nothing. */
+static const ft_type immortal_val_type = {.name = "immortal val", .basic_size = sizeof(ft_object)};
+static ft_object immortal_val = FT_STATIC_OBJECT_INIT(&immortal_val_type);
+
+TEST(a_resize_drops_removed_keys_outside_the_critical_section)
+{
+    reset_counts();
+    atomic_store(&watched_deallocs, 0);
+    atomic_store(&deallocs_in_the_section, 0);
+    ft_runtime *rt = new_runtime();
+    ft_thread *t = ft_thread_start(rt);
+    CHECK(t != NULL);
+    ft_dict *d = ft_dict_new(t, &key_ops);
+    CHECK(d != NULL);
+    atomic_store(&watched_dict, d);
+    /* Five entries fill the first table (8 slots, kept under 2/3): the sixth key resizes it. */
+    enum { REMOVED = 5 };
+    for (int i = 0; i < REMOVED; i++) {
+        ft_object *k = new_key_of_type(t, &watched_key_type, i);
+        CHECK(k != NULL);
+        CHECK_EQ(ft_dict_set(t, d, k, &immortal_val), FT_OK);
+        CHECK(ft_dict_del(t, d, k));
+        ft_decref(k); /* the dictionary's removed entry holds the last reference */
+    }
+    ft_object *last = new_key(t, REMOVED);
+    CHECK(last != NULL);
+    ft_debug_fail_allocation(rt, 0);
+    CHECK_EQ(ft_dict_set(t, d, last, &immortal_val), FT_OK);
+    ft_debug_fail_allocation(rt, -1);
+    CHECK_EQ(atomic_load(&watched_deallocs), 1); /* the first drop ran at once; the rest wait */
+    CHECK_EQ(atomic_load(&deallocs_in_the_section), 0);
+    atomic_store(&watched_dict, NULL);
+    ft_decref(ft_dict_as_object(d));
+    quiesce_all(rt, t);
+    CHECK_EQ(atomic_load(&watched_deallocs), REMOVED);
+    ft_decref(last);
+    CHECK_EQ(first_not_freed_once(), UINT32_MAX);
+    CHECK_EQ(atomic_load(&bad_deallocs), 0);
     ft_thread_stop(t);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -495,7 +587,7 @@ TEST(borrowed_values_live_until_the_readers_safepoint)
     CHECK_EQ(ft_dict_set(f.t, d, keys[0], replacement), FT_OK);
     ft_decref(replacement);
     CHECK(ft_dict_del(f.t, d, keys[1]));
-    ft_decref((ft_object *)d);
+    ft_decref(ft_dict_as_object(d));
     writer_processes(f.rt, f.t);
     for (int i = 0; i < N; i++)
         CHECK_EQ(atomic_load(&deallocs_by_serial[serials[i]]), 0);
@@ -734,7 +826,7 @@ TEST(readers_and_writers_with_resizes)
     CHECK(present > 0);
 
     /* Drop it; after a final quiesce every key and value was deallocated exactly once. */
-    ft_decref((ft_object *)s.d);
+    ft_decref(ft_dict_as_object(s.d));
     quiesce_all(s.rt, m);
     ft_qsbr_stats st;
     ft_qsbr_get_stats(s.rt, &st);
@@ -845,7 +937,7 @@ TEST(hot_keys_replaced_under_readers)
     ft_attach(w);
     CHECK_THREADS_OK();
     CHECK_EQ(ft_dict_size(h.d), 2);
-    ft_decref((ft_object *)h.d);
+    ft_decref(ft_dict_as_object(h.d));
     ft_decref(keys[0]);
     ft_decref(keys[1]);
     quiesce_all(h.rt, w);
@@ -860,6 +952,8 @@ int main(void)
     RUN(new_rejects_bad_ops);
     RUN(get_set_del_semantics);
     RUN(set_out_of_memory_changes_nothing);
+    RUN(a_dictionary_is_counted_through_its_object);
+    RUN(a_resize_drops_removed_keys_outside_the_critical_section);
     RUN(borrowed_values_live_until_the_readers_safepoint);
     RUN(readers_and_writers_with_resizes);
     RUN(hot_keys_replaced_under_readers);

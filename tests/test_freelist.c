@@ -61,7 +61,7 @@ TEST(freed_object_comes_back_to_its_own_type_only)
     CHECK(x != NULL);
     ((item *)x)->payload[2] = 0xDEAD;
     ft_decref(x);
-    CHECK(atomic_load(&x->ob_gc_bits) & FT_GC_FREED);
+    CHECK_EQ(atomic_load(&x->ob_gc_bits), FT_GC_ON_FREELIST);
 
     ft_object *y = ft_alloc(f.t, &uncached_type); /* the heap does not have x */
     CHECK(y != NULL);
@@ -94,7 +94,7 @@ TEST(uninit_allocation_takes_a_cached_object)
     for (int i = 0; i < 4; i++)
         ((item *)x)->payload[i] = 0xDEAD0 + (uint64_t)i;
     ft_decref(x);
-    CHECK(atomic_load(&x->ob_gc_bits) & FT_GC_FREED);
+    CHECK_EQ(atomic_load(&x->ob_gc_bits), FT_GC_ON_FREELIST);
 
     ft_object *again = ft_alloc_uninit(f.t, &cached_type);
     CHECK(again == x);
@@ -250,6 +250,69 @@ TEST(cached_object_is_dead_to_try_incref)
     CHECK(!ft_try_incref(plain));
     CHECK(!ft_object_is_owned(marked));
     CHECK_EQ(ft_refcount(marked), 0);
+    teardown(f);
+}
+
+/* ---- the two freed marks ----------------------------------------------------------------------- */
+
+/* What the bits of a block given back to the heap must be: FT_GC_HEAP_FREED in debug builds,
+ * nothing in release builds; never FT_GC_ON_FREELIST. */
+static void check_heap_freed_bits(ft_object *o)
+{
+#ifdef FTRT_DEBUG
+    CHECK_EQ(atomic_load(&o->ob_gc_bits), FT_GC_HEAP_FREED);
+#else
+    CHECK_EQ(atomic_load(&o->ob_gc_bits), 0);
+#endif
+}
+
+typedef struct stop_args {
+    ft_object *keeper, *cached;
+    uint8_t bits_while_cached;
+} stop_args;
+
+/* On a helper that then stops: one object cached, and a live one of the same size class that keeps
+ * their page (the helper's heap is abandoned, not freed). */
+static void cache_one_then_stop(ft_thread *t, void *arg)
+{
+    stop_args *a = arg;
+    a->keeper = ft_alloc(t, &uncached_type);
+    a->cached = ft_alloc(t, &cached_type);
+    CHECK_THREAD(a->keeper && a->cached);
+    ft_decref(a->cached);
+    a->bits_while_cached = atomic_load(&a->cached->ob_gc_bits);
+}
+
+static void adopt_step(ft_thread *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+/* object.h: FT_GC_ON_FREELIST means "cached on a freelist" and FT_GC_HEAP_FREED "given back to the
+ * heap" (debug builds only), in every build: a block carries the one that is true of it, and loses
+ * FT_GC_ON_FREELIST when its thread's stop empties the freelist into the heap. */
+TEST(each_freed_mark_means_one_thing)
+{
+    fixture f = fixture_setup();
+    ft_object *x[LIMIT + 1];
+    for (int i = 0; i <= LIMIT; i++) {
+        x[i] = ft_alloc(f.t, &cached_type);
+        CHECK(x[i] != NULL);
+    }
+    for (int i = 0; i <= LIMIT; i++)
+        ft_decref(x[i]); /* x[0..LIMIT) cached; x[LIMIT] finds the freelist full */
+    for (int i = 0; i < LIMIT; i++)
+        CHECK_EQ(atomic_load(&x[i]->ob_gc_bits), FT_GC_ON_FREELIST);
+    check_heap_freed_bits(x[LIMIT]);
+
+    stop_args a = {0};
+    on_other_thread(f.t, cache_one_then_stop, &a);
+    CHECK_EQ(a.bits_while_cached, FT_GC_ON_FREELIST);
+    CHECK_EQ(stats_of(f.rt).abandoned_heaps, 1); /* the keeper holds the page */
+    check_heap_freed_bits(a.cached);
+    ft_decref(a.keeper); /* its owner has stopped: merged and freed here */
+    on_other_thread(f.t, adopt_step, NULL); /* adopts the emptied heap, and frees it at its stop */
     teardown(f);
 }
 
@@ -410,6 +473,7 @@ int main(void)
     RUN(larger_var_objects_are_not_cached);
     RUN(recycled_object_is_finalized_again);
     RUN(cached_object_is_dead_to_try_incref);
+    RUN(each_freed_mark_means_one_thing);
     RUN(cached_object_is_not_visited);
     RUN(many_types_keep_their_cached_objects);
     RUN(freelists_are_per_thread_and_emptied_at_stop);

@@ -56,25 +56,17 @@ static fixture setup(void)
     return fixture_setup();
 }
 
-/* Every object freed; the debug reference total is expected_total (0 unless the test changed counts
- * with ft_set_refcount, which is not an incref or a decref). */
-static void teardown_with_total(fixture f, int64_t expected_total)
+/* Every object freed, and the debug reference total back at 0. */
+static void teardown(fixture f)
 {
     ft_heap_stats s;
     ft_heap_get_stats(f.rt, &s);
     CHECK_EQ(s.live_blocks, 0);
 #ifdef FTRT_DEBUG
-    CHECK_EQ(ft_runtime_reftotal(f.rt), expected_total);
-#else
-    (void)expected_total;
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
 #endif
     ft_thread_stop(f.t);
     CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
-}
-
-static void teardown(fixture f)
-{
-    teardown_with_total(f, 0);
 }
 
 static ft_object *new_probe(ft_thread *t)
@@ -127,12 +119,16 @@ TEST(fresh_object_header)
     CHECK_EQ(deallocs, 1);
     CHECK_EQ(dealloc_thread, ft_os_thread_id());
     /* The block is still mapped (the heap keeps the page): its count stays zero, so a stale
-     * reader's try-incref fails, and debug builds mark it freed for their use-after-free checks. */
+     * reader's try-incref fails, and debug builds mark it given back to the heap for their
+     * use-after-free checks. It is not on a freelist, and says so in every build. */
     CHECK_EQ(LOCAL(o), 0);
     CHECK_EQ(SHARED(o), 0);
     CHECK(!ft_try_incref(o));
+    CHECK(!(GC_BITS(o) & FT_GC_ON_FREELIST));
 #ifdef FTRT_DEBUG
-    CHECK(GC_BITS(o) & FT_GC_FREED);
+    CHECK_EQ(GC_BITS(o), FT_GC_HEAP_FREED);
+#else
+    CHECK(!(GC_BITS(o) & FT_GC_HEAP_FREED)); /* release builds never write it */
 #endif
     teardown(f);
 }
@@ -441,14 +437,50 @@ TEST(enable_try_incref_sets_maybe_weakref)
     teardown(f);
 }
 
-TEST(owner_new_ref_for_shared_slot_does_not_mark)
+/* object.h: the writer's new reference is "marked MAYBE_WEAKREF", whoever the writer is: the owner
+ * too, or readers of its slot could not take a reference while the shared count is zero. */
+TEST(owner_new_ref_for_shared_slot_marks)
 {
     fixture f = setup();
     ft_object *o = new_probe(f.t);
     CHECK(ft_new_ref_for_shared_slot(o) == o);
     CHECK_EQ(LOCAL(o), 2);
-    CHECK_EQ(SHARED(o), 0);
+    CHECK_EQ(SHARED(o), FT_SHARED_MAYBE_WEAKREF);
     ft_decref(o);
+    ft_decref(o); /* local zero, shared not: merged, and freed by the merge's CAS */
+    CHECK_EQ(deallocs, 1);
+    teardown(f);
+}
+
+static void cmd_get_ref(commanded *w)
+{
+    ft_object *got = ft_get_ref(w->arg);
+    w->result = (uintptr_t)got;
+    ft_xdecref(got);
+}
+
+/* An owner stores its own object into a slot with ft_new_ref_for_shared_slot, and another thread's
+ * ft_get_ref takes a reference to it. Before, it spun until the slot changed: the object carried no
+ * promise and its shared count was zero. The owner waits for the reader up to the wait limit, then
+ * empties the slot, which ends a reader still spinning (it returns NULL). */
+TEST(get_ref_takes_an_object_its_owner_stored)
+{
+    fixture f = setup();
+    ft_object *o = new_probe(f.t);
+    ft_object *_Atomic slot;
+    atomic_init(&slot, NULL);
+    atomic_store_explicit(&slot, ft_new_ref_for_shared_slot(o), memory_order_release);
+    commanded reader;
+    commanded_start(f.t, &reader, f.rt);
+    int get = commanded_post(&reader, cmd_get_ref, (void *)&slot);
+    AWAIT(f.t, atomic_load(&reader.done) == get);
+    bool returned_while_stored = atomic_load(&reader.done) == get;
+    ft_decref(atomic_exchange(&slot, NULL));
+    commanded_wait(f.t, &reader, get);
+    commanded_finish(f.t, &reader);
+    CHECK(returned_while_stored);
+    CHECK(reader.result == (uintptr_t)o);
+    CHECK_EQ(deallocs, 0);
     ft_decref(o);
     CHECK_EQ(deallocs, 1);
     teardown(f);
@@ -660,7 +692,7 @@ TEST(set_refcount_by_owner_keeps_bias_and_state)
     CHECK(ft_object_is_owned(o));
     ft_decref(o);
     CHECK_EQ(deallocs, 1);
-    teardown_with_total(f, 1 - 5); /* one allocation, five decrefs */
+    teardown(f);
 }
 
 typedef struct set_args {
@@ -690,7 +722,7 @@ TEST(set_refcount_by_non_owner_merges)
     CHECK_EQ(deallocs, 0);
     ft_decref(o);
     CHECK_EQ(deallocs, 1);
-    teardown_with_total(f, 1 - 3);
+    teardown(f);
 }
 
 TEST(set_refcount_huge_makes_immortal)
@@ -748,7 +780,7 @@ TEST(immortalized_heap_object_is_never_counted_or_freed)
     CHECK_EQ(TID(o), 0);
     CHECK_EQ(LOCAL(o), FT_IMMORTAL_LOCAL);
     CHECK_EQ(SHARED(o), 0);
-    CHECK(GC_BITS(o) & FT_GC_DEFERRED);
+    CHECK(atomic_load(&o->ob_flags) & FT_OBJ_DEFERRED);
 #ifdef FTRT_DEBUG
     int64_t total = ft_runtime_reftotal(f.rt);
 #endif
@@ -863,8 +895,8 @@ TEST(static_immortal_on_read_only_page)
     ft_object *o = read_only_static_object();
     CHECK(ft_object_is_immortal(o));
     CHECK_EQ(ft_refcount(o), (intptr_t)UINT32_MAX);
-    CHECK_EQ(atomic_load(&o->ob_flags), FT_OBJ_STATIC);
-    CHECK(GC_BITS(o) & FT_GC_DEFERRED);
+    CHECK_EQ(atomic_load(&o->ob_flags), FT_OBJ_STATIC | FT_OBJ_DEFERRED);
+    CHECK_EQ(GC_BITS(o), 0);
 #ifdef FTRT_DEBUG
     int64_t total = ft_runtime_reftotal(f.rt);
 #endif
@@ -1075,6 +1107,148 @@ TEST(try_incref_compare_and_get_ref)
     teardown(f);
 }
 
+/* ---- what a successful try-incref sees ---------------------------------------------------------- */
+
+/* A reader holds a stale pointer: it loaded the address of an object that is then freed and its
+ * block reused for a new object, whose payload the owner writes. The reader has no ordering with any
+ * of that but what the header's counts give it, and it tries to take a reference until it
+ * succeeds. Success must make the new object's contents visible: whatever made the object
+ * try-increfable (a promise, a non-owner's incref, a merge by ft_set_refcount, immortality) came
+ * after its construction, and a successful try-incref synchronises with it. Otherwise the reader's
+ * plain read of the payload is a data race, which ThreadSanitizer reports (halting the test); other
+ * builds check the value it read. */
+#define PAYLOAD_MARK UINT64_C(0x5EED5EED5EED5EED)
+
+/* The reader's command (arg: the stale pointer): try until a reference is taken or the limit
+ * passes; result: the payload word it then read, or 0 if it never succeeded. */
+static void cmd_try_incref_until_it_works(commanded *w)
+{
+    ft_object *o = w->arg;
+    bool got = false;
+    for (int64_t start = now_ns(); !got && now_ns() - start < WAIT_LIMIT_NS;)
+        if (!(got = ft_try_incref(o)))
+            sched_yield();
+    w->result = got ? ((probe *)o)->payload[0] : 0;
+    if (got)
+        ft_decref(o);
+}
+
+static void cmd_incref(commanded *w)
+{
+    ft_incref(w->arg);
+}
+
+static void cmd_decref(commanded *w)
+{
+    ft_decref(w->arg);
+}
+
+static void cmd_set_refcount_2(commanded *w)
+{
+    ft_set_refcount(w->arg, 2); /* the owner's reference and one for the helper: merged */
+}
+
+/* How the owner's new object becomes try-increfable (publish), and how the references that leaves
+ * are dropped once the reader is done (release; NULL for an immortal object). */
+typedef struct publication {
+    void (*publish)(fixture f, commanded *helper, ft_object *o);
+    void (*release)(fixture f, commanded *helper, ft_object *o);
+} publication;
+
+static void reader_of_a_reused_block(publication how)
+{
+    fixture f = setup();
+    ft_object *keeper = new_probe(f.t); /* keeps the page: the freed block comes back at once */
+    ft_object *old = new_probe(f.t);
+    commanded reader, helper;
+    commanded_start(f.t, &reader, f.rt);
+    commanded_start(f.t, &helper, f.rt);
+    /* Posted before the new object exists: the command's hand-over orders nothing after it. */
+    int tries = commanded_post(&reader, cmd_try_incref_until_it_works, old);
+
+    ft_decref(old);
+    ft_object *o = new_probe(f.t);
+    CHECK(o == old);
+    ((probe *)o)->payload[0] = PAYLOAD_MARK;
+    how.publish(f, &helper, o);
+    commanded_wait(f.t, &reader, tries);
+    CHECK(reader.result == PAYLOAD_MARK);
+
+    if (how.release)
+        how.release(f, &helper, o);
+    commanded_finish(f.t, &reader);
+    commanded_finish(f.t, &helper);
+    ft_decref(keeper);
+    if (how.release) {
+        CHECK_EQ(deallocs, 3);
+        teardown(f);
+        return;
+    }
+    CHECK_EQ(stats_of(f.rt).live_blocks, 1); /* the immortal one */
+#ifdef FTRT_DEBUG
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+#endif
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
+static void promise(fixture f, commanded *helper, ft_object *o)
+{
+    (void)f;
+    (void)helper;
+    ft_object_enable_try_incref(o);
+}
+
+static void drop_owners_reference(fixture f, commanded *helper, ft_object *o)
+{
+    (void)f;
+    (void)helper;
+    ft_decref(o);
+}
+
+TEST(try_incref_success_sees_a_promised_object)
+{
+    reader_of_a_reused_block((publication){promise, drop_owners_reference});
+}
+
+static void non_owner_incref(fixture f, commanded *helper, ft_object *o)
+{
+    commanded_do(f.t, helper, cmd_incref, o);
+}
+
+static void drop_both_references(fixture f, commanded *helper, ft_object *o)
+{
+    commanded_do(f.t, helper, cmd_decref, o);
+    ft_decref(o);
+}
+
+TEST(try_incref_success_sees_an_object_a_non_owner_counts)
+{
+    reader_of_a_reused_block((publication){non_owner_incref, drop_both_references});
+}
+
+static void non_owner_set_refcount(fixture f, commanded *helper, ft_object *o)
+{
+    commanded_do(f.t, helper, cmd_set_refcount_2, o);
+}
+
+TEST(try_incref_success_sees_an_object_merged_by_set_refcount)
+{
+    reader_of_a_reused_block((publication){non_owner_set_refcount, drop_both_references});
+}
+
+static void immortalize_it(fixture f, commanded *helper, ft_object *o)
+{
+    (void)f;
+    (void)helper;
+    ft_immortalize(o);
+}
+
+TEST(try_incref_success_sees_an_immortalized_object)
+{
+    reader_of_a_reused_block((publication){immortalize_it, NULL});
+}
+
 /* ---- finalizers and resurrection ---------------------------------------------------------------- */
 
 static _Atomic int finalizes;
@@ -1128,7 +1302,7 @@ TEST(finalize_resurrects_on_the_owner)
     CHECK_EQ(deallocs, 0);
     CHECK(atomic_load(&resurrected) == o);
     CHECK(GC_BITS(o) & FT_GC_FINALIZED);
-    CHECK(!(GC_BITS(o) & FT_GC_FREED));
+    CHECK(!(GC_BITS(o) & (FT_GC_ON_FREELIST | FT_GC_HEAP_FREED)));
     CHECK_EQ(ft_refcount(o), 1);
     CHECK_EQ(TID(o), 0); /* the resurrected object was merged */
 
@@ -1196,6 +1370,38 @@ TEST(resurrect_begin_end_without_resurrection_is_dead)
     teardown(f);
 }
 
+/* ---- header bits ----------------------------------------------------------------------------------- */
+
+static void immortalize_step(ft_thread *t, void *o)
+{
+    (void)t;
+    ft_immortalize(o);
+}
+
+/* object.h: ob_flags takes atomic read-modify-writes from any thread; ob_gc_bits only its one writer
+ * at a time. A non-owner that makes an object immortal sets FT_OBJ_DEFERRED in ob_flags and leaves
+ * ob_gc_bits (here FT_GC_FINALIZED, set by the finalizer's thread) as they were. */
+TEST(immortalize_by_a_non_owner_writes_flags_not_gc_bits)
+{
+    fixture f = setup();
+    reset_finalizer(true);
+    ft_object *o = ft_alloc(f.t, &finalized_type);
+    CHECK(o != NULL);
+    ft_decref(o); /* finalized and resurrected: the finalizer stored a reference */
+    CHECK(atomic_load(&resurrected) == o);
+    CHECK_EQ(GC_BITS(o), FT_GC_FINALIZED);
+    CHECK_EQ(atomic_load(&o->ob_flags), 0);
+    on_other_thread(f.t, immortalize_step, o);
+    CHECK(ft_object_is_immortal(o));
+    CHECK_EQ(atomic_load(&o->ob_flags), FT_OBJ_DEFERRED);
+    CHECK_EQ(GC_BITS(o), FT_GC_FINALIZED);
+    ft_decref(atomic_exchange(&resurrected, NULL));
+    CHECK_EQ(deallocs, 0);
+    CHECK_THREADS_OK();
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
 /* ---- the debug reference total ------------------------------------------------------------------- */
 
 #ifdef FTRT_DEBUG
@@ -1236,6 +1442,68 @@ TEST(reference_total)
     teardown(f);
 }
 
+/* The total is the sum of the counts of the runtime's live mortal objects, so it is back at 0 once
+ * they are all freed, whatever set their counts: ft_set_refcount replaces a count, ft_immortalize
+ * takes one out of the sum for good (an immortal object is never counted again), including the
+ * reference a merge queue holds and the one a finalizer runs under. */
+#ifdef FTRT_DEBUG
+static void immortalize_self(ft_object *o)
+{
+    ft_immortalize(o);
+}
+
+static const ft_type self_immortalizing_type = {
+    .name = "self-immortalizing", .basic_size = sizeof(probe), .finalize = immortalize_self};
+#endif
+
+TEST(reference_total_after_set_refcount_and_immortalize)
+{
+    fixture f = setup();
+#ifdef FTRT_DEBUG
+    ft_object *one = new_probe(f.t);
+    ft_immortalize(one);
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+
+    ft_object *three = new_probe(f.t); /* two local references and a shared one */
+    ft_incref(three);
+    on_other_thread(f.t, incref_step, three);
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 3);
+    ft_immortalize(three);
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+
+    ft_object *huge = new_probe(f.t);
+    ft_set_refcount(huge, UINT32_MAX);
+    CHECK(ft_object_is_immortal(huge));
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+
+    ft_object *queued = new_probe(f.t); /* its reference goes to another thread, which drops it */
+    on_other_thread(f.t, decref_step, queued);
+    CHECK_EQ(SHARED(queued), FT_SHARED_QUEUED); /* the owner's queue holds the only reference */
+    ft_immortalize(queued);
+    ft_safepoint(f.t); /* the drain finds it immortal and leaves it */
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+
+    ft_object *finalized = ft_alloc(f.t, &self_immortalizing_type);
+    CHECK(finalized != NULL);
+    ft_decref(finalized); /* its finalizer makes it immortal */
+    CHECK(ft_object_is_immortal(finalized));
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+
+    ft_object *mortal = new_probe(f.t);
+    ft_set_refcount(mortal, 4);
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 4);
+    set_args a = {mortal, 2};
+    on_other_thread(f.t, set_refcount_step, &a); /* merged, count 2 */
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 2);
+    ft_decref(mortal);
+    ft_decref(mortal);
+    CHECK_EQ(deallocs, 1);
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+#endif
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK); /* the immortal objects stay allocated until here */
+}
+
 int main(void)
 {
     RUN(fresh_object_header);
@@ -1248,7 +1516,8 @@ int main(void)
     RUN(owner_counts_locally);
     RUN(non_owner_incref_adds_to_shared);
     RUN(enable_try_incref_sets_maybe_weakref);
-    RUN(owner_new_ref_for_shared_slot_does_not_mark);
+    RUN(owner_new_ref_for_shared_slot_marks);
+    RUN(get_ref_takes_an_object_its_owner_stored);
     RUN(non_owner_new_ref_for_shared_slot_marks);
     RUN(enable_try_incref_keeps_shared_count);
     RUN(enable_try_incref_leaves_queued_and_merged_alone);
@@ -1266,10 +1535,16 @@ int main(void)
     RUN(static_immortal_is_not_written_by_slot_publication);
     RUN(try_incref_rules);
     RUN(try_incref_compare_and_get_ref);
+    RUN(try_incref_success_sees_a_promised_object);
+    RUN(try_incref_success_sees_an_object_a_non_owner_counts);
+    RUN(try_incref_success_sees_an_object_merged_by_set_refcount);
+    RUN(try_incref_success_sees_an_immortalized_object);
     RUN(finalize_runs_once_before_dealloc);
     RUN(finalize_resurrects_on_the_owner);
     RUN(finalize_resurrects_on_a_non_owner);
     RUN(resurrect_begin_end_without_resurrection_is_dead);
+    RUN(immortalize_by_a_non_owner_writes_flags_not_gc_bits);
     RUN(reference_total);
+    RUN(reference_total_after_set_refcount_and_immortalize);
     return harness_done();
 }

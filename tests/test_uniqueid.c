@@ -224,7 +224,7 @@ TEST(enable_refuses_bad_objects)
     CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_OK);
     CHECK(ft_object_unique_id(obj) != 0);
     CHECK_EQ(true_count(obj), 1);
-    CHECK(atomic_load(&obj->ob_gc_bits) & FT_GC_DEFERRED);
+    CHECK(atomic_load(&obj->ob_flags) & FT_OBJ_DEFERRED);
     uint32_t id = ft_object_unique_id(obj);
     CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_EINVAL); /* twice */
     CHECK_EQ(ft_object_unique_id(obj), id);
@@ -260,14 +260,14 @@ TEST(enable_out_of_memory_leaves_the_object_unchanged)
     ft_object *obj = new_obj(a, &ptrc_type);
     CHECK(obj != NULL);
     intptr_t shared_before = atomic_load(&obj->ob_ref_shared);
-    uint8_t gc_before = atomic_load(&obj->ob_gc_bits);
+    uint16_t flags_before = atomic_load(&obj->ob_flags);
     ft_debug_fail_allocation(rt, 0); /* the id table's first allocation fails */
     CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_ENOMEM);
     ft_debug_fail_allocation(rt, -1);
     CHECK_EQ(ft_object_unique_id(obj), 0);
     CHECK_EQ(ft_refcount(obj), 1);
     CHECK_EQ(atomic_load(&obj->ob_ref_shared), shared_before);
-    CHECK_EQ(atomic_load(&obj->ob_gc_bits), gc_before);
+    CHECK_EQ(atomic_load(&obj->ob_flags), flags_before);
     /* Still an ordinary object: the last decref frees it at once. */
     ft_object *other = new_obj(a, &ptrc_type);
     CHECK(other != NULL);

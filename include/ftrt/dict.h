@@ -41,6 +41,15 @@ typedef struct ft_dict ft_dict;
 /* A new, empty dictionary (an object with count 1), or NULL with ft_last_error() set. */
 FT_API ft_dict *ft_dict_new(ft_thread *t, const ft_dict_ops *ops);
 
+/* The dictionary as an object, for the object API: ft_incref, ft_decref (drop it with
+ * ft_decref(ft_dict_as_object(d))), ft_refcount, slots, critical sections. A dictionary begins with
+ * its ft_object header, so this is a conversion, checked by the compiler, not a cast by the
+ * caller. */
+static inline ft_object *ft_dict_as_object(ft_dict *d)
+{
+    return (ft_object *)(void *)d;
+}
+
 /* A new reference to the value for key, or NULL if absent. Takes no lock. t: the caller's attached
  * thread state. */
 FT_API ft_object *ft_dict_get(ft_thread *t, ft_dict *d, ft_object *key);

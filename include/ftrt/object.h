@@ -17,7 +17,9 @@
  * exactly 0, or when an atomic update leaves ob_ref_shared exactly MERGED (count zero).
  *
  * Immortal objects have ob_ref_local == UINT32_MAX and ob_tid == 0; incref and decref never write
- * them, so they can sit in read-only memory and are shared by every thread without contention.
+ * them, so they can sit in read-only memory and are shared by every thread without contention. An
+ * object that every thread references all the time can instead be counted in per-thread arrays
+ * (include/ftrt/uniqueid.h).
  *
  * Destruction. When the count reaches zero, ftrt runs the type's finalize (once per object, PEP 442;
  * it may resurrect the object), then its dealloc (release what the object holds), then frees the
@@ -44,12 +46,13 @@ typedef struct ft_object ft_object;
 typedef struct ft_type ft_type;
 
 struct ft_object {
-    /* Owner's ft_os_thread_id(), or 0 when merged or immortal. Written by the owner (or by whoever
-     * holds the object exclusively: allocation, merge, freelist link); read by anyone, relaxed. */
+    /* Owner's ft_os_thread_id(), or 0 when merged or immortal; a free block's list link. Written by
+     * the owner (or by whoever holds the object exclusively: allocation, merge, free); read by
+     * anyone, relaxed. */
     _Atomic(uintptr_t) ob_tid;
-    _Atomic(uint16_t) ob_flags;  /* FT_OBJ_* flags; written while the object is private */
+    _Atomic(uint16_t) ob_flags;  /* FT_OBJ_*; any thread, atomic fetch_or/fetch_and only (below) */
     ft_mutex ob_mutex;           /* the per-object lock (critical sections) */
-    _Atomic(uint8_t) ob_gc_bits; /* FT_GC_* bits; written by the owner, or with the world stopped */
+    _Atomic(uint8_t) ob_gc_bits; /* FT_GC_*; one writer at a time, load then store (below) */
     _Atomic(uint32_t) ob_ref_local;  /* owner's count; UINT32_MAX = immortal; owner writes, relaxed */
     _Atomic(intptr_t) ob_ref_shared; /* others' count << 2 | state; atomic read-modify-write */
     const ft_type *ob_type;          /* immutable after allocation */
@@ -68,24 +71,86 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 
 
 #define FT_IMMORTAL_LOCAL UINT32_MAX
 
-/* ob_flags */
-#define FT_OBJ_STATIC 1 /* not allocated by ftrt (static storage); always immortal */
+/* ---- header bits -----------------------------------------------------------------------------
+ *
+ * Two fields of bits, one write rule each (docs/objects.md, "Header bits", has the same map).
+ *
+ * ob_gc_bits: one writer at a time, so a relaxed load followed by a relaxed store loses nothing.
+ * The writer is one of
+ *   - a thread that holds the object exclusively: the allocating thread (the header store), the
+ *     thread that finalizes, deallocates or frees it once its count is zero, the collector for
+ *     objects it has found unreachable;
+ *   - its owner (ob_tid == the caller's ft_os_thread_id()) while the object is biased and the
+ *     owner holds a reference;
+ *   - the thread that stopped the world, while it is stopped.
+ * They exclude each other: an object nobody else can reach has no other writer; a biased object
+ * reaches count zero only on its owner; and a stopped world runs nobody else. Any thread may read
+ * the bits (relaxed). These bits are written on hot paths (tracking at every allocation and
+ * dealloc of a GC object, marks on every object in every collection), where a locked
+ * read-modify-write would cost about 20 cycles each; CPython's _PyObject_SET_GC_BITS makes the
+ * same choice.
+ *
+ * ob_flags: any thread at any time, but only with an atomic fetch_or or fetch_and (relaxed),
+ * never a plain store; the allocation's header store and FT_STATIC_OBJECT_INIT initialise it. Its
+ * bits are set by threads that merely hold a reference (ft_immortalize,
+ * ft_object_enable_per_thread_rc, a non-owner marking an object shared), which the rule above
+ * cannot serve, and they change a few times in an object's life at most. A read-modify-write never
+ * loses another thread's bit. Relaxed: the bits publish nothing; whoever acts on one gets its
+ * ordering elsewhere. */
 
-/* ob_gc_bits */
-#define FT_GC_FINALIZED 1 /* finalize has run (it never runs twice) */
-#define FT_GC_FREED 2     /* on a freelist, or (debug builds) freed at all; any use is a bug */
-#define FT_GC_DEFERRED 64 /* deferred reference counting (immortal objects carry it too) */
+/* ob_gc_bits: one writer at a time (above) */
+#define FT_GC_TRACKED 1     /* in the collector's set (to come): set by the allocating thread or
+                               the owner; cleared by dealloc, or by the collector, world stopped */
+#define FT_GC_FINALIZED 2   /* finalize has run (never twice): by the thread that finalizes it */
+#define FT_GC_UNREACHABLE 4 /* found unreachable in this collection: collector, world stopped */
+#define FT_GC_FROZEN 8      /* left out of collections (gc.freeze): world stopped */
+#define FT_GC_ALIVE 16      /* reachable from a known root in this collection: world stopped */
+#define FT_GC_OLD 32        /* survived a collection (clear: young): collector, world stopped */
+/* Cached on a thread's freelist: freed for the object layer, allocated for the heap (heap walks
+ * skip it by this bit). Set by the thread that frees it; cleared by its next allocation, or when
+ * that thread's stop empties the freelist into the heap. */
+#define FT_GC_ON_FREELIST 64
+/* Debug builds only: given back to the heap (their use-after-free checks read it). Set by the
+ * thread that frees it, cleared by the block's next allocation. Release builds never write it. */
+#define FT_GC_HEAP_FREED 128
+
+/* ob_flags: atomic fetch_or / fetch_and by any thread (above) */
+#define FT_OBJ_STATIC 1 /* static storage (FT_STATIC_OBJECT_INIT), always immortal; never written */
+/* Deferred reference counting: freed only by a merge of counts kept elsewhere (per-thread counts,
+ * include/ftrt/uniqueid.h), or never (immortal). Set by ft_object_enable_per_thread_rc and
+ * ft_immortalize; cleared by ft_merge_refcounts. */
+#define FT_OBJ_DEFERRED 2
+/* A thread other than the owner has reached the object, so its owner must free what readers may
+ * still see with QSBR (CPython's _PyGC_BITS_SHARED; for containers and the collector, to come).
+ * Set by that thread. */
+#define FT_OBJ_SHARED 4
 
 /* ---- types ----------------------------------------------------------------------------------- */
 
 typedef int (*ft_visit_fn)(ft_object *referent, void *arg);
 
 /* Type flags */
-#define FT_TYPE_GC 1           /* may form cycles: allocated on the GC heap (the collector uses it) */
-#define FT_TYPE_HAS_WEAKREFS 2 /* instances can be weakly referenced */
-#define FT_TYPE_PER_THREAD_RC 4 /* instances use per-thread reference counts (a later layer) */
-#define FT_TYPE_DEFERRED 8     /* instances use deferred reference counting (a later layer) */
+/* May form cycles: instances come from the GC heap, and never uninitialised (ft_alloc_uninit); the
+ * collector, to come, will traverse them. */
+#define FT_TYPE_GC 1
+/* Instances can be weakly referenced. Weak references come with the collector; nothing reads this
+ * flag yet. */
+#define FT_TYPE_HAS_WEAKREFS 2
+/* Instances may get per-thread reference counts: ft_object_enable_per_thread_rc
+ * (include/ftrt/uniqueid.h), with the id in the field unique_id_offset names. */
+#define FT_TYPE_PER_THREAD_RC 4
+/* Deferred reference counting for every instance, from its allocation. Today nothing reads this
+ * flag: an object becomes deferred one at a time, by getting per-thread counts
+ * (FT_TYPE_PER_THREAD_RC) or by becoming immortal (both set FT_OBJ_DEFERRED). With the collector,
+ * instances will be allocated with FT_OBJ_DEFERRED and a bias in their shared count (CPython's
+ * _PyObject_SetDeferredRefcount), so that references from evaluation stacks need no count and only
+ * a collection, which accounts for those references, frees them. */
+#define FT_TYPE_DEFERRED 8
 
+/* How ftrt allocates, counts and destroys a type's instances. Immutable while instances exist (or
+ * may be allocated): any thread reads it without synchronisation (allocation, the owner's free,
+ * dealloc, the merge queues, the collector), through each instance's ob_type. A static const
+ * definition is the usual form. */
 struct ft_type {
     const char *name;      /* shown in errors */
     size_t basic_size;     /* bytes, including the ft_object header */
@@ -110,7 +175,7 @@ struct ft_type {
 /* A static, immortal object: `static my_obj x = {FT_STATIC_OBJECT_INIT(&my_type), ...};` */
 #define FT_STATIC_OBJECT_INIT(type)                                                                \
     {                                                                                              \
-        0, FT_OBJ_STATIC, {0}, FT_GC_DEFERRED, FT_IMMORTAL_LOCAL, 0, (type)                        \
+        0, FT_OBJ_STATIC | FT_OBJ_DEFERRED, {0}, 0, FT_IMMORTAL_LOCAL, 0, (type)                  \
     }
 
 /* ---- allocation ------------------------------------------------------------------------------ */
@@ -159,7 +224,10 @@ static inline bool ft_object_is_immortal(const ft_object *o)
 }
 
 /* Build the library user's code with FTRT_DEBUG defined to get the checked versions, which detect
- * underflow and use of freed objects and keep the runtime's reference total. */
+ * underflow and use of freed objects and keep the runtime's reference total. Release builds still
+ * catch most extra decrefs, off these paths: once an object is freed its ob_tid is a list link, so
+ * a decref takes the non-owner's path, whose settling and merges check for a count below zero and
+ * for a block on a freelist (docs/objects.md, "An extra decref, in any build"). */
 static inline void ft_incref(ft_object *o)
 {
 #ifdef FTRT_DEBUG
@@ -172,7 +240,9 @@ static inline void ft_incref(ft_object *o)
                               atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     else if (!ft_object_is_immortal(o))
-        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_relaxed);
+        /* release: a try-incref that succeeds on the count this adds sees the object as this thread
+         * does (see "What a successful try-incref sees"); on x86 the same instruction as relaxed. */
+        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_release);
 #endif
 }
 
@@ -228,10 +298,12 @@ static inline bool ft_object_is_unique(const ft_object *o)
 FT_API intptr_t ft_explicit_merge(ft_object *o, intptr_t extra);
 
 /* Set the count to n (n > UINT32_MAX - 1 makes the object immortal). The owner keeps its bias;
- * another thread merges the object. The caller must hold the only reference(s) being replaced. */
+ * another thread merges the object. The caller must hold the only reference(s) being replaced.
+ * Debug builds' reference total changes by the difference. */
 FT_API void ft_set_refcount(ft_object *o, size_t n);
 
-/* Make o immortal: never counted, never freed. */
+/* Make o immortal: never counted, never freed; its count leaves debug builds' reference total for
+ * good. No other thread may count o meanwhile. */
 FT_API void ft_immortalize(ft_object *o);
 
 /* Run t's pending merges and hand over its outbox now (both also happen at ft_safepoint). */
@@ -240,20 +312,31 @@ FT_API void ft_brc_merge_pending(ft_thread *t);
 /* ---- lock-free readers ----------------------------------------------------------------------- */
 
 /* A writer that stores o into a slot that lock-free readers load promises them they may try-incref
- * o: returns o with a new reference, marked MAYBE_WEAKREF unless the writer owns it. */
+ * o: returns o with a new reference, marked MAYBE_WEAKREF (ft_object_enable_try_incref; immortal
+ * objects need no mark and get none), whether or not the writer owns o. The price of the mark for
+ * the owner: its last decref merges the object (a CAS) instead of freeing it at once. */
 FT_API ft_object *ft_new_ref_for_shared_slot(ft_object *o);
 /* Mark o as safe to try-incref (a CAS of the shared state DEFAULT -> MAYBE_WEAKREF). */
 FT_API void ft_object_enable_try_incref(ft_object *o);
 
 /* Take a reference to o unless its count is already zero (it is being freed). o's memory must still
- * be an object header (see the heap's reuse rule). Returns whether a reference was taken. */
+ * be an object header (see the heap's reuse rule). Returns whether a reference was taken.
+ *
+ * What a successful try-incref sees. A pointer loaded from a shared slot may be stale: its object
+ * freed and the block reused, at once, for a new object of the same size class (heap.h), and
+ * try-incref may succeed on that one. Every write that makes an object try-increfable has release
+ * order: the promise (ft_object_enable_try_incref), a non-owner's incref, the merges, a non-owner's
+ * ft_set_refcount, ft_immortalize; and every count a try-incref accepts was written by one of them
+ * or by a read-modify-write after one (which continues its release sequence). A success has acquire
+ * order, so the reader sees the object it got as its writers built it, whichever object that is. To
+ * know it is the object the slot holds, use ft_try_incref_compare or ft_get_ref. */
 FT_API bool ft_try_incref(ft_object *o);
 /* try-incref o, then check that *slot still holds o; on a change, drop the reference and fail. */
 FT_API bool ft_try_incref_compare(ft_object *_Atomic *slot, ft_object *o);
 /* Load *slot and take a reference to what it holds, retrying while it changes. NULL if empty. The
- * object must carry the try-incref promise (stored with ft_new_ref_for_shared_slot by a thread that
- * does not own it, or marked with ft_object_enable_try_incref); otherwise, while its shared count is
- * zero, this spins until the slot changes. */
+ * object must carry the try-incref promise (stored with ft_new_ref_for_shared_slot, or marked with
+ * ft_object_enable_try_incref); otherwise, while its shared count is zero, this spins until the
+ * slot changes. */
 FT_API ft_object *ft_get_ref(ft_object *_Atomic *slot);
 
 /* ---- resurrection ---------------------------------------------------------------------------- */

@@ -902,7 +902,7 @@ static bool visit_page(ft_page *page, bool objects, ft_block_visitor fn, void *a
             return true;
         void *b = ft_page_blocks(page);
         if (objects &&
-            (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
+            (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_ON_FREELIST))
             return true;
         return fn(b, page->block_size, arg);
     }
@@ -918,10 +918,10 @@ static bool visit_page(ft_page *page, bool objects, ft_block_visitor fn, void *a
         if (bits[i / 64] & ((uint64_t)1 << (i % 64)))
             continue;
         void *b = base + (size_t)i * page->block_size;
-        /* Not on a free list, yet freed: an object cached on a freelist (release builds mark only
+        /* Not on a free list, yet freed: an object cached on a freelist (FT_GC_ON_FREELIST marks only
          * those; blocks back in the heap were found on the lists above). */
         if (objects &&
-            (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
+            (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_ON_FREELIST))
             continue;
         if (!fn(b, page->block_size, arg))
             return false;

@@ -9,7 +9,8 @@
  * dictionary is released before every reader that may have loaded it has passed a quiescent point
  * (QSBR, docs/reclamation.md):
  *  - tables: a resize publishes the new table and frees the old one with ft_free_delayed;
- *  - keys: a key leaves only when a resize drops its dead entry, with ft_decref_delayed;
+ *  - keys: a key leaves only when a resize leaves its dead entry behind: the old table's removed
+ *    keys are dropped with ft_decref_delayed;
  *  - values: a write that replaces or deletes a value unlinks it, then drops the dictionary's
  *    reference with ft_decref_delayed. So a value loaded from any slot of any table still has that
  *    reference (pending, at worst) until the reader's next quiescent point: its count is at least 1
@@ -21,17 +22,22 @@
  * ft_dict_get adds a plain incref, which is safe because of the rule above: no try-incref, no retry.
  *
  * Writers (the dictionary's critical section) publish a new entry's hash and key before its value.
+ * They drop what they unlinked (a replaced or deleted value; after a resize, the old table and its
+ * removed keys) only after leaving the critical section: a drop may run a dealloc, and the delayed
+ * queue stops the world to drop at once when it cannot grow. No writer touches a replaced table,
+ * so the writer that replaced it reads it then without the lock.
  *
- * Resize: build the new table, publish it, free the old one with QSBR. The old table is left as it
- * was: a reader still probing it finds the entries as they were when the new table was published,
- * which was during its lookup (it loaded the old table before), so its answer is one the dictionary
- * held at a moment of the lookup; values it finds there are alive by the rule above, even if they
- * have since been replaced in the new table.
+ * Resize: build the new table, publish it, and (after the critical section) free the old one with
+ * QSBR. The old table is left as it was: a reader still probing it finds the entries as they were
+ * when the new table was published, which was during its lookup (it loaded the old table before),
+ * so its answer is one the dictionary held at a moment of the lookup; values it finds there are
+ * alive by the rule above, even if they have since been replaced in the new table.
  *
  * Freeing the dictionary: no lookup can be running in it (a caller must keep the dictionary alive,
  * by a reference or by QSBR, for the whole call), so the table and the keys go at once. Values are
  * dropped with ft_decref_delayed, so that a value a caller borrowed stays valid until its next
  * quiescent point even if the caller dropped the last reference to the dictionary meanwhile. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +64,8 @@ struct ft_dict {
     dict_table *_Atomic table;    /* replaced under the critical section; read without a lock */
     _Atomic(size_t) used;         /* live entries; written under the critical section */
 };
+
+_Static_assert(offsetof(struct ft_dict, ob) == 0, "ft_dict_as_object: the header comes first");
 
 static int dict_traverse(ft_object *self, ft_visit_fn visit, void *arg);
 static void dict_dealloc(ft_object *self);
@@ -158,8 +166,10 @@ static dict_entry *find_slot(ft_dict *d, dict_table *tb, ft_object *key, uint64_
     }
 }
 
-/* Rebuild into a table sized for the live entries (dropping dead ones); false on no memory. */
-static bool resize(ft_thread *t, ft_dict *d, size_t need)
+/* Rebuild into a table sized for the live entries, leaving the removed ones behind, and publish it.
+ * Returns the old table, for release_table once the caller has left the critical section; NULL
+ * when there is no memory (nothing changed). */
+static dict_table *resize(ft_thread *t, ft_dict *d, size_t need)
 {
     dict_table *old = atomic_load_explicit(&d->table, memory_order_relaxed);
     size_t slots = MIN_SLOTS;
@@ -167,17 +177,13 @@ static bool resize(ft_thread *t, ft_dict *d, size_t need)
         slots *= 2;
     dict_table *tb = table_new(t, slots);
     if (!tb)
-        return false;
+        return NULL;
     for (size_t i = 0; i <= old->mask; i++) {
         dict_entry *e = &old->entries[i];
         ft_object *k = atomic_load_explicit(&e->key, memory_order_relaxed);
         ft_object *v = atomic_load_explicit(&e->value, memory_order_relaxed);
-        if (!k)
-            continue;
-        if (!v) {
-            ft_decref_delayed(t, k); /* dead: lookups on the old table may still compare it */
-            continue;
-        }
+        if (!k || !v)
+            continue; /* empty, or removed: its key stays behind in the old table */
         uint64_t h = atomic_load_explicit(&e->hash, memory_order_relaxed);
         dict_entry *n = find_slot(d, tb, k, h);
         atomic_store_explicit(&n->hash, h, memory_order_relaxed);
@@ -186,12 +192,26 @@ static bool resize(ft_thread *t, ft_dict *d, size_t need)
         tb->filled++;
     }
     atomic_store_explicit(&d->table, tb, memory_order_release);
-    ft_free_delayed(t, old, table_bytes(old->mask + 1));
-    return true;
+    return old;
 }
 
-/* Drop the dictionary's reference to a value a write unlinked (outside the critical section: the
- * delayed queue may have to stop the world if it cannot grow). */
+/* Release a table that a resize replaced, outside the critical section: drop the references to the
+ * keys of its removed entries, which the new table left behind, and free it, both after a grace
+ * period, since lookups that loaded the old table may still read it and compare those keys. No
+ * writer touches a table once it is replaced, so reading it without the lock is safe. */
+static void release_table(ft_thread *t, dict_table *old)
+{
+    if (!old)
+        return;
+    for (size_t i = 0; i <= old->mask; i++) {
+        ft_object *k = atomic_load_explicit(&old->entries[i].key, memory_order_relaxed);
+        if (k && !atomic_load_explicit(&old->entries[i].value, memory_order_relaxed))
+            ft_decref_delayed(t, k);
+    }
+    ft_free_delayed(t, old, table_bytes(old->mask + 1));
+}
+
+/* Drop the dictionary's reference to a value a write unlinked, outside the critical section. */
 static void release_value(ft_thread *t, ft_object *old, ft_object *stored)
 {
     if (!old)
@@ -207,13 +227,15 @@ ft_status ft_dict_set(ft_thread *t, ft_dict *d, ft_object *key, ft_object *value
     uint64_t hash = d->ops->hash(key);
     ft_status s = FT_OK;
     ft_object *old = NULL;
+    dict_table *replaced = NULL;
     ft_critical_section cs;
     ft_critical_section_begin(t, &cs, &d->ob.ob_mutex);
     dict_table *tb = atomic_load_explicit(&d->table, memory_order_relaxed);
     dict_entry *e = find_slot(d, tb, key, hash);
     if (!atomic_load_explicit(&e->key, memory_order_relaxed) &&
         (tb->filled + 1) * 3 > (tb->mask + 1) * 2) {
-        if (!resize(t, d, atomic_load_explicit(&d->used, memory_order_relaxed) + 1)) {
+        replaced = resize(t, d, atomic_load_explicit(&d->used, memory_order_relaxed) + 1);
+        if (!replaced) {
             s = FT_ENOMEM;
             goto out;
         }
@@ -238,6 +260,7 @@ ft_status ft_dict_set(ft_thread *t, ft_dict *d, ft_object *key, ft_object *value
     }
 out:
     ft_critical_section_end(t, &cs);
+    release_table(t, replaced);
     release_value(t, old, value);
     if (s != FT_OK)
         ft_set_last_error(s);

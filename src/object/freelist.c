@@ -4,14 +4,22 @@
  * one is a pop from a private list. The lists hang off a small open-addressing table keyed by type,
  * owned by the thread (no locks). A cached object keeps its memory's layout: the list link is stored
  * in ob_tid with an atomic store, because a lock-free reader may still load that word through a
- * stale pointer; its count stays zero and FT_GC_FREED is set, so such a reader's try-incref fails
- * and debug builds catch any other use. When the thread stops, its lists are emptied into the heap
- * and disabled (frees from then on go straight to the heap). */
+ * stale pointer; its count stays zero and FT_GC_ON_FREELIST is set, so such a reader's try-incref
+ * fails, heap walks skip it, and debug builds catch any other use. When the thread stops, its lists
+ * are emptied into the heap and disabled (frees from then on go straight to the heap); the blocks
+ * lose FT_GC_ON_FREELIST on the way, so that the bit means "on a freelist" and nothing else. */
 #include <stdlib.h>
 
 #include "internal/internal.h"
 
 #define INITIAL_SLOTS 16
+
+/* The gc bits of a block given back to the heap (object.h): FT_GC_HEAP_FREED in debug builds. */
+#ifdef FTRT_DEBUG
+#define HEAP_FREED_BITS FT_GC_HEAP_FREED
+#else
+#define HEAP_FREED_BITS 0
+#endif
 
 typedef struct freelist {
     const ft_type *type; /* NULL: empty slot */
@@ -96,6 +104,9 @@ bool ft_freelist_push(ft_thread *t, ft_object *o)
     if (!l || l->count >= type->freelist_max)
         return false;
     atomic_store_explicit(&o->ob_tid, (uintptr_t)l->head, memory_order_relaxed);
+    /* The freeing thread holds o exclusively (ob_gc_bits' rule), and a freed block's other bits
+     * mean nothing: one store. */
+    atomic_store_explicit(&o->ob_gc_bits, FT_GC_ON_FREELIST, memory_order_relaxed);
     l->head = o;
     l->count++;
     return true;
@@ -110,6 +121,7 @@ void ft_freelist_thread_stop(ft_thread *t)
     for (size_t i = 0; i < f->capacity; i++) {
         for (ft_object *o = f->slots[i].head, *next; o; o = next) {
             next = (ft_object *)atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
+            atomic_store_explicit(&o->ob_gc_bits, HEAP_FREED_BITS, memory_order_relaxed);
             ft_heap_free_block(t, o);
         }
     }

@@ -34,6 +34,11 @@
  * incref brought back to zero or above needs nothing: that reference now stands where the dropped one
  * did, and its own decref will settle.
  *
+ * Misuse. A free overwrites ob_tid with a list link, which is no thread's id, so an extra decref of
+ * a freed object takes the non-owner's path, and every build catches it there, off the fast paths
+ * (below_zero): a decref of a merged count of zero or less, a settling CAS that queued a block
+ * marked freed, a merge that leaves a count below zero.
+ *
  * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
  * slot, a free block on that page): pop the block, write the header (four stores: ob_tid, bytes 8..15
  * as one word, ob_type, then ob_ref_shared alone with release), zero the payload with a ladder of
@@ -46,6 +51,7 @@
  * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). A type with
  * none of the three is freed by the owner's ft_merge_zero_local itself, with the heap's owner check
  * by thread pointer (ft_heap_free_owned); everything else goes through ft_object_dealloc. */
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -65,6 +71,21 @@ static intptr_t make_shared(intptr_t count, intptr_t state)
 static const char *type_name(const ft_object *o)
 {
     return o->ob_type && o->ob_type->name ? o->ob_type->name : "?";
+}
+
+/* A count went below zero: say what probably happened, then how it was found (detail). A freed
+ * block keeps its type, so the name is the freed object's. */
+static FT_NORETURN __attribute__((noinline, cold, format(printf, 2, 3))) void
+below_zero(ft_object *o, const char *detail, ...)
+{
+    char text[160];
+    va_list args;
+    va_start(args, detail);
+    vsnprintf(text, sizeof text, detail, args);
+    va_end(args);
+    ft_fatal("object %p of type '%s': reference count went below zero: an extra decref, or a use "
+             "after free (%s)",
+             (void *)o, type_name(o), text);
 }
 
 ft_runtime *ft_object_runtime(const ft_object *o)
@@ -163,6 +184,11 @@ static inline __attribute__((always_inline)) void zero_payload(ft_object *o, siz
         p[i] = zero;
 }
 
+/* The debug reference total is the sum of the counts of the runtime's live mortal objects (a merge
+ * queue's reference and a finalizer's resurrection included; the bias of per-thread counts not), so
+ * it is 0 once they are all freed. Every change of a count adds to it: an allocation, the checked
+ * incref and decref, try-incref, the reference a settling decref hands to a queue and the merge that
+ * drops it, ft_set_refcount (the difference), ft_immortalize (the whole count, out for good). */
 static void count_reference(ft_object *o, int64_t delta)
 {
     ft_thread *t = ft_current_thread;
@@ -172,6 +198,17 @@ static void count_reference(ft_object *o, int64_t delta)
                               memory_order_relaxed);
     else
         atomic_fetch_add_explicit(&ft_object_runtime(o)->reftotal, delta, memory_order_relaxed);
+}
+
+/* count_reference in debug builds, nothing in release builds (the total is not kept there). */
+static inline void debug_count_reference(ft_object *o, int64_t delta)
+{
+#ifdef FTRT_DEBUG
+    count_reference(o, delta);
+#else
+    (void)o;
+    (void)delta;
+#endif
 }
 
 static ft_object *alloc_failed(void)
@@ -333,27 +370,36 @@ ft_object *ft_alloc_var_uninit(ft_thread *t, const ft_type *type, size_t nitems)
 
 /* ---- dealloc --------------------------------------------------------------------------------- */
 
-/* Set gc bits on an object nobody else can write (being allocated, finalized or freed). */
-static void set_gc_bits_private(ft_object *o, uint8_t bits)
+_Static_assert((FT_GC_TRACKED | FT_GC_FINALIZED | FT_GC_UNREACHABLE | FT_GC_FROZEN | FT_GC_ALIVE |
+                FT_GC_OLD | FT_GC_ON_FREELIST | FT_GC_HEAP_FREED) == 0xFF &&
+                   FT_GC_TRACKED + FT_GC_FINALIZED + FT_GC_UNREACHABLE + FT_GC_FROZEN +
+                           FT_GC_ALIVE + FT_GC_OLD + FT_GC_ON_FREELIST + FT_GC_HEAP_FREED ==
+                       0xFF,
+               "the eight gc bits are distinct and fill ob_gc_bits");
+
+/* Set gc bits under ob_gc_bits' write rule (object.h: one writer at a time), here for an object the
+ * caller holds exclusively (being finalized). A plain load and store: nobody else writes them now. */
+static void gc_bits_set(ft_object *o, uint8_t bits)
 {
     uint8_t old = atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed);
     atomic_store_explicit(&o->ob_gc_bits, (uint8_t)(old | bits), memory_order_relaxed);
 }
 
-/* FT_GC_FREED on a freed block. Debug builds mark every freed block, for their use-after-free checks.
- * Release builds mark only blocks cached on a freelist: those are still allocated as far as the heap
- * knows, and heap walks skip them by this bit; a block back in the heap is on a free list or a
- * remote-free stack, which walks read instead, and nothing else in a release build reads the bit. */
+/* Debug builds mark a block given back to the heap with FT_GC_HEAP_FREED, for their use-after-free
+ * checks; release builds write nothing, since nothing there reads it (heap walks know free blocks
+ * from their pages' lists). A block cached on a freelist carries FT_GC_ON_FREELIST instead, in every
+ * build (freelist.c). */
 #ifdef FTRT_DEBUG
-#define MARK_EVERY_FREED_BLOCK true
+#define MARK_HEAP_FREED true
 #else
-#define MARK_EVERY_FREED_BLOCK false
+#define MARK_HEAP_FREED false
 #endif
 
-static inline void mark_freed(ft_object *o)
+static inline void mark_heap_freed(ft_object *o)
 {
-    /* A free block: FT_GC_FREED is the only bit that means anything now. */
-    atomic_store_explicit(&o->ob_gc_bits, FT_GC_FREED, memory_order_relaxed);
+    /* The freeing thread holds the block exclusively, and a free block's other bits mean nothing:
+     * one store for all of them. */
+    atomic_store_explicit(&o->ob_gc_bits, FT_GC_HEAP_FREED, memory_order_relaxed);
 }
 
 /* Give o's block back: to t's freelist for the type if it has one with room, else to the heap (for
@@ -361,12 +407,11 @@ static inline void mark_freed(ft_object *o)
  * zero: readers that try-incref it through a stale pointer must fail. */
 static inline void free_memory(ft_thread *t, ft_object *o, const ft_type *type)
 {
-    bool cache = type->freelist_max != 0;
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
-    if (MARK_EVERY_FREED_BLOCK || cache)
-        mark_freed(o);
-    if (FT_UNLIKELY(cache) && ft_freelist_push(t, o))
+    if (FT_UNLIKELY(type->freelist_max != 0) && ft_freelist_push(t, o))
         return;
+    if (MARK_HEAP_FREED)
+        mark_heap_freed(o);
     ft_heap_free(t, t->heap.set, o);
 }
 
@@ -381,7 +426,7 @@ static FT_NORETURN __attribute__((noinline, cold)) void dealloc_unattached(ft_ob
  * for good. */
 static __attribute__((noinline)) bool finalize(ft_object *o)
 {
-    set_gc_bits_private(o, FT_GC_FINALIZED);
+    gc_bits_set(o, FT_GC_FINALIZED);
     ft_resurrect_begin(o);
     o->ob_type->finalize(o);
     return ft_resurrect_end(o);
@@ -454,31 +499,37 @@ void ft_merge_zero_local(ft_object *o)
      * all, so it is served here without another call: the count is already zero (the caller
      * stored local 0), so there is nothing to write before the heap's free. */
     if (FT_LIKELY(type_is_plain(o->ob_type) && ft_current_thread != NULL)) {
-        if (MARK_EVERY_FREED_BLOCK)
-            mark_freed(o);
+        if (MARK_HEAP_FREED)
+            mark_heap_freed(o);
         if (FT_LIKELY(ft_heap_free_owned(o)))
             return;
     }
     ft_object_dealloc(o); /* which stops a thread that is not attached */
 }
 
-static FT_NORETURN __attribute__((noinline, cold)) void merged_underflow(ft_object *o,
-                                                                         intptr_t old)
-{
-    ft_fatal("ft_decref: reference count underflow on object %p of type '%s' (merged, shared count "
-             "%ld before this decref)",
-             (void *)o, type_name(o), (long)shared_count(old));
-}
 
 /* A negative count in a biased state: hand one reference to the owner's queue (see the opening
  * comment; o may be another object by now). shared: the word as the decref's subtract left it, the
- * likeliest value, so that the first CAS needs no load. */
+ * likeliest value, so that the first CAS needs no load.
+ *
+ * Once the CAS has succeeded the block holds a live object that the queue's reference pins, unless
+ * the decref was of a freed block: a freed block's word is 0 or MERGED, and only a decref of it can
+ * make it negative. The CAS (acquire) read a value that follows the release store with which the
+ * block's last allocation ended its header, after clearing the gc bits; so a freed mark seen here
+ * was set after that allocation: the block is freed now, a freelist's (every build) or the heap's
+ * (debug builds). One load of a line the CAS holds, on this path only. */
 static void settle_debt(ft_object *o, intptr_t shared)
 {
     while (shared < 0 && !(shared & FT_SHARED_QUEUED)) {
         intptr_t queued = ((shared + FT_SHARED_ONE) & ~FT_SHARED_FLAGS) | FT_SHARED_QUEUED;
         if (atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, queued,
                                                   memory_order_acq_rel, memory_order_relaxed)) {
+            uint8_t bits = atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed);
+            if (FT_UNLIKELY(bits & (FT_GC_ON_FREELIST | FT_GC_HEAP_FREED)))
+                below_zero(o, "ft_decref of an object already freed: %s",
+                           bits & FT_GC_ON_FREELIST ? "cached on a freelist"
+                                                    : "given back to the heap");
+            debug_count_reference(o, 1); /* the queue's reference */
             ft_brc_enqueue(o); /* invariant 4 */
             return;
         }
@@ -493,7 +544,8 @@ void ft_decref_shared_settle(ft_object *o, intptr_t old)
             ft_object_dealloc(o); /* invariant 3, second case */
             return;
         }
-        merged_underflow(o, old);
+        /* A merged count of zero or less: a freed merged object keeps its word MERGED (count 0). */
+        below_zero(o, "ft_decref of a merged object whose count was %ld", (long)shared_count(old));
     case FT_SHARED_QUEUED:
         return; /* the owner's merge folds the negative part in */
     default:
@@ -503,6 +555,7 @@ void ft_decref_shared_settle(ft_object *o, intptr_t old)
 
 void ft_decref_shared(ft_object *o)
 {
+    debug_count_reference(o, -1);
     intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_acq_rel);
     if (ft_shared_decref_needs_settle(old))
         ft_decref_shared_settle(o, old);
@@ -512,6 +565,7 @@ intptr_t ft_explicit_merge(ft_object *o, intptr_t extra)
 {
     if (ft_object_is_immortal(o))
         return (intptr_t)FT_IMMORTAL_LOCAL;
+    debug_count_reference(o, extra);
     uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
@@ -521,6 +575,11 @@ intptr_t ft_explicit_merge(ft_object *o, intptr_t extra)
     while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared,
                                                   make_shared(count, FT_SHARED_MERGED),
                                                   memory_order_acq_rel, memory_order_relaxed));
+    /* Every reference is in the sum now, so a negative one is a decref too many. In release builds
+     * this is where an extra decref of a block freed to the heap ends: the decref queues the block
+     * to the "owner" its list link names, which no thread is, so the decref merges it itself. */
+    if (FT_UNLIKELY(count < 0))
+        below_zero(o, "count %ld once its counts were merged", (long)count);
     return count;
 }
 
@@ -542,14 +601,17 @@ void ft_set_refcount(ft_object *o, size_t n)
         ft_immortalize(o);
         return;
     }
+    intptr_t was;
     if (ft_object_is_owned(o)) {
-        atomic_store_explicit(&o->ob_ref_local, (uint32_t)n, memory_order_relaxed);
+        was = atomic_exchange_explicit(&o->ob_ref_local, (uint32_t)n, memory_order_relaxed);
     } else {
         atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
-        atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
-        atomic_store_explicit(&o->ob_ref_shared, make_shared((intptr_t)n, FT_SHARED_MERGED),
-                              memory_order_relaxed);
+        was = atomic_exchange_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+        /* Release: a merged count that try-incref accepts (see ft_try_incref). */
+        was += shared_count(atomic_exchange_explicit(
+            &o->ob_ref_shared, make_shared((intptr_t)n, FT_SHARED_MERGED), memory_order_release));
     }
+    debug_count_reference(o, (intptr_t)n - was);
 }
 
 void ft_immortalize(ft_object *o)
@@ -557,16 +619,21 @@ void ft_immortalize(ft_object *o)
     if (ft_object_is_immortal(o))
         return; /* never written again: it may sit in read-only memory */
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
-    atomic_store_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_relaxed);
-    atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
-    atomic_fetch_or_explicit(&o->ob_gc_bits, FT_GC_DEFERRED, memory_order_relaxed);
+    /* Exchanges: the count they replace leaves the debug total for good. Release: a try-incref
+     * that finds the object immortal (an acquire load) sees it as the caller does. */
+    intptr_t was =
+        atomic_exchange_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_release);
+    was += shared_count(atomic_exchange_explicit(&o->ob_ref_shared, 0, memory_order_relaxed));
+    atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
+    debug_count_reference(o, -was);
 }
 
 /* ---- checked (debug) fast paths -------------------------------------------------------------- */
 
 static void check_usable(ft_object *o, const char *op)
 {
-    if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FREED))
+    if (FT_UNLIKELY(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) &
+                    (FT_GC_ON_FREELIST | FT_GC_HEAP_FREED)))
         ft_fatal("%s: object %p of type '%s' was already freed (use after free)", op, (void *)o,
                  type_name(o));
     if (ft_object_is_immortal(o))
@@ -589,8 +656,8 @@ void ft_incref_checked(ft_object *o)
         return;
     if (ft_object_is_owned(o))
         atomic_store_explicit(&o->ob_ref_local, local + 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_relaxed);
+    else /* release: as in ft_incref */
+        atomic_fetch_add_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_release);
     count_reference(o, 1);
 }
 
@@ -603,10 +670,8 @@ void ft_decref_checked(ft_object *o)
     count_reference(o, -1);
     if (ft_object_is_owned(o)) {
         if (FT_UNLIKELY(local == 0))
-            ft_fatal("ft_decref: reference count underflow on object %p of type '%s' (local 0, "
-                     "shared %ld)",
-                     (void *)o, type_name(o),
-                     (long)atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed));
+            below_zero(o, "ft_decref by its owner: local 0, shared %ld",
+                       (long)atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed));
         atomic_store_explicit(&o->ob_ref_local, local - 1, memory_order_relaxed);
         if (local == 1)
             ft_merge_zero_local(o);
@@ -630,31 +695,37 @@ void ft_object_enable_try_incref(ft_object *o)
         return; /* never written: it may sit in read-only memory */
     intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
     /* Only from the DEFAULT state, whatever the count: QUEUED and MERGED already make readers'
-     * increments visible to whoever frees the object. */
+     * increments visible to whoever frees the object. Release: a reader whose try-incref succeeds
+     * on the promise (or on a count added after it) sees what this thread saw of the object. */
     while ((shared & FT_SHARED_FLAGS) == FT_SHARED_DEFAULT &&
            !atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared,
                                                   shared | FT_SHARED_MAYBE_WEAKREF,
-                                                  memory_order_relaxed, memory_order_relaxed))
+                                                  memory_order_release, memory_order_relaxed))
         ;
 }
 
 ft_object *ft_new_ref_for_shared_slot(ft_object *o)
 {
     ft_incref(o);
-    if (!ft_object_is_owned(o))
-        ft_object_enable_try_incref(o);
+    /* The owner too: readers of the slot cannot take a reference while the shared count is zero
+     * without the promise, whoever wrote it. */
+    ft_object_enable_try_incref(o);
     return o;
 }
 
 bool ft_try_incref(ft_object *o)
 {
-    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    /* Acquire, like the CAS below: an object seen immortal is seen as ft_immortalize's caller saw
+     * it (its exchange of this field is a release). */
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_acquire);
     if (local == FT_IMMORTAL_LOCAL)
         return true;
     if (ft_object_is_owned(o)) {
         ft_incref(o);
         return true;
     }
+    /* The CAS succeeds with acquire: it pairs with the release of whatever made the count it
+     * accepts acceptable (object.h, "What a successful try-incref sees"). */
     intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
     do {
         /* Count zero and nobody promised readers it is safe: the owner may free it any moment. */
@@ -662,9 +733,7 @@ bool ft_try_incref(ft_object *o)
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&o->ob_ref_shared, &shared, shared + FT_SHARED_ONE,
                                                     memory_order_acquire, memory_order_relaxed));
-#ifdef FTRT_DEBUG
-    count_reference(o, 1);
-#endif
+    debug_count_reference(o, 1);
     return true;
 }
 
@@ -697,6 +766,7 @@ void ft_resurrect_begin(ft_object *o)
     atomic_store_explicit(&o->ob_tid, ft_os_thread_id(), memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_local, 1, memory_order_relaxed);
     atomic_store_explicit(&o->ob_ref_shared, 0, memory_order_relaxed);
+    debug_count_reference(o, 1);
 }
 
 bool ft_resurrect_end(ft_object *o)
@@ -707,11 +777,13 @@ bool ft_resurrect_end(ft_object *o)
         uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
         if (local == 1 && atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire) == 0) {
             atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+            debug_count_reference(o, -1);
             return true;
         }
         return ft_explicit_merge(o, -1) == 0;
     }
     /* Merged while resurrected: drop our reference in the shared count. */
+    debug_count_reference(o, -1);
     intptr_t shared = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE,
                                                 memory_order_acq_rel) - FT_SHARED_ONE;
     return shared == FT_SHARED_MERGED;

@@ -83,8 +83,8 @@ ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj)
     ft_mutex_unlock(&rt->uniqueid.mutex);
     if (s != FT_OK)
         return s;
-    atomic_fetch_or_explicit(&obj->ob_gc_bits, FT_GC_DEFERRED, memory_order_relaxed);
-    atomic_fetch_add_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_relaxed);
+    atomic_fetch_or_explicit(&obj->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
+    atomic_fetch_add_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_release);
     return FT_OK;
 }
 
@@ -173,7 +173,7 @@ size_t ft_merge_refcounts(ft_runtime *rt)
         if (ft_refcount(obj) - BIAS_COUNT != 0)
             continue;
         atomic_fetch_sub_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_relaxed);
-        atomic_fetch_and_explicit(&obj->ob_gc_bits, (uint8_t)~FT_GC_DEFERRED, memory_order_relaxed);
+        atomic_fetch_and_explicit(&obj->ob_flags, (uint16_t)~FT_OBJ_DEFERRED, memory_order_relaxed);
         *id_field(obj) = 0;
         release_entry(rt, i);
         dead[ndead++] = obj;
