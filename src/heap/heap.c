@@ -508,10 +508,7 @@ ft_status ft_heap_thread_start(ft_thread *t)
     }
     atomic_store_explicit(&set->owner, t, memory_order_relaxed);
     ft_mutex_lock_internal(&h->mutex);
-    set->next = h->all;
-    if (h->all)
-        h->all->prev = set;
-    h->all = set;
+    FT_LIST_PUSH(h->all, set);
     ft_mutex_unlock(&h->mutex);
     t->heap.set = set;
     return FT_OK;
@@ -545,12 +542,7 @@ void ft_heap_thread_stop(ft_thread *t)
     bool empty = set_is_empty(set);
     set_owner_locked(h, set, NULL, !empty);
     if (empty) {
-        if (set->prev)
-            set->prev->next = set->next;
-        else
-            h->all = set->next;
-        if (set->next)
-            set->next->prev = set->prev;
+        FT_LIST_REMOVE(h->all, set);
     } else {
         atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
     }

@@ -60,37 +60,17 @@ uint32_t ft_class_size(uint8_t c)
 
 void ft_queue_push_front(ft_page_queue *q, ft_page *p)
 {
-    p->prev = NULL;
-    p->next = q->head;
-    if (q->head)
-        q->head->prev = p;
-    else
-        q->tail = p;
-    q->head = p;
+    FT_QUEUE_PUSH_FRONT(q, p);
 }
 
 void ft_queue_push_back(ft_page_queue *q, ft_page *p)
 {
-    p->next = NULL;
-    p->prev = q->tail;
-    if (q->tail)
-        q->tail->next = p;
-    else
-        q->head = p;
-    q->tail = p;
+    FT_QUEUE_PUSH_BACK(q, p);
 }
 
 void ft_queue_remove(ft_page_queue *q, ft_page *p)
 {
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        q->head = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    else
-        q->tail = p->prev;
-    p->next = p->prev = NULL;
+    FT_QUEUE_REMOVE(q, p);
 }
 
 /* ---- mappings ------------------------------------------------------------------------------ */

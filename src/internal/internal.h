@@ -3,6 +3,7 @@
 #define FTRT_INTERNAL_H
 
 #include "internal/assert.h"
+#include "internal/list.h"
 #include "internal/types.h"
 #include "platform/platform.h"
 #include "ftrt/parking_lot.h"
