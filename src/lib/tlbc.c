@@ -38,7 +38,7 @@ ft_status ft_tlbc_init(ft_tlbc *c, ft_thread *t, void *code, size_t size, ft_tlb
         return FT_ENOMEM;
     atomic_store_explicit(&a->entries[0], code, memory_order_relaxed);
     atomic_store_explicit(&c->copies, a, memory_order_release);
-    atomic_store_explicit(&c->mutex.bits, 0, memory_order_relaxed);
+    c->mutex = (ft_mutex){0}; /* unlocked; c is not published yet */
     c->size = size;
     c->copy = copy;
     c->arg = arg;

@@ -113,9 +113,9 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
                          &rt->delayed.mutex, &rt->thread_indices.mutex, &rt->uniqueid.mutex,
                          &rt->tlbc.mutex};
     for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
-        atomic_store_explicit(&locks[i]->bits, 0, memory_order_relaxed);
+        *locks[i] = (ft_mutex){0};
     for (uint32_t i = 0; i < FT_BRC_BUCKETS; i++)
-        atomic_store_explicit(&rt->brc[i].mutex.bits, 0, memory_order_relaxed);
+        rt->brc[i].mutex = (ft_mutex){0};
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.requester, NULL, memory_order_relaxed);

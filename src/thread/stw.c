@@ -111,7 +111,7 @@ void ft_stop_the_world(ft_runtime *rt)
     atomic_store_explicit(&rt->stw.owner_os, self_os, memory_order_relaxed);
 
     lock_head(rt);
-    atomic_store_explicit(&rt->stw.stopped.state, 0, memory_order_relaxed);
+    ft_event_reset(&rt->stw.stopped); /* its notifiers decrement countdown under the head lock */
     atomic_store_explicit(&rt->stw.requester, self, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.countdown, (int32_t)(rt->nthreads - (self ? 1 : 0)),
                           memory_order_relaxed);
