@@ -570,12 +570,6 @@ static bool visit_queue(ft_page_queue *q, bool objects, ft_block_visitor fn, voi
     return true;
 }
 
-bool ft_world_stopped_by_caller(ft_runtime *rt)
-{
-    return ft_world_is_stopped(rt) &&
-           atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == ft_os_thread_id();
-}
-
 static void visit_all(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, void *arg)
 {
     bool objects = kind != FT_HEAP_RAW;
@@ -599,7 +593,7 @@ ft_status ft_heap_visit(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, 
 {
     if ((unsigned)kind >= FT_HEAP_KINDS || !fn)
         return FT_EINVAL;
-    if (!ft_world_stopped_by_caller(rt))
+    if (!ft_stw_held_by_caller(rt))
         return FT_EPERM;
     visit_all(rt, kind, fn, arg);
     return FT_OK;
@@ -617,9 +611,7 @@ static bool count_block(void *block, size_t size, void *arg)
 void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out)
 {
     memset(out, 0, sizeof *out);
-    bool stop = !ft_world_stopped_by_caller(rt);
-    if (stop)
-        ft_stop_the_world(rt);
+    bool stop = ft_stw_stop_unless_held(rt);
     for (int k = 0; k < FT_HEAP_KINDS; k++)
         visit_all(rt, (ft_heap_kind)k, count_block, out);
     ft_heap_runtime *h = &rt->heaps;

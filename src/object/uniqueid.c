@@ -154,7 +154,7 @@ void ft_uniqueid_thread_stop(ft_thread *t)
 
 size_t ft_merge_refcounts(ft_runtime *rt)
 {
-    if (ft_world_stopped_by_caller(rt))
+    if (ft_stw_held_by_caller(rt))
         ft_fatal("ft_merge_refcounts: called with the world of runtime %p stopped (it stops the "
                  "world itself, and frees objects after restarting it)",
                  (void *)rt);

@@ -102,12 +102,10 @@ static void free_item(ft_thread *t, uintptr_t ptr)
 static void free_now_stopped(ft_thread *t, uintptr_t ptr)
 {
     ft_runtime *rt = t->rt;
-    bool stopped_here = !ft_world_stopped_by_caller(rt);
-    if (stopped_here)
-        ft_stop_the_world(rt);
+    bool stopped = ft_stw_stop_unless_held(rt);
     if (!(ptr & DECREF_TAG))
         ft_heap_free_block(t, (void *)ptr);
-    if (stopped_here)
+    if (stopped)
         ft_start_the_world(rt);
     if (ptr & DECREF_TAG)
         ft_decref((ft_object *)(ptr & ~DECREF_TAG));
@@ -137,7 +135,7 @@ static bool push(ft_thread *t, uintptr_t ptr, uint64_t goal, uint64_t size)
 
 static void enqueue(ft_thread *t, uintptr_t ptr, uint64_t size)
 {
-    if (ft_world_stopped_by_caller(t->rt) && !(ptr & DECREF_TAG)) {
+    if (ft_stw_held_by_caller(t->rt) && !(ptr & DECREF_TAG)) {
         ft_heap_free_block(t, (void *)ptr); /* every other thread is quiescent */
         return;
     }
@@ -320,9 +318,7 @@ static void count_queue(const ft_delayed_chunk *q, ft_qsbr_stats *out)
 void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out)
 {
     *out = (ft_qsbr_stats){0};
-    bool stop = !ft_world_stopped_by_caller(rt);
-    if (stop)
-        ft_stop_the_world(rt);
+    bool stop = ft_stw_stop_unless_held(rt);
     for (ft_thread *t = rt->threads; t; t = t->next)
         count_queue(t->delayed.head, out);
     count_queue(rt->delayed.head, out);
@@ -352,7 +348,7 @@ static uint64_t page_retire_goal(void *ctx)
 static bool page_goal_reached(void *ctx, uint64_t goal)
 {
     ft_runtime *rt = ctx;
-    if (ft_world_stopped_by_caller(rt))
+    if (ft_stw_held_by_caller(rt))
         return true;
     if (!ft_qsbr_seq_before(atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_acquire), goal))
         return true;

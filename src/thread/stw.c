@@ -158,6 +158,22 @@ void ft_start_the_world(ft_runtime *rt)
     ft_mutex_unlock(&rt->stw.mutex);
 }
 
+bool ft_stw_held_by_caller(ft_runtime *rt)
+{
+    /* owner_os holds this OS thread's id only if this thread stored it (relaxed loads see one's own
+     * stores), and it is cleared only after world_stopped, by the same thread. */
+    return atomic_load_explicit(&rt->stw.world_stopped, memory_order_relaxed) &&
+           atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == ft_os_thread_id();
+}
+
+bool ft_stw_stop_unless_held(ft_runtime *rt)
+{
+    if (ft_stw_held_by_caller(rt))
+        return false;
+    ft_stop_the_world(rt);
+    return true;
+}
+
 bool ft_world_is_stopped(const ft_runtime *rt)
 {
     return atomic_load_explicit(&((ft_runtime *)rt)->stw.world_stopped, memory_order_relaxed);

@@ -25,4 +25,16 @@ typedef struct ft_stw_runtime {
 
 void ft_stw_suspend_self(ft_thread *t); /* a thread that saw FT_PENDING_STOP, instead of DETACHED */
 
+/* Whether the calling OS thread holds rt's stop (it stopped the world and has not restarted it). */
+bool ft_stw_held_by_caller(ft_runtime *rt);
+
+/* Stop rt's world unless the calling OS thread holds its stop already. Returns whether it stopped it
+ * now: then, and only then, the caller restarts it when done. So a core that needs the world stopped
+ * runs the same way called on its own or inside a caller's stop:
+ *     bool stopped = ft_stw_stop_unless_held(rt);
+ *     ...work...
+ *     if (stopped)
+ *         ft_start_the_world(rt); */
+bool ft_stw_stop_unless_held(ft_runtime *rt);
+
 #endif
