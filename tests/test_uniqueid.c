@@ -535,6 +535,82 @@ TEST(thread_arrays_grow_with_the_ids)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
+/* ---- the debug reference total ------------------------------------------------------------------ */
+
+static void cmd_incref_plain(worker *w)
+{
+    for (int i = 0; i < w->n; i++)
+        ft_incref(w->obj);
+}
+
+static void cmd_decref_plain(worker *w)
+{
+    for (int i = 0; i < w->n; i++)
+        ft_decref(w->obj);
+}
+
+#define TOTAL_OBJS 4
+
+/* References taken in a slot and dropped the ordinary way (and the reverse), merged, folded in by
+ * stopping threads: once every object is freed, the total is back where it started. Per-thread
+ * counts enter the total when a merge or a stopping thread adds them into their objects. */
+TEST(reftotal_returns_to_its_start)
+{
+#ifndef FTRT_DEBUG
+    printf("     (skipped: ftrt keeps the reference total only in debug builds)\n");
+#else
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    int64_t start = ft_runtime_reftotal(rt);
+    ft_object *objs[TOTAL_OBJS];
+    for (int i = 0; i < TOTAL_OBJS; i++) {
+        objs[i] = new_enabled(a);
+        CHECK(objs[i] != NULL);
+    }
+    worker x, y;
+    worker_start(a, &x, rt);
+    worker_start(a, &y, rt);
+
+    /* objs[0]: x takes references in its slot, y the ordinary way; each drops the other's kind. */
+    worker_do(a, &x, cmd_incref, objs[0], 5);
+    worker_do(a, &y, cmd_incref_plain, objs[0], 3);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    worker_do(a, &y, cmd_decref, objs[0], 3);
+    worker_do(a, &x, cmd_decref_plain, objs[0], 5);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(objs[0]), 1);
+
+    /* objs[1]: x stops holding two slot references; a drops them from its own slot. */
+    worker_do(a, &x, cmd_incref, objs[1], 2);
+    worker_finish(a, &x);
+    for (int i = 0; i < 2; i++)
+        ft_decref_per_thread(a, objs[1]);
+
+    /* objs[3]: many references churned across merges; objs[2]: the allocation's reference is
+     * dropped through y's slot, which y folds in as it stops. */
+    for (int r = 0; r < 10; r++) {
+        worker_do(a, &y, cmd_incref, objs[3], r + 1);
+        CHECK_EQ(ft_merge_refcounts(rt), 0);
+        worker_do(a, &y, cmd_decref_plain, objs[3], r + 1);
+    }
+    worker_do(a, &y, cmd_decref, objs[2], 1);
+    worker_finish(a, &y);
+    CHECK_EQ(ft_merge_refcounts(rt), 1); /* objs[2] */
+
+    ft_decref(objs[0]);
+    ft_decref_per_thread(a, objs[1]);
+    ft_decref(objs[3]);
+    CHECK_EQ(ft_merge_refcounts(rt), 3);
+    CHECK_EQ(atomic_load(&deallocs), TOTAL_OBJS);
+    CHECK_EQ(ft_runtime_reftotal(rt) - start, 0);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_reftotal(rt) - start, 0);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+#endif
+}
+
 /* ---- concurrency: merges while threads count, start and stop ------------------------------------- */
 
 #define RACE_THREADS 6

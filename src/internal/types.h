@@ -105,8 +105,9 @@ struct ft_runtime {
     ft_qsbr_runtime qsbr;         /* reclaim/qsbr.h */
     ft_delayed_runtime delayed;   /* reclaim/delayed.h */
     ft_tlbc_runtime tlbc;         /* lib/tlbc.h */
-    /* Debug builds: the reference totals of stopped threads and of callers that are not attached;
-     * any thread adds (relaxed), ft_runtime_reftotal reads. */
+    /* Debug builds: the reference totals of stopped threads, of callers that are not attached, and
+     * of per-thread counts as they are merged; any thread adds (relaxed), ft_runtime_reftotal reads
+     * (under head_mutex, with every started thread's own total). */
     _Atomic(int64_t) reftotal;
     /* Test hook (ft_debug_fail_allocation): the allocation that fails when it reaches 0, or -1.
      * Any thread decrements it (relaxed): a test arms it while no other thread allocates. */

@@ -125,9 +125,12 @@ void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj)
         ft_decref(obj);
 }
 
-/* Add t's slots into their objects' shared counts and zero them. Pool mutex held. */
+/* Add t's slots into their objects' shared counts and zero them. Pool mutex held. The inline
+ * per-thread increments and decrements leave the debug reference total alone, so the references a
+ * slot holds enter the total here, when they enter their object. */
 static void merge_thread(ft_runtime *rt, ft_thread *t)
 {
+    int64_t merged = 0;
     for (size_t i = 0; i < t->head.uniqueid_size; i++) {
         intptr_t n = t->head.uniqueid_counts[i];
         if (n == 0)
@@ -137,7 +140,13 @@ static void merge_thread(ft_runtime *rt, ft_thread *t)
                                   (intptr_t)((uintptr_t)n << FT_SHARED_SHIFT),
                                   memory_order_relaxed);
         t->head.uniqueid_counts[i] = 0;
+        merged += n;
     }
+#ifdef FTRT_DEBUG
+    atomic_fetch_add_explicit(&rt->reftotal, merged, memory_order_relaxed);
+#else
+    (void)merged;
+#endif
 }
 
 void ft_uniqueid_thread_stop(ft_thread *t)
