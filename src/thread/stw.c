@@ -174,6 +174,28 @@ bool ft_stw_stop_unless_held(ft_runtime *rt)
     return true;
 }
 
+void ft_dead_list_push(ft_dead_list *dead, ft_object *o)
+{
+    FT_ASSERT(atomic_load_explicit(&o->ob_tid, memory_order_relaxed) == 0 && ft_refcount(o) == 0);
+    atomic_store_explicit(&o->ob_tid, (uintptr_t)dead->head, memory_order_relaxed);
+    dead->head = o;
+    dead->count++;
+}
+
+size_t ft_dead_list_dealloc(ft_dead_list *dead)
+{
+    size_t n = dead->count;
+    FT_ASSERT(!dead->head || !ft_stw_held_by_caller(ft_object_runtime(dead->head)));
+    while (dead->head) {
+        ft_object *o = dead->head;
+        dead->head = (ft_object *)atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
+        atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed); /* merged, as it was */
+        ft_object_dealloc(o);
+    }
+    dead->count = 0;
+    return n;
+}
+
 bool ft_world_is_stopped(const ft_runtime *rt)
 {
     return atomic_load_explicit(&((ft_runtime *)rt)->stw.world_stopped, memory_order_relaxed);

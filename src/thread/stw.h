@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "ftrt/lock.h"
+#include "ftrt/object.h"
 #include "ftrt/runtime.h"
 
 /* The runtime's part (ft_runtime.stw). "head" means written under rt->head_mutex. */
@@ -36,5 +37,22 @@ bool ft_stw_held_by_caller(ft_runtime *rt);
  *     if (stopped)
  *         ft_start_the_world(rt); */
 bool ft_stw_stop_unless_held(ft_runtime *rt);
+
+/* Objects that a core running inside a stop found dead (count zero), handed back to its caller: a
+ * destructor may do anything (block, stop the world, start threads), so none runs inside a stop, and
+ * the caller deallocates them after the restart. The list is threaded through the objects' ob_tid
+ * words: a dead object is merged first (ob_tid 0, the whole count, zero, in ob_ref_shared), and
+ * nothing else reads the word of an object that no reference reaches any more (the stop made every
+ * other thread pass a quiescent point after its last reference went; the heap links freed blocks
+ * through the same word, also with atomic stores). So pushing never allocates and cannot fail. */
+typedef struct ft_dead_list {
+    ft_object *head; /* the last object pushed; the caller's, unshared */
+    size_t count;
+} ft_dead_list;
+
+void ft_dead_list_push(ft_dead_list *dead, ft_object *o); /* o merged, count zero */
+/* Deallocate every object of dead (finalize, dealloc, free) on the caller, which must be attached
+ * to their runtime and must not hold its stop; returns how many. */
+size_t ft_dead_list_dealloc(ft_dead_list *dead);
 
 #endif
