@@ -79,7 +79,9 @@ static inline void *ft_tlbc_get(ft_tlbc *c, ft_thread *t)
 /* Whether threads get their own copies (false when disabled: everyone shares the original). */
 FT_API bool ft_tlbc_enabled(const ft_runtime *rt);
 
-/* Stop the world and free the copies at indices that no started thread holds; returns how many. */
+/* Stop the world (unless the caller holds the stop already) and free the copies at indices that no
+ * started thread holds; returns how many. The stop makes it a quiescent point for the caller
+ * (ftrt/qsbr.h). */
 FT_API size_t ft_tlbc_clear_unused(ft_runtime *rt);
 
 /* Copies in existence (originals excluded), over all of rt's buffers. */
