@@ -31,6 +31,7 @@
 
 #include "ftrt.h"
 #include "harness.h"
+#include "reclaim/delayed.h" /* ft_delayed_process_stopped, the core that runs inside a stop */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -245,6 +246,50 @@ TEST(stop_frees_blocks_but_runs_no_destructor)
     s = qsbr_stats(rt);
     CHECK_EQ(s.pending_items, 0);
     CHECK_EQ(s.freed_items, 2);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* The core a collector runs inside its own stop: with a dead list it also drops the queued
+ * references, merging them, and hands back the objects that died, for the caller to deallocate after
+ * the restart. */
+TEST(stopped_core_drops_references_and_hands_the_dead_back)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    int64_t total = ft_runtime_reftotal(rt);
+    atomic_store(&counted_deallocs, 0);
+    ft_object *dies = ft_alloc(a, &counted_type), *lives = ft_alloc(a, &counted_type);
+    CHECK(dies != NULL && lives != NULL);
+    ft_decref_delayed(a, dies);
+    ft_incref(lives);
+    ft_decref_delayed(a, lives);
+    ft_free_delayed(a, ft_malloc(a, 64), 64);
+    /* None is due: no advance, and a has passed no quiescent point since. */
+
+    ft_stop_the_world(rt);
+    ft_dead_list dead = {0};
+    ft_delayed_process_stopped(rt, &dead);
+    ft_qsbr_stats inside;
+    ft_qsbr_get_stats(rt, &inside);
+    int64_t deallocs_inside = atomic_load(&counted_deallocs);
+    ft_start_the_world(rt);
+    CHECK_EQ(inside.pending_items, 0);
+    CHECK_EQ(inside.freed_items, 3);
+    CHECK_EQ(deallocs_inside, 0);
+    CHECK_EQ(dead.count, 1);
+    CHECK_EQ(atomic_load(&counted_deallocs), 0);
+    CHECK_EQ(ft_dead_list_dealloc(&dead), 1);
+    CHECK_EQ(atomic_load(&counted_deallocs), 1);
+    CHECK_EQ(ft_refcount(lives), 1);
+    ft_decref(lives);
+    CHECK_EQ(atomic_load(&counted_deallocs), 2);
+#ifdef FTRT_DEBUG
+    CHECK_EQ(ft_runtime_reftotal(rt), total);
+#else
+    (void)total;
+#endif
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -1013,6 +1058,7 @@ int main(void)
     RUN(block_freed_only_after_every_thread_quiesced);
     RUN(queued_blocks_are_live_until_freed);
     RUN(stop_frees_blocks_but_runs_no_destructor);
+    RUN(stopped_core_drops_references_and_hands_the_dead_back);
     RUN(queue_out_of_memory_frees_at_once);
     RUN(item_128_advances);
     RUN(block_over_1mib_advances_at_once);

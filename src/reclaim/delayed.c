@@ -266,33 +266,62 @@ void ft_delayed_thread_stop(ft_thread *t)
     ft_delayed_hand_over(t);
 }
 
-/* Free every queued block in queue q (the world is stopped: everyone else is quiescent, and the
- * caller is at a quiescent point by contract). References are kept, compacted to the front. */
-static void free_blocks_stopped(ft_runtime *rt, ft_thread *self, ft_delayed_chunk *q)
+/* Drop a queued reference inside a stop: ft_decref without the destructor. The object is merged
+ * (no owner is counting now) and, if that was its last reference, handed back on dead. */
+static void drop_stopped(ft_runtime *rt, ft_object *o, ft_dead_list *dead)
 {
+    if (ft_explicit_merge(o, -1) == 0)
+        ft_dead_list_push(dead, o);
+#ifdef FTRT_DEBUG
+    atomic_fetch_add_explicit(&rt->reftotal, -1, memory_order_relaxed);
+#else
+    (void)rt;
+#endif
+}
+
+/* Run every item of queue q that may run inside a stop (everyone else is quiescent, and the caller
+ * is at a quiescent point by contract, whatever the goals): every block, and with dead every
+ * reference. What stays (references, without dead) is compacted to the front of its chunk. Returns
+ * how many ran. */
+static uint64_t run_stopped(ft_runtime *rt, ft_thread *self, ft_delayed_chunk *q,
+                            ft_dead_list *dead)
+{
+    uint64_t ran = 0;
     for (ft_delayed_chunk *c = q; c; c = c->next) {
         uint32_t keep = c->rd;
         for (uint32_t i = c->rd; i < c->wr; i++) {
-            if (c->items[i].ptr & DECREF_TAG) {
+            uintptr_t ptr = c->items[i].ptr;
+            if (!(ptr & DECREF_TAG))
+                ft_heap_free_block(self, (void *)ptr);
+            else if (dead)
+                drop_stopped(rt, (ft_object *)(ptr & ~DECREF_TAG), dead);
+            else {
                 c->items[keep++] = c->items[i];
-            } else {
-                ft_heap_free_block(self, (void *)c->items[i].ptr);
-                atomic_fetch_add_explicit(&rt->delayed.freed, 1, memory_order_relaxed);
+                continue;
             }
+            ran++;
         }
         c->wr = keep;
     }
+    return ran;
 }
 
-void ft_delayed_process_stopped(ft_runtime *rt)
+void ft_delayed_process_stopped(ft_runtime *rt, ft_dead_list *dead)
 {
-    /* The head lock is held by the caller (ft_start_the_world): the thread list is stable. */
+    FT_ASSERT(ft_stw_held_by_caller(rt));
     ft_thread *self = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
+    uint64_t ran = 0;
+    /* The head lock: threads suspended in ft_thread_stop unlink themselves during a stop. */
+    ft_mutex_lock_internal(&rt->head_mutex);
     for (ft_thread *t = rt->threads; t; t = t->next) {
-        seal_with_next(t); /* the compaction below moves items */
-        free_blocks_stopped(rt, self, t->delayed.head);
+        seal_with_next(t); /* the compaction moves items */
+        ran += run_stopped(rt, self, t->delayed.head, dead);
     }
-    free_blocks_stopped(rt, self, rt->delayed.head);
+    ft_mutex_unlock(&rt->head_mutex);
+    ft_mutex_lock_internal(&rt->delayed.mutex);
+    ran += run_stopped(rt, self, rt->delayed.head, dead);
+    ft_mutex_unlock(&rt->delayed.mutex);
+    atomic_fetch_add_explicit(&rt->delayed.freed, ran, memory_order_relaxed);
 }
 
 void ft_delayed_runtime_destroy(ft_runtime *rt)

@@ -12,6 +12,7 @@
 
 #include "ftrt/lock.h"
 #include "ftrt/qsbr.h"
+#include "thread/stw.h"
 
 struct ft_delayed_chunk;
 
@@ -37,7 +38,14 @@ void ft_delayed_install_page_hook(ft_runtime *rt);
 void ft_delayed_thread_stop(ft_thread *t);
 void ft_delayed_hand_over(ft_thread *t); /* move t's queue to the runtime's */
 void ft_delayed_seal(ft_thread *t, uint64_t goal); /* t's items without a goal take this one */
-void ft_delayed_process_stopped(ft_runtime *rt); /* the world is stopped by the caller */
+/* Inside a stop the caller holds (every stop runs it as the world restarts, with dead NULL): free
+ * every queued block, whatever its goal, since every other thread is quiescent. With dead, also
+ * drop every queued reference, as a merge (ft_explicit_merge, as CPython's collector does: the
+ * objects lose their owner's bias), and push the objects that reach zero onto dead for the caller
+ * to deallocate after the restart. Without, references stay queued. Items another thread has taken
+ * out of the runtime's queue to process (it was stopped inside a destructor) are not seen. Takes
+ * head_mutex, then rt->delayed.mutex. */
+void ft_delayed_process_stopped(ft_runtime *rt, ft_dead_list *dead);
 void ft_delayed_runtime_destroy(ft_runtime *rt);
 
 #endif

@@ -136,9 +136,10 @@ void ft_start_the_world(ft_runtime *rt)
         ft_fatal("ft_start_the_world: the world of runtime %p was not stopped by the calling "
                  "thread",
                  (void *)rt);
+    /* Every other thread is quiescent now: free the blocks they were holding back. References
+     * stay queued: their destructors run after the restart. */
+    ft_delayed_process_stopped(rt, NULL);
     lock_head(rt);
-    /* Every other thread is quiescent now: free the blocks they were holding back. */
-    ft_delayed_process_stopped(rt);
     ft_thread *requester = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
