@@ -348,9 +348,15 @@ void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out)
 {
     *out = (ft_qsbr_stats){0};
     bool stop = ft_stw_stop_unless_held(rt);
+    /* The stop freezes the queues but not the thread list: a thread suspended in ft_thread_stop
+     * unlinks its state, and a starting one links (and resets) a state, under the head lock. */
+    ft_mutex_lock_internal(&rt->head_mutex);
     for (ft_thread *t = rt->threads; t; t = t->next)
         count_queue(t->delayed.head, out);
+    ft_mutex_unlock(&rt->head_mutex);
+    ft_mutex_lock_internal(&rt->delayed.mutex);
     count_queue(rt->delayed.head, out);
+    ft_mutex_unlock(&rt->delayed.mutex);
     out->wr_seq = atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_relaxed);
     out->rd_seq = atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_relaxed);
     out->freed_items = atomic_load_explicit(&rt->delayed.freed, memory_order_relaxed);
