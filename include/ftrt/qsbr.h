@@ -16,15 +16,18 @@
  *
  * Delayed free builds on it: ft_free_delayed(t, p, size) frees ft_malloc memory, and
  * ft_decref_delayed(t, obj) drops a reference, once every reader that could have seen them has moved
- * on. Items wait in per-thread queues and are processed at safepoints when due; when the world is
- * stopped (every stop, including the ones ft_qsbr_get_stats and ft_heap_get_stats make, frees all
- * queued blocks as it restarts; references stay queued, since destructors do not run under a stop);
- * and when the thread stops (it advances the sequence, passes its own quiescent point, frees what is
- * due, and hands the rest to a runtime-wide queue that any thread processes). Goals: an item takes
- * its goal after it is queued, in a batch: the goal of the thread's next advance, or, when the queue
- * is processed or handed over first, the next sequence (reached only after someone advances); the
- * queue advances itself once more than 127 items or 1 MiB are pending, or at once for a block over
- * 1 MiB, so memory held back stays bounded. */
+ * on. Items wait in per-thread queues and are processed at the thread's safepoints after each of its
+ * advances; when the world is stopped (every stop, including the ones ft_qsbr_get_stats and
+ * ft_heap_get_stats make, frees all queued blocks as it restarts; references stay queued, since
+ * destructors do not run under a stop); and when the thread stops (it advances the sequence, passes
+ * its own quiescent point, frees what is due, and hands the rest to a runtime-wide queue, which every
+ * started thread then processes at its safepoints until all of it has run; if no thread is left,
+ * ft_runtime_free runs it). Goals: an item takes its goal after it is queued, in a batch: the goal
+ * of the thread's next advance, or, when the queue is processed first, the next sequence (reached
+ * only after someone advances); the queue advances itself once more than 127 items or 1 MiB are
+ * pending, or at once for a block over 1 MiB, so memory held back stays bounded. A thread that
+ * neither advances nor queues enough to advance keeps its last few items until it calls
+ * ft_delayed_process, advances, or stops. */
 #ifndef FTRT_QSBR_H
 #define FTRT_QSBR_H
 

@@ -50,7 +50,11 @@ FT_API void ft_config_init(ft_config *cfg);
 FT_API ft_runtime *ft_runtime_new(const ft_config *cfg);
 
 /* Free a runtime. FT_EBUSY, with nothing freed, while any thread is still started or the world is
- * stopped; FT_EINVAL for NULL. */
+ * stopped; FT_EINVAL for NULL. First it runs the delayed frees and decrefs that stopped threads left
+ * (ftrt/qsbr.h): in a thread state of the calling OS thread that it starts and stops for that, so
+ * their destructors run as on any attached thread (ft_thread_current() is that state meanwhile; the
+ * caller's own current thread, if any, is current again on return). FT_ENOMEM, with nothing freed,
+ * if that thread state cannot be made; FT_EBUSY if a destructor leaves a thread started. */
 FT_API ft_status ft_runtime_free(ft_runtime *rt);
 
 /* Start a thread state for the calling OS thread; it is attached on return. NULL with

@@ -35,9 +35,16 @@ typedef struct ft_delayed_runtime {
 } ft_delayed_runtime;
 
 void ft_delayed_install_page_hook(ft_runtime *rt);
+void ft_delayed_thread_start(ft_thread *t); /* linked: marks its queue due if the runtime's has work */
 void ft_delayed_thread_stop(ft_thread *t);
 void ft_delayed_hand_over(ft_thread *t); /* move t's queue to the runtime's */
 void ft_delayed_seal(ft_thread *t, uint64_t goal); /* t's items without a goal take this one */
+/* t (the caller's current thread) advanced to goal: seal, and mark its queue due if it holds any. */
+void ft_delayed_advanced(ft_thread *t, uint64_t goal);
+bool ft_delayed_runtime_pending(ft_runtime *rt); /* whether the runtime's queue holds items */
+/* Run everything queued, in t's queue and the runtime's, and what destructors queue meanwhile, until
+ * a round runs nothing. t must be its runtime's only thread (ft_runtime_free's temporary one). */
+void ft_delayed_drain(ft_thread *t);
 /* Inside a stop the caller holds (every stop runs it as the world restarts, with dead NULL): free
  * every queued block, whatever its goal, since every other thread is quiescent. With dead, also
  * drop every queued reference, as a merge (ft_explicit_merge, as CPython's collector does: the
