@@ -99,12 +99,14 @@ FT_API uint32_t ft_thread_index(const ft_thread *t);
 /* The first member of every ft_thread; the rest is private. */
 struct ft_thread_head {
     /* The write sequence this thread saw at its last quiescent point, or 0 while detached (its QSBR
-     * slot, kept here so a quiescent report needs no pointer load). Written by the owner (release),
-     * read by pollers (acquire). */
+     * slot, kept here so a quiescent report needs no pointer load). Written by the owner (release;
+     * seq_cst when it attaches), read by pollers (acquire). */
     _Atomic(uint64_t) qsbr_seq;
     _Atomic(uintptr_t) pending; /* FT_PENDING_* bits: set with fetch_or by any thread, cleared by the owner */
     const _Atomic(uint64_t) *qsbr_wr_seq; /* the runtime's write sequence; immutable */
-    intptr_t *uniqueid_counts; /* per-thread reference counts by unique id - 1 (ftrt/uniqueid.h); owner */
+    /* Per-thread reference counts by unique id - 1 (ftrt/uniqueid.h). Written by the owner, and by
+     * a merge with the world stopped (it adds the slots into their objects and zeroes them). */
+    intptr_t *uniqueid_counts;
     size_t uniqueid_size;      /* entries in uniqueid_counts; owner */
     size_t tlbc_index;     /* the copy of code this thread uses (ftrt/tlbc.h); immutable */
 };

@@ -37,7 +37,8 @@ typedef void (*ft_tlbc_copy_fn)(void *dst, const void *original, size_t size, vo
 
 typedef struct ft_tlbc_array {
     size_t size;              /* entries; immutable once published */
-    void *_Atomic entries[];  /* index i's copy or NULL, stored under the buffer's mutex; [0] is
+    void *_Atomic entries[];  /* index i's copy or NULL: stored (release) under the buffer's mutex,
+                                 or cleared with the world stopped; loaded with acquire; [0] is
                                  the original */
 } ft_tlbc_array;
 

@@ -39,8 +39,9 @@
  * while counted-but-not-suspended decrements it itself; a thread that starts during a stop starts
  * SUSPENDED and is not counted. The decrement that reaches zero notifies the requester's event.
  *
- * Lock order: stw.mutex -> head_mutex -> index pool mutex, heaps.mutex, brc bucket mutexes ->
- * parking-lot bucket locks. All but stw.mutex are internal and never held across a safepoint, so they
+ * Lock order: stw.mutex -> head_mutex -> index pool mutex, heaps.mutex, brc bucket mutexes,
+ * uniqueid.mutex -> parking-lot bucket locks; tlbc.mutex -> a code buffer's mutex; delayed.mutex is
+ * never held with another. All but stw.mutex are internal and never held across a safepoint, so they
  * are taken without detaching.
  */
 #ifndef FTRT_INTERNAL_TYPES_H

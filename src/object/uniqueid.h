@@ -16,16 +16,18 @@
 
 /* The runtime's part (ft_runtime.uniqueid). */
 typedef struct ft_uniqueid_runtime {
-    ft_mutex mutex;         /* guards table and free_head */
-    uintptr_t *table;       /* by id - 1: an object, or (next free id << 1) | 1; under mutex, or
-                               read with the world stopped */
+    ft_mutex mutex;         /* guards table and free_head; taken alone or after head_mutex */
+    uintptr_t *table;       /* by id - 1: an object, or (next free id << 1) | 1; under mutex */
     uintptr_t free_head;    /* (first free id) << 1, or 0; under mutex */
     _Atomic(uint32_t) size; /* entries in table; grows only, under mutex; read without it (relaxed)
                                as an upper bound by the threads' array growth */
 } ft_uniqueid_runtime;
 
-/* One thread's part (ft_thread.uniqueid); the counts themselves sit in ft_thread_head, where the
- * inline fast paths read them. */
+/* One thread's part (ft_thread.uniqueid). The counts themselves sit in ft_thread_head
+ * (uniqueid_counts, uniqueid_size), where the inline fast paths read them: written by their owner
+ * with plain stores, and by a merge with the world stopped (it zeroes the slots it adds in, under
+ * head_mutex and mutex; the owner's suspension and its next attach order those accesses); the owner
+ * grows the array, and folds and frees it as it stops, under mutex. */
 typedef struct ft_uniqueid_thread {
     bool finalized; /* owner only: its counts were merged for good (the thread is stopping) */
 } ft_uniqueid_thread;

@@ -1,8 +1,9 @@
 /* reclaim/delayed.h: the state of delayed free and delayed decref (delayed.c).
  *
  * Each thread queues blocks and objects in chunks of items, each with the QSBR goal after which it
- * may run. A thread that stops hands its queue to the runtime's, which any thread drains once the
- * goals are reached. */
+ * may run. A thread that stops hands what it could not run to the runtime's queue, with goals that
+ * quiescent points alone reach, and marks every started thread's queue due; their safepoints run it
+ * (or, with no thread left, ft_runtime_free does). */
 #ifndef FTRT_RECLAIM_DELAYED_H
 #define FTRT_RECLAIM_DELAYED_H
 
@@ -16,7 +17,9 @@
 
 struct ft_delayed_chunk;
 
-/* One thread's part (ft_thread.delayed). Owner only, or with the world stopped. */
+/* One thread's part (ft_thread.delayed). The owner's only; also touched by the holder of a stop
+ * (ft_delayed_process_stopped seals and compacts every thread's queue, the owner being suspended or
+ * detached) and, for a thread that vanished in a fork, by the child's survivor. */
 typedef struct ft_delayed_thread {
     struct ft_delayed_chunk *head, *tail; /* this thread's items, oldest first */
     uint64_t count, memory;    /* pending since the last advance */
@@ -27,11 +30,16 @@ typedef struct ft_delayed_thread {
 
 /* The runtime's part (ft_runtime.delayed): items left by stopped threads. */
 typedef struct ft_delayed_runtime {
-    ft_mutex mutex;                       /* guards head and tail */
-    struct ft_delayed_chunk *head, *tail; /* under mutex */
-    _Atomic(bool) has_work;               /* a hint that the queue is not empty: set under mutex,
-                                             read relaxed without it */
-    _Atomic(uint64_t) freed;              /* items processed in total: any thread adds, relaxed */
+    ft_mutex mutex; /* guards head and tail; never held with another of ftrt's locks */
+    struct ft_delayed_chunk *head, *tail; /* under mutex; empty while a thread processes the
+                                             items it took out */
+    /* Whether the queue holds items: written under mutex, read relaxed without it as a hint. False
+     * also while a thread has taken the items out; it puts back what is not due, marking every
+     * thread's queue due again, so a reader that saw false misses nothing. */
+    _Atomic(bool) has_work;
+    /* Items run in total, over every queue: any thread adds (relaxed); read relaxed by the stats and
+     * by ft_delayed_drain's sole thread. */
+    _Atomic(uint64_t) freed;
 } ft_delayed_runtime;
 
 void ft_delayed_install_page_hook(ft_runtime *rt);

@@ -11,12 +11,23 @@
  * An attached thread that sees FT_PENDING_STOP (at a safepoint, or when it detaches) suspends itself
  * under the head lock and decrements the countdown; the decrement to zero notifies the event.
  *
- * Start: under the head lock, clear the request, store DETACHED into every other thread (all are
- * SUSPENDED now: those that stopped are gone, those that started during the stop started SUSPENDED)
- * and unpark each one's state word; then release stw.mutex.
+ * Start: free every queued delayed block (every other thread is quiescent); then, under the head
+ * lock, clear the request, store DETACHED into every other thread (all are SUSPENDED now: those that
+ * stopped are gone, those that started during the stop started SUSPENDED) and unpark each one's
+ * state word; then release stw.mutex.
  *
  * The requester waits for stw.mutex detached (a thread blocked on another stop is itself stoppable)
- * and waits on the event without detaching (it holds the stop and must not be suspended by it). */
+ * and waits on the event without detaching (it holds the stop and must not be suspended by it).
+ *
+ * A stop does not freeze the thread list: a thread suspended inside ft_thread_stop goes on to unlink
+ * itself, and a thread that starts links its state (SUSPENDED). So whatever walks the list inside a
+ * stop holds the head lock.
+ *
+ * Cores that run inside a stop (a merge, a clearing, a count) are called both by the public calls,
+ * which stop the world for them, and by a caller that already holds the stop (the collector will run
+ * several in one): ft_stw_stop_unless_held stops only in the first case. A core never runs a
+ * destructor (it may block, stop the world, start threads): objects it finds dead go on a dead list,
+ * which its caller deallocates after the restart. */
 #include "internal/internal.h"
 
 static void lock_head(ft_runtime *rt)
