@@ -16,7 +16,11 @@
  * queue may stop the world, 10,000 short-lived threads leave the queues bounded, lock-free readers
  * never see a retired block reused, an item queued by a destructor during processing waits for a goal
  * of its own, items without a goal yet survive a stop-the-world's compaction, and an emptied page is
- * not given to another size class before its goal.
+ * not given to another size class before its goal. What a stopping thread leaves in the runtime's
+ * queue (and what those destructors queue in turn) runs on a live thread that only passes safepoints
+ * and advances, runs in ft_runtime_free when no thread is left, and includes what the thread's last
+ * merges queued; the core that runs inside a caller's stop drops queued references as merges and
+ * hands the dead back.
  *
  * Waits spin on atomics with a generous time limit; the test's own handshakes are sequentially
  * consistent. No sleeps. */

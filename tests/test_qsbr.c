@@ -8,8 +8,8 @@
  * goals from ft_qsbr_next need somebody's advance; detached threads never hold a goal back; the slot
  * array grows (with the world stopped) while dozens of threads advance, poll and pass safepoints,
  * after which every thread's slot still counts on its own; a start whose array cannot grow fails
- * alone; and a forked child whose parent had a non-quiescent thread can still reach goals and stop
- * the world.
+ * alone; the statistics race with threads starting and stopping (under TSan); and a forked child whose
+ * parent had a non-quiescent thread can still reach goals and stop the world.
  *
  * Waits spin on atomics with a generous time limit (a broken runtime fails a check rather than
  * hanging); the test's own handshakes use sequentially consistent atomics so that they never hide an

@@ -12,8 +12,9 @@
  * the configuration or by FTRT_TLBC=0 in the environment) everyone shares the original; a stopped
  * thread's copy is inherited by the next thread with its index; ft_tlbc_clear_unused frees the copies
  * of indices no started thread holds, and never one whose thread is running in it (attached) or will
- * resume in it (detached); the copies array grows while threads with high indices read it; copies go
- * with ft_tlbc_destroy; a failed copy reports FT_ENOMEM and a later try succeeds. */
+ * resume in it (detached), also inside a stop the caller holds; the copies array grows while threads
+ * with high indices read it; copies go with ft_tlbc_destroy; a failed copy reports FT_ENOMEM and a
+ * later try succeeds. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif

@@ -11,8 +11,9 @@
  * after its last reference went, never while any thread's slot holds a reference; a stopping
  * thread's slots reach the object without a merge; a recycled id starts from zero even though live
  * threads had nonzero slots for the object that held it before; thread arrays grow as ids are
- * issued; and ft_object_enable_per_thread_rc's refusals (including out of memory, which leaves the
- * object unchanged). */
+ * issued; ft_object_enable_per_thread_rc's refusals (including out of memory, which leaves the
+ * object unchanged); the debug reference total returns to its start; and the merge inside a stop the
+ * caller holds (the public call merges without freeing, the core hands the dead back). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif

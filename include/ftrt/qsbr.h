@@ -59,24 +59,32 @@ static inline void ft_qsbr_quiescent(ft_thread *t)
                           memory_order_release);
 }
 
-/* Free p (from ft_malloc) once no reader can see it. Never fails: if the queue cannot grow, the world
- * is stopped and p is freed at once. */
+/* Free p (from ft_malloc) once no reader can see it. Never fails: if the queue cannot grow (out of
+ * memory), the world is stopped and p is freed at once. That stop, like any, is a quiescent point for
+ * the caller, and waits for every other attached thread (one blocked without detaching deadlocks
+ * it); nothing else here stops the world. */
 FT_API void ft_free_delayed(ft_thread *t, void *p, size_t size);
 
-/* Drop a reference to obj once no reader can see it (a reader may still try-incref it meanwhile). */
+/* Drop a reference to obj once no reader can see it (a reader may still try-incref it meanwhile).
+ * Out of memory for the queue, the world is stopped, as for ft_free_delayed, and the reference is
+ * dropped at once after the restart (its destructor may run here). */
 FT_API void ft_decref_delayed(ft_thread *t, ft_object *obj);
 
-/* Free what is due in t's queue (and in the runtime's queue) now. */
+/* Run what is due in t's queue (and in the runtime's queue) now. Dropped references run their
+ * destructors here, and a destructor may do anything, stopping the world included. */
 FT_API void ft_delayed_process(ft_thread *t);
 
 typedef struct ft_qsbr_stats {
     uint64_t wr_seq, rd_seq;    /* the sequences */
-    uint64_t pending_items;     /* in every queue (exact with the world stopped) */
+    uint64_t pending_items;     /* in every queue (read with the world stopped) */
     uint64_t pending_bytes;     /* their sizes */
     uint64_t freed_items;       /* processed, in total */
 } ft_qsbr_stats;
 
-/* Statistics; stops the world itself unless the caller has already stopped it. */
+/* Statistics; stops the world itself unless the caller has already stopped it. So it is a quiescent
+ * point for the caller: a pointer it loaded without a reference before the call must not be used
+ * after it (the restart frees every queued block). Items a thread has taken out of the runtime's
+ * queue to process are not counted. */
 FT_API void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out);
 
 /* In the child after fork(): t is the only thread that survived; every other thread state's slot is

@@ -60,14 +60,16 @@ FT_API ft_status ft_runtime_free(ft_runtime *rt);
 /* Start a thread state for the calling OS thread; it is attached on return. NULL with
  * ft_last_error() = FT_EEXIST if this OS thread already has a thread state in rt, FT_ENOMEM if out of
  * memory, FT_EINVAL if rt is NULL. A thread that starts while the world is stopped waits here until
- * it restarts. */
+ * it restarts. The first start of a thread whose index is past the runtime's array of thread states
+ * (8 entries, doubled as needed) stops the world to grow it. */
 FT_API ft_thread *ft_thread_start(ft_runtime *rt);
 
 /* Stop the calling OS thread's thread state (attached or detached); t must not be used again. A
  * detached state is attached first (its teardown may free objects), so during a stop this waits for
  * the restart. Fatal if called from another OS thread, with a critical section still open, or while
- * this thread has the world stopped. The memory stays with rt and is reused by the next thread given
- * the same index. */
+ * this thread has the world stopped. Its teardown runs the destructors of the objects its delayed
+ * drops and merges free (which may do anything, stopping the world included). The memory stays
+ * with rt and is reused by the next thread given the same index. */
 FT_API void ft_thread_stop(ft_thread *t);
 
 /* Detach: the thread may block; it no longer delays a stop-the-world. Its critical sections are
@@ -114,9 +116,10 @@ struct ft_thread_head {
 FT_API void ft_safepoint_slow(ft_thread *t);
 
 /* A quiescent point (see ftrt/qsbr.h), and a chance for pending work to run: a stop-the-world, merges
- * of objects other threads dropped, due delayed frees. An attached thread must call it regularly (in
- * loops, at calls); a stop waits for every attached thread to get here. The common case is a load and
- * a store to the thread's own cache line, and a relaxed load of the pending word. */
+ * of objects other threads dropped, due delayed frees (the destructors these run may do anything,
+ * stopping the world included). An attached thread must call it regularly (in loops, at calls); a
+ * stop waits for every attached thread to get here. The common case is a load and a store to the
+ * thread's own cache line, and a relaxed load of the pending word. */
 static inline void ft_safepoint(ft_thread *t)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
@@ -130,7 +133,11 @@ static inline void ft_safepoint(ft_thread *t)
 
 /* Stop every other thread of rt at a safepoint (or detached) and return when they all are. The
  * caller is either a thread attached to rt, which keeps running, or a thread outside rt. Stops of one
- * runtime are serialised; stops of different runtimes are independent. Nesting is fatal. */
+ * runtime are serialised; stops of different runtimes are independent. Nesting is fatal (the calls
+ * that stop the world for their own work, such as ft_qsbr_get_stats or ft_merge_refcounts, run
+ * inside the caller's stop instead). A stop is a quiescent point for its caller, and an attached
+ * thread that blocks without detaching (in a lock ftrt does not know) holds it up forever;
+ * docs/reclamation.md lists the calls that may stop the world. */
 FT_API void ft_stop_the_world(ft_runtime *rt);
 
 /* Let the stopped threads run again. Must be called by the thread that stopped the world. */
