@@ -647,6 +647,7 @@ TEST(merge_core_hands_the_dead_back)
 
 /* ---- the debug reference total ------------------------------------------------------------------ */
 
+#ifdef FTRT_DEBUG
 static void cmd_incref_plain(worker *w)
 {
     for (int i = 0; i < w->n; i++)
@@ -658,6 +659,7 @@ static void cmd_decref_plain(worker *w)
     for (int i = 0; i < w->n; i++)
         ft_decref(w->obj);
 }
+#endif
 
 #define TOTAL_OBJS 4
 
