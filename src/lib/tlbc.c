@@ -121,9 +121,9 @@ size_t ft_tlbc_clear_unused_stopped(ft_runtime *rt)
 {
     FT_ASSERT(ft_stw_held_by_caller(rt));
     size_t freed = 0;
-    /* The head lock: threads that start or stop during a stop link or unlink their states. A thread
-     * that starts later gets an index no copy is kept for, or one kept below: both are fine, since
-     * it makes a copy on first use. */
+    /* The head lock: threads that start or stop during a stop link or unlink their states. One that
+     * starts after this walk holds an index no started thread held, whose copy goes below: it makes
+     * a fresh one on first use, as any new thread does. */
     ft_mutex_lock_internal(&rt->head_mutex);
     size_t limit = 1;
     for (ft_thread *t = rt->threads; t; t = t->next)

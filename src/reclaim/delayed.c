@@ -303,8 +303,10 @@ void ft_delayed_hand_over(ft_thread *t)
 
 void ft_delayed_thread_start(ft_thread *t)
 {
-    /* Linked already: a later splice marks it. One before it found it missing, and left has_work
-     * set (ordered before this load by the head lock taken by both). */
+    /* t is linked: any splice from now on marks it. One that came earlier marked only the threads
+     * linked then, but it set has_work before it took the head lock, and t's link took that lock
+     * after it, so this load sees the flag (or a thread took the items since, and will mark t if it
+     * puts any back). */
     if (atomic_load_explicit(&t->rt->delayed.has_work, memory_order_relaxed))
         atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_DELAYED, memory_order_relaxed);
 }
@@ -348,6 +350,8 @@ void ft_delayed_thread_stop(ft_thread *t)
  * (no owner is counting now) and, if that was its last reference, handed back on dead. */
 static void drop_stopped(ft_runtime *rt, ft_object *o, ft_dead_list *dead)
 {
+    if (ft_object_is_immortal(o))
+        return; /* made immortal since it was queued: ft_decref would not touch it either */
     if (ft_explicit_merge(o, -1) == 0)
         ft_dead_list_push(dead, o);
 #ifdef FTRT_DEBUG
@@ -369,14 +373,14 @@ static uint64_t run_stopped(ft_runtime *rt, ft_thread *self, ft_delayed_chunk *q
         uint32_t keep = c->rd;
         for (uint32_t i = c->rd; i < c->wr; i++) {
             uintptr_t ptr = c->items[i].ptr;
-            if (!(ptr & DECREF_TAG))
-                ft_heap_free_block(self, (void *)ptr);
-            else if (dead)
-                drop_stopped(rt, (ft_object *)(ptr & ~DECREF_TAG), dead);
-            else {
-                c->items[keep++] = c->items[i];
+            if ((ptr & DECREF_TAG) && !dead) {
+                c->items[keep++] = c->items[i]; /* stays queued */
                 continue;
             }
+            if (ptr & DECREF_TAG)
+                drop_stopped(rt, (ft_object *)(ptr & ~DECREF_TAG), dead);
+            else
+                ft_heap_free_block(self, (void *)ptr);
             ran++;
         }
         c->wr = keep;
