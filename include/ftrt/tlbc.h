@@ -64,7 +64,8 @@ FT_API void ft_tlbc_destroy(ft_tlbc *c, ft_thread *t);
 FT_API void *ft_tlbc_get_slow(ft_tlbc *c, ft_thread *t);
 
 /* The code t executes: its own copy, made on first use. NULL (ft_last_error() == FT_ENOMEM) only if
- * a copy had to be made and could not. */
+ * a copy had to be made and could not. Growing the copies array retires the old one with
+ * ft_free_delayed, which stops the world if its queue cannot grow (ftrt/qsbr.h). */
 static inline void *ft_tlbc_get(ft_tlbc *c, ft_thread *t)
 {
     ft_tlbc_array *a = atomic_load_explicit(&c->copies, memory_order_acquire);

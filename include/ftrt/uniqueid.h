@@ -35,7 +35,8 @@ static inline uint32_t ft_object_unique_id(const ft_object *obj)
 FT_API void ft_incref_per_thread_slow(ft_thread *t, ft_object *obj);
 FT_API void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj);
 
-/* Count a reference to obj in t's own array (an object without an id takes ft_incref). */
+/* Count a reference to obj in t's own array (an object without an id, or a thread whose array
+ * cannot grow, takes ft_incref; the decref likewise takes ft_decref, which may free the object). */
 static inline void ft_incref_per_thread(ft_thread *t, ft_object *obj)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
