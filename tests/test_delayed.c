@@ -16,7 +16,11 @@
  * queue may stop the world, 10,000 short-lived threads leave the queues bounded, lock-free readers
  * never see a retired block reused, an item queued by a destructor during processing waits for a goal
  * of its own, items without a goal yet survive a stop-the-world's compaction, and an emptied page is
- * not given to another size class before its goal.
+ * not given to another size class before its goal. What a stopping thread leaves in the runtime's
+ * queue (and what those destructors queue in turn) runs on a live thread that only passes safepoints
+ * and advances, runs in ft_runtime_free when no thread is left, and includes what the thread's last
+ * merges queued; the core that runs inside a caller's stop drops queued references as merges and
+ * hands the dead back.
  *
  * Waits spin on atomics with a generous time limit; the test's own handshakes are sequentially
  * consistent. No sleeps. */
@@ -31,6 +35,7 @@
 
 #include "ftrt.h"
 #include "harness.h"
+#include "reclaim/delayed.h" /* ft_delayed_process_stopped, the core that runs inside a stop */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -245,6 +250,50 @@ TEST(stop_frees_blocks_but_runs_no_destructor)
     s = qsbr_stats(rt);
     CHECK_EQ(s.pending_items, 0);
     CHECK_EQ(s.freed_items, 2);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* The core a collector runs inside its own stop: with a dead list it also drops the queued
+ * references, merging them, and hands back the objects that died, for the caller to deallocate after
+ * the restart. */
+TEST(stopped_core_drops_references_and_hands_the_dead_back)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    int64_t total = ft_runtime_reftotal(rt);
+    atomic_store(&counted_deallocs, 0);
+    ft_object *dies = ft_alloc(a, &counted_type), *lives = ft_alloc(a, &counted_type);
+    CHECK(dies != NULL && lives != NULL);
+    ft_decref_delayed(a, dies);
+    ft_incref(lives);
+    ft_decref_delayed(a, lives);
+    ft_free_delayed(a, ft_malloc(a, 64), 64);
+    /* None is due: no advance, and a has passed no quiescent point since. */
+
+    ft_stop_the_world(rt);
+    ft_dead_list dead = {0};
+    ft_delayed_process_stopped(rt, &dead);
+    ft_qsbr_stats inside;
+    ft_qsbr_get_stats(rt, &inside);
+    int64_t deallocs_inside = atomic_load(&counted_deallocs);
+    ft_start_the_world(rt);
+    CHECK_EQ(inside.pending_items, 0);
+    CHECK_EQ(inside.freed_items, 3);
+    CHECK_EQ(deallocs_inside, 0);
+    CHECK_EQ(dead.count, 1);
+    CHECK_EQ(atomic_load(&counted_deallocs), 0);
+    CHECK_EQ(ft_dead_list_dealloc(&dead), 1);
+    CHECK_EQ(atomic_load(&counted_deallocs), 1);
+    CHECK_EQ(ft_refcount(lives), 1);
+    ft_decref(lives);
+    CHECK_EQ(atomic_load(&counted_deallocs), 2);
+#ifdef FTRT_DEBUG
+    CHECK_EQ(ft_runtime_reftotal(rt), total);
+#else
+    (void)total;
+#endif
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -651,6 +700,202 @@ TEST(destructor_from_runtime_queue_may_stop_the_world)
     CHECK_EQ(WEXITSTATUS(status), 0);
 }
 
+/* ---- whatever a stopping thread hands over runs -------------------------------------------------- */
+
+/* A family: each node holds a reference to each of its children, and its dealloc drops them with
+ * ft_decref_delayed (as a container dropped with ft_decref_delayed does with its items). Dropping the
+ * root of a family of depth d therefore queues work d levels deep, each level queued by destructors
+ * that the level above ran. */
+#define FAMILY_FANOUT 4
+#define FAMILY_LEVELS 3 /* the root, its children, their children */
+
+typedef struct family {
+    ft_object ob;
+    uint32_t level;
+    ft_object *children[FAMILY_FANOUT]; /* NULL on the last level */
+} family;
+
+static _Atomic int family_deallocs[FAMILY_LEVELS]; /* by level */
+
+static void family_dealloc(ft_object *self)
+{
+    family *f = (family *)self;
+    ft_thread *t = ft_thread_current();
+    CHECK_THREAD(t != NULL && f->level < FAMILY_LEVELS);
+    if (!t || f->level >= FAMILY_LEVELS)
+        return;
+    atomic_fetch_add(&family_deallocs[f->level], 1);
+    for (int i = 0; i < FAMILY_FANOUT; i++)
+        if (f->children[i])
+            ft_decref_delayed(t, f->children[i]);
+}
+
+static const ft_type family_type = {
+    .name = "family",
+    .basic_size = sizeof(family),
+    .dealloc = family_dealloc,
+};
+
+static family *family_new(ft_thread *t, uint32_t level)
+{
+    family *f = (family *)ft_alloc(t, &family_type);
+    if (!f)
+        return NULL;
+    f->level = level;
+    for (int i = 0; level + 1 < FAMILY_LEVELS && i < FAMILY_FANOUT; i++) {
+        family *child = family_new(t, level + 1);
+        if (!child)
+            return NULL;
+        f->children[i] = &child->ob; /* the allocation's reference moves in */
+    }
+    return f;
+}
+
+static void family_reset(void)
+{
+    for (int i = 0; i < FAMILY_LEVELS; i++)
+        atomic_store(&family_deallocs[i], 0);
+}
+
+/* Every level freed once: 1, 4, 16. */
+static bool family_all_freed(void)
+{
+    int expected = 1;
+    for (int i = 0; i < FAMILY_LEVELS; i++, expected *= FAMILY_FANOUT)
+        if (atomic_load(&family_deallocs[i]) != expected)
+            return false;
+    return true;
+}
+
+static void print_family(void)
+{
+    fprintf(stderr, "family deallocs by level: %d %d %d\n", atomic_load(&family_deallocs[0]),
+            atomic_load(&family_deallocs[1]), atomic_load(&family_deallocs[2]));
+}
+
+/* On a thread that stops right after: queue the drop of a new family's root. */
+static void step_drop_family(ft_thread *t, void *arg)
+{
+    (void)arg;
+    family *root = family_new(t, 0);
+    CHECK_THREAD(root != NULL);
+    if (root)
+        ft_decref_delayed(t, &root->ob);
+}
+
+static void *drop_family_and_stop(void *arg)
+{
+    ft_thread *t = ft_thread_start(arg);
+    CHECK_THREAD(t != NULL);
+    if (t) {
+        step_drop_family(t, NULL);
+        ft_thread_stop(t);
+    }
+    return NULL;
+}
+
+/* A live thread that only passes safepoints and advances (it never queues anything itself, so its
+ * own queue never becomes due) must still run what a stopped thread left in the runtime's queue,
+ * and what those destructors queue in turn. */
+static void safepoints_and_advances(ft_runtime *rt, ft_thread *a)
+{
+    for (int i = 0; i < 1000 && !family_all_freed(); i++) {
+        ft_safepoint(a);
+        ft_qsbr_advance(rt);
+    }
+    ft_safepoint(a);
+}
+
+TEST(runtime_queue_runs_on_a_live_threads_safepoints)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+
+    /* a detached while b stops: b's stop frees the root, whose children go to the runtime's
+     * queue. */
+    family_reset();
+    on_other_thread(a, step_drop_family, NULL);
+    CHECK_EQ(atomic_load(&family_deallocs[0]), 1);
+    safepoints_and_advances(rt, a);
+    if (!family_all_freed())
+        print_family();
+    CHECK(family_all_freed());
+
+    /* a attached and not quiescent while b stops: the root itself goes to the runtime's queue. */
+    family_reset();
+    ft_safepoint(a);
+    pthread_t b;
+    CHECK_EQ(pthread_create(&b, NULL, drop_family_and_stop, rt), 0);
+    CHECK_EQ(pthread_join(b, NULL), 0); /* a stays attached, passing no quiescent point */
+    CHECK_THREADS_OK();
+    CHECK_EQ(atomic_load(&family_deallocs[0]), 0);
+    safepoints_and_advances(rt, a);
+    if (!family_all_freed())
+        print_family();
+    CHECK(family_all_freed());
+
+    CHECK_EQ(qsbr_stats(rt).pending_items, 0);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* A stopping thread merges the objects other threads dropped into its queue after it has processed
+ * and handed over its delayed items; a destructor run by that merge may queue more. Those must not
+ * be left behind in a queue nobody owns. */
+static void cmd_new_family(commanded *w)
+{
+    w->arg = family_new(w->t, 0);
+    CHECK_THREAD(w->arg != NULL);
+}
+
+TEST(items_queued_by_a_stopping_threads_merges_run)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    family_reset();
+    commanded b;
+    commanded_start(a, &b, rt);
+    commanded_do(a, &b, cmd_new_family, NULL);
+    family *root = b.arg;
+    CHECK(root != NULL);
+    commanded_do(a, &b, cmd_hold, NULL); /* b passes no more safepoints: it merges when it stops */
+    ft_decref(&root->ob);        /* b's reference, dropped by a: the root goes to b's merge queue */
+    ft_brc_merge_pending(a);     /* a's outbox reaches b's queue now */
+    CHECK_EQ(atomic_load(&family_deallocs[0]), 0);
+    commanded_finish(a, &b);     /* b's stop merges the root and frees it */
+    CHECK_EQ(atomic_load(&family_deallocs[0]), 1);
+    safepoints_and_advances(rt, a);
+    if (!family_all_freed())
+        print_family();
+    CHECK(family_all_freed());
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+TEST(runtime_free_runs_what_stopped_threads_left)
+{
+    /* b is the runtime's only thread: its stop frees the root, and the children's drops are left in
+     * the runtime's queue with no thread to run them. ft_runtime_free runs them (and what their
+     * destructors queue), on the calling OS thread, which is attached to another runtime meanwhile:
+     * that stays its current thread. */
+    ft_runtime *other = new_runtime();
+    ft_thread *m = ft_thread_start(other);
+    CHECK(m != NULL);
+    ft_runtime *rt = new_runtime();
+    family_reset();
+    run_on_new_thread(rt, m, step_drop_family, NULL);
+    CHECK_EQ(atomic_load(&family_deallocs[0]), 1);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    if (!family_all_freed())
+        print_family();
+    CHECK(family_all_freed());
+    CHECK(ft_thread_current() == m);
+    ft_thread_stop(m);
+    CHECK_EQ(ft_runtime_free(other), FT_OK);
+}
+
 /* ---- thread churn -------------------------------------------------------------------------------- */
 
 #define CHURN_THREADS (UNDER_TSAN ? 1000 : 10000)
@@ -1013,6 +1258,7 @@ int main(void)
     RUN(block_freed_only_after_every_thread_quiesced);
     RUN(queued_blocks_are_live_until_freed);
     RUN(stop_frees_blocks_but_runs_no_destructor);
+    RUN(stopped_core_drops_references_and_hands_the_dead_back);
     RUN(queue_out_of_memory_frees_at_once);
     RUN(item_128_advances);
     RUN(block_over_1mib_advances_at_once);
@@ -1020,6 +1266,9 @@ int main(void)
     RUN(reentrant_destructors_free_everything_once);
     RUN(stopping_thread_hands_over_to_the_runtime);
     RUN(destructor_from_runtime_queue_may_stop_the_world);
+    RUN(runtime_queue_runs_on_a_live_threads_safepoints);
+    RUN(runtime_free_runs_what_stopped_threads_left);
+    RUN(items_queued_by_a_stopping_threads_merges_run);
     RUN(thread_churn_keeps_queues_bounded);
     RUN(readers_never_see_a_retired_block_reused);
     RUN(block_queued_during_processing_waits_for_its_own_goal);

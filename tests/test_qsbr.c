@@ -8,8 +8,8 @@
  * goals from ft_qsbr_next need somebody's advance; detached threads never hold a goal back; the slot
  * array grows (with the world stopped) while dozens of threads advance, poll and pass safepoints,
  * after which every thread's slot still counts on its own; a start whose array cannot grow fails
- * alone; and a forked child whose parent had a non-quiescent thread can still reach goals and stop
- * the world.
+ * alone; the statistics race with threads starting and stopping (under TSan); and a forked child whose
+ * parent had a non-quiescent thread can still reach goals and stop the world.
  *
  * Waits spin on atomics with a generous time limit (a broken runtime fails a check rather than
  * hanging); the test's own handshakes use sequentially consistent atomics so that they never hide an
@@ -432,6 +432,70 @@ TEST(slot_growth_failure_fails_the_start_only)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
+/* ---- statistics while threads start and stop ----------------------------------------------------- */
+
+/* ft_qsbr_get_stats walks the runtime's threads with the world stopped. A stop does not freeze the
+ * thread list: a thread suspended inside ft_thread_stop goes on to unlink itself, and a thread that
+ * starts meanwhile links (and resets a reused) state. Under TSan an unguarded walk shows as a race. */
+#define STATS_CHURNERS 3
+#define STATS_CHURN_ROUNDS (UNDER_TSAN ? 300 : 2000)
+
+typedef struct stats_churn {
+    ft_runtime *rt;
+    _Atomic int finished;
+} stats_churn;
+
+static void *stats_churn_main(void *arg)
+{
+    stats_churn *s = arg;
+    for (int r = 0; r < STATS_CHURN_ROUNDS; r++) {
+        ft_thread *t = ft_thread_start(s->rt);
+        CHECK_THREAD(t != NULL);
+        if (!t)
+            break;
+        for (int i = 0; i < 3; i++)
+            ft_free_delayed(t, ft_malloc(t, 64), 64);
+        ft_thread_stop(t);
+    }
+    atomic_fetch_add(&s->finished, 1);
+    return NULL;
+}
+
+TEST(stats_race_with_thread_start_and_stop)
+{
+    stats_churn s = {.rt = new_runtime()};
+    pthread_t threads[STATS_CHURNERS];
+    for (int i = 0; i < STATS_CHURNERS; i++)
+        CHECK_EQ(pthread_create(&threads[i], NULL, stats_churn_main, &s), 0);
+    /* The caller is outside the runtime: it never holds a goal back, so every stop's leftovers are
+     * freed by the next thread's stop, and the queues stay small. */
+    ft_qsbr_stats last = {0};
+    uint64_t calls = 0;
+    int64_t start = now_ns();
+    while (atomic_load(&s.finished) < STATS_CHURNERS && now_ns() - start < WAIT_LIMIT_NS) {
+        ft_qsbr_stats st;
+        if (calls % 2) {
+            ft_qsbr_get_stats(s.rt, &st);
+        } else { /* the same walk inside the caller's own stop */
+            ft_stop_the_world(s.rt);
+            ft_qsbr_get_stats(s.rt, &st);
+            ft_start_the_world(s.rt);
+        }
+        CHECK_EQ(st.wr_seq % 2, 1);
+        CHECK((int64_t)(st.wr_seq - last.wr_seq) >= 0);
+        CHECK(st.freed_items >= last.freed_items);
+        last = st;
+        calls++;
+    }
+    for (int i = 0; i < STATS_CHURNERS; i++)
+        join_thread(threads[i]);
+    CHECK(calls > 0);
+    ft_qsbr_stats st;
+    ft_qsbr_get_stats(s.rt, &st);
+    CHECK_EQ(st.freed_items + st.pending_items, (uint64_t)STATS_CHURNERS * STATS_CHURN_ROUNDS * 3);
+    CHECK_EQ(ft_runtime_free(s.rt), FT_OK);
+}
+
 /* ---- fork ---------------------------------------------------------------------------------------- */
 
 /* The child's checks; returns the exit status (0: all passed). */
@@ -505,6 +569,7 @@ int main(void)
     RUN(stopped_thread_never_blocks_a_goal);
     RUN(slots_grow_while_threads_run);
     RUN(slot_growth_failure_fails_the_start_only);
+    RUN(stats_race_with_thread_start_and_stop);
     RUN(fork_child_resets_other_threads);
     return harness_done();
 }

@@ -7,8 +7,9 @@
  * world is stopped, so under TSan these tests also check that stopping and starting order memory.
  * Further tests cover detached threads (a stop does not wait for them; attaching during a stop waits
  * for the restart), threads starting and stopping during a stop, churn, two runtimes side by side, a
- * slow safepoint that makes the stop re-poll, and the fatal misuse of nesting stops or starting a
- * world that is not stopped.
+ * slow safepoint that makes the stop re-poll, the calls built on cores that run inside the caller's
+ * own stop (they stop the world only when the caller does not hold it), and the fatal misuse of
+ * nesting stops or starting a world that is not stopped.
  *
  * Waits are spins on atomics with a generous time limit, so a broken runtime fails a check rather
  * than hanging; the few fixed-length waits only give a wrong behaviour time to show and never decide
@@ -26,6 +27,7 @@
 #include <time.h>
 
 #include "ftrt.h"
+#include "thread/stw.h" /* ft_stw_stop_unless_held, ft_stw_held_by_caller */
 
 #define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
 #include "test_util.h"
@@ -216,6 +218,67 @@ TEST(stop_with_no_other_threads)
     ft_runtime_stats stats;
     ft_runtime_get_stats(rt, &stats);
     CHECK(stats.stw_total_ns >= stats.stw_max_ns);
+    ft_thread_stop(t);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* A core that needs the world stopped stops it only if the caller does not hold the stop, and says
+ * whether it did, so that it restarts only then; the public calls built on cores run inside the
+ * caller's own stop without stopping again (a collector will run them all in one stop). */
+typedef struct held_probe {
+    ft_runtime *rt;
+    bool held;
+} held_probe;
+
+static void *probe_held(void *arg)
+{
+    held_probe *p = arg;
+    p->held = ft_stw_held_by_caller(p->rt);
+    return NULL;
+}
+
+TEST(cores_run_inside_the_callers_stop)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    CHECK(rt != NULL);
+    ft_thread *t = ft_thread_start(rt);
+    CHECK(t != NULL);
+    uint64_t stops = stw_count(rt);
+
+    CHECK(!ft_stw_held_by_caller(rt));
+    bool stopped = ft_stw_stop_unless_held(rt);
+    CHECK(stopped);
+    CHECK(ft_stw_held_by_caller(rt));
+    CHECK(!ft_stw_stop_unless_held(rt)); /* nested: nothing to do, nothing to undo */
+    ft_qsbr_stats qs;
+    ft_qsbr_get_stats(rt, &qs);
+    ft_heap_stats hs;
+    ft_heap_get_stats(rt, &hs);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
+    CHECK(ft_stw_held_by_caller(rt));
+    ft_start_the_world(rt);
+    CHECK(!ft_stw_held_by_caller(rt));
+    CHECK_EQ(stw_count(rt), stops + 1);
+
+    /* Another OS thread does not hold this thread's stop. */
+    held_probe probe = {rt, true};
+    ft_stop_the_world(rt);
+    pthread_t th;
+    int rc = pthread_create(&th, NULL, probe_held, &probe);
+    if (rc == 0)
+        pthread_join(th, NULL);
+    ft_start_the_world(rt);
+    CHECK_EQ(rc, 0);
+    CHECK(!probe.held);
+
+    /* Outside a stop, the calls stop the world themselves, once each. */
+    stops = stw_count(rt);
+    ft_qsbr_get_stats(rt, &qs);
+    ft_heap_get_stats(rt, &hs);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
+    CHECK_EQ(stw_count(rt), stops + 4);
     ft_thread_stop(t);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -945,6 +1008,7 @@ TEST(death_attach_own_state_while_holding_the_stop)
 int main(void)
 {
     RUN(stop_with_no_other_threads);
+    RUN(cores_run_inside_the_callers_stop);
     RUN(stop_freezes_hot_workers_from_outside);
     RUN(stop_freezes_hot_workers_from_attached_thread);
     RUN(concurrent_requesters_are_serialised);

@@ -12,8 +12,9 @@
  * the configuration or by FTRT_TLBC=0 in the environment) everyone shares the original; a stopped
  * thread's copy is inherited by the next thread with its index; ft_tlbc_clear_unused frees the copies
  * of indices no started thread holds, and never one whose thread is running in it (attached) or will
- * resume in it (detached); the copies array grows while threads with high indices read it; copies go
- * with ft_tlbc_destroy; a failed copy reports FT_ENOMEM and a later try succeeds. */
+ * resume in it (detached), also inside a stop the caller holds; the copies array grows while threads
+ * with high indices read it; copies go with ft_tlbc_destroy; a failed copy reports FT_ENOMEM and a
+ * later try succeeds. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -24,6 +25,7 @@
 
 #include "ftrt.h"
 #include "harness.h"
+#include "lib/tlbc.h" /* ft_tlbc_clear_unused_stopped, the core that runs inside a stop */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -482,6 +484,51 @@ TEST(clear_unused_spares_copies_in_use)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
+/* Inside a stop the caller holds (as a collector will), the clearing core and the public call both
+ * clear, without stopping the world again. */
+TEST(clear_unused_inside_the_callers_stop)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime(NULL);
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    unsigned char code[CODE_SIZE];
+    make_original(code);
+    ft_tlbc c;
+    CHECK_EQ(ft_tlbc_init(&c, a, code, CODE_SIZE, copy_code, &copy_arg_token), FT_OK);
+    worker x, z;
+    worker_start(a, &x, rt, &c, 0x31);
+    worker_start(a, &z, rt, &c, 0x32);
+    worker_do(a, &x, cmd_get_and_specialise);
+    worker_do(a, &z, cmd_get_and_specialise);
+    worker_finish(a, &z);
+    CHECK_EQ(ft_tlbc_count(rt), 2);
+
+    ft_runtime_stats before;
+    ft_runtime_get_stats(rt, &before);
+    ft_stop_the_world(rt);
+    size_t cleared = ft_tlbc_clear_unused_stopped(rt);
+    size_t again = ft_tlbc_clear_unused(rt);
+    ft_start_the_world(rt);
+    ft_runtime_stats after;
+    ft_runtime_get_stats(rt, &after);
+    CHECK_EQ(cleared, 1); /* z's */
+    CHECK_EQ(again, 0);
+    CHECK_EQ(after.stw_count, before.stw_count + 1); /* no stop of their own */
+    CHECK_EQ(ft_tlbc_count(rt), 1);
+    worker_do(a, &x, cmd_check_copy);
+
+    worker_finish(a, &x);
+    CHECK_THREADS_OK();
+    CHECK_EQ(atomic_load(&x.damage) + atomic_load(&z.damage), 0);
+    CHECK_EQ(ft_tlbc_clear_unused(rt), 1); /* outside a stop: stops the world itself */
+    ft_runtime_get_stats(rt, &after);
+    CHECK_EQ(after.stw_count, before.stw_count + 2);
+    ft_tlbc_destroy(&c, a);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
 /* ---- the copies array grows while threads read it ------------------------------------------------ */
 
 #define GROW_THREADS 24
@@ -649,6 +696,7 @@ int main(void)
     RUN(disabled_by_environment_shares_the_original);
     RUN(stopped_threads_copy_goes_to_the_next_thread_with_its_index);
     RUN(clear_unused_spares_copies_in_use);
+    RUN(clear_unused_inside_the_callers_stop);
     RUN(copies_array_grows_while_threads_read);
     RUN(failed_copy_reports_enomem_and_can_be_retried);
     return harness_done();

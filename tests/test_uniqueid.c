@@ -11,8 +11,9 @@
  * after its last reference went, never while any thread's slot holds a reference; a stopping
  * thread's slots reach the object without a merge; a recycled id starts from zero even though live
  * threads had nonzero slots for the object that held it before; thread arrays grow as ids are
- * issued; and ft_object_enable_per_thread_rc's refusals (including out of memory, which leaves the
- * object unchanged). */
+ * issued; ft_object_enable_per_thread_rc's refusals (including out of memory, which leaves the
+ * object unchanged); the debug reference total returns to its start; and the merge inside a stop the
+ * caller holds (the public call merges without freeing, the core hands the dead back). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -24,6 +25,7 @@
 
 #include "ftrt.h"
 #include "harness.h"
+#include "object/uniqueid.h" /* ft_uniqueid_merge_stopped, the core that runs inside a stop */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -535,6 +537,192 @@ TEST(thread_arrays_grow_with_the_ids)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
+/* ---- merges inside a stop the caller holds ------------------------------------------------------- */
+
+/* ft_merge_refcounts inside the caller's own stop merges the counts but frees nothing (destructors do
+ * not run inside a stop): the object at zero keeps its id until a merge outside a stop. A caller
+ * that is not attached to the runtime cannot free either: it merges only. */
+TEST(merge_inside_the_callers_stop_merges_only)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    ft_object *obj = new_enabled(a);
+    CHECK(obj != NULL);
+    worker x;
+    worker_start(a, &x, rt);
+    worker_do(a, &x, cmd_incref, obj, 5);
+
+    ft_stop_the_world(rt);
+    size_t freed = ft_merge_refcounts(rt);
+    intptr_t merged = true_count(obj);
+    ft_start_the_world(rt);
+    CHECK_EQ(freed, 0);
+    CHECK_EQ(merged, 6);
+
+    worker_do(a, &x, cmd_decref, obj, 5);
+    ft_decref(obj);
+    ft_stop_the_world(rt);
+    freed = ft_merge_refcounts(rt);
+    merged = true_count(obj);
+    ft_start_the_world(rt);
+    CHECK_EQ(freed, 0);
+    CHECK_EQ(merged, 0);
+    CHECK_EQ(atomic_load(&deallocs), 0);
+    CHECK(ft_object_unique_id(obj) != 0);
+
+    ft_detach(a);
+    freed = ft_merge_refcounts(rt); /* from outside: merges, cannot free */
+    ft_attach(a);
+    CHECK_EQ(freed, 0);
+    CHECK_EQ(atomic_load(&deallocs), 0);
+
+    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(atomic_load(&deallocs), 1);
+    worker_finish(a, &x);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* The core a collector runs inside its own stop: it merges, and hands the dead back on a list that
+ * the caller deallocates after the restart. */
+TEST(merge_core_hands_the_dead_back)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    ft_object *objs[3];
+    for (int i = 0; i < 3; i++) {
+        objs[i] = new_enabled(a);
+        CHECK(objs[i] != NULL);
+    }
+    worker x;
+    worker_start(a, &x, rt);
+    worker_do(a, &x, cmd_incref, objs[0], 2);
+    worker_do(a, &x, cmd_decref, objs[1], 1); /* objs[1] and objs[2] are at zero */
+    ft_decref_per_thread(a, objs[2]);
+
+    ft_stop_the_world(rt);
+    ft_dead_list dead = {0};
+    size_t found = ft_uniqueid_merge_stopped(rt, &dead);
+    intptr_t count0 = true_count(objs[0]);
+    int deallocs_inside = atomic_load(&deallocs);
+    /* Nested: the public merge inside the same stop finds nothing more and does not stop again. */
+    size_t nested = ft_merge_refcounts(rt);
+    ft_start_the_world(rt);
+    CHECK_EQ(found, 2);
+    CHECK_EQ(dead.count, 2);
+    CHECK_EQ(count0, 3);
+    CHECK_EQ(deallocs_inside, 0);
+    CHECK_EQ(nested, 0);
+    CHECK_EQ(ft_object_unique_id(objs[1]), 0); /* out of the table, its id released */
+    CHECK_EQ(ft_refcount(objs[1]), 0);         /* merged: no bias, count zero */
+    CHECK_EQ(atomic_load(&deallocs), 0);
+
+    CHECK_EQ(ft_dead_list_dealloc(&dead), 2);
+    CHECK_EQ(serial_deallocs(objs[1]), 1);
+    CHECK_EQ(serial_deallocs(objs[2]), 1);
+    CHECK_EQ(serial_deallocs(objs[0]), 0);
+    ft_object *again = new_enabled(a);
+    CHECK(again != NULL);
+
+    /* Without a list the core only merges: nothing leaves the table. */
+    worker_do(a, &x, cmd_decref, objs[0], 2);
+    ft_decref(objs[0]);
+    ft_stop_the_world(rt);
+    found = ft_uniqueid_merge_stopped(rt, NULL);
+    ft_start_the_world(rt);
+    CHECK_EQ(found, 0);
+    CHECK_EQ(true_count(objs[0]), 0);
+    CHECK(ft_object_unique_id(objs[0]) != 0);
+    ft_decref(again);
+    CHECK_EQ(ft_merge_refcounts(rt), 2);
+    CHECK_EQ(atomic_load(&deallocs), 4);
+    worker_finish(a, &x);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
+/* ---- the debug reference total ------------------------------------------------------------------ */
+
+#ifdef FTRT_DEBUG
+static void cmd_incref_plain(worker *w)
+{
+    for (int i = 0; i < w->n; i++)
+        ft_incref(w->obj);
+}
+
+static void cmd_decref_plain(worker *w)
+{
+    for (int i = 0; i < w->n; i++)
+        ft_decref(w->obj);
+}
+#endif
+
+#define TOTAL_OBJS 4
+
+/* References taken in a slot and dropped the ordinary way (and the reverse), merged, folded in by
+ * stopping threads: once every object is freed, the total is back where it started. Per-thread
+ * counts enter the total when a merge or a stopping thread adds them into their objects. */
+TEST(reftotal_returns_to_its_start)
+{
+#ifndef FTRT_DEBUG
+    printf("     (skipped: ftrt keeps the reference total only in debug builds)\n");
+#else
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    int64_t start = ft_runtime_reftotal(rt);
+    ft_object *objs[TOTAL_OBJS];
+    for (int i = 0; i < TOTAL_OBJS; i++) {
+        objs[i] = new_enabled(a);
+        CHECK(objs[i] != NULL);
+    }
+    worker x, y;
+    worker_start(a, &x, rt);
+    worker_start(a, &y, rt);
+
+    /* objs[0]: x takes references in its slot, y the ordinary way; each drops the other's kind. */
+    worker_do(a, &x, cmd_incref, objs[0], 5);
+    worker_do(a, &y, cmd_incref_plain, objs[0], 3);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    worker_do(a, &y, cmd_decref, objs[0], 3);
+    worker_do(a, &x, cmd_decref_plain, objs[0], 5);
+    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(true_count(objs[0]), 1);
+
+    /* objs[1]: x stops holding two slot references; a drops them from its own slot. */
+    worker_do(a, &x, cmd_incref, objs[1], 2);
+    worker_finish(a, &x);
+    for (int i = 0; i < 2; i++)
+        ft_decref_per_thread(a, objs[1]);
+
+    /* objs[3]: many references churned across merges; objs[2]: the allocation's reference is
+     * dropped through y's slot, which y folds in as it stops. */
+    for (int r = 0; r < 10; r++) {
+        worker_do(a, &y, cmd_incref, objs[3], r + 1);
+        CHECK_EQ(ft_merge_refcounts(rt), 0);
+        worker_do(a, &y, cmd_decref_plain, objs[3], r + 1);
+    }
+    worker_do(a, &y, cmd_decref, objs[2], 1);
+    worker_finish(a, &y);
+    CHECK_EQ(ft_merge_refcounts(rt), 1); /* objs[2] */
+
+    ft_decref(objs[0]);
+    ft_decref_per_thread(a, objs[1]);
+    ft_decref(objs[3]);
+    CHECK_EQ(ft_merge_refcounts(rt), 3);
+    CHECK_EQ(atomic_load(&deallocs), TOTAL_OBJS);
+    CHECK_EQ(ft_runtime_reftotal(rt) - start, 0);
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_reftotal(rt) - start, 0);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+#endif
+}
+
 /* ---- concurrency: merges while threads count, start and stop ------------------------------------- */
 
 #define RACE_THREADS 6
@@ -657,5 +845,8 @@ int main(void)
     RUN(recycled_id_has_no_stale_slots);
     RUN(thread_arrays_grow_with_the_ids);
     RUN(merges_race_with_counting_threads);
+    RUN(reftotal_returns_to_its_start);
+    RUN(merge_inside_the_callers_stop_merges_only);
+    RUN(merge_core_hands_the_dead_back);
     return harness_done();
 }

@@ -2,7 +2,7 @@
  *
  * ft_mutex      one byte; fast paths inline. Spins briefly, then parks. A waiter that has waited more
  *               than 1 ms gets the lock handed to it directly on unlock (fairness).
- * ft_event      one-shot event (unset -> set, never back, except by re-initialising it).
+ * ft_event      one-shot event (unset -> set; back to unset only by ft_event_reset).
  * ft_once       one-time initialisation; a failed initialiser is retried by the next caller.
  * ft_rmutex     recursive mutex (owner + nesting level).
  * ft_rwmutex    one word, write-preferring reader/writer lock; neither fair nor reentrant.
@@ -99,6 +99,10 @@ static inline bool ft_event_is_set(const ft_event *e)
 {
     return atomic_load_explicit(&((ft_event *)e)->state, memory_order_acquire) == 1;
 }
+/* Make e unset again, for another round. The caller must rule out, by its own synchronisation, that
+ * any thread is waiting on e or notifying it meanwhile (a waiter would not be woken by the next
+ * notify, and a late notify would set the new round). */
+FT_API void ft_event_reset(ft_event *e);
 
 /* ---- ft_once ----------------------------------------------------------------------------- */
 
@@ -152,7 +156,10 @@ FT_API void ft_rwmutex_unlock(ft_rwmutex *rw);
 /* ---- ft_seqlock -------------------------------------------------------------------------- */
 
 typedef struct ft_seqlock {
-    _Atomic(uint32_t) seq; /* odd while a writer is inside */
+    /* Odd while a writer is inside. A writer makes it odd with a CAS (acquire, then a release fence
+     * before its data stores) and even again with a release add; readers load it with acquire
+     * before the data and relaxed after an acquire fence (lock.c). */
+    _Atomic(uint32_t) seq;
 } ft_seqlock;
 
 /* Writers exclude each other (they spin on an odd sequence). */

@@ -16,15 +16,18 @@
  *
  * Delayed free builds on it: ft_free_delayed(t, p, size) frees ft_malloc memory, and
  * ft_decref_delayed(t, obj) drops a reference, once every reader that could have seen them has moved
- * on. Items wait in per-thread queues and are processed at safepoints when due; when the world is
- * stopped (every stop, including the ones ft_qsbr_get_stats and ft_heap_get_stats make, frees all
- * queued blocks as it restarts; references stay queued, since destructors do not run under a stop);
- * and when the thread stops (it advances the sequence, passes its own quiescent point, frees what is
- * due, and hands the rest to a runtime-wide queue that any thread processes). Goals: an item takes
- * its goal after it is queued, in a batch: the goal of the thread's next advance, or, when the queue
- * is processed or handed over first, the next sequence (reached only after someone advances); the
- * queue advances itself once more than 127 items or 1 MiB are pending, or at once for a block over
- * 1 MiB, so memory held back stays bounded. */
+ * on. Items wait in per-thread queues and are processed at the thread's safepoints after each of its
+ * advances; when the world is stopped (every stop, including the ones ft_qsbr_get_stats and
+ * ft_heap_get_stats make, frees all queued blocks as it restarts; references stay queued, since
+ * destructors do not run under a stop); and when the thread stops (it advances the sequence, passes
+ * its own quiescent point, frees what is due, and hands the rest to a runtime-wide queue, which every
+ * started thread then processes at its safepoints until all of it has run; if no thread is left,
+ * ft_runtime_free runs it). Goals: an item takes its goal after it is queued, in a batch: the goal
+ * of the thread's next advance, or, when the queue is processed first, the next sequence (reached
+ * only after someone advances); the queue advances itself once more than 127 items or 1 MiB are
+ * pending, or at once for a block over 1 MiB, so memory held back stays bounded. A thread that
+ * neither advances nor queues enough to advance keeps its last few items until it calls
+ * ft_delayed_process, advances, or stops. */
 #ifndef FTRT_QSBR_H
 #define FTRT_QSBR_H
 
@@ -56,24 +59,32 @@ static inline void ft_qsbr_quiescent(ft_thread *t)
                           memory_order_release);
 }
 
-/* Free p (from ft_malloc) once no reader can see it. Never fails: if the queue cannot grow, the world
- * is stopped and p is freed at once. */
+/* Free p (from ft_malloc) once no reader can see it. Never fails: if the queue cannot grow (out of
+ * memory), the world is stopped and p is freed at once. That stop, like any, is a quiescent point for
+ * the caller, and waits for every other attached thread (one blocked without detaching deadlocks
+ * it); nothing else here stops the world. */
 FT_API void ft_free_delayed(ft_thread *t, void *p, size_t size);
 
-/* Drop a reference to obj once no reader can see it (a reader may still try-incref it meanwhile). */
+/* Drop a reference to obj once no reader can see it (a reader may still try-incref it meanwhile).
+ * Out of memory for the queue, the world is stopped, as for ft_free_delayed, and the reference is
+ * dropped at once after the restart (its destructor may run here). */
 FT_API void ft_decref_delayed(ft_thread *t, ft_object *obj);
 
-/* Free what is due in t's queue (and in the runtime's queue) now. */
+/* Run what is due in t's queue (and in the runtime's queue) now. Dropped references run their
+ * destructors here, and a destructor may do anything, stopping the world included. */
 FT_API void ft_delayed_process(ft_thread *t);
 
 typedef struct ft_qsbr_stats {
     uint64_t wr_seq, rd_seq;    /* the sequences */
-    uint64_t pending_items;     /* in every queue (exact with the world stopped) */
+    uint64_t pending_items;     /* in every queue (read with the world stopped) */
     uint64_t pending_bytes;     /* their sizes */
     uint64_t freed_items;       /* processed, in total */
 } ft_qsbr_stats;
 
-/* Statistics; stops the world itself unless the caller has already stopped it. */
+/* Statistics; stops the world itself unless the caller has already stopped it. So it is a quiescent
+ * point for the caller: a pointer it loaded without a reference before the call must not be used
+ * after it (the restart frees every queued block). Items a thread has taken out of the runtime's
+ * queue to process are not counted. */
 FT_API void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out);
 
 /* In the child after fork(): t is the only thread that survived; every other thread state's slot is

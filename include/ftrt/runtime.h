@@ -50,20 +50,26 @@ FT_API void ft_config_init(ft_config *cfg);
 FT_API ft_runtime *ft_runtime_new(const ft_config *cfg);
 
 /* Free a runtime. FT_EBUSY, with nothing freed, while any thread is still started or the world is
- * stopped; FT_EINVAL for NULL. */
+ * stopped; FT_EINVAL for NULL. First it runs the delayed frees and decrefs that stopped threads left
+ * (ftrt/qsbr.h): in a thread state of the calling OS thread that it starts and stops for that, so
+ * their destructors run as on any attached thread (ft_thread_current() is that state meanwhile; the
+ * caller's own current thread, if any, is current again on return). FT_ENOMEM, with nothing freed,
+ * if that thread state cannot be made; FT_EBUSY if a destructor leaves a thread started. */
 FT_API ft_status ft_runtime_free(ft_runtime *rt);
 
 /* Start a thread state for the calling OS thread; it is attached on return. NULL with
  * ft_last_error() = FT_EEXIST if this OS thread already has a thread state in rt, FT_ENOMEM if out of
  * memory, FT_EINVAL if rt is NULL. A thread that starts while the world is stopped waits here until
- * it restarts. */
+ * it restarts. The first start of a thread whose index is past the runtime's array of thread states
+ * (8 entries, doubled as needed) stops the world to grow it. */
 FT_API ft_thread *ft_thread_start(ft_runtime *rt);
 
 /* Stop the calling OS thread's thread state (attached or detached); t must not be used again. A
  * detached state is attached first (its teardown may free objects), so during a stop this waits for
  * the restart. Fatal if called from another OS thread, with a critical section still open, or while
- * this thread has the world stopped. The memory stays with rt and is reused by the next thread given
- * the same index. */
+ * this thread has the world stopped. Its teardown runs the destructors of the objects its delayed
+ * drops and merges free (which may do anything, stopping the world included). The memory stays
+ * with rt and is reused by the next thread given the same index. */
 FT_API void ft_thread_stop(ft_thread *t);
 
 /* Detach: the thread may block; it no longer delays a stop-the-world. Its critical sections are
@@ -95,12 +101,14 @@ FT_API uint32_t ft_thread_index(const ft_thread *t);
 /* The first member of every ft_thread; the rest is private. */
 struct ft_thread_head {
     /* The write sequence this thread saw at its last quiescent point, or 0 while detached (its QSBR
-     * slot, kept here so a quiescent report needs no pointer load). Written by the owner (release),
-     * read by pollers (acquire). */
+     * slot, kept here so a quiescent report needs no pointer load). Written by the owner (release;
+     * seq_cst when it attaches), read by pollers (acquire). */
     _Atomic(uint64_t) qsbr_seq;
     _Atomic(uintptr_t) pending; /* FT_PENDING_* bits: set with fetch_or by any thread, cleared by the owner */
     const _Atomic(uint64_t) *qsbr_wr_seq; /* the runtime's write sequence; immutable */
-    intptr_t *uniqueid_counts; /* per-thread reference counts by unique id - 1 (ftrt/uniqueid.h); owner */
+    /* Per-thread reference counts by unique id - 1 (ftrt/uniqueid.h). Written by the owner, and by
+     * a merge with the world stopped (it adds the slots into their objects and zeroes them). */
+    intptr_t *uniqueid_counts;
     size_t uniqueid_size;      /* entries in uniqueid_counts; owner */
     size_t tlbc_index;     /* the copy of code this thread uses (ftrt/tlbc.h); immutable */
 };
@@ -108,9 +116,10 @@ struct ft_thread_head {
 FT_API void ft_safepoint_slow(ft_thread *t);
 
 /* A quiescent point (see ftrt/qsbr.h), and a chance for pending work to run: a stop-the-world, merges
- * of objects other threads dropped, due delayed frees. An attached thread must call it regularly (in
- * loops, at calls); a stop waits for every attached thread to get here. The common case is a load and
- * a store to the thread's own cache line, and a relaxed load of the pending word. */
+ * of objects other threads dropped, due delayed frees (the destructors these run may do anything,
+ * stopping the world included). An attached thread must call it regularly (in loops, at calls); a
+ * stop waits for every attached thread to get here. The common case is a load and a store to the
+ * thread's own cache line, and a relaxed load of the pending word. */
 static inline void ft_safepoint(ft_thread *t)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
@@ -124,7 +133,11 @@ static inline void ft_safepoint(ft_thread *t)
 
 /* Stop every other thread of rt at a safepoint (or detached) and return when they all are. The
  * caller is either a thread attached to rt, which keeps running, or a thread outside rt. Stops of one
- * runtime are serialised; stops of different runtimes are independent. Nesting is fatal. */
+ * runtime are serialised; stops of different runtimes are independent. Nesting is fatal (the calls
+ * that stop the world for their own work, such as ft_qsbr_get_stats or ft_merge_refcounts, run
+ * inside the caller's stop instead). A stop is a quiescent point for its caller, and an attached
+ * thread that blocks without detaching (in a lock ftrt does not know) holds it up forever;
+ * docs/reclamation.md lists the calls that may stop the world. */
 FT_API void ft_stop_the_world(ft_runtime *rt);
 
 /* Let the stopped threads run again. Must be called by the thread that stopped the world. */
@@ -145,7 +158,9 @@ FT_API void ft_runtime_get_stats(ft_runtime *rt, ft_runtime_stats *out);
 /* ---- debugging and testing ------------------------------------------------------------------- */
 
 /* The runtime's reference total: increfs minus decrefs of mortal objects, counting an allocation as
- * an incref, over every thread (stopped ones included). Kept only by code built with FTRT_DEBUG. */
+ * an incref, over every thread (stopped ones included). Per-thread references (ftrt/uniqueid.h)
+ * count when a merge, or their thread's stop, adds them into their objects. Kept only by code built
+ * with FTRT_DEBUG. */
 FT_API int64_t ft_runtime_reftotal(ft_runtime *rt);
 
 /* Make the nth allocation site reached from now on (0 = the next one) in rt fail once as if out of

@@ -37,7 +37,8 @@ typedef void (*ft_tlbc_copy_fn)(void *dst, const void *original, size_t size, vo
 
 typedef struct ft_tlbc_array {
     size_t size;              /* entries; immutable once published */
-    void *_Atomic entries[];  /* index i's copy or NULL, stored under the buffer's mutex; [0] is
+    void *_Atomic entries[];  /* index i's copy or NULL: stored (release) under the buffer's mutex,
+                                 or cleared with the world stopped; loaded with acquire; [0] is
                                  the original */
 } ft_tlbc_array;
 
@@ -63,7 +64,8 @@ FT_API void ft_tlbc_destroy(ft_tlbc *c, ft_thread *t);
 FT_API void *ft_tlbc_get_slow(ft_tlbc *c, ft_thread *t);
 
 /* The code t executes: its own copy, made on first use. NULL (ft_last_error() == FT_ENOMEM) only if
- * a copy had to be made and could not. */
+ * a copy had to be made and could not. Growing the copies array retires the old one with
+ * ft_free_delayed, which stops the world if its queue cannot grow (ftrt/qsbr.h). */
 static inline void *ft_tlbc_get(ft_tlbc *c, ft_thread *t)
 {
     ft_tlbc_array *a = atomic_load_explicit(&c->copies, memory_order_acquire);
@@ -79,7 +81,9 @@ static inline void *ft_tlbc_get(ft_tlbc *c, ft_thread *t)
 /* Whether threads get their own copies (false when disabled: everyone shares the original). */
 FT_API bool ft_tlbc_enabled(const ft_runtime *rt);
 
-/* Stop the world and free the copies at indices that no started thread holds; returns how many. */
+/* Stop the world (unless the caller holds the stop already) and free the copies at indices that no
+ * started thread holds; returns how many. The stop makes it a quiescent point for the caller
+ * (ftrt/qsbr.h). */
 FT_API size_t ft_tlbc_clear_unused(ft_runtime *rt);
 
 /* Copies in existence (originals excluded), over all of rt's buffers. */

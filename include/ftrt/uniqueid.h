@@ -35,7 +35,8 @@ static inline uint32_t ft_object_unique_id(const ft_object *obj)
 FT_API void ft_incref_per_thread_slow(ft_thread *t, ft_object *obj);
 FT_API void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj);
 
-/* Count a reference to obj in t's own array (an object without an id takes ft_incref). */
+/* Count a reference to obj in t's own array (an object without an id, or a thread whose array
+ * cannot grow, takes ft_incref; the decref likewise takes ft_decref, which may free the object). */
 static inline void ft_incref_per_thread(ft_thread *t, ft_object *obj)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
@@ -57,8 +58,12 @@ static inline void ft_decref_per_thread(ft_thread *t, ft_object *obj)
 }
 
 /* Stop the world (unless the caller already has), add every thread's slots into the objects' shared
- * counts, and free the objects whose true count is zero (after the world restarts, on the caller,
- * which must be attached to rt if any object may die). Returns how many were freed. */
+ * counts, and free the objects whose true count is zero: after the world restarts, on the caller,
+ * if it is attached to rt. Returns how many were freed. A caller that holds the stop, or is not
+ * attached to rt, only merges: nothing is freed (a destructor cannot run inside a stop, nor without
+ * an attached thread), and the objects at zero wait for a merge that can free them.
+ * Stops the world, so it is a quiescent point for the caller (ftrt/qsbr.h); the destructors it runs
+ * may do anything. */
 FT_API size_t ft_merge_refcounts(ft_runtime *rt);
 
 #ifdef __cplusplus

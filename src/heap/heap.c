@@ -929,12 +929,6 @@ static bool visit_queue(ft_page_queue *q, bool objects, ft_block_visitor fn, voi
     return true;
 }
 
-bool ft_world_stopped_by_caller(ft_runtime *rt)
-{
-    return ft_world_is_stopped(rt) &&
-           atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == ft_os_thread_id();
-}
-
 /* Begin a walk: world stopped by the caller, rt->heaps.mutex held. Every thread is stopped (or is
  * the caller), so blocks waiting in a batch are free, not live: push every batch. Then check every
  * page (expensive checks): the walk trusts the lists, and a broken one (a loop, a block outside its
@@ -964,7 +958,7 @@ ft_status ft_heap_visit(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, 
 {
     if ((unsigned)kind >= FT_HEAP_KINDS || !fn)
         return FT_EINVAL;
-    if (!ft_world_stopped_by_caller(rt))
+    if (!ft_stw_held_by_caller(rt))
         return FT_EPERM;
     ft_mutex_lock_internal(&rt->heaps.mutex);
     walk_begin_locked(rt);
@@ -985,9 +979,7 @@ static bool count_block(void *block, size_t size, void *arg)
 void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out)
 {
     memset(out, 0, sizeof *out);
-    bool stop = !ft_world_stopped_by_caller(rt);
-    if (stop)
-        ft_stop_the_world(rt);
+    bool stop = ft_stw_stop_unless_held(rt);
     ft_heap_runtime *h = &rt->heaps;
     ft_mutex_lock_internal(&h->mutex);
     walk_begin_locked(rt);

@@ -257,7 +257,6 @@ void ft_heap_free_local_slow(ft_page *page);  /* a local free emptied page, or p
 void ft_heap_free_remote(ft_thread *t, ft_page *page, ft_block *b);
 void ft_heap_flush_remote(ft_thread *t);      /* push t's remote batch now; t attached */
 void ft_heap_set_reuse_hook(ft_runtime *rt, const ft_page_reuse_hook *hook);
-bool ft_world_stopped_by_caller(ft_runtime *rt);
 extern const ft_page ft_page_empty; /* the direct slot of a class without an active page */
 /* The checker (heap.c: the invariants as equations): true, or false after a line on stderr naming
  * the broken page or set and what is wrong. With the world stopped by the caller, or with no thread

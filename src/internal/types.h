@@ -39,8 +39,9 @@
  * while counted-but-not-suspended decrements it itself; a thread that starts during a stop starts
  * SUSPENDED and is not counted. The decrement that reaches zero notifies the requester's event.
  *
- * Lock order: stw.mutex -> head_mutex -> index pool mutex, heaps.mutex, brc bucket mutexes ->
- * parking-lot bucket locks. All but stw.mutex are internal and never held across a safepoint, so they
+ * Lock order: stw.mutex -> head_mutex -> index pool mutex, heaps.mutex, brc bucket mutexes,
+ * uniqueid.mutex -> parking-lot bucket locks; tlbc.mutex -> a code buffer's mutex; delayed.mutex is
+ * never held with another. All but stw.mutex are internal and never held across a safepoint, so they
  * are taken without detaching.
  */
 #ifndef FTRT_INTERNAL_TYPES_H
@@ -105,8 +106,9 @@ struct ft_runtime {
     ft_qsbr_runtime qsbr;         /* reclaim/qsbr.h */
     ft_delayed_runtime delayed;   /* reclaim/delayed.h */
     ft_tlbc_runtime tlbc;         /* lib/tlbc.h */
-    /* Debug builds: the reference totals of stopped threads and of callers that are not attached;
-     * any thread adds (relaxed), ft_runtime_reftotal reads. */
+    /* Debug builds: the reference totals of stopped threads, of callers that are not attached, and
+     * of per-thread counts as they are merged; any thread adds (relaxed), ft_runtime_reftotal reads
+     * (under head_mutex, with every started thread's own total). */
     _Atomic(int64_t) reftotal;
     /* Test hook (ft_debug_fail_allocation): the allocation that fails when it reaches 0, or -1.
      * Any thread decrements it (relaxed): a test arms it while no other thread allocates. */

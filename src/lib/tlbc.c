@@ -5,8 +5,12 @@
  * Writers hold the buffer's mutex: a new entry is stored with release after the copy is complete; a
  * grown array is fully built before its release store, and the old one is freed with QSBR, because a
  * reader may still be looking at it until its next quiescent point. Copies themselves are freed only
- * by ft_tlbc_destroy (no thread uses the buffer any more) and by ft_tlbc_clear_unused (world stopped,
- * only indices no started thread holds). */
+ * by ft_tlbc_destroy (no thread uses the buffer any more) and by ft_tlbc_clear_unused_stopped (inside
+ * a stop the caller holds, only indices no started thread holds; ft_tlbc_clear_unused wraps it in a
+ * stop of its own unless its caller holds one). The core writes entries under the registry's lock
+ * but not the buffers' own: every thread that could take a buffer's lock is suspended or detached,
+ * and one suspended while holding it (in the host's copy callback) is making the copy of its own
+ * index, which the core never frees. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,7 +42,7 @@ ft_status ft_tlbc_init(ft_tlbc *c, ft_thread *t, void *code, size_t size, ft_tlb
         return FT_ENOMEM;
     atomic_store_explicit(&a->entries[0], code, memory_order_relaxed);
     atomic_store_explicit(&c->copies, a, memory_order_release);
-    atomic_store_explicit(&c->mutex.bits, 0, memory_order_relaxed);
+    c->mutex = (ft_mutex){0}; /* unlocked; c is not published yet */
     c->size = size;
     c->copy = copy;
     c->arg = arg;
@@ -113,10 +117,13 @@ bool ft_tlbc_enabled(const ft_runtime *rt)
     return !rt->config.tlbc_disabled;
 }
 
-size_t ft_tlbc_clear_unused(ft_runtime *rt)
+size_t ft_tlbc_clear_unused_stopped(ft_runtime *rt)
 {
+    FT_ASSERT(ft_stw_held_by_caller(rt));
     size_t freed = 0;
-    ft_stop_the_world(rt);
+    /* The head lock: threads that start or stop during a stop link or unlink their states. One that
+     * starts after this walk holds an index no started thread held, whose copy goes below: it makes
+     * a fresh one on first use, as any new thread does. */
     ft_mutex_lock_internal(&rt->head_mutex);
     size_t limit = 1;
     for (ft_thread *t = rt->threads; t; t = t->next)
@@ -141,7 +148,15 @@ size_t ft_tlbc_clear_unused(ft_runtime *rt)
     }
     ft_mutex_unlock(&rt->tlbc.mutex);
     free(live);
-    ft_start_the_world(rt);
+    return freed;
+}
+
+size_t ft_tlbc_clear_unused(ft_runtime *rt)
+{
+    bool stopped = ft_stw_stop_unless_held(rt);
+    size_t freed = ft_tlbc_clear_unused_stopped(rt);
+    if (stopped)
+        ft_start_the_world(rt);
     return freed;
 }
 

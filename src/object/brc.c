@@ -137,14 +137,10 @@ static void dealloc_all(ft_object *const *objs, size_t n)
 /* Out of memory for the queue of a running owner: merge while it cannot touch its local counts. */
 static void merge_in_stopped_world(ft_runtime *rt, ft_object **objs, size_t n)
 {
-    size_t dead;
-    if (ft_world_stopped_by_caller(rt)) {
-        dead = merge_all(objs, n);
-    } else {
-        ft_stop_the_world(rt);
-        dead = merge_all(objs, n);
+    bool stopped = ft_stw_stop_unless_held(rt);
+    size_t dead = merge_all(objs, n);
+    if (stopped)
         ft_start_the_world(rt);
-    }
     dealloc_all(objs, dead);
 }
 

@@ -9,8 +9,17 @@
  *  - an object with an id carries the bias in its shared count, so no ordinary decref frees it;
  *  - a slot is added into its object (and zeroed) only with the world stopped, or by its own thread
  *    when it stops (an atomic add on the shared count, racing with nothing that could free it);
- *  - an id is released only by ft_merge_refcounts, after every thread's slot for it was merged in the
- *    same stop, so a recycled id never meets a stale slot.
+ *  - an id is released only by a merge, after every thread's slot for it was merged in the same
+ *    stop, so a recycled id never meets a stale slot;
+ *  - the debug reference total counts a slot's references when they are added into the object, not
+ *    as the inline paths count them.
+ *
+ * The merge runs inside a stop (ft_uniqueid_merge_stopped): it adds up the slots and takes the
+ * objects at zero out of the table, but frees none of them there, since a destructor may do anything,
+ * stopping the world included. It hands them back on a dead list (thread/stw.h) and the caller
+ * deallocates them after the restart. ft_merge_refcounts wraps it in a stop of its own, unless its
+ * caller holds one already; a caller that holds the stop, or is not attached to the runtime, merges
+ * without taking objects out (they keep their ids until a merge that can free them).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +47,7 @@ void ft_uniqueid_runtime_destroy(ft_runtime *rt)
     rt->uniqueid.size = 0;
 }
 
-/* An entry index for obj, or FT_ENOMEM. Pool mutex held. */
+/* An entry index for obj, or FT_ENOMEM. rt->uniqueid.mutex held. */
 static ft_status take_entry(ft_runtime *rt, ft_object *obj, uint32_t *index)
 {
     if (rt->uniqueid.free_head == 0) {
@@ -125,9 +134,12 @@ void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj)
         ft_decref(obj);
 }
 
-/* Add t's slots into their objects' shared counts and zero them. Pool mutex held. */
+/* Add t's slots into their objects' shared counts and zero them. rt->uniqueid.mutex held. The inline
+ * per-thread increments and decrements leave the debug reference total alone, so the references a
+ * slot holds enter the total here, when they enter their object. */
 static void merge_thread(ft_runtime *rt, ft_thread *t)
 {
+    int64_t merged = 0;
     for (size_t i = 0; i < t->head.uniqueid_size; i++) {
         intptr_t n = t->head.uniqueid_counts[i];
         if (n == 0)
@@ -137,7 +149,13 @@ static void merge_thread(ft_runtime *rt, ft_thread *t)
                                   (intptr_t)((uintptr_t)n << FT_SHARED_SHIFT),
                                   memory_order_relaxed);
         t->head.uniqueid_counts[i] = 0;
+        merged += n;
     }
+#ifdef FTRT_DEBUG
+    atomic_fetch_add_explicit(&rt->reftotal, merged, memory_order_relaxed);
+#else
+    (void)merged;
+#endif
 }
 
 void ft_uniqueid_thread_stop(ft_thread *t)
@@ -152,20 +170,16 @@ void ft_uniqueid_thread_stop(ft_thread *t)
     t->uniqueid.finalized = true;
 }
 
-size_t ft_merge_refcounts(ft_runtime *rt)
+size_t ft_uniqueid_merge_stopped(ft_runtime *rt, ft_dead_list *dead)
 {
-    if (ft_world_stopped_by_caller(rt))
-        ft_fatal("ft_merge_refcounts: called with the world of runtime %p stopped (it stops the "
-                 "world itself, and frees objects after restarting it)",
-                 (void *)rt);
-    ft_stop_the_world(rt);
+    FT_ASSERT(ft_stw_held_by_caller(rt));
+    /* The head lock: threads suspended in ft_thread_stop unlink themselves during a stop. */
     ft_mutex_lock_internal(&rt->head_mutex);
     ft_mutex_lock_internal(&rt->uniqueid.mutex);
     for (ft_thread *t = rt->threads; t; t = t->next)
         merge_thread(rt, t);
+    size_t found = 0;
     uint32_t size = atomic_load_explicit(&rt->uniqueid.size, memory_order_relaxed);
-    ft_object **dead = size ? malloc(size * sizeof *dead) : NULL; /* no memory: retry next time */
-    size_t ndead = 0;
     for (uint32_t i = 0; dead && i < size; i++) {
         if (rt->uniqueid.table[i] & FREE_TAG)
             continue;
@@ -176,17 +190,27 @@ size_t ft_merge_refcounts(ft_runtime *rt)
         atomic_fetch_and_explicit(&obj->ob_flags, (uint16_t)~FT_OBJ_DEFERRED, memory_order_relaxed);
         *id_field(obj) = 0;
         release_entry(rt, i);
-        dead[ndead++] = obj;
+        /* Its owner's local part and the others' shared part add up to zero: fold them into one
+         * merged count of zero (the world is stopped, so no owner is counting). */
+        intptr_t count = ft_explicit_merge(obj, 0);
+        FT_ASSERT(count == 0);
+        (void)count;
+        ft_dead_list_push(dead, obj);
+        found++;
     }
     ft_mutex_unlock(&rt->uniqueid.mutex);
     ft_mutex_unlock(&rt->head_mutex);
-    ft_start_the_world(rt);
-    if (ndead && !ft_current_thread)
-        ft_fatal("ft_merge_refcounts: %zu objects of runtime %p reached zero but the caller is not "
-                 "attached, so they cannot be freed",
-                 ndead, (void *)rt);
-    for (size_t i = 0; i < ndead; i++)
-        ft_object_dealloc(dead[i]);
-    free(dead);
-    return ndead;
+    return found;
+}
+
+size_t ft_merge_refcounts(ft_runtime *rt)
+{
+    /* Only a caller attached to rt can run destructors, and only outside a stop. */
+    ft_thread *self = ft_current_thread;
+    bool stopped = ft_stw_stop_unless_held(rt);
+    ft_dead_list dead = {0};
+    ft_uniqueid_merge_stopped(rt, stopped && self && self->rt == rt ? &dead : NULL);
+    if (stopped)
+        ft_start_the_world(rt);
+    return ft_dead_list_dealloc(&dead);
 }

@@ -13,17 +13,28 @@
  * shared write, reached after the next advance by anyone) seal them all. A goal taken later than the
  * unlink is only ever later, so this is safe, and goals still never decrease along the queue. An
  * unsealed item is never due. To bound what is held back, the thread counts what it queued since its
- * last advance; past ADVANCE_ITEMS items or ADVANCE_BYTES bytes it advances and marks its queue due
+ * last advance; past ADVANCE_ITEMS items or ADVANCE_BYTES bytes it advances. Every advance by a
+ * thread whose queue holds items (this layer's or the caller's) marks its queue due
  * (FT_PENDING_DELAYED), so its next safepoint processes it. A block larger than ADVANCE_BYTES
  * advances at once.
  *
  * Processing bumps the read index before it frees an item, because freeing may run a destructor that
- * queues more items, or processes the queue again (re-entry). A thread that stops processes what it
- * can and hands the rest to the runtime's queue, which any thread processes when it processes its own:
- * it takes the whole queue under the queue's lock (if it can without waiting), processes it with no
- * lock held, since a destructor may block or stop the world, and puts back what is not due. With the
- * world stopped, the thread that stopped it frees every queued block at once (every other thread is
- * quiescent); references stay queued, since a destructor must not run while the world is stopped.
+ * queues more items, or processes the queue again (re-entry).
+ *
+ * The runtime's queue. A thread that stops processes what it can and hands the rest to the runtime's
+ * queue, sealed by an advance of its own, so that every goal there is reached by quiescent points
+ * alone (nobody need advance again); its last merges may run destructors that queue more, which it
+ * hands over too. Whoever puts items into the runtime's queue marks every started thread's queue due,
+ * and a thread that starts while it holds items marks its own. A thread processes the runtime's queue
+ * after its own: it takes the whole queue under the queue's lock (if it can without waiting),
+ * processes it with no lock held, since a destructor may block or stop the world, and puts back what
+ * is not due, marking every thread again. So the threads poll at their safepoints until the last
+ * quiescent point the goals need has passed, one round of safepoints, and whichever thread passes it
+ * runs them. When no thread is left, ft_runtime_free runs them (ft_delayed_drain).
+ *
+ * With the world stopped, the thread that stopped it frees every queued block at once (every other
+ * thread is quiescent); references stay queued, since a destructor must not run while the world is
+ * stopped (ft_delayed_process_stopped can drop them as merges and hand the dead back instead).
  *
  * The page heap asks this layer when an empty page may take another layout: a page's goal is
  * ft_qsbr_next, or an advance once more than PAGE_ADVANCE_BYTES of pages are pending. */
@@ -49,6 +60,14 @@ typedef struct ft_delayed_chunk {
     ft_delayed_item items[CHUNK_ITEMS];
 } ft_delayed_chunk;
 
+/* Whether the queue head..tail may hold items: emptied chunks are freed from the front, all but
+ * the last (a stop's compaction may empty one further on: then this says yes, which costs one
+ * pass). */
+static bool holds_items(const ft_delayed_chunk *head, const ft_delayed_chunk *tail)
+{
+    return head && (head != tail || head->rd != head->wr);
+}
+
 /* ---- goals ----------------------------------------------------------------------------------- */
 
 #define UNSEALED 0
@@ -60,6 +79,13 @@ void ft_delayed_seal(ft_thread *t, uint64_t g)
         for (uint32_t i = c == t->delayed.unsealed ? t->delayed.unsealed_at : c->rd; i < c->wr; i++)
             c->items[i].goal = g;
     t->delayed.unsealed = NULL;
+}
+
+void ft_delayed_advanced(ft_thread *t, uint64_t g)
+{
+    ft_delayed_seal(t, g);
+    if (holds_items(t->delayed.head, t->delayed.tail))
+        atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_DELAYED, memory_order_relaxed);
 }
 
 static void seal_with_next(ft_thread *t)
@@ -102,12 +128,10 @@ static void free_item(ft_thread *t, uintptr_t ptr)
 static void free_now_stopped(ft_thread *t, uintptr_t ptr)
 {
     ft_runtime *rt = t->rt;
-    bool stopped_here = !ft_world_stopped_by_caller(rt);
-    if (stopped_here)
-        ft_stop_the_world(rt);
+    bool stopped = ft_stw_stop_unless_held(rt);
     if (!(ptr & DECREF_TAG))
         ft_heap_free_block(t, (void *)ptr);
-    if (stopped_here)
+    if (stopped)
         ft_start_the_world(rt);
     if (ptr & DECREF_TAG)
         ft_decref((ft_object *)(ptr & ~DECREF_TAG));
@@ -137,7 +161,7 @@ static bool push(ft_thread *t, uintptr_t ptr, uint64_t goal, uint64_t size)
 
 static void enqueue(ft_thread *t, uintptr_t ptr, uint64_t size)
 {
-    if (ft_world_stopped_by_caller(t->rt) && !(ptr & DECREF_TAG)) {
+    if (ft_stw_held_by_caller(t->rt) && !(ptr & DECREF_TAG)) {
         ft_heap_free_block(t, (void *)ptr); /* every other thread is quiescent */
         return;
     }
@@ -198,7 +222,22 @@ static void process_queue(ft_thread *t, ft_delayed_chunk **head, ft_delayed_chun
         atomic_fetch_add_explicit(&rt->delayed.freed, freed, memory_order_relaxed);
 }
 
-/* Append the queue head..tail to the runtime's queue (at the back, or at the front). */
+/* Mark every started thread's queue due, so that each one's next safepoint processes the runtime's
+ * queue (and its own). */
+static void flag_threads(ft_runtime *rt)
+{
+    ft_mutex_lock_internal(&rt->head_mutex);
+    for (ft_thread *t = rt->threads; t; t = t->next)
+        atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_DELAYED, memory_order_relaxed);
+    ft_mutex_unlock(&rt->head_mutex);
+}
+
+/* Append the queue head..tail, whose goals are all at most the write sequence (reached once every
+ * attached thread passes a quiescent point), to the runtime's queue (at the back, or at the front),
+ * and mark every started thread's queue due: whichever thread passes the last quiescent point its
+ * goals need will then run them. A thread that finds them not yet due puts them back through here,
+ * so the threads keep polling at their safepoints until they run, which takes one round of
+ * safepoints. */
 static void splice_into_runtime(ft_runtime *rt, ft_delayed_chunk *head, ft_delayed_chunk *tail,
                                 bool front)
 {
@@ -217,6 +256,7 @@ static void splice_into_runtime(ft_runtime *rt, ft_delayed_chunk *head, ft_delay
     }
     atomic_store_explicit(&rt->delayed.has_work, true, memory_order_relaxed);
     ft_mutex_unlock(&rt->delayed.mutex);
+    flag_threads(rt);
 }
 
 /* Take the runtime's whole queue, process it with no lock held (destructors may block, stop the
@@ -232,7 +272,7 @@ static void process_runtime_queue(ft_thread *t)
     atomic_store_explicit(&rt->delayed.has_work, false, memory_order_relaxed);
     ft_mutex_unlock(&rt->delayed.mutex);
     process_queue(t, &head, &tail);
-    if (head && (head != tail || head->rd != head->wr))
+    if (holds_items(head, tail))
         splice_into_runtime(rt, head, tail, true);
     else
         free(head);
@@ -248,13 +288,51 @@ void ft_delayed_process(ft_thread *t)
 
 void ft_delayed_hand_over(ft_thread *t)
 {
-    seal_with_next(t);
     ft_delayed_chunk *h = t->delayed.head;
-    if (h && (h != t->delayed.tail || h->rd != h->wr))
+    if (holds_items(h, t->delayed.tail)) {
+        /* An advance, not ft_qsbr_next: every goal in the runtime's queue must be reachable by
+         * quiescent points alone, since nobody may advance again. */
+        ft_delayed_seal(t, ft_qsbr_advance(t->rt));
         splice_into_runtime(t->rt, h, t->delayed.tail, false);
-    else
+    } else {
         free(h);
+    }
     t->delayed.head = t->delayed.tail = NULL;
+    t->delayed.unsealed = NULL;
+}
+
+void ft_delayed_thread_start(ft_thread *t)
+{
+    /* t is linked: any splice from now on marks it. One that came earlier marked only the threads
+     * linked then, but it set has_work before it took the head lock, and t's link took that lock
+     * after it, so this load sees the flag (or a thread took the items since, and will mark t if it
+     * puts any back). */
+    if (atomic_load_explicit(&t->rt->delayed.has_work, memory_order_relaxed))
+        atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_DELAYED, memory_order_relaxed);
+}
+
+bool ft_delayed_runtime_pending(ft_runtime *rt)
+{
+    ft_mutex_lock_internal(&rt->delayed.mutex);
+    bool pending = holds_items(rt->delayed.head, rt->delayed.tail);
+    ft_mutex_unlock(&rt->delayed.mutex);
+    return pending;
+}
+
+void ft_delayed_drain(ft_thread *t)
+{
+    /* t is its runtime's only thread: each round's advance and quiescent point reach every goal
+     * queued so far, so a round runs everything but what its own destructors queue, which the next
+     * round runs. A round that runs nothing ends it. */
+    ft_runtime *rt = t->rt;
+    for (;;) {
+        uint64_t before = atomic_load_explicit(&rt->delayed.freed, memory_order_relaxed);
+        ft_delayed_seal(t, ft_qsbr_advance(rt));
+        ft_qsbr_quiescent(t);
+        ft_delayed_process(t);
+        if (atomic_load_explicit(&rt->delayed.freed, memory_order_relaxed) == before)
+            break;
+    }
 }
 
 void ft_delayed_thread_stop(ft_thread *t)
@@ -268,33 +346,58 @@ void ft_delayed_thread_stop(ft_thread *t)
     ft_delayed_hand_over(t);
 }
 
-/* Free every queued block in queue q (the world is stopped: everyone else is quiescent, and the
- * caller is at a quiescent point by contract). References are kept, compacted to the front. */
-static void free_blocks_stopped(ft_runtime *rt, ft_thread *self, ft_delayed_chunk *q)
+/* Drop a queued reference inside a stop: ft_decref without the destructor. The object is merged
+ * (no owner is counting now) and, if that was its last reference, handed back on dead. */
+static void drop_stopped(ft_object *o, ft_dead_list *dead)
 {
+    if (ft_object_is_immortal(o))
+        return; /* made immortal since it was queued: ft_decref would not touch it either */
+    if (ft_explicit_merge(o, -1) == 0) /* counts the dropped reference in the debug total */
+        ft_dead_list_push(dead, o);
+}
+
+/* Run every item of queue q that may run inside a stop (everyone else is quiescent, and the caller
+ * is at a quiescent point by contract, whatever the goals): every block, and with dead every
+ * reference. What stays (references, without dead) is compacted to the front of its chunk. Returns
+ * how many ran. */
+static uint64_t run_stopped(ft_thread *self, ft_delayed_chunk *q, ft_dead_list *dead)
+{
+    uint64_t ran = 0;
     for (ft_delayed_chunk *c = q; c; c = c->next) {
         uint32_t keep = c->rd;
         for (uint32_t i = c->rd; i < c->wr; i++) {
-            if (c->items[i].ptr & DECREF_TAG) {
-                c->items[keep++] = c->items[i];
-            } else {
-                ft_heap_free_block(self, (void *)c->items[i].ptr);
-                atomic_fetch_add_explicit(&rt->delayed.freed, 1, memory_order_relaxed);
+            uintptr_t ptr = c->items[i].ptr;
+            if ((ptr & DECREF_TAG) && !dead) {
+                c->items[keep++] = c->items[i]; /* stays queued */
+                continue;
             }
+            if (ptr & DECREF_TAG)
+                drop_stopped((ft_object *)(ptr & ~DECREF_TAG), dead);
+            else
+                ft_heap_free_block(self, (void *)ptr);
+            ran++;
         }
         c->wr = keep;
     }
+    return ran;
 }
 
-void ft_delayed_process_stopped(ft_runtime *rt)
+void ft_delayed_process_stopped(ft_runtime *rt, ft_dead_list *dead)
 {
-    /* The head lock is held by the caller (ft_start_the_world): the thread list is stable. */
+    FT_ASSERT(ft_stw_held_by_caller(rt));
     ft_thread *self = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
+    uint64_t ran = 0;
+    /* The head lock: threads suspended in ft_thread_stop unlink themselves during a stop. */
+    ft_mutex_lock_internal(&rt->head_mutex);
     for (ft_thread *t = rt->threads; t; t = t->next) {
-        seal_with_next(t); /* the compaction below moves items */
-        free_blocks_stopped(rt, self, t->delayed.head);
+        seal_with_next(t); /* the compaction moves items */
+        ran += run_stopped(self, t->delayed.head, dead);
     }
-    free_blocks_stopped(rt, self, rt->delayed.head);
+    ft_mutex_unlock(&rt->head_mutex);
+    ft_mutex_lock_internal(&rt->delayed.mutex);
+    ran += run_stopped(self, rt->delayed.head, dead);
+    ft_mutex_unlock(&rt->delayed.mutex);
+    atomic_fetch_add_explicit(&rt->delayed.freed, ran, memory_order_relaxed);
 }
 
 void ft_delayed_runtime_destroy(ft_runtime *rt)
@@ -320,12 +423,16 @@ static void count_queue(const ft_delayed_chunk *q, ft_qsbr_stats *out)
 void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out)
 {
     *out = (ft_qsbr_stats){0};
-    bool stop = !ft_world_stopped_by_caller(rt);
-    if (stop)
-        ft_stop_the_world(rt);
+    bool stop = ft_stw_stop_unless_held(rt);
+    /* The stop freezes the queues but not the thread list: a thread suspended in ft_thread_stop
+     * unlinks its state, and a starting one links (and resets) a state, under the head lock. */
+    ft_mutex_lock_internal(&rt->head_mutex);
     for (ft_thread *t = rt->threads; t; t = t->next)
         count_queue(t->delayed.head, out);
+    ft_mutex_unlock(&rt->head_mutex);
+    ft_mutex_lock_internal(&rt->delayed.mutex);
     count_queue(rt->delayed.head, out);
+    ft_mutex_unlock(&rt->delayed.mutex);
     out->wr_seq = atomic_load_explicit(&rt->qsbr.wr_seq, memory_order_relaxed);
     out->rd_seq = atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_relaxed);
     out->freed_items = atomic_load_explicit(&rt->delayed.freed, memory_order_relaxed);
@@ -352,7 +459,7 @@ static uint64_t page_retire_goal(void *ctx)
 static bool page_goal_reached(void *ctx, uint64_t goal)
 {
     ft_runtime *rt = ctx;
-    if (ft_world_stopped_by_caller(rt))
+    if (ft_stw_held_by_caller(rt))
         return true;
     if (!ft_qsbr_seq_before(atomic_load_explicit(&rt->qsbr.rd_seq, memory_order_acquire), goal))
         return true;

@@ -128,7 +128,7 @@ uint64_t ft_qsbr_advance(ft_runtime *rt)
     /* The caller's queued delayed items were unlinked before this RMW: it covers them. */
     ft_thread *t = ft_current_thread;
     if (t && t->rt == rt)
-        ft_delayed_seal(t, goal);
+        ft_delayed_advanced(t, goal);
     return goal;
 }
 

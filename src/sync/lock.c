@@ -165,6 +165,13 @@ void ft_event_wait(ft_event *e)
     ft_event_wait_timed(e, FT_FOREVER, FT_LOCK_DETACH);
 }
 
+void ft_event_reset(ft_event *e)
+{
+    /* Relaxed: the caller's own synchronisation orders this against the notifies and waits of the
+     * rounds before and after. */
+    atomic_store_explicit(&e->state, EVENT_UNSET, memory_order_relaxed);
+}
+
 /* ---- ft_once --------------------------------------------------------------------------------- */
 
 enum { ONCE_NOT_DONE = 0, ONCE_RUNNING = 1, ONCE_PARKED = 2 };

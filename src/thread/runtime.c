@@ -2,7 +2,12 @@
  *
  * A runtime is one allocation holding everything ftrt keeps for it (plus the heap's segments);
  * freeing it is refused while any thread state is started, because those threads could still touch
- * it. Freeing it releases all heap memory, including objects still alive in abandoned heaps. */
+ * it. Before it frees anything, it runs the delayed frees and decrefs that stopped threads handed to
+ * the runtime's queue and no thread ran: with no thread left every goal is reachable, but a
+ * destructor needs an attached thread, so it starts one on the calling OS thread for the purpose
+ * (ft_thread_start and ft_thread_stop, as a host thread would), runs everything (and what those
+ * destructors queue in turn), and stops it. Then it releases all heap memory, including objects
+ * still alive in abandoned heaps (their destructors never run). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,15 +66,44 @@ ft_runtime *ft_runtime_new(const ft_config *cfg)
     return rt;
 }
 
+static bool in_use(ft_runtime *rt)
+{
+    ft_mutex_lock_internal(&rt->head_mutex);
+    uint32_t started = rt->nthreads;
+    ft_mutex_unlock(&rt->head_mutex);
+    return started != 0 || ft_world_is_stopped(rt);
+}
+
+/* Run the delayed frees and decrefs that stopped threads left in the runtime's queue, in a thread
+ * state of the calling OS thread started for the purpose, so that destructors run as anywhere else.
+ * The caller's current thread (attached to another runtime, perhaps) is its current thread again
+ * afterwards. */
+static ft_status drain_delayed(ft_runtime *rt)
+{
+    ft_thread *current = ft_current_thread;
+    ft_thread *t = ft_thread_start(rt);
+    if (t) {
+        ft_delayed_drain(t);
+        ft_thread_stop(t);
+    }
+    ft_current_thread = current;
+    return t ? FT_OK : FT_ENOMEM;
+}
+
 ft_status ft_runtime_free(ft_runtime *rt)
 {
     if (!rt)
         return FT_EINVAL;
-    ft_mutex_lock_internal(&rt->head_mutex);
-    uint32_t started = rt->nthreads;
-    ft_mutex_unlock(&rt->head_mutex);
-    if (started != 0 || ft_world_is_stopped(rt))
+    if (in_use(rt))
         return FT_EBUSY;
+    if (ft_delayed_runtime_pending(rt)) {
+        ft_status s = drain_delayed(rt);
+        if (s != FT_OK)
+            return s;
+        /* A destructor may have started a thread that still runs, or left work behind it. */
+        if (in_use(rt) || ft_delayed_runtime_pending(rt))
+            return FT_EBUSY;
+    }
     ft_delayed_runtime_destroy(rt);
     ft_uniqueid_runtime_destroy(rt);
     ft_heap_runtime_destroy(rt);
@@ -113,9 +147,9 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
                          &rt->delayed.mutex, &rt->thread_indices.mutex, &rt->uniqueid.mutex,
                          &rt->tlbc.mutex};
     for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
-        atomic_store_explicit(&locks[i]->bits, 0, memory_order_relaxed);
+        *locks[i] = (ft_mutex){0};
     for (uint32_t i = 0; i < FT_BRC_BUCKETS; i++)
-        atomic_store_explicit(&rt->brc[i].mutex.bits, 0, memory_order_relaxed);
+        rt->brc[i].mutex = (ft_mutex){0};
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.requester, NULL, memory_order_relaxed);

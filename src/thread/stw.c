@@ -11,12 +11,23 @@
  * An attached thread that sees FT_PENDING_STOP (at a safepoint, or when it detaches) suspends itself
  * under the head lock and decrements the countdown; the decrement to zero notifies the event.
  *
- * Start: under the head lock, clear the request, store DETACHED into every other thread (all are
- * SUSPENDED now: those that stopped are gone, those that started during the stop started SUSPENDED)
- * and unpark each one's state word; then release stw.mutex.
+ * Start: free every queued delayed block (every other thread is quiescent); then, under the head
+ * lock, clear the request, store DETACHED into every other thread (all are SUSPENDED now: those that
+ * stopped are gone, those that started during the stop started SUSPENDED) and unpark each one's
+ * state word; then release stw.mutex.
  *
  * The requester waits for stw.mutex detached (a thread blocked on another stop is itself stoppable)
- * and waits on the event without detaching (it holds the stop and must not be suspended by it). */
+ * and waits on the event without detaching (it holds the stop and must not be suspended by it).
+ *
+ * A stop does not freeze the thread list: a thread suspended inside ft_thread_stop goes on to unlink
+ * itself, and a thread that starts links its state (SUSPENDED). So whatever walks the list inside a
+ * stop holds the head lock.
+ *
+ * Cores that run inside a stop (a merge, a clearing, a count) are called both by the public calls,
+ * which stop the world for them, and by a caller that already holds the stop (the collector will run
+ * several in one): ft_stw_stop_unless_held stops only in the first case. A core never runs a
+ * destructor (it may block, stop the world, start threads): objects it finds dead go on a dead list,
+ * which its caller deallocates after the restart. */
 #include "internal/internal.h"
 
 static void lock_head(ft_runtime *rt)
@@ -111,7 +122,7 @@ void ft_stop_the_world(ft_runtime *rt)
     atomic_store_explicit(&rt->stw.owner_os, self_os, memory_order_relaxed);
 
     lock_head(rt);
-    atomic_store_explicit(&rt->stw.stopped.state, 0, memory_order_relaxed);
+    ft_event_reset(&rt->stw.stopped); /* its notifiers decrement countdown under the head lock */
     atomic_store_explicit(&rt->stw.requester, self, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.countdown, (int32_t)(rt->nthreads - (self ? 1 : 0)),
                           memory_order_relaxed);
@@ -136,9 +147,10 @@ void ft_start_the_world(ft_runtime *rt)
         ft_fatal("ft_start_the_world: the world of runtime %p was not stopped by the calling "
                  "thread",
                  (void *)rt);
+    /* Every other thread is quiescent now: free the blocks they were holding back. References
+     * stay queued: their destructors run after the restart. */
+    ft_delayed_process_stopped(rt, NULL);
     lock_head(rt);
-    /* Every other thread is quiescent now: free the blocks they were holding back. */
-    ft_delayed_process_stopped(rt);
     ft_thread *requester = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
@@ -156,6 +168,44 @@ void ft_start_the_world(ft_runtime *rt)
     ft_mutex_unlock(&rt->head_mutex);
     atomic_store_explicit(&rt->stw.owner_os, 0, memory_order_relaxed);
     ft_mutex_unlock(&rt->stw.mutex);
+}
+
+bool ft_stw_held_by_caller(ft_runtime *rt)
+{
+    /* owner_os holds this OS thread's id only if this thread stored it (relaxed loads see one's own
+     * stores), and it is cleared only after world_stopped, by the same thread. */
+    return atomic_load_explicit(&rt->stw.world_stopped, memory_order_relaxed) &&
+           atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == ft_os_thread_id();
+}
+
+bool ft_stw_stop_unless_held(ft_runtime *rt)
+{
+    if (ft_stw_held_by_caller(rt))
+        return false;
+    ft_stop_the_world(rt);
+    return true;
+}
+
+void ft_dead_list_push(ft_dead_list *dead, ft_object *o)
+{
+    FT_ASSERT(atomic_load_explicit(&o->ob_tid, memory_order_relaxed) == 0 && ft_refcount(o) == 0);
+    atomic_store_explicit(&o->ob_tid, (uintptr_t)dead->head, memory_order_relaxed);
+    dead->head = o;
+    dead->count++;
+}
+
+size_t ft_dead_list_dealloc(ft_dead_list *dead)
+{
+    size_t n = dead->count;
+    FT_ASSERT(!dead->head || !ft_stw_held_by_caller(ft_object_runtime(dead->head)));
+    while (dead->head) {
+        ft_object *o = dead->head;
+        dead->head = (ft_object *)atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
+        atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed); /* merged, as it was */
+        ft_object_dealloc(o);
+    }
+    dead->count = 0;
+    return n;
 }
 
 bool ft_world_is_stopped(const ft_runtime *rt)

@@ -12,10 +12,11 @@
  * suspend, suspends it at once (so the requester need not wait for its next 1 ms re-poll).
  *
  * Start takes an index and the thread state kept for it (or a new one), makes its heaps (or adopts a
- * stopped thread's) and registers it for merges; stop drains its merge queue, outbox, freelists and
- * delayed frees and abandons its heaps while still attached, because those steps may free objects,
- * then unlinks it and leaves the state for the next thread given its index. Attach and detach also
- * bring the thread's QSBR slot online and offline.
+ * stopped thread's) and registers it for merges; stop drains its freelists, delayed frees, merge
+ * queue and outbox (then hands over what destructors run by those merges queued) and abandons its
+ * heaps while still attached, because those steps may free objects, then unlinks it and leaves the
+ * state for the next thread given its index. Attach and detach also bring the thread's QSBR slot
+ * online and offline.
  *
  * The current-thread pointer is process-wide thread-local storage: the thread state most recently
  * attached on this OS thread, cleared when it detaches. */
@@ -140,6 +141,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
     rt->threads = t;
     rt->nthreads++;
     ft_mutex_unlock(&rt->head_mutex);
+    ft_delayed_thread_start(t); /* what stopped threads left waits for the threads there are */
 
     ft_attach(t);
     return t;
@@ -165,6 +167,7 @@ void ft_thread_stop(ft_thread *t)
     ft_freelist_thread_stop(t);
     ft_delayed_thread_stop(t);
     ft_brc_thread_stop(t);
+    ft_delayed_hand_over(t); /* what destructors run by those last merges queued */
     ft_heap_thread_stop(t);
     ft_detach(t);
 
