@@ -157,7 +157,7 @@ static void count_figure(const bench_config *cfg, const char *name, enum count_k
         bench_fail("per-thread reference pairs did not balance: count %ld -> %ld",
                    (long)count_before, (long)ft_refcount(s->object));
     ft_decref(s->object);
-    if (ft_merge_refcounts(s->rt) != 1)
+    if (ft_uniqueid_merge(s->rt) != 1)
         bench_fail("the per-thread counted object was not freed by the merge after its last "
                    "reference was dropped");
     ft_thread_stop(main_thread);

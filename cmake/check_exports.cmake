@@ -22,7 +22,7 @@ if(NOT nm_result EQUAL 0)
   message(FATAL_ERROR "${NM} -D --defined-only ${LIBRARY} failed (${nm_result}): ${nm_error}")
 endif()
 
-# Lines look like "0000000000001234 T ft_mutex_lock_slow" (maybe with "@@VERSION"); a version
+# Lines look like "0000000000001234 T ft__mutex_lock_slow" (maybe with "@@VERSION"); a version
 # definition is an absolute symbol, "00000000 A FTRT_0", and names no code or data.
 string(REPLACE "\n" ";" nm_lines "${nm_output}")
 set(exported "")

@@ -20,7 +20,7 @@
  *
  * Every operation of every thread is bracketed by ft_incref_per_thread / ft_decref_per_thread on one
  * "hot" shared object, whose type opts in to per-thread reference counts: the counting touches only
- * the thread's own array. The main thread merges those counts with ft_merge_refcounts every few
+ * the thread's own array. The main thread merges those counts with ft_uniqueid_merge every few
  * milliseconds and checks the object's true count (its count minus the deferral bias): the main
  * thread's reference, plus one per worker that a stop caught parked inside an operation (a writer
  * waiting for the dictionary's lock). Every few merges it also samples ft_qsbr_get_stats, to see how
@@ -410,7 +410,7 @@ static intptr_t hot_true_count(void)
 /* Attached: merge the per-thread counts and check what the hot object's count can be now. */
 static void merge_and_check(sampling *s)
 {
-    s->merge_frees += ft_merge_refcounts(world.rt);
+    s->merge_frees += ft_uniqueid_merge(world.rt);
     s->merges++;
     intptr_t n = hot_true_count();
     if (n < 1 || n > 1 + WORKERS)
@@ -489,7 +489,7 @@ static void drop_all(ft_thread *t, final_check *f)
     ft_free(t, atomic_exchange_explicit(&world.config, NULL, memory_order_relaxed));
 
     ft_decref(world.hot); /* the last reference, yet only a merge can free it */
-    f->hot_freed_by_merge = ft_merge_refcounts(world.rt);
+    f->hot_freed_by_merge = ft_uniqueid_merge(world.rt);
     world.hot = NULL;
 
     for (f->quiesce_rounds = 1; f->quiesce_rounds <= QUIESCE_ATTEMPTS; f->quiesce_rounds++) {
@@ -641,7 +641,7 @@ int demo_sharing_phase(long run_ms, long cpus)
            "insert\nthem again, for %ld ms. Every operation also takes and drops a reference to "
            "one shared\n\"hot\" object; each thread counts those in an array of its own, so that the "
            "threads do\nnot fight over one counter, and the main thread merges the counts into "
-           "the object every\n%d ms (ft_merge_refcounts) and checks them.\n\n",
+           "the object every\n%d ms (ft_uniqueid_merge) and checks them.\n\n",
            READERS, KEY_COUNT, WRITERS, run_ms, MERGE_INTERVAL_MS);
     fflush(stdout);
 
@@ -664,7 +664,7 @@ int demo_sharing_phase(long run_ms, long cpus)
     uint64_t elapsed = demo_now_ns() - start;
 
     final_check f = {0};
-    s.merge_frees += ft_merge_refcounts(world.rt); /* nothing left to merge: stopped threads folded theirs */
+    s.merge_frees += ft_uniqueid_merge(world.rt); /* nothing left to merge: stopped threads folded theirs */
     f.hot_count = hot_true_count();
     check_contents(t, &f);
     drop_all(t, &f);

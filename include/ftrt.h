@@ -8,7 +8,6 @@
 #include "ftrt/lock.h"
 #include "ftrt/runtime.h"
 #include "ftrt/critical_section.h"
-#include "ftrt/index_pool.h"
 #include "ftrt/heap.h"
 #include "ftrt/object.h"
 #include "ftrt/qsbr.h"

@@ -433,7 +433,7 @@ static void *ordered_user_main(void *arg)
     ft_mutex *low = &u->pair->pair[0], *high = &u->pair->pair[1];
     ft_mutex_lock(low);
     atomic_store(&u->has_low, true);
-    if (ft_mutex_lock_ex(high, 5000 * FT_NS_PER_MS, FT_LOCK_DONT_DETACH) == FT_OK)
+    if (ft_mutex_lock_timed(high, 5000 * FT_NS_PER_MS, FT_LOCK_DONT_DETACH) == FT_OK)
         ft_mutex_unlock(high);
     else
         atomic_store(&u->timed_out, true);

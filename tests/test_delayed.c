@@ -36,6 +36,7 @@
 #include "ftrt.h"
 #include "harness.h"
 #include "reclaim/delayed.h" /* ft_delayed_process_stopped, the core that runs inside a stop */
+#include "thread/thread.h"   /* FT_PENDING_DELAYED */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -862,7 +863,7 @@ TEST(items_queued_by_a_stopping_threads_merges_run)
     CHECK(root != NULL);
     commanded_do(a, &b, cmd_hold, NULL); /* b passes no more safepoints: it merges when it stops */
     ft_decref(&root->ob);        /* b's reference, dropped by a: the root goes to b's merge queue */
-    ft_brc_merge_pending(a);     /* a's outbox reaches b's queue now */
+    ft_brc_merge(a);     /* a's outbox reaches b's queue now */
     CHECK_EQ(atomic_load(&family_deallocs[0]), 0);
     commanded_finish(a, &b);     /* b's stop merges the root and frees it */
     CHECK_EQ(atomic_load(&family_deallocs[0]), 1);

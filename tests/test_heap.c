@@ -1054,7 +1054,7 @@ static void producer_and_consumer(handoff_kind kind)
             const ft_type *type = kind == HANDOFF_GC_OBJECTS ? &gc_large_type : &plain_large_type;
             ft_object *o = ft_alloc(f.t, type);
             CHECK(o != NULL);
-            ft_explicit_merge(o, 0);
+            ft_object_merge(o, 0);
             b = o;
         }
         CHECK(b != NULL);

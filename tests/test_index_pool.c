@@ -12,6 +12,7 @@
 
 #include "ftrt.h"
 #include "test_util.h"
+#include "thread/index_pool.h"
 
 static uint32_t alloc_index(ft_index_pool *p)
 {

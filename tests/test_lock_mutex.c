@@ -71,7 +71,7 @@ static void *waiter_main(void *arg)
     publish_identity(&w->id, __builtin_frame_address(0));
     ft_status status = FT_OK;
     if (w->use_lock_ex)
-        status = ft_mutex_lock_ex(w->mutex, FT_FOREVER, w->flags);
+        status = ft_mutex_lock_timed(w->mutex, FT_FOREVER, w->flags);
     else
         ft_mutex_lock(w->mutex);
     atomic_store(&w->lock_status, status);
@@ -266,7 +266,7 @@ TEST(handoff_only_after_1ms_seen_with_world_stopped)
 TEST(timed_lock_times_out_and_leaves_mutex_consistent)
 {
     ft_mutex m = {0};
-    CHECK_EQ(ft_mutex_lock_ex(&m, 0, FT_LOCK_DONT_DETACH), FT_OK);
+    CHECK_EQ(ft_mutex_lock_timed(&m, 0, FT_LOCK_DONT_DETACH), FT_OK);
     CHECK_EQ(bits_of(&m), FT_MUTEX_LOCKED);
 
     /* Timeout 0 only tries. The fastest of a few attempts is measured, to be robust to a noisy
@@ -274,7 +274,7 @@ TEST(timed_lock_times_out_and_leaves_mutex_consistent)
     int64_t fastest = INT64_MAX;
     for (int attempt = 0; attempt < 5; attempt++) {
         int64_t start = now_ns();
-        CHECK_EQ(ft_mutex_lock_ex(&m, 0, FT_LOCK_DONT_DETACH), FT_ETIMEDOUT);
+        CHECK_EQ(ft_mutex_lock_timed(&m, 0, FT_LOCK_DONT_DETACH), FT_ETIMEDOUT);
         int64_t elapsed = now_ns() - start;
         fastest = elapsed < fastest ? elapsed : fastest;
     }
@@ -282,7 +282,7 @@ TEST(timed_lock_times_out_and_leaves_mutex_consistent)
 
     for (int flags = FT_LOCK_DONT_DETACH; flags <= FT_LOCK_DETACH; flags++) {
         int64_t start = now_ns();
-        CHECK_EQ(ft_mutex_lock_ex(&m, 5 * FT_NS_PER_MS, (ft_lock_flags)flags), FT_ETIMEDOUT);
+        CHECK_EQ(ft_mutex_lock_timed(&m, 5 * FT_NS_PER_MS, (ft_lock_flags)flags), FT_ETIMEDOUT);
         CHECK(now_ns() - start >= 5 * FT_NS_PER_MS);
         CHECK(ft_mutex_is_locked(&m)); /* HAS_PARKED may be left behind; LOCKED must stay */
     }
@@ -305,7 +305,7 @@ static void *timed_locker_main(void *arg)
 {
     ft_lock_flags flags = (ft_lock_flags)(intptr_t)arg;
     int64_t start = now_ns();
-    atomic_store(&timeout_status, ft_mutex_lock_ex(&timeout_mutex, 5 * FT_NS_PER_MS, flags));
+    atomic_store(&timeout_status, ft_mutex_lock_timed(&timeout_mutex, 5 * FT_NS_PER_MS, flags));
     atomic_store(&timeout_elapsed, now_ns() - start);
     return NULL;
 }
@@ -345,7 +345,7 @@ TEST(lock_ex_both_flags_without_runtime)
 {
     CHECK(ft_thread_current() == NULL);
     for (int flags = FT_LOCK_DONT_DETACH; flags <= FT_LOCK_DETACH; flags++) {
-        CHECK_EQ(ft_mutex_lock_ex(&flags_mutex, FT_FOREVER, (ft_lock_flags)flags), FT_OK);
+        CHECK_EQ(ft_mutex_lock_timed(&flags_mutex, FT_FOREVER, (ft_lock_flags)flags), FT_OK);
         ft_mutex_unlock(&flags_mutex);
 
         atomic_store(&flags_holder_has_it, false);
@@ -353,7 +353,7 @@ TEST(lock_ex_both_flags_without_runtime)
         start_thread(&thread, releasing_holder_main, NULL);
         SPIN_UNTIL(atomic_load(&flags_holder_has_it));
         CHECK(atomic_load(&flags_holder_has_it));
-        CHECK_EQ(ft_mutex_lock_ex(&flags_mutex, WAIT_LIMIT_NS, (ft_lock_flags)flags), FT_OK);
+        CHECK_EQ(ft_mutex_lock_timed(&flags_mutex, WAIT_LIMIT_NS, (ft_lock_flags)flags), FT_OK);
         CHECK(ft_mutex_is_locked(&flags_mutex));
         join_thread(thread);
         ft_mutex_unlock(&flags_mutex);

@@ -17,6 +17,7 @@
 
 #include "ftrt.h"
 #include "test_util.h"
+#include "thread/thread.h" /* FT_PENDING_MERGE */
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -590,7 +591,7 @@ TEST(queued_object_with_zero_count_is_freed_by_the_merge)
     CHECK_EQ(SHARED(o), FT_SHARED_QUEUED);
     CHECK(pending_bits(f.t) & FT_PENDING_MERGE);
     CHECK_EQ(deallocs, 0); /* not freed early: the owner's local count is not the other's to read */
-    ft_brc_merge_pending(f.t);
+    ft_brc_merge(f.t);
     CHECK_EQ(deallocs, 1);
     CHECK_EQ(dealloc_thread, ft_os_thread_id()); /* the owner frees it */
     CHECK_EQ(pending_bits(f.t) & FT_PENDING_MERGE, 0);
@@ -638,7 +639,7 @@ TEST(merged_object_counts_in_shared_everywhere)
 {
     fixture f = setup();
     ft_object *o = new_probe(f.t);
-    CHECK_EQ(ft_explicit_merge(o, 0), 1);
+    CHECK_EQ(ft_object_merge(o, 0), 1);
     CHECK_EQ(TID(o), 0);
     ft_incref(o); /* the former owner counts in shared too */
     CHECK_EQ(LOCAL(o), 0);
@@ -661,12 +662,12 @@ TEST(explicit_merge_returns_the_count)
     ft_object *o = new_probe(f.t);
     ft_incref(o);
     on_other_thread(f.t, incref_step, o); /* local 2, shared count 1 */
-    CHECK_EQ(ft_explicit_merge(o, 1), 4);
+    CHECK_EQ(ft_object_merge(o, 1), 4);
     CHECK_EQ(TID(o), 0);
     CHECK_EQ(LOCAL(o), 0);
     CHECK_EQ(SHARED(o), SHARED_WORD(4, FT_SHARED_MERGED));
     CHECK_EQ(ft_refcount(o), 4);
-    CHECK_EQ(ft_explicit_merge(o, -1), 3); /* merging a merged object only adds extra */
+    CHECK_EQ(ft_object_merge(o, -1), 3); /* merging a merged object only adds extra */
     CHECK_EQ(SHARED(o), SHARED_WORD(3, FT_SHARED_MERGED));
     ft_decref(o);
     ft_decref(o);
@@ -790,7 +791,7 @@ TEST(immortalized_heap_object_is_never_counted_or_freed)
     CHECK_EQ(SHARED(o), 0);
     CHECK_EQ(TID(o), 0);
     CHECK_EQ(ft_refcount(o), (intptr_t)UINT32_MAX);
-    CHECK_EQ(ft_explicit_merge(o, -1), (intptr_t)UINT32_MAX);
+    CHECK_EQ(ft_object_merge(o, -1), (intptr_t)UINT32_MAX);
     ft_set_refcount(o, 0);
     CHECK(ft_object_is_immortal(o));
     CHECK_EQ(deallocs, 0);
@@ -844,7 +845,7 @@ static void use_static_object(ro_args *a)
         ft_decref(got);
     }
     CHECK_THREAD(ft_refcount(a->o) == (intptr_t)UINT32_MAX);
-    CHECK_THREAD(ft_explicit_merge(a->o, 5) == (intptr_t)UINT32_MAX);
+    CHECK_THREAD(ft_object_merge(a->o, 5) == (intptr_t)UINT32_MAX);
     ft_set_refcount(a->o, 7);
     CHECK_THREAD(!ft_object_is_unique(a->o));
     CHECK_THREAD(!ft_object_is_owned(a->o));

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "ftrt.h"
+#include "thread/thread.h" /* FT_PENDING_STOP */
 #include "thread/stw.h" /* ft_stw_stop_unless_held, ft_stw_held_by_caller */
 
 #define WAIT_LIMIT_NS (30 * INT64_C(1000000000)) /* far beyond any correct wait, even under TSan */
@@ -254,7 +255,7 @@ TEST(cores_run_inside_the_callers_stop)
     ft_qsbr_get_stats(rt, &qs);
     ft_heap_stats hs;
     ft_heap_get_stats(rt, &hs);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
     CHECK(ft_stw_held_by_caller(rt));
     ft_start_the_world(rt);
@@ -276,7 +277,7 @@ TEST(cores_run_inside_the_callers_stop)
     stops = stw_count(rt);
     ft_qsbr_get_stats(rt, &qs);
     ft_heap_get_stats(rt, &hs);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
     CHECK_EQ(stw_count(rt), stops + 4);
     ft_thread_stop(t);

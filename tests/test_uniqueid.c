@@ -1,7 +1,7 @@
 /* tests/test_uniqueid.c: unique ids and per-thread reference counts.
  *
  * An object with a unique id is counted in each thread's private array; its true count is its own
- * count plus every thread's slot, and is only known after ft_merge_refcounts (or as each thread
+ * count plus every thread's slot, and is only known after ft_uniqueid_merge (or as each thread
  * stops). The shared count carries a bias of INTPTR_MAX / 8 references while the object has an id
  * (src/object/uniqueid.c), so the tests read the true count as ft_refcount(obj) - BIAS.
  *
@@ -55,7 +55,7 @@ static void shared_dealloc(ft_object *self)
     atomic_fetch_add(&deallocs, 1);
 }
 
-static const ft_type ptrc_type = {
+static const ft_type uniqueid_type = {
     .name = "ptrc",
     .basic_size = sizeof(shared_obj),
     .flags = FT_TYPE_PER_THREAD_RC,
@@ -97,7 +97,7 @@ static ft_object *new_obj(ft_thread *t, const ft_type *type)
 
 static ft_object *new_enabled(ft_thread *t)
 {
-    ft_object *o = new_obj(t, &ptrc_type);
+    ft_object *o = new_obj(t, &uniqueid_type);
     if (o && ft_object_enable_per_thread_rc(t, o) != FT_OK)
         return NULL;
     return o;
@@ -221,7 +221,7 @@ TEST(enable_refuses_bad_objects)
     CHECK_EQ(ft_object_enable_per_thread_rc(a, bad), FT_EINVAL);
     CHECK_EQ(ft_refcount(bad), 1);
 
-    ft_object *obj = new_obj(a, &ptrc_type);
+    ft_object *obj = new_obj(a, &uniqueid_type);
     CHECK(obj != NULL);
     CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_OK);
     CHECK(ft_object_unique_id(obj) != 0);
@@ -232,7 +232,7 @@ TEST(enable_refuses_bad_objects)
     CHECK_EQ(ft_object_unique_id(obj), id);
     CHECK_EQ(true_count(obj), 1);
 
-    ft_object *immortal = new_obj(a, &ptrc_type);
+    ft_object *immortal = new_obj(a, &uniqueid_type);
     CHECK(immortal != NULL);
     ft_immortalize(immortal);
     CHECK_EQ(ft_object_enable_per_thread_rc(a, immortal), FT_EINVAL);
@@ -243,7 +243,7 @@ TEST(enable_refuses_bad_objects)
     ft_decref(obj);
     CHECK_EQ(serial_deallocs(obj), 0);
     CHECK_EQ(true_count(obj), 0);
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
 
     ft_decref(plain);
@@ -259,7 +259,7 @@ TEST(enable_out_of_memory_leaves_the_object_unchanged)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    ft_object *obj = new_obj(a, &ptrc_type);
+    ft_object *obj = new_obj(a, &uniqueid_type);
     CHECK(obj != NULL);
     intptr_t shared_before = atomic_load(&obj->ob_ref_shared);
     uint16_t flags_before = atomic_load(&obj->ob_flags);
@@ -271,7 +271,7 @@ TEST(enable_out_of_memory_leaves_the_object_unchanged)
     CHECK_EQ(atomic_load(&obj->ob_ref_shared), shared_before);
     CHECK_EQ(atomic_load(&obj->ob_flags), flags_before);
     /* Still an ordinary object: the last decref frees it at once. */
-    ft_object *other = new_obj(a, &ptrc_type);
+    ft_object *other = new_obj(a, &uniqueid_type);
     CHECK(other != NULL);
     ft_decref(obj);
     CHECK_EQ(atomic_load(&deallocs), 1);
@@ -279,7 +279,7 @@ TEST(enable_out_of_memory_leaves_the_object_unchanged)
     CHECK_EQ(ft_object_enable_per_thread_rc(a, other), FT_OK);
     CHECK(ft_object_unique_id(other) != 0);
     ft_decref_per_thread(a, other);
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 2);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
@@ -291,7 +291,7 @@ TEST(object_without_an_id_counts_normally)
     ft_runtime *rt = new_runtime();
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    ft_object *obj = new_obj(a, &ptrc_type); /* opted in, but never enabled */
+    ft_object *obj = new_obj(a, &uniqueid_type); /* opted in, but never enabled */
     CHECK(obj != NULL);
     ft_incref_per_thread(a, obj);
     CHECK_EQ(ft_refcount(obj), 2);
@@ -333,22 +333,22 @@ TEST(merge_gives_the_exact_count)
         expected += 100 * (i + 1);
     }
     CHECK_EQ(true_count(obj), 1); /* the slots are private until merged */
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(obj), expected);
-    CHECK_EQ(ft_merge_refcounts(rt), 0); /* merging again adds nothing */
+    CHECK_EQ(ft_uniqueid_merge(rt), 0); /* merging again adds nothing */
     CHECK_EQ(true_count(obj), expected);
 
     /* Drop them from other threads than took them: slots go negative, the sum is what counts. */
     for (int i = 0; i < COUNT_WORKERS; i++)
         worker_do(a, &w[(i + 1) % COUNT_WORKERS], cmd_decref, obj, 100 * (i + 1));
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(obj), 1);
     CHECK_EQ(atomic_load(&deallocs), 0);
 
     for (int i = 0; i < COUNT_WORKERS; i++)
         worker_finish(a, &w[i]);
     ft_decref_per_thread(a, obj);
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
@@ -367,23 +367,23 @@ TEST(freed_exactly_when_the_last_reference_goes)
     worker_do(a, &x, cmd_incref, obj, 1);
     ft_decref(obj); /* the allocation's reference, the ordinary way */
     for (int i = 0; i < 5; i++) {
-        CHECK_EQ(ft_merge_refcounts(rt), 0);
+        CHECK_EQ(ft_uniqueid_merge(rt), 0);
         CHECK_EQ(true_count(obj), 1);
         CHECK_EQ(serial_deallocs(obj), 0);
         /* x churns, but keeps its reference across every merge */
         worker_do(a, &x, cmd_incref, obj, 3);
-        CHECK_EQ(ft_merge_refcounts(rt), 0);
+        CHECK_EQ(ft_uniqueid_merge(rt), 0);
         worker_do(a, &x, cmd_decref, obj, 3);
     }
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(obj), 1);
     CHECK_EQ(serial_deallocs(obj), 0);
     worker_do(a, &x, cmd_decref, obj, 1); /* the last reference */
     CHECK_EQ(serial_deallocs(obj), 0);    /* only a merge frees */
     uint32_t serial = ((shared_obj *)obj)->serial;
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs_by_serial[serial]), 1);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(atomic_load(&deallocs_by_serial[serial]), 1);
     worker_finish(a, &x);
     CHECK_EQ(atomic_load(&deallocs), 1);
@@ -405,7 +405,7 @@ TEST(stopping_thread_merges_its_slots)
     CHECK_EQ(true_count(obj), 1);
     worker_finish(a, &x);
     CHECK_EQ(true_count(obj), 6); /* folded in by the stop itself */
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(obj), 6);
 
     worker y;
@@ -414,19 +414,19 @@ TEST(stopping_thread_merges_its_slots)
     worker_finish(a, &y);
     CHECK_EQ(true_count(obj), 1);
     CHECK_EQ(serial_deallocs(obj), 0);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
 
     /* A stopping thread that drops the last reference: the next merge frees. */
     worker z;
     worker_start(a, &z, rt);
     ft_decref(obj);
     worker_do(a, &z, cmd_incref, obj, 1);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     worker_do(a, &z, cmd_decref, obj, 1);
     worker_finish(a, &z);
     CHECK_EQ(true_count(obj), 0);
     CHECK_EQ(serial_deallocs(obj), 0);
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
@@ -449,30 +449,30 @@ TEST(recycled_id_has_no_stale_slots)
     uint32_t id = ft_object_unique_id(old);
     worker_do(a, &x, cmd_incref, old, 1);
     worker_do(a, &y, cmd_decref, old, 2);
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(serial_deallocs(old), 1);
 
     /* The new object gets the same id; its count must not include x's or y's old slots. */
     ft_object *fresh = new_enabled(a);
     CHECK(fresh != NULL);
     CHECK_EQ(ft_object_unique_id(fresh), id);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(fresh), 1);
     CHECK_EQ(serial_deallocs(fresh), 0);
     worker_do(a, &x, cmd_incref, fresh, 2);
     worker_do(a, &y, cmd_incref, fresh, 1);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(fresh), 4);
     worker_do(a, &x, cmd_decref, fresh, 2);
     worker_do(a, &y, cmd_decref, fresh, 1);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(fresh), 1);
 
     worker_finish(a, &x);
     worker_finish(a, &y);
     CHECK_EQ(true_count(fresh), 1); /* x and y stopped with zero slots for it */
     ft_decref_per_thread(a, fresh);
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(serial_deallocs(fresh), 1);
     CHECK_EQ(atomic_load(&deallocs), 2);
     ft_thread_stop(a);
@@ -516,18 +516,18 @@ TEST(thread_arrays_grow_with_the_ids)
     }
     /* y's array grows at once to the whole table. */
     worker_do(a, &y, cmd_incref_all, NULL, 0);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     for (int i = 0; i < MANY_IDS; i++)
         CHECK_EQ(true_count(many[i]), 2 + i % 3 + 1);
     worker_do(a, &y, cmd_decref_all, NULL, 0);
     for (int i = 0; i < MANY_IDS; i++)
         worker_do(a, &x, cmd_decref, many[i], 1);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     for (int i = 0; i < MANY_IDS; i++) {
         CHECK_EQ(true_count(many[i]), 1);
         ft_decref_per_thread(a, many[i]);
     }
-    CHECK_EQ(ft_merge_refcounts(rt), MANY_IDS);
+    CHECK_EQ(ft_uniqueid_merge(rt), MANY_IDS);
     CHECK_EQ(atomic_load(&deallocs), MANY_IDS);
     for (int i = 0; i < MANY_IDS; i++)
         CHECK_EQ(atomic_load(&deallocs_by_serial[i]), 1);
@@ -539,7 +539,7 @@ TEST(thread_arrays_grow_with_the_ids)
 
 /* ---- merges inside a stop the caller holds ------------------------------------------------------- */
 
-/* ft_merge_refcounts inside the caller's own stop merges the counts but frees nothing (destructors do
+/* ft_uniqueid_merge inside the caller's own stop merges the counts but frees nothing (destructors do
  * not run inside a stop): the object at zero keeps its id until a merge outside a stop. A caller
  * that is not attached to the runtime cannot free either: it merges only. */
 TEST(merge_inside_the_callers_stop_merges_only)
@@ -555,7 +555,7 @@ TEST(merge_inside_the_callers_stop_merges_only)
     worker_do(a, &x, cmd_incref, obj, 5);
 
     ft_stop_the_world(rt);
-    size_t freed = ft_merge_refcounts(rt);
+    size_t freed = ft_uniqueid_merge(rt);
     intptr_t merged = true_count(obj);
     ft_start_the_world(rt);
     CHECK_EQ(freed, 0);
@@ -564,7 +564,7 @@ TEST(merge_inside_the_callers_stop_merges_only)
     worker_do(a, &x, cmd_decref, obj, 5);
     ft_decref(obj);
     ft_stop_the_world(rt);
-    freed = ft_merge_refcounts(rt);
+    freed = ft_uniqueid_merge(rt);
     merged = true_count(obj);
     ft_start_the_world(rt);
     CHECK_EQ(freed, 0);
@@ -573,12 +573,12 @@ TEST(merge_inside_the_callers_stop_merges_only)
     CHECK(ft_object_unique_id(obj) != 0);
 
     ft_detach(a);
-    freed = ft_merge_refcounts(rt); /* from outside: merges, cannot free */
+    freed = ft_uniqueid_merge(rt); /* from outside: merges, cannot free */
     ft_attach(a);
     CHECK_EQ(freed, 0);
     CHECK_EQ(atomic_load(&deallocs), 0);
 
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
     worker_finish(a, &x);
     ft_thread_stop(a);
@@ -610,7 +610,7 @@ TEST(merge_core_hands_the_dead_back)
     intptr_t count0 = true_count(objs[0]);
     int deallocs_inside = atomic_load(&deallocs);
     /* Nested: the public merge inside the same stop finds nothing more and does not stop again. */
-    size_t nested = ft_merge_refcounts(rt);
+    size_t nested = ft_uniqueid_merge(rt);
     ft_start_the_world(rt);
     CHECK_EQ(found, 2);
     CHECK_EQ(dead.count, 2);
@@ -638,7 +638,7 @@ TEST(merge_core_hands_the_dead_back)
     CHECK_EQ(true_count(objs[0]), 0);
     CHECK(ft_object_unique_id(objs[0]) != 0);
     ft_decref(again);
-    CHECK_EQ(ft_merge_refcounts(rt), 2);
+    CHECK_EQ(ft_uniqueid_merge(rt), 2);
     CHECK_EQ(atomic_load(&deallocs), 4);
     worker_finish(a, &x);
     ft_thread_stop(a);
@@ -688,10 +688,10 @@ TEST(reftotal_returns_to_its_start)
     /* objs[0]: x takes references in its slot, y the ordinary way; each drops the other's kind. */
     worker_do(a, &x, cmd_incref, objs[0], 5);
     worker_do(a, &y, cmd_incref_plain, objs[0], 3);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     worker_do(a, &y, cmd_decref, objs[0], 3);
     worker_do(a, &x, cmd_decref_plain, objs[0], 5);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(objs[0]), 1);
 
     /* objs[1]: x stops holding two slot references; a drops them from its own slot. */
@@ -704,17 +704,17 @@ TEST(reftotal_returns_to_its_start)
      * dropped through y's slot, which y folds in as it stops. */
     for (int r = 0; r < 10; r++) {
         worker_do(a, &y, cmd_incref, objs[3], r + 1);
-        CHECK_EQ(ft_merge_refcounts(rt), 0);
+        CHECK_EQ(ft_uniqueid_merge(rt), 0);
         worker_do(a, &y, cmd_decref_plain, objs[3], r + 1);
     }
     worker_do(a, &y, cmd_decref, objs[2], 1);
     worker_finish(a, &y);
-    CHECK_EQ(ft_merge_refcounts(rt), 1); /* objs[2] */
+    CHECK_EQ(ft_uniqueid_merge(rt), 1); /* objs[2] */
 
     ft_decref(objs[0]);
     ft_decref_per_thread(a, objs[1]);
     ft_decref(objs[3]);
-    CHECK_EQ(ft_merge_refcounts(rt), 3);
+    CHECK_EQ(ft_uniqueid_merge(rt), 3);
     CHECK_EQ(atomic_load(&deallocs), TOTAL_OBJS);
     CHECK_EQ(ft_runtime_reftotal(rt) - start, 0);
     ft_thread_stop(a);
@@ -796,7 +796,7 @@ static void run_racers(ft_thread *a, race_shared *s, void *(*fn)(void *), intptr
     /* Merge over and over meanwhile: the true count stays within what the threads may hold. */
     int64_t start = now_ns();
     while (atomic_load(&s->finished) < RACE_THREADS && now_ns() - start < WAIT_LIMIT_NS) {
-        CHECK_EQ(ft_merge_refcounts(s->rt), 0);
+        CHECK_EQ(ft_uniqueid_merge(s->rt), 0);
         intptr_t c = true_count(s->obj);
         if (c < low || c > high)
             fprintf(stderr, "count %ld outside [%ld, %ld]\n", (long)c, (long)low, (long)high);
@@ -821,14 +821,14 @@ TEST(merges_race_with_counting_threads)
     race_shared s = {.rt = rt, .obj = new_enabled(a)};
     CHECK(s.obj != NULL);
     run_racers(a, &s, race_main, 1, 1 + RACE_THREADS * (RACE_KEEP + 2));
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(s.obj), 1 + RACE_THREADS * RACE_KEEP);
     run_racers(a, &s, race_release_main, 1, 1 + RACE_THREADS * RACE_KEEP);
-    CHECK_EQ(ft_merge_refcounts(rt), 0);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(s.obj), 1);
     CHECK_EQ(atomic_load(&deallocs), 0);
     ft_decref_per_thread(a, s.obj);
-    CHECK_EQ(ft_merge_refcounts(rt), 1);
+    CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);

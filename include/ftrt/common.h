@@ -25,6 +25,22 @@ extern "C" {
 #define FT_NORETURN _Noreturn
 #define FT_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
+/* A compile-time check that C and C++ hosts both accept. The headers use it to pin the offset of
+ * every field an inline fast path reads: those offsets are compiled into the host's code, so they
+ * are part of the ABI, and moving a field must fail the build rather than break programs built
+ * against an older header. The checks hold on LP64 targets (64-bit Linux); others skip them. */
+#ifdef __cplusplus
+#define FT_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define FT_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+#if defined(__LP64__)
+#define FT_ABI_OFFSET(type, field, offset)                                                         \
+    FT_STATIC_ASSERT(offsetof(type, field) == (offset), "ABI: " #type "." #field " moved")
+#else
+#define FT_ABI_OFFSET(type, field, offset) FT_STATIC_ASSERT(1, "")
+#endif
+
 typedef enum ft_status {
     FT_OK = 0,
     FT_ENOMEM = -1,    /* an allocation failed; nothing was changed */

@@ -33,17 +33,20 @@ extern "C" {
 typedef struct ft_mutex {
     _Atomic(uint8_t) bits; /* LOCKED | HAS_PARKED; changed only by CAS or under the parking-lot bucket */
 } ft_mutex;
+FT_ABI_OFFSET(ft_mutex, bits, 0); /* read by ft_mutex_lock and ft_mutex_unlock */
 
 typedef enum ft_lock_flags {
     FT_LOCK_DONT_DETACH = 0, /* stay attached while parked (for locks never held across a safepoint) */
     FT_LOCK_DETACH = 1,      /* detach the caller's attached thread state while parked */
 } ft_lock_flags;
 
-FT_API void ft_mutex_lock_slow(ft_mutex *m);
-FT_API void ft_mutex_unlock_slow(ft_mutex *m);
+/* ABI, not API: the slow paths of ft_mutex_lock and ft_mutex_unlock, called only by the inline code below (the ft__ prefix: see
+ * ftrt/object.h, "ABI, not API"). */
+FT_API void ft__mutex_lock_slow(ft_mutex *m);
+FT_API void ft__mutex_unlock_slow(ft_mutex *m);
 
 /* Lock with a timeout (FT_FOREVER, 0 = try once). Returns FT_OK or FT_ETIMEDOUT. */
-FT_API ft_status ft_mutex_lock_ex(ft_mutex *m, int64_t timeout_ns, ft_lock_flags flags);
+FT_API ft_status ft_mutex_lock_timed(ft_mutex *m, int64_t timeout_ns, ft_lock_flags flags);
 
 /* Take the mutex if it is free (with or without parked waiters); never waits. */
 static inline bool ft_mutex_trylock(ft_mutex *m)
@@ -67,7 +70,7 @@ static inline void ft_mutex_lock(ft_mutex *m)
     if (FT_UNLIKELY(!atomic_compare_exchange_strong_explicit(&m->bits, &expected, FT_MUTEX_LOCKED,
                                                              memory_order_acquire,
                                                              memory_order_relaxed)))
-        ft_mutex_lock_slow(m);
+        ft__mutex_lock_slow(m);
 }
 
 /* Unlock. Unlocking a mutex that is not locked is fatal. */
@@ -77,7 +80,7 @@ static inline void ft_mutex_unlock(ft_mutex *m)
     if (FT_UNLIKELY(!atomic_compare_exchange_strong_explicit(&m->bits, &expected, FT_MUTEX_UNLOCKED,
                                                              memory_order_release,
                                                              memory_order_relaxed)))
-        ft_mutex_unlock_slow(m);
+        ft__mutex_unlock_slow(m);
 }
 
 static inline bool ft_mutex_is_locked(const ft_mutex *m)
@@ -109,12 +112,15 @@ FT_API void ft_event_reset(ft_event *e);
 typedef struct ft_once {
     _Atomic(uint8_t) state; /* 0 not done, 1 running, +2 waiters parked, 4 done */
 } ft_once;
+FT_ABI_OFFSET(ft_once, state, 0); /* read by ft_once_call */
 
 #define FT_ONCE_DONE 4
 
 typedef ft_status (*ft_once_fn)(void *arg);
 
-FT_API ft_status ft_once_call_slow(ft_once *o, ft_once_fn fn, void *arg);
+/* ABI, not API: the slow path of ft_once_call, called only by the inline code below (the ft__ prefix: see
+ * ftrt/object.h, "ABI, not API"). */
+FT_API ft_status ft__once_call_slow(ft_once *o, ft_once_fn fn, void *arg);
 
 /* Run fn exactly once with success. While one caller runs it, the others wait. If fn fails, its
  * status is returned to that caller and the next caller runs fn again. */
@@ -122,7 +128,7 @@ static inline ft_status ft_once_call(ft_once *o, ft_once_fn fn, void *arg)
 {
     if (FT_LIKELY(atomic_load_explicit(&o->state, memory_order_acquire) == FT_ONCE_DONE))
         return FT_OK;
-    return ft_once_call_slow(o, fn, arg);
+    return ft__once_call_slow(o, fn, arg);
 }
 
 /* ---- ft_rmutex --------------------------------------------------------------------------- */

@@ -58,7 +58,15 @@ struct ft_object {
     const ft_type *ob_type;          /* immutable after allocation */
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 bytes on 64-bit");
+FT_STATIC_ASSERT(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 bytes on 64-bit");
+/* Read by the inline reference counting below. */
+FT_ABI_OFFSET(ft_object, ob_tid, 0);
+FT_ABI_OFFSET(ft_object, ob_flags, 8);
+FT_ABI_OFFSET(ft_object, ob_mutex, 10);
+FT_ABI_OFFSET(ft_object, ob_gc_bits, 11);
+FT_ABI_OFFSET(ft_object, ob_ref_local, 12);
+FT_ABI_OFFSET(ft_object, ob_ref_shared, 16);
+FT_ABI_OFFSET(ft_object, ob_type, 24);
 
 /* ob_ref_shared states (low two bits) */
 #define FT_SHARED_SHIFT 2
@@ -118,7 +126,7 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ft_object) == 32, "ft_object is 32 
 #define FT_OBJ_STATIC 1 /* static storage (FT_STATIC_OBJECT_INIT), always immortal; never written */
 /* Deferred reference counting: freed only by a merge of counts kept elsewhere (per-thread counts,
  * include/ftrt/uniqueid.h), or never (immortal). Set by ft_object_enable_per_thread_rc and
- * ft_immortalize; cleared by ft_merge_refcounts. */
+ * ft_immortalize; cleared by ft_uniqueid_merge. */
 #define FT_OBJ_DEFERRED 2
 /* A thread other than the owner has reached the object, so its owner must free what readers may
  * still see with QSBR (CPython's _PyGC_BITS_SHARED; for containers and the collector, to come).
@@ -171,6 +179,8 @@ struct ft_type {
     /* Release what the object holds (decref its fields). ftrt frees the memory afterwards. */
     void (*dealloc)(ft_object *self);
 };
+/* Read by ft_object_unique_id (ftrt/uniqueid.h). */
+FT_ABI_OFFSET(ft_type, unique_id_offset, 32);
 
 /* A static, immortal object: `static my_obj x = {FT_STATIC_OBJECT_INIT(&my_type), ...};` */
 #define FT_STATIC_OBJECT_INIT(type)                                                                \
@@ -198,15 +208,18 @@ FT_API ft_object *ft_alloc_var_uninit(ft_thread *t, const ft_type *type, size_t 
 
 /* ---- reference counting: inline fast paths --------------------------------------------------- */
 
-FT_API void ft_merge_zero_local(ft_object *o);
-FT_API void ft_decref_shared(ft_object *o);
-FT_API void ft_decref_shared_settle(ft_object *o, intptr_t old);
-FT_API void ft_incref_checked(ft_object *o);
-FT_API void ft_decref_checked(ft_object *o);
+/* ---- ABI, not API ------------------------------------------------------------------------------
+ * The out-of-line halves of the inline functions in this header. They are exported because inline
+ * code in the host calls them, and named ft__ because nothing else should: they assume the checks
+ * their inline callers made. They are not documented in docs/ and may change between versions. */
+FT_API void ft__merge_zero_local(ft_object *o);
+FT_API void ft__decref_shared_settle(ft_object *o, intptr_t old);
+FT_API void ft__incref_checked(ft_object *o);
+FT_API void ft__decref_checked(ft_object *o);
 
 /* Whether a non-owner's subtract that found `old` in ob_ref_shared leaves work to do: the count was
- * not positive, or it dropped a merged object's last reference (ft_decref_shared_settle). */
-static inline bool ft_shared_decref_needs_settle(intptr_t old)
+ * not positive, or it dropped a merged object's last reference (ft__decref_shared_settle). */
+static inline bool ft__shared_decref_needs_settle(intptr_t old)
 {
     return old < FT_SHARED_ONE || old == (FT_SHARED_ONE | FT_SHARED_MERGED);
 }
@@ -231,7 +244,7 @@ static inline bool ft_object_is_immortal(const ft_object *o)
 static inline void ft_incref(ft_object *o)
 {
 #ifdef FTRT_DEBUG
-    ft_incref_checked(o);
+    ft__incref_checked(o);
 #else
     /* Ownership first: an immortal object has ob_tid 0, so it is never "owned", and the owner's path
      * needs no immortal check. */
@@ -249,21 +262,21 @@ static inline void ft_incref(ft_object *o)
 static inline void ft_decref(ft_object *o)
 {
 #ifdef FTRT_DEBUG
-    ft_decref_checked(o);
+    ft__decref_checked(o);
 #else
     if (FT_LIKELY(ft_object_is_owned(o))) {
         uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed) - 1;
         atomic_store_explicit(&o->ob_ref_local, local, memory_order_relaxed);
         if (FT_UNLIKELY(local == 0))
-            ft_merge_zero_local(o);
+            ft__merge_zero_local(o);
     } else if (!ft_object_is_immortal(o)) {
         /* Subtract first; only a count that was not positive, or a merged object's last reference,
-         * needs more (ft_decref_shared_settle). acq_rel: this thread's writes to the object happen
+         * needs more (ft__decref_shared_settle). acq_rel: this thread's writes to the object happen
          * before whoever frees it, and a thread that frees it sees everyone's. */
         intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE,
                                                  memory_order_acq_rel);
-        if (FT_UNLIKELY(ft_shared_decref_needs_settle(old)))
-            ft_decref_shared_settle(o, old);
+        if (FT_UNLIKELY(ft__shared_decref_needs_settle(old)))
+            ft__decref_shared_settle(o, old);
     }
 #endif
 }
@@ -295,7 +308,7 @@ static inline bool ft_object_is_unique(const ft_object *o)
 
 /* Give up the owner's bias: fold local into shared (+extra), set ob_tid 0 and the MERGED state.
  * Returns the new count; the caller frees the object if it is 0. Owner only (or world stopped). */
-FT_API intptr_t ft_explicit_merge(ft_object *o, intptr_t extra);
+FT_API intptr_t ft_object_merge(ft_object *o, intptr_t extra);
 
 /* Set the count to n (n > UINT32_MAX - 1 makes the object immortal). The owner keeps its bias;
  * another thread merges the object. The caller must hold the only reference(s) being replaced.
@@ -307,7 +320,7 @@ FT_API void ft_set_refcount(ft_object *o, size_t n);
 FT_API void ft_immortalize(ft_object *o);
 
 /* Run t's pending merges and hand over its outbox now (both also happen at ft_safepoint). */
-FT_API void ft_brc_merge_pending(ft_thread *t);
+FT_API void ft_brc_merge(ft_thread *t);
 
 /* ---- lock-free readers ----------------------------------------------------------------------- */
 

@@ -17,7 +17,7 @@ extern "C" {
 /* Park the caller on addr while *addr equals expected (size bytes: 1, 2, 4 or 8).
  * park_arg is handed to the unparker's callback. Returns FT_OK when woken by an unpark (with the
  * unparker's wake_arg in *wake_arg if not NULL), FT_EAGAIN if *addr did not equal expected, or
- * FT_ETIMEDOUT. The caller's ftrt thread state is not detached: see ft_mutex_lock_ex for that. */
+ * FT_ETIMEDOUT. The caller's ftrt thread state is not detached: see ft_mutex_lock_timed for that. */
 FT_API ft_status ft_parking_lot_park(const void *addr, const void *expected, size_t size,
                                      int64_t timeout_ns, void *park_arg, void **wake_arg);
 

@@ -87,10 +87,6 @@ typedef struct ft_qsbr_stats {
  * queue to process are not counted. */
 FT_API void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out);
 
-/* In the child after fork(): t is the only thread that survived; every other thread state's slot is
- * taken offline, so it no longer holds goals back, and the runtime's internal locks are reset. */
-FT_API void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *t);
-
 #ifdef __cplusplus
 }
 #endif

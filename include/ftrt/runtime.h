@@ -93,18 +93,15 @@ FT_API uint32_t ft_thread_index(const ft_thread *t);
 
 /* ---- safepoints ---------------------------------------------------------------------------- */
 
-/* Bits of the pending-work word, set by other threads, handled by ft_safepoint. */
-#define FT_PENDING_STOP ((uintptr_t)1)  /* a stop-the-world asks this thread to suspend */
-#define FT_PENDING_MERGE ((uintptr_t)2) /* objects wait in this thread's merge queue or outbox */
-#define FT_PENDING_DELAYED ((uintptr_t)4) /* delayed frees are due */
-
 /* The first member of every ft_thread; the rest is private. */
 struct ft_thread_head {
     /* The write sequence this thread saw at its last quiescent point, or 0 while detached (its QSBR
      * slot, kept here so a quiescent report needs no pointer load). Written by the owner (release;
      * seq_cst when it attaches), read by pollers (acquire). */
     _Atomic(uint64_t) qsbr_seq;
-    _Atomic(uintptr_t) pending; /* FT_PENDING_* bits: set with fetch_or by any thread, cleared by the owner */
+    /* Work other threads left for this one, a bit per kind (src/thread/thread.h): set with fetch_or
+     * by any thread, cleared with fetch_and by the owner; ft_safepoint tests it for zero. */
+    _Atomic(uintptr_t) pending;
     const _Atomic(uint64_t) *qsbr_wr_seq; /* the runtime's write sequence; immutable */
     /* Per-thread reference counts by unique id - 1 (ftrt/uniqueid.h). Written by the owner, and by
      * a merge with the world stopped (it adds the slots into their objects and zeroes them). */
@@ -112,8 +109,17 @@ struct ft_thread_head {
     size_t uniqueid_size;      /* entries in uniqueid_counts; owner */
     size_t tlbc_index;     /* the copy of code this thread uses (ftrt/tlbc.h); immutable */
 };
+/* Read by ft_safepoint, the per-thread increfs (ftrt/uniqueid.h) and ft_tlbc_get (ftrt/tlbc.h). */
+FT_ABI_OFFSET(struct ft_thread_head, qsbr_seq, 0);
+FT_ABI_OFFSET(struct ft_thread_head, pending, 8);
+FT_ABI_OFFSET(struct ft_thread_head, qsbr_wr_seq, 16);
+FT_ABI_OFFSET(struct ft_thread_head, uniqueid_counts, 24);
+FT_ABI_OFFSET(struct ft_thread_head, uniqueid_size, 32);
+FT_ABI_OFFSET(struct ft_thread_head, tlbc_index, 40);
 
-FT_API void ft_safepoint_slow(ft_thread *t);
+/* ABI, not API: the slow path of ft_safepoint, called only by the inline code below (the ft__ prefix: see
+ * ftrt/object.h, "ABI, not API"). */
+FT_API void ft__safepoint_slow(ft_thread *t);
 
 /* A quiescent point (see ftrt/qsbr.h), and a chance for pending work to run: a stop-the-world, merges
  * of objects other threads dropped, due delayed frees (the destructors these run may do anything,
@@ -126,7 +132,7 @@ static inline void ft_safepoint(ft_thread *t)
     atomic_store_explicit(&h->qsbr_seq, atomic_load_explicit(h->qsbr_wr_seq, memory_order_acquire),
                           memory_order_release);
     if (FT_UNLIKELY(atomic_load_explicit(&h->pending, memory_order_relaxed) != 0))
-        ft_safepoint_slow(t);
+        ft__safepoint_slow(t);
 }
 
 /* ---- stop-the-world ------------------------------------------------------------------------ */
@@ -134,7 +140,7 @@ static inline void ft_safepoint(ft_thread *t)
 /* Stop every other thread of rt at a safepoint (or detached) and return when they all are. The
  * caller is either a thread attached to rt, which keeps running, or a thread outside rt. Stops of one
  * runtime are serialised; stops of different runtimes are independent. Nesting is fatal (the calls
- * that stop the world for their own work, such as ft_qsbr_get_stats or ft_merge_refcounts, run
+ * that stop the world for their own work, such as ft_qsbr_get_stats or ft_uniqueid_merge, run
  * inside the caller's stop instead). A stop is a quiescent point for its caller, and an attached
  * thread that blocks without detaching (in a lock ftrt does not know) holds it up forever;
  * docs/reclamation.md lists the calls that may stop the world. */
@@ -154,6 +160,14 @@ typedef struct ft_runtime_stats {
 } ft_runtime_stats;
 
 FT_API void ft_runtime_get_stats(ft_runtime *rt, ft_runtime_stats *out);
+
+/* ---- fork ------------------------------------------------------------------------------------- */
+
+/* In the child after fork(): t is the only thread that survived. Every other thread state is
+ * stopped in place (its QSBR slot taken offline, so it no longer holds goals back; its heap
+ * abandoned for adoption; its merge queue and per-thread counts dropped), and the runtime's internal
+ * locks are reset. */
+FT_API void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *t);
 
 /* ---- debugging and testing ------------------------------------------------------------------- */
 

@@ -41,6 +41,9 @@ typedef struct ft_tlbc_array {
                                  or cleared with the world stopped; loaded with acquire; [0] is
                                  the original */
 } ft_tlbc_array;
+/* Read by ft_tlbc_get. */
+FT_ABI_OFFSET(ft_tlbc_array, size, 0);
+FT_ABI_OFFSET(ft_tlbc_array, entries, 8);
 
 /* Embed one in the host's code object. All fields are ftrt's. */
 typedef struct ft_tlbc {
@@ -52,6 +55,7 @@ typedef struct ft_tlbc {
     ft_runtime *rt;                  /* immutable */
     struct ft_tlbc *prev, *next;     /* the runtime's list of buffers; under its tlbc lock */
 } ft_tlbc;
+FT_ABI_OFFSET(ft_tlbc, copies, 0); /* read by ft_tlbc_get */
 
 /* Register code (size bytes, owned by the host and kept alive until ft_tlbc_destroy) in rt.
  * FT_ENOMEM if the first copies array cannot be allocated. */
@@ -61,7 +65,9 @@ FT_API ft_status ft_tlbc_init(ft_tlbc *c, ft_thread *t, void *code, size_t size,
 /* Free every copy (not the original) and unregister. No thread may execute in c any more. */
 FT_API void ft_tlbc_destroy(ft_tlbc *c, ft_thread *t);
 
-FT_API void *ft_tlbc_get_slow(ft_tlbc *c, ft_thread *t);
+/* ABI, not API: the slow path of ft_tlbc_get, called only by the inline code below (the ft__ prefix: see
+ * ftrt/object.h, "ABI, not API"). */
+FT_API void *ft__tlbc_get_slow(ft_tlbc *c, ft_thread *t);
 
 /* The code t executes: its own copy, made on first use. NULL (ft_last_error() == FT_ENOMEM) only if
  * a copy had to be made and could not. Growing the copies array retires the old one with
@@ -75,7 +81,7 @@ static inline void *ft_tlbc_get(ft_tlbc *c, ft_thread *t)
         if (FT_LIKELY(code != NULL))
             return code;
     }
-    return ft_tlbc_get_slow(c, t);
+    return ft__tlbc_get_slow(c, t);
 }
 
 /* Whether threads get their own copies (false when disabled: everyone shares the original). */

@@ -6,7 +6,7 @@
  * indexed by the id: an increment of a thread-local integer, no atomics, no sharing.
  *
  * The price: the true count is only known when every thread's slots are added up, which happens with
- * the world stopped (ft_merge_refcounts) or when a thread stops (its slots are folded into the shared
+ * the world stopped (ft_uniqueid_merge) or when a thread stops (its slots are folded into the shared
  * count). So the object becomes deferred: its shared count carries a large bias, ordinary decrefs can
  * never bring it to zero, and only a merge frees it. Ids are recycled only after every thread's slot
  * for them was merged, so a new object never inherits a stale count.
@@ -32,8 +32,10 @@ static inline uint32_t ft_object_unique_id(const ft_object *obj)
     return *(const uint32_t *)((const char *)obj + obj->ob_type->unique_id_offset);
 }
 
-FT_API void ft_incref_per_thread_slow(ft_thread *t, ft_object *obj);
-FT_API void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj);
+/* ABI, not API: the slow paths of ft_incref_per_thread and ft_decref_per_thread, called only by the inline code below (the ft__ prefix: see
+ * ftrt/object.h, "ABI, not API"). */
+FT_API void ft__incref_per_thread_slow(ft_thread *t, ft_object *obj);
+FT_API void ft__decref_per_thread_slow(ft_thread *t, ft_object *obj);
 
 /* Count a reference to obj in t's own array (an object without an id, or a thread whose array
  * cannot grow, takes ft_incref; the decref likewise takes ft_decref, which may free the object). */
@@ -44,7 +46,7 @@ static inline void ft_incref_per_thread(ft_thread *t, ft_object *obj)
     if (FT_LIKELY(index < h->uniqueid_size))
         h->uniqueid_counts[index]++;
     else
-        ft_incref_per_thread_slow(t, obj);
+        ft__incref_per_thread_slow(t, obj);
 }
 
 static inline void ft_decref_per_thread(ft_thread *t, ft_object *obj)
@@ -54,7 +56,7 @@ static inline void ft_decref_per_thread(ft_thread *t, ft_object *obj)
     if (FT_LIKELY(index < h->uniqueid_size))
         h->uniqueid_counts[index]--;
     else
-        ft_decref_per_thread_slow(t, obj);
+        ft__decref_per_thread_slow(t, obj);
 }
 
 /* Stop the world (unless the caller already has), add every thread's slots into the objects' shared
@@ -64,7 +66,7 @@ static inline void ft_decref_per_thread(ft_thread *t, ft_object *obj)
  * an attached thread), and the objects at zero wait for a merge that can free them.
  * Stops the world, so it is a quiescent point for the caller (ftrt/qsbr.h); the destructors it runs
  * may do anything. */
-FT_API size_t ft_merge_refcounts(ft_runtime *rt);
+FT_API size_t ft_uniqueid_merge(ft_runtime *rt);
 
 #ifdef __cplusplus
 }

@@ -26,6 +26,8 @@ static inline bool ft_inject_failure(ft_runtime *rt)
     return atomic_fetch_sub_explicit(&rt->fail_countdown, 1, memory_order_relaxed) == 0;
 }
 
+/* object.c: a non-owner's decref out of line (the merge queue drops its references with it). */
+void ft_decref_shared(ft_object *o);
 /* object.c: the count reached zero: finalize, dealloc and free o. */
 void ft_object_dealloc(ft_object *o);
 ft_runtime *ft_object_runtime(const ft_object *o);

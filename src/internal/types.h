@@ -49,7 +49,6 @@
 
 #include <stdatomic.h>
 
-#include "ftrt/index_pool.h"
 #include "ftrt/lock.h"
 #include "ftrt/object.h"
 #include "ftrt/runtime.h"
@@ -60,14 +59,9 @@
 #include "object/uniqueid.h"
 #include "reclaim/delayed.h"
 #include "reclaim/qsbr.h"
+#include "thread/index_pool.h"
 #include "thread/stw.h"
-
-enum ft_thread_state {
-    FT_THREAD_DETACHED = 0,
-    FT_THREAD_ATTACHED = 1,
-    FT_THREAD_SUSPENDED = 2,
-    FT_THREAD_STOPPED = 3, /* after ft_thread_stop, until the state is reused for a new thread */
-};
+#include "thread/thread.h"
 
 /* Thread states live as long as their runtime: ft_thread_stop leaves a state in rt->qsbr.states, and
  * the next thread given the same index reuses it, so QSBR pollers may read any state's qsbr_seq

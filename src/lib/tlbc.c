@@ -75,7 +75,7 @@ void ft_tlbc_destroy(ft_tlbc *c, ft_thread *t)
     ft_free(t, a);
 }
 
-void *ft_tlbc_get_slow(ft_tlbc *c, ft_thread *t)
+void *ft__tlbc_get_slow(ft_tlbc *c, ft_thread *t)
 {
     size_t index = t->head.tlbc_index;
     void *code = NULL;

@@ -123,7 +123,7 @@ static size_t merge_all(ft_object **objs, size_t n)
 {
     size_t dead = 0;
     for (size_t i = 0; i < n; i++)
-        if (ft_explicit_merge(objs[i], -1) == 0)
+        if (ft_object_merge(objs[i], -1) == 0)
             objs[dead++] = objs[i];
     return dead;
 }
@@ -252,7 +252,7 @@ static ft_brc_chunk *take_queue(ft_thread *t, bool unregister_if_empty, bool *un
 
 static void merge_and_free(ft_object *o)
 {
-    if (ft_explicit_merge(o, -1) == 0)
+    if (ft_object_merge(o, -1) == 0)
         ft_object_dealloc(o);
 }
 
@@ -286,7 +286,7 @@ static void drain(ft_brc_chunk *q)
     }
 }
 
-void ft_brc_merge_pending(ft_thread *t)
+void ft_brc_merge(ft_thread *t)
 {
     bool unused = false;
     /* Take the queue (clearing the pending bit) before flushing: whatever the flush or the drain

@@ -49,7 +49,7 @@
  *
  * Dealloc runs the type's finalize once (PEP 442), with the object resurrected around it, then its
  * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). A type with
- * none of the three is freed by the owner's ft_merge_zero_local itself, with the heap's owner check
+ * none of the three is freed by the owner's ft__merge_zero_local itself, with the heap's owner check
  * by thread pointer (ft_heap_free_owned); everything else goes through ft_object_dealloc. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -488,7 +488,7 @@ static __attribute__((noinline)) void merge_zero_local_shared(ft_object *o, intp
         ft_object_dealloc(o);
 }
 
-void ft_merge_zero_local(ft_object *o)
+void ft__merge_zero_local(ft_object *o)
 {
     intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_acquire);
     if (FT_UNLIKELY(shared != 0)) {
@@ -536,7 +536,7 @@ static void settle_debt(ft_object *o, intptr_t shared)
     }
 }
 
-void ft_decref_shared_settle(ft_object *o, intptr_t old)
+void ft__decref_shared_settle(ft_object *o, intptr_t old)
 {
     switch (old & FT_SHARED_FLAGS) {
     case FT_SHARED_MERGED:
@@ -557,11 +557,11 @@ void ft_decref_shared(ft_object *o)
 {
     debug_count_reference(o, -1);
     intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_acq_rel);
-    if (ft_shared_decref_needs_settle(old))
-        ft_decref_shared_settle(o, old);
+    if (ft__shared_decref_needs_settle(old))
+        ft__decref_shared_settle(o, old);
 }
 
-intptr_t ft_explicit_merge(ft_object *o, intptr_t extra)
+intptr_t ft_object_merge(ft_object *o, intptr_t extra)
 {
     if (ft_object_is_immortal(o))
         return (intptr_t)FT_IMMORTAL_LOCAL;
@@ -648,7 +648,7 @@ static void check_usable(ft_object *o, const char *op)
                  op, (void *)o, type_name(o), (void *)ft_object_runtime(o), (void *)t->rt);
 }
 
-void ft_incref_checked(ft_object *o)
+void ft__incref_checked(ft_object *o)
 {
     check_usable(o, "ft_incref");
     uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
@@ -661,7 +661,7 @@ void ft_incref_checked(ft_object *o)
     count_reference(o, 1);
 }
 
-void ft_decref_checked(ft_object *o)
+void ft__decref_checked(ft_object *o)
 {
     check_usable(o, "ft_decref");
     uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
@@ -674,16 +674,16 @@ void ft_decref_checked(ft_object *o)
                        (long)atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed));
         atomic_store_explicit(&o->ob_ref_local, local - 1, memory_order_relaxed);
         if (local == 1)
-            ft_merge_zero_local(o);
+            ft__merge_zero_local(o);
         return;
     }
     intptr_t old = atomic_fetch_sub_explicit(&o->ob_ref_shared, FT_SHARED_ONE, memory_order_acq_rel);
-    if (ft_shared_decref_needs_settle(old)) {
+    if (ft__shared_decref_needs_settle(old)) {
         ft_runtime *rt = ft_thread_current()->rt;
         if (FT_UNLIKELY(rt->decref_window_hook != NULL) && old < FT_SHARED_ONE &&
             !(old & FT_SHARED_QUEUED))
             rt->decref_window_hook(rt->decref_window_arg);
-        ft_decref_shared_settle(o, old);
+        ft__decref_shared_settle(o, old);
     }
 }
 
@@ -780,7 +780,7 @@ bool ft_resurrect_end(ft_object *o)
             debug_count_reference(o, -1);
             return true;
         }
-        return ft_explicit_merge(o, -1) == 0;
+        return ft_object_merge(o, -1) == 0;
     }
     /* Merged while resurrected: drop our reference in the shared count. */
     debug_count_reference(o, -1);

@@ -17,7 +17,7 @@
  * The merge runs inside a stop (ft_uniqueid_merge_stopped): it adds up the slots and takes the
  * objects at zero out of the table, but frees none of them there, since a destructor may do anything,
  * stopping the world included. It hands them back on a dead list (thread/stw.h) and the caller
- * deallocates them after the restart. ft_merge_refcounts wraps it in a stop of its own, unless its
+ * deallocates them after the restart. ft_uniqueid_merge wraps it in a stop of its own, unless its
  * caller holds one already; a caller that holds the stop, or is not attached to the runtime, merges
  * without taking objects out (they keep their ids until a merge that can free them).
  */
@@ -116,7 +116,7 @@ static bool cover(ft_thread *t, size_t index)
     return true;
 }
 
-void ft_incref_per_thread_slow(ft_thread *t, ft_object *obj)
+void ft__incref_per_thread_slow(ft_thread *t, ft_object *obj)
 {
     size_t index = (size_t)ft_object_unique_id(obj) - 1;
     if (ft_object_unique_id(obj) != 0 && cover(t, index))
@@ -125,7 +125,7 @@ void ft_incref_per_thread_slow(ft_thread *t, ft_object *obj)
         ft_incref(obj);
 }
 
-void ft_decref_per_thread_slow(ft_thread *t, ft_object *obj)
+void ft__decref_per_thread_slow(ft_thread *t, ft_object *obj)
 {
     size_t index = (size_t)ft_object_unique_id(obj) - 1;
     if (ft_object_unique_id(obj) != 0 && cover(t, index))
@@ -192,7 +192,7 @@ size_t ft_uniqueid_merge_stopped(ft_runtime *rt, ft_dead_list *dead)
         release_entry(rt, i);
         /* Its owner's local part and the others' shared part add up to zero: fold them into one
          * merged count of zero (the world is stopped, so no owner is counting). */
-        intptr_t count = ft_explicit_merge(obj, 0);
+        intptr_t count = ft_object_merge(obj, 0);
         FT_ASSERT(count == 0);
         (void)count;
         ft_dead_list_push(dead, obj);
@@ -203,7 +203,7 @@ size_t ft_uniqueid_merge_stopped(ft_runtime *rt, ft_dead_list *dead)
     return found;
 }
 
-size_t ft_merge_refcounts(ft_runtime *rt)
+size_t ft_uniqueid_merge(ft_runtime *rt)
 {
     /* Only a caller attached to rt can run destructors, and only outside a stop. */
     ft_thread *self = ft_current_thread;

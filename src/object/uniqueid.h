@@ -35,9 +35,9 @@ typedef struct ft_uniqueid_thread {
 void ft_uniqueid_thread_stop(ft_thread *t);
 void ft_uniqueid_runtime_destroy(ft_runtime *rt);
 
-/* The merge, inside a stop the caller holds (ft_merge_refcounts is it wrapped in a stop of its own):
+/* The merge, inside a stop the caller holds (ft_uniqueid_merge is it wrapped in a stop of its own):
  * add every started thread's slots into their objects. With dead, also take every object whose
- * true count is now zero out of the table (its id is released, its bias and FT_GC_DEFERRED
+ * true count is now zero out of the table (its id is released, its bias and FT_OBJ_DEFERRED
  * removed, its count merged: zero) and push it onto dead, for the caller to deallocate after the
  * restart; returns how many. With dead NULL, only merge: objects at zero keep their ids and bias
  * until a merge that can free them. Takes head_mutex, then rt->uniqueid.mutex. */

@@ -352,7 +352,7 @@ static void drop_stopped(ft_object *o, ft_dead_list *dead)
 {
     if (ft_object_is_immortal(o))
         return; /* made immortal since it was queued: ft_decref would not touch it either */
-    if (ft_explicit_merge(o, -1) == 0) /* counts the dropped reference in the debug total */
+    if (ft_object_merge(o, -1) == 0) /* counts the dropped reference in the debug total */
         ft_dead_list_push(dead, o);
 }
 

@@ -55,7 +55,7 @@ bool ft_delayed_runtime_pending(ft_runtime *rt); /* whether the runtime's queue 
 void ft_delayed_drain(ft_thread *t);
 /* Inside a stop the caller holds (every stop runs it as the world restarts, with dead NULL): free
  * every queued block, whatever its goal, since every other thread is quiescent. With dead, also
- * drop every queued reference, as a merge (ft_explicit_merge, as CPython's collector does: the
+ * drop every queued reference, as a merge (ft_object_merge, as CPython's collector does: the
  * objects lose their owner's bias), and push the objects that reach zero onto dead for the caller
  * to deallocate after the restart. Without, references stay queued. Items another thread has taken
  * out of the runtime's queue to process (it was stopped inside a destructor) are not seen. Takes

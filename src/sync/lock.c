@@ -54,7 +54,7 @@ typedef struct mutex_waiter {
     bool handed_off;  /* set by the unlocker (under the bucket lock) before the wake-up */
 } mutex_waiter;
 
-ft_status ft_mutex_lock_ex(ft_mutex *m, int64_t timeout_ns, ft_lock_flags flags)
+ft_status ft_mutex_lock_timed(ft_mutex *m, int64_t timeout_ns, ft_lock_flags flags)
 {
     uint8_t v = atomic_load_explicit(&m->bits, memory_order_relaxed);
     if (!(v & FT_MUTEX_LOCKED) &&
@@ -96,9 +96,9 @@ ft_status ft_mutex_lock_ex(ft_mutex *m, int64_t timeout_ns, ft_lock_flags flags)
     }
 }
 
-void ft_mutex_lock_slow(ft_mutex *m)
+void ft__mutex_lock_slow(ft_mutex *m)
 {
-    ft_mutex_lock_ex(m, FT_FOREVER, FT_LOCK_DETACH);
+    ft_mutex_lock_timed(m, FT_FOREVER, FT_LOCK_DETACH);
 }
 
 static void *mutex_unpark_cb(void *arg, void *park_arg, bool has_more)
@@ -115,7 +115,7 @@ static void *mutex_unpark_cb(void *arg, void *park_arg, bool has_more)
     return NULL;
 }
 
-void ft_mutex_unlock_slow(ft_mutex *m)
+void ft__mutex_unlock_slow(ft_mutex *m)
 {
     uint8_t v = atomic_load_explicit(&m->bits, memory_order_relaxed);
     for (;;) {
@@ -176,7 +176,7 @@ void ft_event_reset(ft_event *e)
 
 enum { ONCE_NOT_DONE = 0, ONCE_RUNNING = 1, ONCE_PARKED = 2 };
 
-ft_status ft_once_call_slow(ft_once *o, ft_once_fn fn, void *arg)
+ft_status ft__once_call_slow(ft_once *o, ft_once_fn fn, void *arg)
 {
     for (;;) {
         uint8_t v = atomic_load_explicit(&o->state, memory_order_acquire);

@@ -12,7 +12,7 @@
 
 static inline void ft_mutex_lock_internal(ft_mutex *m)
 {
-    ft_mutex_lock_ex(m, FT_FOREVER, FT_LOCK_DONT_DETACH);
+    ft_mutex_lock_timed(m, FT_FOREVER, FT_LOCK_DONT_DETACH);
 }
 
 #endif

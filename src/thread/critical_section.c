@@ -67,7 +67,7 @@ void ft_critical_section_begin(ft_thread *t, ft_critical_section *c, ft_mutex *m
     }
     c->mutex = NULL;
     push(t, c, 0);
-    ft_mutex_lock_ex(m, FT_FOREVER, FT_LOCK_DETACH);
+    ft_mutex_lock_timed(m, FT_FOREVER, FT_LOCK_DETACH);
     c->mutex = m;
 }
 
@@ -117,8 +117,8 @@ void ft_critical_section2_begin(ft_thread *t, ft_critical_section2 *c, ft_mutex 
     }
     c->base.mutex = NULL;
     push(t, &c->base, FT_CS_TWO);
-    ft_mutex_lock_ex(a, FT_FOREVER, FT_LOCK_DETACH);
-    ft_mutex_lock_ex(b, FT_FOREVER, FT_LOCK_DETACH);
+    ft_mutex_lock_timed(a, FT_FOREVER, FT_LOCK_DETACH);
+    ft_mutex_lock_timed(b, FT_FOREVER, FT_LOCK_DETACH);
     c->base.mutex = a;
     c->mutex2 = b;
 }
@@ -158,9 +158,9 @@ void ft_critical_section_resume(ft_thread *t)
         c2->mutex2 = NULL;
     t->cs_top = top & ~FT_CS_INACTIVE;
     if (m1)
-        ft_mutex_lock_ex(m1, FT_FOREVER, FT_LOCK_DETACH);
+        ft_mutex_lock_timed(m1, FT_FOREVER, FT_LOCK_DETACH);
     if (m2)
-        ft_mutex_lock_ex(m2, FT_FOREVER, FT_LOCK_DETACH);
+        ft_mutex_lock_timed(m2, FT_FOREVER, FT_LOCK_DETACH);
     c->mutex = m1;
     if (c2)
         c2->mutex2 = m2;

@@ -252,7 +252,7 @@ void ft_detach(ft_thread *t)
     atomic_store_explicit(&t->state, FT_THREAD_DETACHED, memory_order_release);
 }
 
-void ft_safepoint_slow(ft_thread *t)
+void ft__safepoint_slow(ft_thread *t)
 {
     uintptr_t pending = atomic_load_explicit(&t->head.pending, memory_order_relaxed);
     if (pending & FT_PENDING_STOP) {
@@ -261,7 +261,7 @@ void ft_safepoint_slow(ft_thread *t)
         ft_attach(t);
     }
     if (pending & FT_PENDING_MERGE)
-        ft_brc_merge_pending(t);
+        ft_brc_merge(t);
     if (pending & FT_PENDING_DELAYED)
         ft_delayed_process(t);
 }
