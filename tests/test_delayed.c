@@ -255,6 +255,31 @@ TEST(stop_frees_blocks_but_runs_no_destructor)
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
 
+/* A delayed decref whose queue cannot grow drops the reference at once; inside a stop the caller
+ * holds, the object that dies waits for the caller's restart, so no destructor runs inside the stop. */
+TEST(out_of_memory_decref_inside_the_callers_stop_waits_for_the_restart)
+{
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    atomic_store(&counted_deallocs, 0);
+    ft_object *obj = ft_alloc(a, &counted_type);
+    CHECK(obj != NULL);
+    ft_stop_the_world(rt);
+    ft_debug_fail_allocation(rt, 0); /* the queue's first chunk */
+    ft_decref_delayed(a, obj);
+    ft_debug_fail_allocation(rt, -1);
+    int64_t deallocs_inside = atomic_load(&counted_deallocs);
+    ft_start_the_world(rt);
+    CHECK_EQ(deallocs_inside, 0);
+    CHECK_EQ(atomic_load(&counted_deallocs), 1);
+    ft_qsbr_stats stats;
+    ft_qsbr_get_stats(rt, &stats);
+    CHECK_EQ(stats.pending_items, 0); /* it never was queued */
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+}
+
 /* The core a collector runs inside its own stop: with a dead list it also drops the queued
  * references, merging them, and hands back the objects that died, for the caller to deallocate after
  * the restart. */
@@ -1259,6 +1284,7 @@ int main(void)
     RUN(block_freed_only_after_every_thread_quiesced);
     RUN(queued_blocks_are_live_until_freed);
     RUN(stop_frees_blocks_but_runs_no_destructor);
+    RUN(out_of_memory_decref_inside_the_callers_stop_waits_for_the_restart);
     RUN(stopped_core_drops_references_and_hands_the_dead_back);
     RUN(queue_out_of_memory_frees_at_once);
     RUN(item_128_advances);

@@ -134,13 +134,19 @@ static void dealloc_all(ft_object *const *objs, size_t n)
         ft_object_dealloc(objs[i]);
 }
 
-/* Out of memory for the queue of a running owner: merge while it cannot touch its local counts. */
+/* Out of memory for the queue of a running owner: merge while it cannot touch its local counts. The
+ * dead are deallocated after the restart: by this call when it stopped the world, else by the
+ * caller's own ft_start_the_world (a destructor must not run inside a stop). */
 static void merge_in_stopped_world(ft_runtime *rt, ft_object **objs, size_t n)
 {
     bool stopped = ft_stw_stop_unless_held(rt);
     size_t dead = merge_all(objs, n);
-    if (stopped)
-        ft_start_the_world(rt);
+    if (!stopped) {
+        for (size_t i = 0; i < dead; i++)
+            ft_dead_list_push(&rt->stw.dead, objs[i]);
+        return;
+    }
+    ft_start_the_world(rt);
     dealloc_all(objs, dead);
 }
 

@@ -123,6 +123,16 @@ static void free_item(ft_thread *t, uintptr_t ptr)
         ft_heap_free_block(t, (void *)ptr);
 }
 
+/* Drop a queued reference inside a stop: ft_decref without the destructor. The object is merged
+ * (no owner is counting now) and, if that was its last reference, handed back on dead. */
+static void drop_stopped(ft_object *o, ft_dead_list *dead)
+{
+    if (ft_object_is_immortal(o))
+        return; /* made immortal since it was queued: ft_decref would not touch it either */
+    if (ft_object_merge(o, -1) == 0) /* counts the dropped reference in the debug total */
+        ft_dead_list_push(dead, o);
+}
+
 /* The world could not wait (out of memory for the queue): stop it, so that every other thread is
  * quiescent, and free now. A reference is merged under the stop and dropped after it. */
 static void free_now_stopped(ft_thread *t, uintptr_t ptr)
@@ -131,9 +141,11 @@ static void free_now_stopped(ft_thread *t, uintptr_t ptr)
     bool stopped = ft_stw_stop_unless_held(rt);
     if (!(ptr & DECREF_TAG))
         ft_heap_free_block(t, (void *)ptr);
+    else if (!stopped) /* inside the caller's stop: its restart deallocates the object if it died */
+        drop_stopped((ft_object *)(ptr & ~DECREF_TAG), &rt->stw.dead);
     if (stopped)
         ft_start_the_world(rt);
-    if (ptr & DECREF_TAG)
+    if ((ptr & DECREF_TAG) && stopped)
         ft_decref((ft_object *)(ptr & ~DECREF_TAG));
 }
 
@@ -344,16 +356,6 @@ void ft_delayed_thread_stop(ft_thread *t)
     ft_qsbr_quiescent(t);
     ft_delayed_process(t);
     ft_delayed_hand_over(t);
-}
-
-/* Drop a queued reference inside a stop: ft_decref without the destructor. The object is merged
- * (no owner is counting now) and, if that was its last reference, handed back on dead. */
-static void drop_stopped(ft_object *o, ft_dead_list *dead)
-{
-    if (ft_object_is_immortal(o))
-        return; /* made immortal since it was queued: ft_decref would not touch it either */
-    if (ft_object_merge(o, -1) == 0) /* counts the dropped reference in the debug total */
-        ft_dead_list_push(dead, o);
 }
 
 /* Run every item of queue q that may run inside a stop (everyone else is quiescent, and the caller

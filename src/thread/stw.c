@@ -166,8 +166,13 @@ void ft_start_the_world(ft_runtime *rt)
         ft_parking_lot_unpark_all(&t->state);
     }
     ft_mutex_unlock(&rt->head_mutex);
+    ft_dead_list dead = rt->stw.dead;
+    rt->stw.dead = (ft_dead_list){0};
     atomic_store_explicit(&rt->stw.owner_os, 0, memory_order_relaxed);
     ft_mutex_unlock(&rt->stw.mutex);
+    /* Only a thread attached to rt counts its objects, so only an attached requester leaves any. */
+    FT_ASSERT(dead.count == 0 || requester != NULL);
+    ft_dead_list_dealloc(&dead);
 }
 
 bool ft_stw_held_by_caller(ft_runtime *rt)

@@ -12,6 +12,18 @@
 #include "ftrt/object.h"
 #include "ftrt/runtime.h"
 
+/* Objects that a core running inside a stop found dead (count zero), handed back to its caller: a
+ * destructor may do anything (block, stop the world, start threads), so none runs inside a stop, and
+ * the caller deallocates them after the restart. The list is threaded through the objects' ob_tid
+ * words: a dead object is merged first (ob_tid 0, the whole count, zero, in ob_ref_shared), and
+ * nothing else reads the word of an object that no reference reaches any more (the stop made every
+ * other thread pass a quiescent point after its last reference went; the heap links freed blocks
+ * through the same word, also with atomic stores). So pushing never allocates and cannot fail. */
+typedef struct ft_dead_list {
+    ft_object *head; /* the last object pushed; the caller's, unshared */
+    size_t count;
+} ft_dead_list;
+
 /* The runtime's part (ft_runtime.stw). "head" means written under rt->head_mutex. The requester is
  * the OS thread that holds mutex, from ft_stop_the_world to ft_start_the_world; stops of one runtime
  * are serialised by it. */
@@ -37,6 +49,10 @@ typedef struct ft_stw_runtime {
     /* Set by the decrement of countdown that reaches zero (under head); reset by the requester under
      * head before it counts; waited on (timed, without detaching) by the requester only. */
     ft_event stopped;
+    /* Objects that died inside the stop through the requester's own calls into ftrt (a decref whose
+     * queue was out of memory), waiting for the restart: ft_start_the_world deallocates them on the
+     * requester after the other threads run again. Requester only. */
+    ft_dead_list dead;
     /* Stats: written by the requester only (serialised by mutex), relaxed; read relaxed by anyone. */
     _Atomic(uint64_t) count, total_ns, max_ns;
 } ft_stw_runtime;
@@ -55,17 +71,6 @@ bool ft_stw_held_by_caller(ft_runtime *rt);
  *         ft_start_the_world(rt); */
 bool ft_stw_stop_unless_held(ft_runtime *rt);
 
-/* Objects that a core running inside a stop found dead (count zero), handed back to its caller: a
- * destructor may do anything (block, stop the world, start threads), so none runs inside a stop, and
- * the caller deallocates them after the restart. The list is threaded through the objects' ob_tid
- * words: a dead object is merged first (ob_tid 0, the whole count, zero, in ob_ref_shared), and
- * nothing else reads the word of an object that no reference reaches any more (the stop made every
- * other thread pass a quiescent point after its last reference went; the heap links freed blocks
- * through the same word, also with atomic stores). So pushing never allocates and cannot fail. */
-typedef struct ft_dead_list {
-    ft_object *head; /* the last object pushed; the caller's, unshared */
-    size_t count;
-} ft_dead_list;
 
 void ft_dead_list_push(ft_dead_list *dead, ft_object *o); /* o merged, count zero */
 /* Deallocate every object of dead (finalize, dealloc, free) on the caller, which must be attached
