@@ -92,7 +92,8 @@ FT_API bool ft_tlbc_enabled(const ft_runtime *rt);
  * (ftrt/qsbr.h). */
 FT_API size_t ft_tlbc_clear_unused(ft_runtime *rt);
 
-/* Copies in existence (originals excluded), over all of rt's buffers. */
+/* Copies in existence (originals excluded), over all of rt's buffers. Stops the world (unless the
+ * caller holds the stop already), so it is a quiescent point for the caller. */
 FT_API size_t ft_tlbc_count(ft_runtime *rt);
 
 #ifdef __cplusplus

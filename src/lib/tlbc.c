@@ -49,11 +49,7 @@ ft_status ft_tlbc_init(ft_tlbc *c, ft_thread *t, void *code, size_t size, ft_tlb
     c->rt = t->rt;
     ft_runtime *rt = t->rt;
     ft_mutex_lock_internal(&rt->tlbc.mutex);
-    c->prev = NULL;
-    c->next = rt->tlbc.list;
-    if (c->next)
-        c->next->prev = c;
-    rt->tlbc.list = c;
+    FT_LIST_PUSH(rt->tlbc.list, c);
     ft_mutex_unlock(&rt->tlbc.mutex);
     return FT_OK;
 }
@@ -62,12 +58,7 @@ void ft_tlbc_destroy(ft_tlbc *c, ft_thread *t)
 {
     ft_runtime *rt = c->rt;
     ft_mutex_lock_internal(&rt->tlbc.mutex);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        rt->tlbc.list = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    FT_LIST_REMOVE(rt->tlbc.list, c);
     ft_mutex_unlock(&rt->tlbc.mutex);
     ft_tlbc_array *a = atomic_load_explicit(&c->copies, memory_order_acquire);
     for (size_t i = 1; i < a->size; i++)
@@ -162,17 +153,20 @@ size_t ft_tlbc_clear_unused(ft_runtime *rt)
 
 size_t ft_tlbc_count(ft_runtime *rt)
 {
+    /* Inside a stop, as the other statistics: a grower may retire the array being read, and the
+     * caller may not be attached (so not protected by QSBR), but a retired array is freed only after
+     * the restart. A buffer's own mutex would do too, but it comes before the registry's in the lock
+     * order (its holder may stop the world: docs/architecture.md). */
     size_t n = 0;
+    bool stopped = ft_stw_stop_unless_held(rt);
     ft_mutex_lock_internal(&rt->tlbc.mutex);
     for (ft_tlbc *c = rt->tlbc.list; c; c = c->next) {
-        /* Under the buffer's lock: a grower may free the old array, and the caller may not be
-         * attached (so not protected by QSBR). */
-        ft_mutex_lock_internal(&c->mutex);
         ft_tlbc_array *a = atomic_load_explicit(&c->copies, memory_order_acquire);
         for (size_t i = 1; i < a->size; i++)
             n += atomic_load_explicit(&a->entries[i], memory_order_relaxed) != NULL;
-        ft_mutex_unlock(&c->mutex);
     }
     ft_mutex_unlock(&rt->tlbc.mutex);
+    if (stopped)
+        ft_start_the_world(rt);
     return n;
 }

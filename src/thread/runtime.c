@@ -159,12 +159,7 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
         next = t->next;
         if (t == survivor)
             continue;
-        if (t->prev)
-            t->prev->next = t->next;
-        else
-            rt->threads = t->next;
-        if (t->next)
-            t->next->prev = t->prev;
+        FT_LIST_REMOVE(rt->threads, t);
         rt->nthreads--;
         atomic_store_explicit(&t->head.qsbr_seq, 0, memory_order_relaxed);
         ft_brc_forget_thread(t);

@@ -135,10 +135,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
                           memory_order_relaxed);
     ft_qsbr_bind(t);
     t->head.tlbc_index = rt->config.tlbc_disabled ? 0 : t->index;
-    t->next = rt->threads;
-    if (rt->threads)
-        rt->threads->prev = t;
-    rt->threads = t;
+    FT_LIST_PUSH(rt->threads, t);
     rt->nthreads++;
     ft_mutex_unlock(&rt->head_mutex);
     ft_delayed_thread_start(t); /* what stopped threads left waits for the threads there are */
@@ -177,12 +174,7 @@ void ft_thread_stop(ft_thread *t)
         atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_SUSPENDED &&
         atomic_fetch_sub_explicit(&rt->stw.countdown, 1, memory_order_release) == 1)
         ft_event_notify(&rt->stw.stopped);
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        rt->threads = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    FT_LIST_REMOVE(rt->threads, t);
     rt->nthreads--;
     atomic_fetch_add_explicit(&rt->reftotal,
                               atomic_load_explicit(&t->reftotal, memory_order_relaxed),
