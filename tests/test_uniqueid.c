@@ -56,7 +56,7 @@ static void shared_dealloc(ft_object *self)
 }
 
 static const ft_type uniqueid_type = {
-    .name = "ptrc",
+    .name = "uniqueid_obj",
     .basic_size = sizeof(shared_obj),
     .flags = FT_TYPE_PER_THREAD_RC,
     .unique_id_offset = offsetof(shared_obj, unique_id),
@@ -666,6 +666,50 @@ static void cmd_decref_plain(worker *w)
 /* References taken in a slot and dropped the ordinary way (and the reverse), merged, folded in by
  * stopping threads: once every object is freed, the total is back where it started. Per-thread
  * counts enter the total when a merge or a stopping thread adds them into their objects. */
+/* An object with an id made immortal keeps its id; merges drop what threads counted in its slot
+ * instead of adding it into a count nobody reads, and the id's bias never entered the total. */
+TEST(immortalized_object_keeps_its_id_and_merges_leave_it_alone)
+{
+    reset_counts();
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    CHECK(a != NULL);
+    int64_t start = ft_runtime_reftotal(rt);
+    ft_object *obj = new_enabled(a);
+    CHECK(obj != NULL);
+    ft_incref_per_thread(a, obj);
+    ft_immortalize(obj);
+    CHECK(ft_object_is_immortal(obj));
+    ft_incref_per_thread(a, obj);
+    CHECK_EQ(ft_uniqueid_merge(rt), 0);
+    CHECK_EQ(atomic_load(&obj->ob_ref_shared), 0); /* nothing added into the immortal object */
+    CHECK(ft_object_is_immortal(obj));
+    CHECK(ft_object_unique_id(obj) != 0);
+#ifdef FTRT_DEBUG
+    CHECK_EQ(ft_runtime_reftotal(rt), start); /* immortal: out of the total, bias and all */
+#else
+    (void)start;
+#endif
+    ft_thread_stop(a);
+    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    CHECK_EQ(atomic_load(&deallocs), 0);
+}
+
+static void set_refcount_of_a_counted_object(void *arg)
+{
+    (void)arg;
+    ft_runtime *rt = new_runtime();
+    ft_thread *a = ft_thread_start(rt);
+    ft_object *obj = new_enabled(a);
+    ft_set_refcount(obj, 3);
+}
+
+TEST(set_refcount_of_an_object_with_per_thread_counts_is_fatal)
+{
+    CHECK_DEATH(set_refcount_of_a_counted_object, NULL, "ft_set_refcount",
+                "per-thread reference counts", "'uniqueid_obj'");
+}
+
 TEST(reftotal_returns_to_its_start)
 {
 #ifndef FTRT_DEBUG
@@ -845,6 +889,8 @@ int main(void)
     RUN(recycled_id_has_no_stale_slots);
     RUN(thread_arrays_grow_with_the_ids);
     RUN(merges_race_with_counting_threads);
+    RUN(immortalized_object_keeps_its_id_and_merges_leave_it_alone);
+    RUN(set_refcount_of_an_object_with_per_thread_counts_is_fatal);
     RUN(reftotal_returns_to_its_start);
     RUN(merge_inside_the_callers_stop_merges_only);
     RUN(merge_core_hands_the_dead_back);

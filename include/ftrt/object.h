@@ -312,11 +312,13 @@ FT_API intptr_t ft_object_merge(ft_object *o, intptr_t extra);
 
 /* Set the count to n (n > UINT32_MAX - 1 makes the object immortal). The owner keeps its bias;
  * another thread merges the object. The caller must hold the only reference(s) being replaced.
- * Debug builds' reference total changes by the difference. */
+ * Debug builds' reference total changes by the difference. Fatal for an object with per-thread
+ * reference counts (ftrt/uniqueid.h), whose count no single value describes. */
 FT_API void ft_set_refcount(ft_object *o, size_t n);
 
 /* Make o immortal: never counted, never freed; its count leaves debug builds' reference total for
- * good. No other thread may count o meanwhile. */
+ * good. No other thread may count o meanwhile. An object with per-thread reference counts
+ * (ftrt/uniqueid.h) keeps its id; merges drop what threads counted in its slots. */
 FT_API void ft_immortalize(ft_object *o);
 
 /* Run t's pending merges and hand over its outbox now (both also happen at ft_safepoint). */

@@ -171,10 +171,10 @@ FT_API void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *t);
 
 /* ---- debugging and testing ------------------------------------------------------------------- */
 
-/* The runtime's reference total: increfs minus decrefs of mortal objects, counting an allocation as
- * an incref, over every thread (stopped ones included). Per-thread references (ftrt/uniqueid.h)
- * count when a merge, or their thread's stop, adds them into their objects. Kept only by code built
- * with FTRT_DEBUG. */
+/* The runtime's reference total: the sum of the reference counts of rt's live mortal objects, over
+ * every thread (stopped ones included), so it returns to its start once every object is freed and a
+ * leak shows as what is left. Per-thread references (ftrt/uniqueid.h) count when a merge, or their
+ * thread's stop, adds them into their objects. Kept only by code built with FTRT_DEBUG. */
 FT_API int64_t ft_runtime_reftotal(ft_runtime *rt);
 
 /* Make the nth allocation site reached from now on (0 = the next one) in rt fail once as if out of

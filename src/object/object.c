@@ -601,6 +601,11 @@ void ft_set_refcount(ft_object *o, size_t n)
         ft_immortalize(o);
         return;
     }
+    if (FT_UNLIKELY(ft_uniqueid_bias(o) != 0))
+        ft_fatal("ft_set_refcount: object %p of type '%s' has per-thread reference counts "
+                 "(ftrt/uniqueid.h): its count is spread over every thread's array, so no single "
+                 "value can replace it",
+                 (void *)o, type_name(o));
     intptr_t was;
     if (ft_object_is_owned(o)) {
         was = atomic_exchange_explicit(&o->ob_ref_local, (uint32_t)n, memory_order_relaxed);
@@ -625,7 +630,8 @@ void ft_immortalize(ft_object *o)
         atomic_exchange_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_release);
     was += shared_count(atomic_exchange_explicit(&o->ob_ref_shared, 0, memory_order_relaxed));
     atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
-    debug_count_reference(o, -was);
+    /* An id's bias was never a reference; its slots' counts are dropped by the merges to come. */
+    debug_count_reference(o, -(was - ft_uniqueid_bias(o)));
 }
 
 /* ---- checked (debug) fast paths -------------------------------------------------------------- */

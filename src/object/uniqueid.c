@@ -35,6 +35,12 @@ static uint32_t *id_field(ft_object *o)
     return (uint32_t *)((char *)o + o->ob_type->unique_id_offset);
 }
 
+intptr_t ft_uniqueid_bias(const ft_object *o)
+{
+    return (o->ob_type->flags & FT_TYPE_PER_THREAD_RC) && ft_object_unique_id(o) != 0 ? BIAS_COUNT
+                                                                                     : 0;
+}
+
 static intptr_t bias_shared(void)
 {
     return (intptr_t)((uintptr_t)BIAS_COUNT << FT_SHARED_SHIFT);
@@ -145,10 +151,12 @@ static void merge_thread(ft_runtime *rt, ft_thread *t)
         if (n == 0)
             continue;
         ft_object *obj = (ft_object *)rt->uniqueid.table[i];
+        t->head.uniqueid_counts[i] = 0;
+        if (ft_object_is_immortal(obj))
+            continue; /* made immortal since: never counted again, and its id is never released */
         atomic_fetch_add_explicit(&obj->ob_ref_shared,
                                   (intptr_t)((uintptr_t)n << FT_SHARED_SHIFT),
                                   memory_order_relaxed);
-        t->head.uniqueid_counts[i] = 0;
         merged += n;
     }
 #ifdef FTRT_DEBUG

@@ -32,6 +32,10 @@ typedef struct ft_uniqueid_thread {
     bool finalized; /* owner only: its counts were merged for good (the thread is stopping) */
 } ft_uniqueid_thread;
 
+/* The bias an object with a unique id carries in its shared count (in references; 0 without an id):
+ * it is not a reference, so ft_immortalize leaves it out of the debug total. */
+intptr_t ft_uniqueid_bias(const ft_object *o);
+
 void ft_uniqueid_thread_stop(ft_thread *t);
 void ft_uniqueid_runtime_destroy(ft_runtime *rt);
 
