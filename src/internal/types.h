@@ -39,10 +39,17 @@
  * while counted-but-not-suspended decrements it itself; a thread that starts during a stop starts
  * SUSPENDED and is not counted. The decrement that reaches zero notifies the requester's event.
  *
- * Lock order: stw.mutex -> head_mutex -> index pool mutex, heaps.mutex, brc bucket mutexes,
- * uniqueid.mutex -> parking-lot bucket locks; tlbc.mutex -> a code buffer's mutex; delayed.mutex is
- * never held with another. All but stw.mutex are internal and never held across a safepoint, so they
- * are taken without detaching.
+ * Lock order (docs/architecture.md has the table with what each mutex guards). Every internal
+ * mutex is taken with ft_mutex_lock_internal, without detaching, and none is held across a
+ * safepoint, a blocking call or host code. A thread takes a mutex only while every mutex it holds is
+ * on an earlier line; mutexes on one line are never held together:
+ *   1  host and object mutexes (critical sections), a code buffer's ft_tlbc.mutex: their holders
+ *      may stop the world (a destructor, or an out-of-memory path of ft_free_delayed)
+ *   2  rt->stw.mutex (the requester, from stop to restart)
+ *   3  rt->head_mutex
+ *   4  rt->uniqueid.mutex, rt->heaps.mutex, rt->tlbc.mutex, rt->delayed.mutex, each BRC bucket's
+ *      mutex, rt->thread_indices.mutex
+ *   5  parking-lot bucket locks (inside every lock's slow path and every event)
  */
 #ifndef FTRT_INTERNAL_TYPES_H
 #define FTRT_INTERNAL_TYPES_H
