@@ -514,13 +514,21 @@ ft_status ft_heap_thread_start(ft_thread *t)
     return FT_OK;
 }
 
-void ft_heap_abandon(ft_thread *t)
+/* The caller's heap set with its remote batch pushed, or NULL when it has none. */
+static ft_heap_set *own_set_flushed(ft_thread *t)
 {
     ft_heap_set *set = t->heap.set;
-    ft_heap_runtime *h = &t->rt->heaps;
+    if (set)
+        flush_batch(&set->batch);
+    return set;
+}
+
+void ft_heap_abandon(ft_thread *t)
+{
+    ft_heap_set *set = own_set_flushed(t);
     if (!set)
         return;
-    flush_batch(&set->batch);
+    ft_heap_runtime *h = &t->rt->heaps;
     /* The fork child has one thread, so nobody could race here; the lock (free: the child reset it)
      * keeps one rule for owner and abandoned, whoever abandons. */
     ft_mutex_lock_internal(&h->mutex);
@@ -532,11 +540,10 @@ void ft_heap_abandon(ft_thread *t)
 
 void ft_heap_thread_stop(ft_thread *t)
 {
-    ft_heap_set *set = t->heap.set;
-    ft_heap_runtime *h = &t->rt->heaps;
+    ft_heap_set *set = own_set_flushed(t);
     if (!set)
         return;
-    flush_batch(&set->batch);
+    ft_heap_runtime *h = &t->rt->heaps;
     collect_set(set);
     ft_mutex_lock_internal(&h->mutex);
     bool empty = set_is_empty(set);
@@ -648,27 +655,19 @@ static FT_PRINTF(2, 3) bool page_broken(const ft_page *page, const char *fmt, ..
     return false;
 }
 
-static FT_PRINTF(2, 3) bool set_broken(const ft_heap_set *set, const char *fmt, ...)
+/* A broken heap set or runtime: what names the kind ("heap set", "runtime"). */
+static FT_PRINTF(3, 4) bool part_broken(const char *what, const void *part, const char *fmt, ...)
 {
     char subject[64];
-    snprintf(subject, sizeof subject, "heap set %p", (const void *)set);
+    snprintf(subject, sizeof subject, "%s %p", what, part);
     va_list ap;
     va_start(ap, fmt);
     report_broken(subject, fmt, ap);
     va_end(ap);
     return false;
 }
-
-static FT_PRINTF(2, 3) bool runtime_broken(const ft_runtime *rt, const char *fmt, ...)
-{
-    char subject[64];
-    snprintf(subject, sizeof subject, "runtime %p", (const void *)rt);
-    va_list ap;
-    va_start(ap, fmt);
-    report_broken(subject, fmt, ap);
-    va_end(ap);
-    return false;
-}
+#define set_broken(set, ...) part_broken("heap set", (const void *)(set), __VA_ARGS__)
+#define runtime_broken(rt, ...) part_broken("runtime", (const void *)(rt), __VA_ARGS__)
 
 #define BITMAP_WORDS ((FT_PAGE_SIZE / 16 + 63) / 64)
 
