@@ -262,28 +262,16 @@ static void merge_and_free(ft_object *o)
         ft_object_dealloc(o);
 }
 
-/* Ask for o's cache line in a writable state: the merge's CAS and the dealloc write it. A read
- * prefetch (all that __builtin_prefetch gives generic x86-64) would fetch the line shared and leave
- * the CAS another round trip. Processors without PREFETCHW execute it as a no-op. */
-static inline void prefetch_for_write(const void *p)
-{
-#if defined(__x86_64__)
-    __asm__("prefetchw %0" ::"m"(*(const char *)p));
-#else
-    __builtin_prefetch(p, 1);
-#endif
-}
-
 static void drain(ft_brc_chunk *q)
 {
     while (q) {
         ft_object **objs = q->objects;
         size_t n = q->count;
         for (size_t i = 0; i < n && i < DRAIN_AHEAD; i++)
-            prefetch_for_write(objs[i]);
+            ft_prefetch_for_write(objs[i]);
         for (size_t i = 0; i < n; i++) {
             if (i + DRAIN_AHEAD < n)
-                prefetch_for_write(objs[i + DRAIN_AHEAD]);
+                ft_prefetch_for_write(objs[i + DRAIN_AHEAD]);
             merge_and_free(objs[i]);
         }
         ft_brc_chunk *next = q->next;

@@ -163,12 +163,12 @@ static inline __attribute__((always_inline)) void zero_payload(ft_object *o, siz
     zero16 *p = (zero16 *)(void *)(o + 1), zero = {0};
     size_t n = (size + 15) / 16 - sizeof(ft_object) / 16; /* 16-byte stores to do */
     /* An opaque register, so that the compiler does not rebuild the zero before every store. */
-    __asm__("" : "+x"(zero));
+    FT_OPAQUE_VECTOR(zero);
     if (FT_UNLIKELY(n > HEAD)) {
         zero16 *q = p + n;
         do {
             /* Hides the stride, so that the compiler does not turn the loop into a memset call. */
-            __asm__("" : "+r"(q));
+            FT_OPAQUE(q);
             q -= 4;
             q[0] = q[1] = q[2] = q[3] = zero;
         } while (q > p + HEAD);

@@ -38,4 +38,28 @@ void *ft_vm_map_aligned(size_t size, size_t alignment);
 void ft_vm_release(void *p, size_t size);
 void ft_vm_decommit(void *p, size_t size);
 
+/* Ask for p's cache line in a writable state, for a CAS or store that comes soon (BRC's drain).
+ * A read prefetch (all that __builtin_prefetch gives generic x86-64) would fetch the line shared and
+ * leave the write another round trip. Processors without PREFETCHW execute it as a no-op. */
+static inline void ft_prefetch_for_write(const void *p)
+{
+#if defined(__x86_64__)
+    __asm__("prefetchw %0" ::"m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1);
+#endif
+}
+
+/* Hide a value from the optimiser without emitting code: the compiler must assume the empty asm
+ * changed it, so it neither rebuilds the value before each use nor sees through it (the payload
+ * zeroing in object.c). FT_OPAQUE_VECTOR keeps a 16-byte vector in a vector register. */
+#define FT_OPAQUE(v) __asm__("" : "+r"(v))
+#if defined(__x86_64__) || defined(__i386__)
+#define FT_OPAQUE_VECTOR(v) __asm__("" : "+x"(v))
+#elif defined(__aarch64__)
+#define FT_OPAQUE_VECTOR(v) __asm__("" : "+w"(v))
+#else
+#define FT_OPAQUE_VECTOR(v) __asm__("" : "+m"(v))
+#endif
+
 #endif
