@@ -11,7 +11,8 @@
  * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
  * on a new OS thread attached to a runtime; a runtime with one attached thread (fixture); commanded
  * workers (commanded_start/do/post/wait/finish), attached threads that run one posted command at a
- * time and pass safepoints only when told to.
+ * time, pass safepoints while idle unless held (cmd_hold/resume) and may run a hook of the test's
+ * after each idle safepoint (commanded_start_with).
  *
  * Statistics: stats_of() (the heap's) and thread_count() (the runtime's). */
 #ifndef FTRT_TEST_UTIL_H
@@ -237,7 +238,9 @@ static inline uint32_t thread_count(ft_runtime *rt)
 
 /* A commanded worker: a thread with its own thread state that runs commands the main thread posts.
  * While idle it passes safepoints (when `quiescent`) or holds still without one, so a test always
- * knows which thread owes a quiescent point. */
+ * knows which thread owes a quiescent point. A test may give it an idle hook, which runs after each
+ * idle safepoint (to check, between safepoints, something only the worker may look at), and a
+ * context for the state its commands and hook share. */
 typedef struct commanded commanded;
 typedef void (*commanded_fn)(commanded *w);
 
@@ -249,9 +252,11 @@ struct commanded {
     _Atomic bool quiescent;   /* the idle loop passes safepoints */
     _Atomic bool quit;
     _Atomic int posted, done; /* command sequence numbers */
-    commanded_fn fn;             /* the posted command; written before `posted` */
+    commanded_fn fn;          /* the posted command; written before `posted` */
     void *arg;                /* its argument; written before `posted` */
     uint64_t result;          /* a command's result; read after `done` */
+    commanded_fn idle;        /* NULL or the idle hook; written before the start */
+    void *ctx;                /* the test's state for this commanded; written before the start */
 };
 
 static inline void *commanded_main(void *arg)
@@ -263,8 +268,11 @@ static inline void *commanded_main(void *arg)
     if (!w->t)
         return NULL;
     for (;;) {
-        if (atomic_load(&w->quiescent))
+        if (atomic_load(&w->quiescent)) {
             ft_safepoint(w->t);
+            if (w->idle)
+                w->idle(w);
+        }
         int posted = atomic_load(&w->posted);
         if (posted != atomic_load(&w->done)) {
             w->fn(w);
@@ -280,16 +288,25 @@ static inline void *commanded_main(void *arg)
     return NULL;
 }
 
-/* Start a commanded; `self` (the caller's attached thread state, or NULL) keeps passing safepoints
- * meanwhile, since the commanded's start may stop the world. */
-static inline void commanded_start(ft_thread *self, commanded *w, ft_runtime *rt)
+/* Start a commanded with an idle hook and a context (either may be NULL); `self` (the caller's
+ * attached thread state, or NULL) keeps passing safepoints meanwhile, since the commanded's start may
+ * stop the world. */
+static inline void commanded_start_with(ft_thread *self, commanded *w, ft_runtime *rt,
+                                        commanded_fn idle, void *ctx)
 {
     memset(w, 0, sizeof *w);
     w->rt = rt;
+    w->idle = idle;
+    w->ctx = ctx;
     atomic_store(&w->quiescent, true);
     CHECK(pthread_create(&w->thread, NULL, commanded_main, w) == 0);
     AWAIT(self, atomic_load(&w->started));
     CHECK(atomic_load(&w->started) && w->t != NULL);
+}
+
+static inline void commanded_start(ft_thread *self, commanded *w, ft_runtime *rt)
+{
+    commanded_start_with(self, w, rt, NULL, NULL);
 }
 
 /* Post fn(w) with w->arg = arg to the commanded without waiting; returns the command's number for
