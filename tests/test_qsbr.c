@@ -32,8 +32,6 @@
 #include "test_util.h"
 #define NEGATIVE_LOOKS 200                        /* looks at a goal that must stay unreached */
 
-/* One step of a wait: pass a safepoint if the waiter is attached (t), let others run, and say
- * whether the time limit still allows waiting. */
 /* Poll goal NEGATIVE_LOOKS times without t passing a quiescent point; true if it was ever reached. */
 static bool reached_without_quiescing(ft_thread *t, uint64_t goal)
 {
@@ -48,17 +46,6 @@ static bool reached_without_quiescing(ft_thread *t, uint64_t goal)
 static void cmd_quiescent(commanded *w)
 {
     ft_qsbr_quiescent(w->t);
-}
-
-static void cmd_detach(commanded *w)
-{
-    atomic_store(&w->quiescent, false);
-    ft_detach(w->t);
-}
-
-static void cmd_attach(commanded *w)
-{
-    ft_attach(w->t);
 }
 
 static void cmd_advance(commanded *w)

@@ -355,4 +355,17 @@ static inline void cmd_safepoint(commanded *w)
     ft_safepoint(w->t);
 }
 
+/* Detach; the commanded holds meanwhile, since a detached thread passes no safepoints. */
+static inline void cmd_detach(commanded *w)
+{
+    cmd_hold(w);
+    ft_detach(w->t);
+}
+
+/* Attach again, still holding: cmd_resume lets it pass safepoints. */
+static inline void cmd_attach(commanded *w)
+{
+    ft_attach(w->t);
+}
+
 #endif
