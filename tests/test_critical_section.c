@@ -47,8 +47,7 @@ static bool is_free(ft_mutex *m)
 
 TEST(begin_and_end_lock_and_unlock)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_mutex m = {0};
@@ -78,8 +77,7 @@ TEST(begin_and_end_lock_and_unlock)
 
 TEST(nested_sections_on_two_mutexes)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_mutex outer_mutex = {0}, inner_mutex = {0};
@@ -106,8 +104,7 @@ TEST(nested_sections_on_two_mutexes)
 
 TEST(reentry_on_a_held_mutex_is_a_no_op)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_mutex m = {0}, other = {0};
@@ -171,8 +168,7 @@ TEST(reentry_on_a_held_mutex_is_a_no_op)
 
 TEST(two_mutex_sections_lock_in_address_order)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_mutex pair[2] = {{0}, {0}}; /* pair[0] has the lower address */
@@ -231,8 +227,7 @@ TEST(two_mutex_sections_lock_in_address_order)
 
 TEST(detach_suspends_every_section_and_attach_resumes_the_top)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_mutex a = {0}, b = {0}, c = {0};
@@ -347,8 +342,7 @@ static void *blocked_begin_main(void *arg)
 TEST(blocking_begin_releases_outer_sections)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     blocked_begin b;
     memset(&b, 0, sizeof b);
     b.rt = rt;
@@ -471,8 +465,7 @@ static void check_ordered_user_is_not_deadlocked(pair_waiter *p)
 TEST(two_mutex_begin_keeps_address_order_after_a_handoff)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     pair_waiter p;
     memset(&p, 0, sizeof p);
     p.rt = rt;
@@ -491,8 +484,7 @@ TEST(two_mutex_begin_keeps_address_order_after_a_handoff)
 TEST(two_mutex_resume_keeps_address_order_after_a_handoff)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     pair_waiter p;
     memset(&p, 0, sizeof p);
     p.rt = rt;
@@ -645,8 +637,7 @@ TEST(transfers_conserve_the_total)
 {
     enum { TELLERS = 4, TRANSFERS = 20000 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     bank bk;
     bank_open(&bk, rt, TRANSFERS);
     teller tellers[TELLERS];
@@ -665,8 +656,7 @@ TEST(audits_under_stop_the_world_during_transfers)
 {
     enum { TELLERS = 3, AUDITS = 150 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     bank bk;
     bank_open(&bk, rt, 0);
     ft_thread *t = ft_thread_start(rt);
@@ -738,8 +728,7 @@ static void *outsider_holder_main(void *arg)
 TEST(requester_sections_do_not_lock_while_the_world_is_stopped)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_mutex free_mutex = {0}, held_mutex = {0}, other = {0};
@@ -844,8 +833,7 @@ static void *handoff_waiter_main(void *arg)
 TEST(requester_section_on_a_mutex_handed_to_a_suspended_thread)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     handoff h;

@@ -187,13 +187,6 @@ static uint32_t first_not_freed_once(void)
     return UINT32_MAX;
 }
 
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    return rt;
-}
-
 /* Run every delayed item (t is the only thread left): a few rounds, since a dealloc may queue more. */
 static void quiesce_all(ft_runtime *rt, ft_thread *t)
 {
@@ -228,7 +221,7 @@ static ft_object *reader_lookup(ft_thread *t, ft_dict *d, ft_object *key, bool b
 
 TEST(new_rejects_bad_ops)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     CHECK(ft_dict_new(t, NULL) == NULL);
@@ -246,7 +239,7 @@ TEST(new_rejects_bad_ops)
 TEST(get_set_del_semantics)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_dict *d = ft_dict_new(t, &key_ops);
@@ -380,7 +373,7 @@ TEST(set_out_of_memory_changes_nothing)
 {
     /* Tables past 8 KiB take a page of their own, whose mapping the test hook can fail. */
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_dict *d = ft_dict_new(t, &key_ops);
@@ -430,7 +423,7 @@ TEST(set_out_of_memory_changes_nothing)
 /* ft_dict_as_object gives the object API a dictionary without a cast: count it, drop it. */
 TEST(a_dictionary_is_counted_through_its_object)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_dict *d = ft_dict_new(t, &key_ops);
@@ -479,7 +472,7 @@ TEST(a_resize_drops_removed_keys_outside_the_critical_section)
     reset_counts();
     atomic_store(&watched_deallocs, 0);
     atomic_store(&deallocs_in_the_section, 0);
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_dict *d = ft_dict_new(t, &key_ops);
@@ -782,7 +775,7 @@ TEST(readers_and_writers_with_resizes)
     reset_counts();
     static stress s;
     memset(&s, 0, sizeof s);
-    s.rt = new_runtime();
+    s.rt = new_runtime(NULL);
     ft_thread *m = ft_thread_start(s.rt);
     CHECK(m != NULL);
     s.d = ft_dict_new(m, &key_ops);
@@ -902,7 +895,7 @@ TEST(hot_keys_replaced_under_readers)
     reset_counts();
     static hot h;
     memset(&h, 0, sizeof h);
-    h.rt = new_runtime();
+    h.rt = new_runtime(NULL);
     ft_thread *w = ft_thread_start(h.rt);
     CHECK(w != NULL);
     h.d = ft_dict_new(w, &key_ops);

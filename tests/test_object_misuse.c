@@ -386,8 +386,7 @@ static int64_t reftotal(ft_runtime *rt)
 
 TEST(thread_start_survives_allocation_failures)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     int failures = 0;
     for (int64_t n = 0;; n++) {
         CHECK(n < MAX_FAILURE_SITES);

@@ -186,8 +186,7 @@ static bool check_moving(workload *load, const snapshot *s, ft_thread *t)
 
 TEST(stop_with_no_other_threads)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     CHECK(!ft_world_is_stopped(rt));
 
     /* From outside the runtime. */
@@ -240,8 +239,7 @@ static void *probe_held(void *arg)
 
 TEST(cores_run_inside_the_callers_stop)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     uint64_t stops = stw_count(rt);
@@ -308,8 +306,7 @@ TEST(stop_freezes_hot_workers_from_outside)
 {
     enum { STOPS = 200 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     stop_hot_workers_repeatedly(rt, NULL, 3, STOPS);
     CHECK_EQ(thread_failures(), failures);
     ft_runtime_stats stats;
@@ -325,8 +322,7 @@ TEST(stop_freezes_hot_workers_from_attached_thread)
 {
     enum { STOPS = 200 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     stop_hot_workers_repeatedly(rt, t, 3, STOPS);
@@ -374,8 +370,7 @@ TEST(concurrent_requesters_are_serialised)
 {
     enum { STOPS = 100 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     workload load;
     workload_launch(&load, rt, 2);
     _Atomic int inside = 0;
@@ -442,8 +437,7 @@ TEST(detached_threads_do_not_delay_a_stop_and_wait_to_attach)
 {
     enum { STOPS_WHILE_DETACHED = 50 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     detached_thread d;
     memset(&d, 0, sizeof d);
     d.rt = rt;
@@ -523,8 +517,7 @@ static void *newcomer_main(void *arg)
 TEST(thread_start_during_a_stop_waits_for_the_restart)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     workload load;
     workload_launch(&load, rt, 1);
     newcomer n;
@@ -580,8 +573,7 @@ static void *detached_leaver_main(void *arg)
 TEST(detached_thread_stops_during_a_stop)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     workload load;
     workload_launch(&load, rt, 1);
     leaver l;
@@ -650,8 +642,7 @@ static void *requester_main(void *arg)
 TEST(attached_thread_stops_while_a_stop_waits_for_it)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     leaver l;
     memset(&l, 0, sizeof l);
     l.rt = rt;
@@ -732,8 +723,7 @@ TEST(churn_of_threads_during_repeated_stops)
 {
     enum { CHURNERS = 2, LIVES = 300 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     workload load;
     workload_launch(&load, rt, 1);
     churn c;

@@ -101,13 +101,6 @@ static void reset_counts(void)
     atomic_store(&copy_misuse, 0);
 }
 
-static ft_runtime *new_runtime(const ft_config *cfg)
-{
-    ft_runtime *rt = ft_runtime_new(cfg);
-    CHECK(rt != NULL);
-    return rt;
-}
-
 /* A worker: a commanded thread (tests/test_util.h) with what it knows of its copy. Once it has a
  * copy, its idle hook keeps checking, between safepoints, that the copy still holds its tag. */
 typedef struct tlbc_worker {

@@ -141,19 +141,12 @@ static void cmd_decref(commanded *w)
         ft_decref_per_thread(w->t, r->obj);
 }
 
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    return rt;
-}
-
 /* ---- enabling ------------------------------------------------------------------------------------ */
 
 TEST(enable_refuses_bad_objects)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
 
@@ -203,7 +196,7 @@ TEST(enable_refuses_bad_objects)
 TEST(enable_out_of_memory_leaves_the_object_unchanged)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_obj(a, &uniqueid_type);
@@ -235,7 +228,7 @@ TEST(enable_out_of_memory_leaves_the_object_unchanged)
 TEST(object_without_an_id_counts_normally)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_obj(a, &uniqueid_type); /* opted in, but never enabled */
@@ -264,7 +257,7 @@ TEST(object_without_an_id_counts_normally)
 TEST(merge_gives_the_exact_count)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_enabled(a);
@@ -304,7 +297,7 @@ TEST(merge_gives_the_exact_count)
 TEST(freed_exactly_when_the_last_reference_goes)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_enabled(a);
@@ -341,7 +334,7 @@ TEST(freed_exactly_when_the_last_reference_goes)
 TEST(stopping_thread_merges_its_slots)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_enabled(a);
@@ -382,7 +375,7 @@ TEST(stopping_thread_merges_its_slots)
 TEST(recycled_id_has_no_stale_slots)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded x, y;
@@ -449,7 +442,7 @@ static void cmd_decref_all(commanded *w)
 TEST(thread_arrays_grow_with_the_ids)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded x, y;
@@ -492,7 +485,7 @@ TEST(thread_arrays_grow_with_the_ids)
 TEST(merge_inside_the_callers_stop_merges_only)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_enabled(a);
@@ -537,7 +530,7 @@ TEST(merge_inside_the_callers_stop_merges_only)
 TEST(merge_core_hands_the_dead_back)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *objs[3];
@@ -621,7 +614,7 @@ TEST(reftotal_returns_to_its_start)
     printf("     (skipped: ftrt keeps the reference total only in debug builds)\n");
 #else
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     int64_t start = ft_runtime_reftotal(rt);
@@ -764,7 +757,7 @@ static void run_racers(ft_thread *a, race_shared *s, void *(*fn)(void *), intptr
 TEST(merges_race_with_counting_threads)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     race_shared s = {.rt = rt, .obj = new_enabled(a)};

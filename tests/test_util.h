@@ -9,7 +9,8 @@
  * Threads: start_thread() and join_thread() (a timed join that also fails the test if a helper
  * recorded a failure), thread_failures(); thread_identity with thread_is_parked(), which tells from
  * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
- * on a new OS thread attached to a runtime; a runtime with one attached thread (fixture); commanded
+ * on a new OS thread attached to a runtime; new_runtime(), and a runtime with one attached thread
+ * (fixture); commanded
  * workers (commanded_start/do/post/wait/finish), attached threads that run one posted command at a
  * time, pass safepoints while idle unless held (cmd_hold/resume) and may run a hook of the test's
  * after each idle safepoint (commanded_start_with).
@@ -159,6 +160,14 @@ static inline bool thread_is_parked(thread_identity *id)
 
 /* ---- runtimes and thread states ------------------------------------------------------------------ */
 
+/* A runtime (cfg: NULL for the defaults); the test fails if there is none. */
+static inline ft_runtime *new_runtime(const ft_config *cfg)
+{
+    ft_runtime *rt = ft_runtime_new(cfg);
+    CHECK(rt != NULL);
+    return rt;
+}
+
 /* A runtime with the calling thread attached to it. */
 typedef struct fixture {
     ft_runtime *rt;
@@ -167,8 +176,7 @@ typedef struct fixture {
 
 static inline fixture fixture_setup(void)
 {
-    fixture f = {ft_runtime_new(NULL), NULL};
-    CHECK(f.rt != NULL);
+    fixture f = {new_runtime(NULL), NULL};
     f.t = ft_thread_start(f.rt);
     CHECK(f.t != NULL);
     return f;
