@@ -1359,7 +1359,6 @@ static void corrupt(corruption c)
  * requires), which must report it; the child then aborts. */
 static void corrupt_and_check(void *arg)
 {
-    alarm(20);
     corrupt((corruption)(intptr_t)arg);
     ft_stop_the_world(victim.rt);
     bool page_ok = ft_page_is_valid(victim.page);
@@ -1374,7 +1373,6 @@ static void corrupt_and_check(void *arg)
  * before it visits any and must stop the process with the checker's report. */
 static void corrupt_and_walk(void *arg)
 {
-    alarm(20); /* a walk that loops on the broken list is a failure, not a hang */
     corrupt((corruption)(intptr_t)arg);
     ft_heap_stats s;
     ft_heap_get_stats(victim.rt, &s);

@@ -927,12 +927,9 @@ TEST(stop_waits_for_a_slow_safepoint)
 
 /* ---- fatal misuse -------------------------------------------------------------------------------- */
 
-enum { DEATH_TEST_ALARM_S = 20 };
-
 static void nested_stop_from_outside(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_stop_the_world(rt);
     ft_stop_the_world(rt);
@@ -941,7 +938,6 @@ static void nested_stop_from_outside(void *arg)
 static void nested_stop_from_attached_thread(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread_start(rt);
     ft_stop_the_world(rt);
@@ -957,7 +953,6 @@ TEST(death_nested_stop)
 static void start_without_stop(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_start_the_world(rt);
 }
@@ -965,7 +960,6 @@ static void start_without_stop(void *arg)
 static void start_twice(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread_start(rt);
     ft_stop_the_world(rt);

@@ -426,10 +426,6 @@ TEST(stats_count_started_threads)
 
 /* ---- fatal misuse -------------------------------------------------------------------------------- */
 
-/* Children of the death tests get an alarm, so that a hang in them fails the test (SIGALRM is not
- * SIGABRT) instead of hanging the parent. */
-enum { DEATH_TEST_ALARM_S = 20 };
-
 /* A stopped thread's state stays with the runtime (QSBR pollers read its slot without a lock) and is
  * reused, reset, by the next thread given its index; a state in use is never handed out twice. */
 TEST(stopped_state_is_reused_for_its_index)
@@ -465,7 +461,6 @@ TEST(stopped_state_is_reused_for_its_index)
 static void attach_stopped_state(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread *t = ft_thread_start(rt);
     ft_thread_stop(t);
@@ -479,7 +474,6 @@ TEST(death_use_of_a_stopped_thread_state)
 
 static void stop_someone_elses_thread(void *arg)
 {
-    alarm(DEATH_TEST_ALARM_S);
     ft_thread_stop(arg);
 }
 
@@ -505,7 +499,6 @@ TEST(death_thread_stop_from_another_os_thread)
 static void stop_with_open_critical_section(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     static ft_mutex m;
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread *t = ft_thread_start(rt);
@@ -517,7 +510,6 @@ static void stop_with_open_critical_section(void *arg)
 static void stop_with_open_two_mutex_section(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     static ft_mutex a, b;
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread *t = ft_thread_start(rt);
@@ -529,7 +521,6 @@ static void stop_with_open_two_mutex_section(void *arg)
 static void stop_detached_with_open_critical_section(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     static ft_mutex m;
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread *t = ft_thread_start(rt);
