@@ -108,16 +108,6 @@ static bool all_freed_once(void)
     return atomic_load(&total_freed) == n && atomic_load(&bad_deallocs) == 0;
 }
 
-/* A barrier wait that does not hold up a stop-the-world. */
-static void barrier_detached(ft_thread *t, pthread_barrier_t *b)
-{
-    if (t)
-        ft_detach(t);
-    pthread_barrier_wait(b);
-    if (t)
-        ft_attach(t);
-}
-
 static uintptr_t pending_bits(ft_thread *t)
 {
     return atomic_load_explicit(&((struct ft_thread_head *)t)->pending, memory_order_relaxed);

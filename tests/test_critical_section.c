@@ -549,10 +549,7 @@ static void *teller_main(void *arg)
         pthread_barrier_wait(&bk->start_line);
         return NULL;
     }
-    /* Detached at the start line: a stop must not wait for a thread blocked there. */
-    ft_detach(t);
-    pthread_barrier_wait(&bk->start_line);
-    ft_attach(t);
+    barrier_detached(t, &bk->start_line);
     atomic_fetch_add(&bk->tellers_started, 1);
     for (int n = 0; bk->transfers_per_teller ? n < bk->transfers_per_teller
                                              : !atomic_load_explicit(&bk->quit, memory_order_relaxed);

@@ -438,9 +438,7 @@ static void *pair_member(void *arg)
     pair *p = arg;
     ft_thread *t = ft_thread_start(p->rt);
     CHECK_THREAD(t != NULL);
-    ft_detach(t);
-    pthread_barrier_wait(&p->both_started);
-    ft_attach(t);
+    barrier_detached(t, &p->both_started);
     int me = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
     allocate_blocks(t, p->sets[me]);
     ft_thread_stop(t);

@@ -862,9 +862,7 @@ static void *static_user(void *arg)
 static void attached_static_user(ft_thread *t, void *arg)
 {
     ro_args *a = arg;
-    ft_detach(t);
-    pthread_barrier_wait(a->start);
-    ft_attach(t);
+    barrier_detached(t, a->start);
     for (int round = 0; round < 4; round++) {
         use_static_object(a);
         ft_safepoint(t);

@@ -602,9 +602,7 @@ static void *drop_with_failure(void *arg)
     drop_job *j = arg;
     ft_thread *t = ft_thread_start(j->rt);
     CHECK_THREAD(t != NULL);
-    ft_detach(t);
-    pthread_barrier_wait(&j->armed); /* started before the failure is armed */
-    ft_attach(t);
+    barrier_detached(t, &j->armed); /* started before the failure is armed */
     ft_debug_fail_allocation(j->rt, j->n);
     ft_decref(j->o);
     j->injected = failure_was_injected(j->rt);

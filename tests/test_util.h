@@ -7,7 +7,7 @@
  * this header.
  *
  * Threads: start_thread() and join_thread() (a timed join that also fails the test if a helper
- * recorded a failure), thread_failures(); thread_identity with thread_is_parked(), which tells from
+ * recorded a failure), thread_failures(); barrier_detached(); thread_identity with thread_is_parked(), which tells from
  * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
  * on a new OS thread attached to a runtime; new_runtime(), and a runtime with one attached thread
  * (fixture); commanded
@@ -112,6 +112,17 @@ static inline void join_thread(pthread_t thread)
     deadline.tv_sec += WAIT_LIMIT_S;
     CHECK_EQ(pthread_timedjoin_np(thread, NULL, &deadline), 0);
     check_helpers_ok();
+}
+
+/* Wait at barrier b detached (t: the caller's attached state, or NULL), so that the wait never holds
+ * up a stop-the-world. */
+static inline void barrier_detached(ft_thread *t, pthread_barrier_t *b)
+{
+    if (t)
+        ft_detach(t);
+    pthread_barrier_wait(b);
+    if (t)
+        ft_attach(t);
 }
 
 /* A thread whose parking the main thread must observe publishes its kernel id and the address of
