@@ -223,11 +223,8 @@ TEST(drop_on_another_thread_while_the_owner_runs)
         CHECK_EQ(atomic_load(&freed_by[id]), atomic_load(&h.owner_os));
     }
     barrier_detached(t, &h.barrier);
-    ft_detach(t);
-    pthread_join(owner, NULL);
-    ft_attach(t);
+    join_detached(t, &owner, 1);
     pthread_barrier_destroy(&h.barrier);
-    CHECK_THREADS_OK();
     CHECK(all_freed_once());
     check_heap_empty(rt);
     ft_thread_stop(t);
@@ -1064,11 +1061,7 @@ TEST(objects_bounced_between_threads)
         ft_safepoint(t);
         sched_yield();
     }
-    ft_detach(t);
-    for (int i = 0; i < BOUNCERS; i++)
-        pthread_join(th[i], NULL);
-    ft_attach(t);
-    CHECK_THREADS_OK();
+    join_detached(t, th, BOUNCERS);
     for (int i = 0; i < SLOTS; i++) {
         ft_object *o = atomic_exchange(&b.slots[i], NULL);
         if (o) {

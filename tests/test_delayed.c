@@ -1034,11 +1034,7 @@ TEST(readers_never_see_a_retired_block_reused)
         ft_safepoint(w);
     }
     atomic_store(&s.writer_done, true);
-    ft_detach(w);
-    for (int i = 0; i < SWAP_READERS; i++)
-        pthread_join(readers[i], NULL);
-    ft_attach(w);
-    CHECK_THREADS_OK();
+    join_detached(w, readers, SWAP_READERS);
     CHECK(atomic_load(&s.reads) > 0);
     ft_free(w, atomic_load(&s.current));
     quiesce(s.rt, w);

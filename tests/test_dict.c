@@ -924,11 +924,7 @@ TEST(hot_keys_replaced_under_readers)
         ft_safepoint(w);
     }
     atomic_store(&h.done, true);
-    ft_detach(w);
-    for (int i = 0; i < HOT_READERS; i++)
-        pthread_join(readers[i], NULL);
-    ft_attach(w);
-    CHECK_THREADS_OK();
+    join_detached(w, readers, HOT_READERS);
     CHECK_EQ(ft_dict_size(h.d), 2);
     ft_decref(ft_dict_as_object(h.d));
     ft_decref(keys[0]);

@@ -375,9 +375,7 @@ TEST(slot_growth_failure_fails_the_start_only)
     ft_debug_fail_allocation(rt, 2);
     pthread_t th;
     CHECK(pthread_create(&th, NULL, try_start, &s) == 0);
-    ft_detach(a);
-    pthread_join(th, NULL);
-    ft_attach(a);
+    join_detached(a, &th, 1);
     ft_debug_fail_allocation(rt, -1);
     CHECK(s.t == NULL);
     CHECK_EQ(s.error, FT_ENOMEM);

@@ -246,11 +246,7 @@ static void run_own_threads(ft_thread *a, own_shared *s)
         args[i] = (own_arg){s, i};
         CHECK(pthread_create(&threads[i], NULL, own_main, &args[i]) == 0);
     }
-    ft_detach(a);
-    for (int i = 0; i < OWN_THREADS; i++)
-        pthread_join(threads[i], NULL);
-    ft_attach(a);
-    CHECK_THREADS_OK();
+    join_detached(a, threads, OWN_THREADS);
 }
 
 TEST(each_thread_specialises_its_own_copy)

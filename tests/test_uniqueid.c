@@ -746,11 +746,7 @@ static void run_racers(ft_thread *a, race_shared *s, void *(*fn)(void *), intptr
         atomic_fetch_add(&s->merges, 1);
         sched_yield();
     }
-    ft_detach(a);
-    for (int i = 0; i < RACE_THREADS; i++)
-        pthread_join(threads[i], NULL);
-    ft_attach(a);
-    CHECK_THREADS_OK();
+    join_detached(a, threads, RACE_THREADS);
     CHECK(atomic_load(&s->merges) >= RACE_MIN_MERGES);
 }
 

@@ -7,7 +7,7 @@
  * this header.
  *
  * Threads: start_thread() and join_thread() (a timed join that also fails the test if a helper
- * recorded a failure), thread_failures(); barrier_detached(); thread_identity with thread_is_parked(), which tells from
+ * recorded a failure), thread_failures(); join_detached() and barrier_detached(); thread_identity with thread_is_parked(), which tells from
  * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
  * on a new OS thread attached to a runtime; new_runtime(), and a runtime with one attached thread
  * (fixture); commanded
@@ -112,6 +112,19 @@ static inline void join_thread(pthread_t thread)
     deadline.tv_sec += WAIT_LIMIT_S;
     CHECK_EQ(pthread_timedjoin_np(thread, NULL, &deadline), 0);
     check_helpers_ok();
+}
+
+/* Join n threads with self (the caller's attached state, or NULL) detached meanwhile, so that it
+ * never holds up a stop-the-world they make; then fail the test if one of them recorded a failure. */
+static inline void join_detached(ft_thread *self, const pthread_t *threads, int n)
+{
+    if (self)
+        ft_detach(self);
+    for (int i = 0; i < n; i++)
+        pthread_join(threads[i], NULL);
+    if (self)
+        ft_attach(self);
+    CHECK_THREADS_OK();
 }
 
 /* Wait at barrier b detached (t: the caller's attached state, or NULL), so that the wait never holds
