@@ -7,13 +7,13 @@
  * this header.
  *
  * Threads: start_thread() and join_thread() (a timed join that also fails the test if a helper
- * recorded a failure), thread_failures(); join_detached() and barrier_detached(); thread_identity with thread_is_parked(), which tells from
- * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
- * on a new OS thread attached to a runtime; new_runtime(), and a runtime with one attached thread
- * (fixture); commanded
- * workers (commanded_start/do/post/wait/finish), attached threads that run one posted command at a
- * time, pass safepoints while idle unless held (cmd_hold/resume) and may run a hook of the test's
- * after each idle safepoint (commanded_start_with).
+ * recorded a failure), thread_failures(); join_detached() and barrier_detached(), which wait with the
+ * caller detached; thread_identity with thread_is_parked(), which tells from /proc that a thread is
+ * really parked, and all_parked(); on_other_thread() and run_on_new_thread(), which run one step on
+ * a new OS thread attached to a runtime; new_runtime(), and a runtime with one attached thread
+ * (fixture); commanded workers (commanded_start/do/post/wait/finish), attached threads that run one
+ * posted command at a time, pass safepoints while idle unless held (cmd_hold/resume) and may run a
+ * hook of the test's after each idle safepoint (commanded_start_with).
  *
  * Statistics: stats_of() (the heap's) and thread_count() (the runtime's). */
 #ifndef FTRT_TEST_UTIL_H
@@ -180,6 +180,14 @@ static inline bool thread_is_parked(thread_identity *id)
         return false;
     uintptr_t frame = (uintptr_t)atomic_load(&id->frame);
     return word < frame && frame - word < ((uintptr_t)1 << 20);
+}
+
+static inline bool all_parked(thread_identity *ids, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!thread_is_parked(&ids[i]))
+            return false;
+    return true;
 }
 
 /* ---- runtimes and thread states ------------------------------------------------------------------ */
