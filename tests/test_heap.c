@@ -953,8 +953,7 @@ TEST(walks_and_statistics_see_through_remote_batches)
     CHECK_EQ(s.remote_frees, 4 * HELD);
     commanded_finish(f.t, &raw_freer);
     commanded_finish(f.t, &object_dropper);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 static void cmd_allocate_held(commanded *w)
@@ -1009,8 +1008,7 @@ static void owner_and_freer(push_by how)
     if (how == PUSH_BY_DETACH)
         commanded_finish(f.t, &freer);
     CHECK_EQ(stats_of(f.rt).live_blocks, 0);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(owner_finds_its_pages_empty_once_the_batch_is_pushed)
@@ -1139,8 +1137,7 @@ TEST(large_pages_freed_remotely_come_back_on_any_slow_path)
     for (int i = 0; i < kept.n; i++)
         ft_free(f.t, kept.blocks[i]);
     commanded_finish(f.t, &consumer);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- fork ---------------------------------------------------------------------------------------- */
@@ -1214,8 +1211,7 @@ TEST(fork_child_abandons_the_vanished_threads_heaps)
     }
     ft_heap_stats s = stats_of(f.rt);
     CHECK_EQ(s.live_blocks, 0);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- the owner's fast free: owner_tid ------------------------------------------------------------- */

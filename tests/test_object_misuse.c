@@ -574,8 +574,7 @@ static void fast_path_and_the_failure_hook(alloc_kind kind)
     release(f.t, kind, p);
     CHECK_EQ(stats_of(f.rt).live_blocks, live);
     CHECK_EQ(reftotal(f.rt), 0);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(fast_path_allocation_and_the_failure_hook)

@@ -239,47 +239,44 @@ static void *probe_held(void *arg)
 
 TEST(cores_run_inside_the_callers_stop)
 {
-    ft_runtime *rt = new_runtime(NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    uint64_t stops = stw_count(rt);
+    fixture f = fixture_setup();
+    uint64_t stops = stw_count(f.rt);
 
-    CHECK(!ft_stw_held_by_caller(rt));
-    bool stopped = ft_stw_stop_unless_held(rt);
+    CHECK(!ft_stw_held_by_caller(f.rt));
+    bool stopped = ft_stw_stop_unless_held(f.rt);
     CHECK(stopped);
-    CHECK(ft_stw_held_by_caller(rt));
-    CHECK(!ft_stw_stop_unless_held(rt)); /* nested: nothing to do, nothing to undo */
+    CHECK(ft_stw_held_by_caller(f.rt));
+    CHECK(!ft_stw_stop_unless_held(f.rt)); /* nested: nothing to do, nothing to undo */
     ft_qsbr_stats qs;
-    ft_qsbr_get_stats(rt, &qs);
+    ft_qsbr_get_stats(f.rt, &qs);
     ft_heap_stats hs;
-    ft_heap_get_stats(rt, &hs);
-    CHECK_EQ(ft_uniqueid_merge(rt), 0);
-    CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
-    CHECK(ft_stw_held_by_caller(rt));
-    ft_start_the_world(rt);
-    CHECK(!ft_stw_held_by_caller(rt));
-    CHECK_EQ(stw_count(rt), stops + 1);
+    ft_heap_get_stats(f.rt, &hs);
+    CHECK_EQ(ft_uniqueid_merge(f.rt), 0);
+    CHECK_EQ(ft_tlbc_clear_unused(f.rt), 0);
+    CHECK(ft_stw_held_by_caller(f.rt));
+    ft_start_the_world(f.rt);
+    CHECK(!ft_stw_held_by_caller(f.rt));
+    CHECK_EQ(stw_count(f.rt), stops + 1);
 
     /* Another OS thread does not hold this thread's stop. */
-    held_probe probe = {rt, true};
-    ft_stop_the_world(rt);
+    held_probe probe = {f.rt, true};
+    ft_stop_the_world(f.rt);
     pthread_t th;
     int rc = pthread_create(&th, NULL, probe_held, &probe);
     if (rc == 0)
         pthread_join(th, NULL);
-    ft_start_the_world(rt);
+    ft_start_the_world(f.rt);
     CHECK_EQ(rc, 0);
     CHECK(!probe.held);
 
     /* Outside a stop, the calls stop the world themselves, once each. */
-    stops = stw_count(rt);
-    ft_qsbr_get_stats(rt, &qs);
-    ft_heap_get_stats(rt, &hs);
-    CHECK_EQ(ft_uniqueid_merge(rt), 0);
-    CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
-    CHECK_EQ(stw_count(rt), stops + 4);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    stops = stw_count(f.rt);
+    ft_qsbr_get_stats(f.rt, &qs);
+    ft_heap_get_stats(f.rt, &hs);
+    CHECK_EQ(ft_uniqueid_merge(f.rt), 0);
+    CHECK_EQ(ft_tlbc_clear_unused(f.rt), 0);
+    CHECK_EQ(stw_count(f.rt), stops + 4);
+    fixture_teardown(f);
 }
 
 /* Stop a world of hot workers STOPS times; requester is NULL (outside) or an attached state. */
@@ -322,15 +319,12 @@ TEST(stop_freezes_hot_workers_from_attached_thread)
 {
     enum { STOPS = 200 };
     int failures = thread_failures();
-    ft_runtime *rt = new_runtime(NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    stop_hot_workers_repeatedly(rt, t, 3, STOPS);
+    fixture f = fixture_setup();
+    stop_hot_workers_repeatedly(f.rt, f.t, 3, STOPS);
     CHECK_EQ(thread_failures(), failures);
-    CHECK(ft_thread_current() == t);
-    CHECK_EQ(stw_count(rt), STOPS);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    CHECK(ft_thread_current() == f.t);
+    CHECK_EQ(stw_count(f.rt), STOPS);
+    fixture_teardown(f);
 }
 
 /* Two requesters on one runtime, one attached and one outside, take turns: stops are serialised. */

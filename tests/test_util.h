@@ -214,6 +214,13 @@ static inline fixture fixture_setup(void)
     return f;
 }
 
+/* Stop the thread state and free the runtime, which must have no other thread left. */
+static inline void fixture_teardown(fixture f)
+{
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+}
+
 typedef void (*step_fn)(ft_thread *t, void *arg);
 
 typedef struct step_helper {
