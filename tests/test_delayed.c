@@ -71,18 +71,10 @@ static void quiesce(ft_runtime *rt, ft_thread *t)
 }
 
 /* An object type whose deallocs are counted. */
-static _Atomic int64_t counted_deallocs;
-
-static void counted_dealloc(ft_object *self)
-{
-    (void)self;
-    atomic_fetch_add(&counted_deallocs, 1);
-}
-
 static const ft_type counted_type = {
     .name = "counted",
     .basic_size = sizeof(ft_object) + 16,
-    .dealloc = counted_dealloc,
+    .dealloc = count_dealloc,
 };
 
 static void fill(uint64_t *p, size_t words, uint64_t pattern)

@@ -15,6 +15,8 @@
  * posted command at a time, pass safepoints while idle unless held (cmd_hold/resume) and may run a
  * hook of the test's after each idle safepoint (commanded_start_with).
  *
+ * Objects: count_dealloc, a dealloc that counts in counted_deallocs.
+ *
  * Statistics: stats_of() (the heap's) and thread_count() (the runtime's). */
 #ifndef FTRT_TEST_UTIL_H
 #define FTRT_TEST_UTIL_H
@@ -263,6 +265,18 @@ static inline void run_on_new_thread(ft_runtime *rt, ft_thread *self, step_fn fn
 static inline void on_other_thread(ft_thread *self, step_fn fn, void *arg)
 {
     run_on_new_thread(ft_thread_runtime(self), self, fn, arg);
+}
+
+/* ---- objects ------------------------------------------------------------------------------------- */
+
+/* A type whose .dealloc is count_dealloc counts its deallocs in counted_deallocs, which the test
+ * zeroes before it counts. */
+static _Atomic int counted_deallocs;
+
+static inline void count_dealloc(ft_object *o)
+{
+    (void)o;
+    atomic_fetch_add(&counted_deallocs, 1);
 }
 
 /* ---- statistics ---------------------------------------------------------------------------------- */
