@@ -302,7 +302,7 @@ static lookup_shared *lookup_fixture_new(const bench_config *cfg)
 static void lookup_fixture_free(lookup_shared *s)
 {
     ft_attach(s->main_thread);
-    ft_decref((ft_object *)s->dict); /* a dictionary is an object (ftrt/dict.h) */
+    ft_decref(ft_dict_as_object(s->dict));
     for (size_t i = 0; i < DICT_KEYS; i++) {
         ft_decref(s->keys[i]);
         ft_decref(s->values[i]);

@@ -482,7 +482,7 @@ static void check_contents(ft_thread *t, final_check *f)
 /* Drop everything main holds, then let the delayed frees and decrefs run until none is left. */
 static void drop_all(ft_thread *t, final_check *f)
 {
-    ft_decref((ft_object *)world.dict); /* a dictionary is an object (ftrt/dict.h) */
+    ft_decref(ft_dict_as_object(world.dict));
     world.dict = NULL;
     for (size_t i = 0; i < KEY_COUNT; i++)
         ft_decref(world.probes[i]);

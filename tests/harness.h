@@ -3,7 +3,8 @@
  * A test file defines test functions with TEST(name), lists them in main() with RUN(name), and ends
  * with `return harness_done();`, which prints "N passed, N failed" and exits non-zero on any failure.
  * CHECK* record a failure with file and line and end the current test. Death tests run a function in a
- * forked child and check that it aborts with a message on stderr that contains the expected text. */
+ * forked child (under an alarm) and check that it aborts with a message on stderr that contains the
+ * expected text. */
 #ifndef FTRT_TEST_HARNESS_H
 #define FTRT_TEST_HARNESS_H
 
@@ -84,6 +85,10 @@ static _Atomic int harness_thread_failures HARNESS_UNUSED;
 /* Call in the main thread after joining helpers. */
 #define CHECK_THREADS_OK() CHECK_EQ(harness_thread_failures, 0)
 
+/* How long a death test's child may run: one that hangs instead of aborting dies by SIGALRM, which
+ * fails the test, rather than hanging the parent that waits for it. */
+#define HARNESS_DEATH_ALARM_S 20
+
 /* Run fn(arg) in a forked child; pass if the child dies by SIGABRT and its stderr contains each of
  * the NULL-terminated expected strings. */
 static inline int harness_death(void (*fn)(void *), void *arg, const char *const *expected)
@@ -97,6 +102,7 @@ static inline int harness_death(void (*fn)(void *), void *arg, const char *const
     if (pid == 0) {
         dup2(fds[1], 2);
         close(fds[0]);
+        alarm(HARNESS_DEATH_ALARM_S);
         fn(arg);
         _exit(0); /* fn returned: not a death */
     }

@@ -108,16 +108,6 @@ static bool all_freed_once(void)
     return atomic_load(&total_freed) == n && atomic_load(&bad_deallocs) == 0;
 }
 
-/* A barrier wait that does not hold up a stop-the-world. */
-static void barrier_detached(ft_thread *t, pthread_barrier_t *b)
-{
-    if (t)
-        ft_detach(t);
-    pthread_barrier_wait(b);
-    if (t)
-        ft_attach(t);
-}
-
 static uintptr_t pending_bits(ft_thread *t)
 {
     return atomic_load_explicit(&((struct ft_thread_head *)t)->pending, memory_order_relaxed);
@@ -233,11 +223,8 @@ TEST(drop_on_another_thread_while_the_owner_runs)
         CHECK_EQ(atomic_load(&freed_by[id]), atomic_load(&h.owner_os));
     }
     barrier_detached(t, &h.barrier);
-    ft_detach(t);
-    pthread_join(owner, NULL);
-    ft_attach(t);
+    join_detached(t, &owner, 1);
     pthread_barrier_destroy(&h.barrier);
-    CHECK_THREADS_OK();
     CHECK(all_freed_once());
     check_heap_empty(rt);
     ft_thread_stop(t);
@@ -1074,11 +1061,7 @@ TEST(objects_bounced_between_threads)
         ft_safepoint(t);
         sched_yield();
     }
-    ft_detach(t);
-    for (int i = 0; i < BOUNCERS; i++)
-        pthread_join(th[i], NULL);
-    ft_attach(t);
-    CHECK_THREADS_OK();
+    join_detached(t, th, BOUNCERS);
     for (int i = 0; i < SLOTS; i++) {
         ft_object *o = atomic_exchange(&b.slots[i], NULL);
         if (o) {

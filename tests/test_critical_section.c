@@ -47,163 +47,148 @@ static bool is_free(ft_mutex *m)
 
 TEST(begin_and_end_lock_and_unlock)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
+    fixture f = fixture_setup();
     ft_mutex m = {0};
 
     ft_critical_section cs;
-    ft_critical_section_begin(t, &cs, &m);
+    ft_critical_section_begin(f.t, &cs, &m);
     CHECK(ft_mutex_is_locked(&m));
-    CHECK(ft_critical_section_holds(t, &m));
+    CHECK(ft_critical_section_holds(f.t, &m));
     CHECK(cs.mutex == &m);
-    ft_safepoint(t);
+    ft_safepoint(f.t);
     CHECK(ft_mutex_is_locked(&m));
-    ft_critical_section_end(t, &cs);
+    ft_critical_section_end(f.t, &cs);
     CHECK(!ft_mutex_is_locked(&m));
-    CHECK(!ft_critical_section_holds(t, &m));
+    CHECK(!ft_critical_section_holds(f.t, &m));
     CHECK(is_free(&m));
 
     /* Many rounds on the fast path leave nothing behind. */
     for (int i = 0; i < 1000; i++) {
-        ft_critical_section_begin(t, &cs, &m);
-        ft_critical_section_end(t, &cs);
+        ft_critical_section_begin(f.t, &cs, &m);
+        ft_critical_section_end(f.t, &cs);
     }
     CHECK(!ft_mutex_is_locked(&m));
 
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(nested_sections_on_two_mutexes)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
+    fixture f = fixture_setup();
     ft_mutex outer_mutex = {0}, inner_mutex = {0};
 
     ft_critical_section outer, inner;
-    ft_critical_section_begin(t, &outer, &outer_mutex);
-    ft_critical_section_begin(t, &inner, &inner_mutex);
+    ft_critical_section_begin(f.t, &outer, &outer_mutex);
+    ft_critical_section_begin(f.t, &inner, &inner_mutex);
     CHECK(ft_mutex_is_locked(&outer_mutex));
     CHECK(ft_mutex_is_locked(&inner_mutex));
     /* Only the innermost section counts for holds. */
-    CHECK(ft_critical_section_holds(t, &inner_mutex));
-    CHECK(!ft_critical_section_holds(t, &outer_mutex));
+    CHECK(ft_critical_section_holds(f.t, &inner_mutex));
+    CHECK(!ft_critical_section_holds(f.t, &outer_mutex));
 
-    ft_critical_section_end(t, &inner);
+    ft_critical_section_end(f.t, &inner);
     CHECK(!ft_mutex_is_locked(&inner_mutex));
     CHECK(ft_mutex_is_locked(&outer_mutex));
-    CHECK(ft_critical_section_holds(t, &outer_mutex));
-    ft_critical_section_end(t, &outer);
+    CHECK(ft_critical_section_holds(f.t, &outer_mutex));
+    ft_critical_section_end(f.t, &outer);
     CHECK(!ft_mutex_is_locked(&outer_mutex));
 
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(reentry_on_a_held_mutex_is_a_no_op)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
+    fixture f = fixture_setup();
     ft_mutex m = {0}, other = {0};
 
     ft_critical_section outer, inner, innermost;
-    ft_critical_section_begin(t, &outer, &m);
-    ft_critical_section_begin(t, &inner, &m); /* would self-deadlock if it locked */
+    ft_critical_section_begin(f.t, &outer, &m);
+    ft_critical_section_begin(f.t, &inner, &m); /* would self-deadlock if it locked */
     CHECK(inner.mutex == NULL);
-    CHECK(ft_critical_section_holds(t, &m));
-    ft_critical_section_begin(t, &innermost, &m);
+    CHECK(ft_critical_section_holds(f.t, &m));
+    ft_critical_section_begin(f.t, &innermost, &m);
     CHECK(innermost.mutex == NULL);
-    ft_critical_section_end(t, &innermost);
-    ft_critical_section_end(t, &inner);
+    ft_critical_section_end(f.t, &innermost);
+    ft_critical_section_end(f.t, &inner);
     /* The outer section still holds it. */
     CHECK(ft_mutex_is_locked(&m));
-    CHECK(ft_critical_section_holds(t, &m));
-    ft_critical_section_end(t, &outer);
+    CHECK(ft_critical_section_holds(f.t, &m));
+    ft_critical_section_end(f.t, &outer);
     CHECK(!ft_mutex_is_locked(&m));
 
     /* Either mutex of a two-mutex section counts as held by it. */
     ft_critical_section2 pair;
-    ft_critical_section_begin(t, &outer, &other);
-    ft_critical_section2_begin(t, &pair, &m, &other);
-    CHECK(ft_critical_section_holds(t, &m));
-    CHECK(ft_critical_section_holds(t, &other));
-    ft_critical_section_begin(t, &inner, &m);
+    ft_critical_section_begin(f.t, &outer, &other);
+    ft_critical_section2_begin(f.t, &pair, &m, &other);
+    CHECK(ft_critical_section_holds(f.t, &m));
+    CHECK(ft_critical_section_holds(f.t, &other));
+    ft_critical_section_begin(f.t, &inner, &m);
     CHECK(inner.mutex == NULL);
-    ft_critical_section_end(t, &inner);
-    ft_critical_section_begin(t, &inner, &other);
+    ft_critical_section_end(f.t, &inner);
+    ft_critical_section_begin(f.t, &inner, &other);
     CHECK(inner.mutex == NULL);
-    ft_critical_section_end(t, &inner);
+    ft_critical_section_end(f.t, &inner);
     CHECK(ft_mutex_is_locked(&m));
     CHECK(ft_mutex_is_locked(&other));
-    ft_critical_section2_end(t, &pair);
+    ft_critical_section2_end(f.t, &pair);
     /* The outer section on `other` is active again. */
     CHECK(!ft_mutex_is_locked(&m));
     CHECK(ft_mutex_is_locked(&other));
-    CHECK(ft_critical_section_holds(t, &other));
-    ft_critical_section_end(t, &outer);
+    CHECK(ft_critical_section_holds(f.t, &other));
+    ft_critical_section_end(f.t, &outer);
     CHECK(!ft_mutex_is_locked(&other));
 
     /* Re-entry is judged on the innermost section only: an outer holder does not make it a no-op,
      * so the inner section really waits for the mutex, and gets it after the outer one is
      * suspended by the wait. */
-    ft_critical_section_begin(t, &outer, &m);
-    ft_critical_section_begin(t, &inner, &other);
-    CHECK(!ft_critical_section_holds(t, &m));
-    ft_critical_section_begin(t, &innermost, &m);
+    ft_critical_section_begin(f.t, &outer, &m);
+    ft_critical_section_begin(f.t, &inner, &other);
+    CHECK(!ft_critical_section_holds(f.t, &m));
+    ft_critical_section_begin(f.t, &innermost, &m);
     CHECK(innermost.mutex == &m);
     CHECK(ft_mutex_is_locked(&m));
-    CHECK(ft_critical_section_holds(t, &m));
-    ft_critical_section_end(t, &innermost);
-    ft_critical_section_end(t, &inner);
-    ft_critical_section_end(t, &outer);
+    CHECK(ft_critical_section_holds(f.t, &m));
+    ft_critical_section_end(f.t, &innermost);
+    ft_critical_section_end(f.t, &inner);
+    ft_critical_section_end(f.t, &outer);
     CHECK(!ft_mutex_is_locked(&m));
     CHECK(!ft_mutex_is_locked(&other));
 
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(two_mutex_sections_lock_in_address_order)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
+    fixture f = fixture_setup();
     ft_mutex pair[2] = {{0}, {0}}; /* pair[0] has the lower address */
     ft_mutex *low = &pair[0], *high = &pair[1];
 
     for (int order = 0; order < 2; order++) {
         ft_critical_section2 cs;
         if (order == 0)
-            ft_critical_section2_begin(t, &cs, low, high);
+            ft_critical_section2_begin(f.t, &cs, low, high);
         else
-            ft_critical_section2_begin(t, &cs, high, low);
+            ft_critical_section2_begin(f.t, &cs, high, low);
         CHECK(ft_mutex_is_locked(low));
         CHECK(ft_mutex_is_locked(high));
         CHECK(cs.base.mutex == low);
         CHECK(cs.mutex2 == high);
-        CHECK(ft_critical_section_holds(t, low));
-        CHECK(ft_critical_section_holds(t, high));
-        ft_critical_section2_end(t, &cs);
+        CHECK(ft_critical_section_holds(f.t, low));
+        CHECK(ft_critical_section_holds(f.t, high));
+        ft_critical_section2_end(f.t, &cs);
         CHECK(!ft_mutex_is_locked(low));
         CHECK(!ft_mutex_is_locked(high));
-        CHECK(!ft_critical_section_holds(t, low));
+        CHECK(!ft_critical_section_holds(f.t, low));
     }
 
     /* The same mutex twice is one mutex: locked once, unlocked once (a second unlock is fatal). */
     ft_critical_section2 same;
-    ft_critical_section2_begin(t, &same, low, low);
+    ft_critical_section2_begin(f.t, &same, low, low);
     CHECK(ft_mutex_is_locked(low));
-    CHECK(ft_critical_section_holds(t, low));
+    CHECK(ft_critical_section_holds(f.t, low));
     CHECK(!ft_mutex_is_locked(high));
-    CHECK(!ft_critical_section_holds(t, high));
-    ft_critical_section2_end(t, &same);
+    CHECK(!ft_critical_section_holds(f.t, high));
+    ft_critical_section2_end(f.t, &same);
     CHECK(!ft_mutex_is_locked(low));
     CHECK(is_free(low));
 
@@ -212,106 +197,101 @@ TEST(two_mutex_sections_lock_in_address_order)
      * outer section holds its mutex again and the other one is free. */
     ft_critical_section outer;
     ft_critical_section2 inner;
-    ft_critical_section_begin(t, &outer, low);
-    ft_critical_section2_begin(t, &inner, high, low);
+    ft_critical_section_begin(f.t, &outer, low);
+    ft_critical_section2_begin(f.t, &inner, high, low);
     CHECK(ft_mutex_is_locked(low));
     CHECK(ft_mutex_is_locked(high));
-    CHECK(ft_critical_section_holds(t, low));
-    CHECK(ft_critical_section_holds(t, high));
-    ft_critical_section2_end(t, &inner);
+    CHECK(ft_critical_section_holds(f.t, low));
+    CHECK(ft_critical_section_holds(f.t, high));
+    ft_critical_section2_end(f.t, &inner);
     CHECK(ft_mutex_is_locked(low));
     CHECK(!ft_mutex_is_locked(high));
-    CHECK(ft_critical_section_holds(t, low));
-    ft_critical_section_end(t, &outer);
+    CHECK(ft_critical_section_holds(f.t, low));
+    ft_critical_section_end(f.t, &outer);
     CHECK(!ft_mutex_is_locked(low));
 
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(detach_suspends_every_section_and_attach_resumes_the_top)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
+    fixture f = fixture_setup();
     ft_mutex a = {0}, b = {0}, c = {0};
 
     /* Two one-mutex sections. */
     ft_critical_section outer, inner;
-    ft_critical_section_begin(t, &outer, &a);
-    ft_critical_section_begin(t, &inner, &b);
-    ft_detach(t);
+    ft_critical_section_begin(f.t, &outer, &a);
+    ft_critical_section_begin(f.t, &inner, &b);
+    ft_detach(f.t);
     CHECK(!ft_mutex_is_locked(&a));
     CHECK(!ft_mutex_is_locked(&b));
     CHECK(is_free(&a)); /* really released: anyone may take them meanwhile */
     CHECK(is_free(&b));
-    ft_attach(t);
+    ft_attach(f.t);
     CHECK(ft_mutex_is_locked(&b));  /* the top one is locked again */
     CHECK(!ft_mutex_is_locked(&a)); /* the outer one only when it is the top again */
-    CHECK(ft_critical_section_holds(t, &b));
-    ft_critical_section_end(t, &inner);
+    CHECK(ft_critical_section_holds(f.t, &b));
+    ft_critical_section_end(f.t, &inner);
     CHECK(!ft_mutex_is_locked(&b));
     CHECK(ft_mutex_is_locked(&a)); /* resumed by the end of the inner one */
-    CHECK(ft_critical_section_holds(t, &a));
-    ft_critical_section_end(t, &outer);
+    CHECK(ft_critical_section_holds(f.t, &a));
+    ft_critical_section_end(f.t, &outer);
     CHECK(!ft_mutex_is_locked(&a));
 
     /* A two-mutex section on top of a one-mutex section, detached twice over. */
     ft_critical_section2 top;
-    ft_critical_section_begin(t, &outer, &a);
-    ft_critical_section2_begin(t, &top, &c, &b);
+    ft_critical_section_begin(f.t, &outer, &a);
+    ft_critical_section2_begin(f.t, &top, &c, &b);
     for (int i = 0; i < 2; i++) {
-        ft_detach(t);
+        ft_detach(f.t);
         CHECK(!ft_mutex_is_locked(&a));
         CHECK(!ft_mutex_is_locked(&b));
         CHECK(!ft_mutex_is_locked(&c));
-        ft_attach(t);
+        ft_attach(f.t);
         CHECK(!ft_mutex_is_locked(&a));
         CHECK(ft_mutex_is_locked(&b));
         CHECK(ft_mutex_is_locked(&c));
     }
-    ft_critical_section2_end(t, &top);
+    ft_critical_section2_end(f.t, &top);
     CHECK(!ft_mutex_is_locked(&b));
     CHECK(!ft_mutex_is_locked(&c));
     CHECK(ft_mutex_is_locked(&a));
-    ft_critical_section_end(t, &outer);
+    ft_critical_section_end(f.t, &outer);
     CHECK(!ft_mutex_is_locked(&a));
 
     /* A no-op re-entry on top: the record that really holds the mutex is resumed. */
-    ft_critical_section_begin(t, &outer, &a);
-    ft_critical_section_begin(t, &inner, &a);
-    ft_detach(t);
+    ft_critical_section_begin(f.t, &outer, &a);
+    ft_critical_section_begin(f.t, &inner, &a);
+    ft_detach(f.t);
     CHECK(!ft_mutex_is_locked(&a));
-    ft_attach(t);
+    ft_attach(f.t);
     CHECK(ft_mutex_is_locked(&a));
-    ft_critical_section_end(t, &inner);
+    ft_critical_section_end(f.t, &inner);
     CHECK(ft_mutex_is_locked(&a));
-    ft_critical_section_end(t, &outer);
+    ft_critical_section_end(f.t, &outer);
     CHECK(!ft_mutex_is_locked(&a));
 
     /* Three deep: each end resumes exactly the next one out. */
     ft_critical_section s1, s2, s3;
-    ft_critical_section_begin(t, &s1, &a);
-    ft_critical_section_begin(t, &s2, &b);
-    ft_critical_section_begin(t, &s3, &c);
-    ft_detach(t);
-    ft_attach(t);
+    ft_critical_section_begin(f.t, &s1, &a);
+    ft_critical_section_begin(f.t, &s2, &b);
+    ft_critical_section_begin(f.t, &s3, &c);
+    ft_detach(f.t);
+    ft_attach(f.t);
     CHECK(!ft_mutex_is_locked(&a));
     CHECK(!ft_mutex_is_locked(&b));
     CHECK(ft_mutex_is_locked(&c));
-    ft_critical_section_end(t, &s3);
+    ft_critical_section_end(f.t, &s3);
     CHECK(!ft_mutex_is_locked(&a));
     CHECK(ft_mutex_is_locked(&b));
     CHECK(!ft_mutex_is_locked(&c));
-    ft_critical_section_end(t, &s2);
+    ft_critical_section_end(f.t, &s2);
     CHECK(ft_mutex_is_locked(&a));
     CHECK(!ft_mutex_is_locked(&b));
-    ft_critical_section_end(t, &s1);
+    ft_critical_section_end(f.t, &s1);
     CHECK(!ft_mutex_is_locked(&a));
 
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- a thread blocked in begin has released its outer sections ------------------------------------ */
@@ -347,8 +327,7 @@ static void *blocked_begin_main(void *arg)
 TEST(blocking_begin_releases_outer_sections)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     blocked_begin b;
     memset(&b, 0, sizeof b);
     b.rt = rt;
@@ -471,8 +450,7 @@ static void check_ordered_user_is_not_deadlocked(pair_waiter *p)
 TEST(two_mutex_begin_keeps_address_order_after_a_handoff)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     pair_waiter p;
     memset(&p, 0, sizeof p);
     p.rt = rt;
@@ -491,8 +469,7 @@ TEST(two_mutex_begin_keeps_address_order_after_a_handoff)
 TEST(two_mutex_resume_keeps_address_order_after_a_handoff)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     pair_waiter p;
     memset(&p, 0, sizeof p);
     p.rt = rt;
@@ -557,10 +534,7 @@ static void *teller_main(void *arg)
         pthread_barrier_wait(&bk->start_line);
         return NULL;
     }
-    /* Detached at the start line: a stop must not wait for a thread blocked there. */
-    ft_detach(t);
-    pthread_barrier_wait(&bk->start_line);
-    ft_attach(t);
+    barrier_detached(t, &bk->start_line);
     atomic_fetch_add(&bk->tellers_started, 1);
     for (int n = 0; bk->transfers_per_teller ? n < bk->transfers_per_teller
                                              : !atomic_load_explicit(&bk->quit, memory_order_relaxed);
@@ -645,8 +619,7 @@ TEST(transfers_conserve_the_total)
 {
     enum { TELLERS = 4, TRANSFERS = 20000 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     bank bk;
     bank_open(&bk, rt, TRANSFERS);
     teller tellers[TELLERS];
@@ -665,8 +638,7 @@ TEST(audits_under_stop_the_world_during_transfers)
 {
     enum { TELLERS = 3, AUDITS = 150 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     bank bk;
     bank_open(&bk, rt, 0);
     ft_thread *t = ft_thread_start(rt);
@@ -738,8 +710,7 @@ static void *outsider_holder_main(void *arg)
 TEST(requester_sections_do_not_lock_while_the_world_is_stopped)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_mutex free_mutex = {0}, held_mutex = {0}, other = {0};
@@ -844,8 +815,7 @@ static void *handoff_waiter_main(void *arg)
 TEST(requester_section_on_a_mutex_handed_to_a_suspended_thread)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     handoff h;

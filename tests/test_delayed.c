@@ -44,13 +44,6 @@
 #include "test_util.h"
 #define MIB ((size_t)1 << 20)
 
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    return rt;
-}
-
 static ft_qsbr_stats qsbr_stats(ft_runtime *rt)
 {
     ft_qsbr_stats s;
@@ -78,18 +71,10 @@ static void quiesce(ft_runtime *rt, ft_thread *t)
 }
 
 /* An object type whose deallocs are counted. */
-static _Atomic int64_t counted_deallocs;
-
-static void counted_dealloc(ft_object *self)
-{
-    (void)self;
-    atomic_fetch_add(&counted_deallocs, 1);
-}
-
 static const ft_type counted_type = {
     .name = "counted",
     .basic_size = sizeof(ft_object) + 16,
-    .dealloc = counted_dealloc,
+    .dealloc = count_dealloc,
 };
 
 static void fill(uint64_t *p, size_t words, uint64_t pattern)
@@ -128,7 +113,7 @@ static bool find_blocks(void *block, size_t size, void *arg)
 
 TEST(block_freed_only_after_every_thread_quiesced)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded b;
@@ -194,7 +179,7 @@ TEST(block_freed_only_after_every_thread_quiesced)
 TEST(queued_blocks_are_live_until_freed)
 {
     /* Seen from the heap walk: a queued block is still allocated; once processed, it is not. */
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     void *blocks[POISON_BLOCKS];
@@ -227,7 +212,7 @@ TEST(queued_blocks_are_live_until_freed)
 
 TEST(stop_frees_blocks_but_runs_no_destructor)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     atomic_store(&counted_deallocs, 0);
@@ -259,7 +244,7 @@ TEST(stop_frees_blocks_but_runs_no_destructor)
  * holds, the object that dies waits for the caller's restart, so no destructor runs inside the stop. */
 TEST(out_of_memory_decref_inside_the_callers_stop_waits_for_the_restart)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     atomic_store(&counted_deallocs, 0);
@@ -285,7 +270,7 @@ TEST(out_of_memory_decref_inside_the_callers_stop_waits_for_the_restart)
  * the restart. */
 TEST(stopped_core_drops_references_and_hands_the_dead_back)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     int64_t total = ft_runtime_reftotal(rt);
@@ -328,7 +313,7 @@ TEST(queue_out_of_memory_frees_at_once)
 {
     /* ft_free_delayed never fails: if its queue cannot grow, the world is stopped and the block
      * freed (a reference dropped) right away. */
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     atomic_store(&counted_deallocs, 0);
@@ -361,7 +346,7 @@ TEST(queue_out_of_memory_frees_at_once)
 
 TEST(item_128_advances)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     uint64_t w0 = wr_seq(rt);
@@ -406,7 +391,7 @@ TEST(item_128_advances)
 
 TEST(block_over_1mib_advances_at_once)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     uint64_t w0 = wr_seq(rt);
@@ -440,7 +425,7 @@ TEST(block_over_1mib_advances_at_once)
 
 TEST(over_1mib_in_total_advances)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     const size_t size = 64 * 1024;
@@ -537,7 +522,7 @@ static uint32_t total_node_deallocs(void)
 
 TEST(reentrant_destructors_free_everything_once)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     for (int i = 0; i < TREE_NODES; i++)
@@ -597,7 +582,7 @@ static void cmd_queue_and_stop(commanded *w)
 
 TEST(stopping_thread_hands_over_to_the_runtime)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     atomic_store(&counted_deallocs, 0);
@@ -834,7 +819,7 @@ static void safepoints_and_advances(ft_runtime *rt, ft_thread *a)
 
 TEST(runtime_queue_runs_on_a_live_threads_safepoints)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
 
@@ -877,7 +862,7 @@ static void cmd_new_family(commanded *w)
 
 TEST(items_queued_by_a_stopping_threads_merges_run)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     family_reset();
@@ -906,10 +891,10 @@ TEST(runtime_free_runs_what_stopped_threads_left)
      * the runtime's queue with no thread to run them. ft_runtime_free runs them (and what their
      * destructors queue), on the calling OS thread, which is attached to another runtime meanwhile:
      * that stays its current thread. */
-    ft_runtime *other = new_runtime();
+    ft_runtime *other = new_runtime(NULL);
     ft_thread *m = ft_thread_start(other);
     CHECK(m != NULL);
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     family_reset();
     run_on_new_thread(rt, m, step_drop_family, NULL);
     CHECK_EQ(atomic_load(&family_deallocs[0]), 1);
@@ -958,7 +943,7 @@ static void *churn_main(void *arg)
 
 TEST(thread_churn_keeps_queues_bounded)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     atomic_store(&counted_deallocs, 0);
@@ -1044,7 +1029,7 @@ static void *swap_reader(void *arg)
 
 TEST(readers_never_see_a_retired_block_reused)
 {
-    swap_shared s = {.rt = new_runtime()};
+    swap_shared s = {.rt = new_runtime(NULL)};
     ft_thread *w = ft_thread_start(s.rt);
     CHECK(w != NULL);
     uint64_t *first = ft_malloc(w, SWAP_WORDS * 8);
@@ -1066,11 +1051,7 @@ TEST(readers_never_see_a_retired_block_reused)
         ft_safepoint(w);
     }
     atomic_store(&s.writer_done, true);
-    ft_detach(w);
-    for (int i = 0; i < SWAP_READERS; i++)
-        pthread_join(readers[i], NULL);
-    ft_attach(w);
-    CHECK_THREADS_OK();
+    join_detached(w, readers, SWAP_READERS);
     CHECK(atomic_load(&s.reads) > 0);
     ft_free(w, atomic_load(&s.current));
     quiesce(s.rt, w);
@@ -1099,7 +1080,7 @@ static const ft_type queueing_type = {
 
 TEST(block_queued_during_processing_waits_for_its_own_goal)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded b;
@@ -1133,7 +1114,7 @@ TEST(block_queued_during_processing_waits_for_its_own_goal)
  * included; those must still get one and be processed. */
 TEST(items_without_goal_survive_a_stop_the_world)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     atomic_store(&counted_deallocs, 0);
@@ -1167,7 +1148,7 @@ static uintptr_t page_of(const void *p)
 
 TEST(emptied_page_not_repurposed_before_its_goal)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded b;
@@ -1236,7 +1217,7 @@ TEST(emptied_page_not_repurposed_before_its_goal)
 TEST(emptied_page_reused_at_once_for_its_own_class)
 {
     /* The reuse rule holds back only a change of layout: the same class may take the page back. */
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded b;

@@ -187,13 +187,6 @@ static uint32_t first_not_freed_once(void)
     return UINT32_MAX;
 }
 
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    return rt;
-}
-
 /* Run every delayed item (t is the only thread left): a few rounds, since a dealloc may queue more. */
 static void quiesce_all(ft_runtime *rt, ft_thread *t)
 {
@@ -228,94 +221,89 @@ static ft_object *reader_lookup(ft_thread *t, ft_dict *d, ft_object *key, bool b
 
 TEST(new_rejects_bad_ops)
 {
-    ft_runtime *rt = new_runtime();
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    CHECK(ft_dict_new(t, NULL) == NULL);
+    fixture f = fixture_setup();
+    CHECK(ft_dict_new(f.t, NULL) == NULL);
     CHECK_EQ(ft_last_error(), FT_EINVAL);
     ft_dict_ops no_hash = {NULL, key_equal};
-    CHECK(ft_dict_new(t, &no_hash) == NULL);
+    CHECK(ft_dict_new(f.t, &no_hash) == NULL);
     CHECK_EQ(ft_last_error(), FT_EINVAL);
     ft_dict_ops no_equal = {key_hash, NULL};
-    CHECK(ft_dict_new(t, &no_equal) == NULL);
+    CHECK(ft_dict_new(f.t, &no_equal) == NULL);
     CHECK_EQ(ft_last_error(), FT_EINVAL);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(get_set_del_semantics)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    ft_dict *d = ft_dict_new(t, &key_ops);
+    fixture f = fixture_setup();
+    ft_dict *d = ft_dict_new(f.t, &key_ops);
     CHECK(d != NULL);
     CHECK_EQ(ft_refcount(ft_dict_as_object(d)), 1);
     CHECK_EQ(ft_dict_size(d), 0);
 
-    ft_object *k1 = new_key(t, 10), *k1_twin = new_key(t, 10), *k2 = new_key(t, 11);
-    ft_object *v1 = new_val(t, 10, 1), *v2 = new_val(t, 10, 2), *v3 = new_val(t, 11, 1);
+    ft_object *k1 = new_key(f.t, 10), *k1_twin = new_key(f.t, 10), *k2 = new_key(f.t, 11);
+    ft_object *v1 = new_val(f.t, 10, 1), *v2 = new_val(f.t, 10, 2), *v3 = new_val(f.t, 11, 1);
     CHECK(k1 && k1_twin && k2 && v1 && v2 && v3);
     CHECK_EQ(key_hash(k1), key_hash(k2)); /* a collision, on purpose */
-    CHECK(ft_dict_get(t, d, k1) == NULL);
+    CHECK(ft_dict_get(f.t, d, k1) == NULL);
 
-    CHECK_EQ(ft_dict_set(t, d, k1, v1), FT_OK);
+    CHECK_EQ(ft_dict_set(f.t, d, k1, v1), FT_OK);
     CHECK_EQ(ft_dict_size(d), 1);
     CHECK_EQ(ft_refcount(k1), 2); /* the dictionary took its own references */
     CHECK_EQ(ft_refcount(v1), 2);
-    ft_object *got = ft_dict_get(t, d, k1);
+    ft_object *got = ft_dict_get(f.t, d, k1);
     CHECK(got == v1);
     CHECK_EQ(ft_refcount(v1), 3); /* a new reference for the caller */
     ft_decref(got);
-    got = ft_dict_get(t, d, k1_twin); /* equal, not identical */
+    got = ft_dict_get(f.t, d, k1_twin); /* equal, not identical */
     CHECK(got == v1);
     ft_decref(got);
-    CHECK(ft_dict_get(t, d, k2) == NULL); /* same hash, different key */
-    CHECK(ft_dict_get_borrowed(t, d, k1_twin) == v1);
+    CHECK(ft_dict_get(f.t, d, k2) == NULL); /* same hash, different key */
+    CHECK(ft_dict_get_borrowed(f.t, d, k1_twin) == v1);
     CHECK_EQ(ft_refcount(v1), 2); /* borrowed: no reference taken */
-    CHECK(ft_dict_get_borrowed(t, d, k2) == NULL);
+    CHECK(ft_dict_get_borrowed(f.t, d, k2) == NULL);
 
     /* Replace through an equal key: the key is kept; the old value's reference is dropped after a
      * grace period, not at once (a borrowed lookup may still use it). */
-    CHECK_EQ(ft_dict_set(t, d, k1_twin, v2), FT_OK);
+    CHECK_EQ(ft_dict_set(f.t, d, k1_twin, v2), FT_OK);
     CHECK_EQ(ft_dict_size(d), 1);
     CHECK_EQ(ft_refcount(v1), 2);
-    quiesce_all(rt, t);
+    quiesce_all(f.rt, f.t);
     CHECK_EQ(ft_refcount(v1), 1);
     CHECK_EQ(ft_refcount(v2), 2);
     CHECK_EQ(ft_refcount(k1_twin), 1);
-    got = ft_dict_get(t, d, k1);
+    got = ft_dict_get(f.t, d, k1);
     CHECK(got == v2);
     ft_decref(got);
     /* Setting the same value again changes nothing, not even for a grace period. */
-    CHECK_EQ(ft_dict_set(t, d, k1, v2), FT_OK);
+    CHECK_EQ(ft_dict_set(f.t, d, k1, v2), FT_OK);
     CHECK_EQ(ft_refcount(v2), 2);
     CHECK_EQ(ft_dict_size(d), 1);
 
-    CHECK_EQ(ft_dict_set(t, d, k2, v3), FT_OK);
+    CHECK_EQ(ft_dict_set(f.t, d, k2, v3), FT_OK);
     CHECK_EQ(ft_dict_size(d), 2);
-    got = ft_dict_get(t, d, k2);
+    got = ft_dict_get(f.t, d, k2);
     CHECK(got == v3);
     ft_decref(got);
 
-    CHECK(ft_dict_del(t, d, k1_twin));
+    CHECK(ft_dict_del(f.t, d, k1_twin));
     CHECK_EQ(ft_dict_size(d), 1);
     CHECK_EQ(ft_refcount(v2), 2); /* a grace period first, as for a replacement */
-    quiesce_all(rt, t);
+    quiesce_all(f.rt, f.t);
     CHECK_EQ(ft_refcount(v2), 1);
-    CHECK(ft_dict_get(t, d, k1) == NULL);
-    CHECK(ft_dict_get_borrowed(t, d, k1) == NULL);
-    CHECK(!ft_dict_del(t, d, k1));
+    CHECK(ft_dict_get(f.t, d, k1) == NULL);
+    CHECK(ft_dict_get_borrowed(f.t, d, k1) == NULL);
+    CHECK(!ft_dict_del(f.t, d, k1));
     CHECK_EQ(ft_dict_size(d), 1);
-    got = ft_dict_get(t, d, k2); /* its colliding neighbour is still found */
+    got = ft_dict_get(f.t, d, k2); /* its colliding neighbour is still found */
     CHECK(got == v3);
     ft_decref(got);
 
     /* Revive the deleted key. */
-    CHECK_EQ(ft_dict_set(t, d, k1, v1), FT_OK);
+    CHECK_EQ(ft_dict_set(f.t, d, k1, v1), FT_OK);
     CHECK_EQ(ft_dict_size(d), 2);
-    got = ft_dict_get(t, d, k1_twin);
+    got = ft_dict_get(f.t, d, k1_twin);
     CHECK(got == v1);
     ft_decref(got);
 
@@ -323,25 +311,25 @@ TEST(get_set_del_semantics)
     enum { MANY = 300 };
     ft_object *keys[MANY], *vals[MANY];
     for (int i = 0; i < MANY; i++) {
-        keys[i] = new_key(t, 1000 + i);
-        vals[i] = new_val(t, 1000 + i, 1);
+        keys[i] = new_key(f.t, 1000 + i);
+        vals[i] = new_val(f.t, 1000 + i, 1);
         CHECK(keys[i] && vals[i]);
-        CHECK_EQ(ft_dict_set(t, d, keys[i], vals[i]), FT_OK);
+        CHECK_EQ(ft_dict_set(f.t, d, keys[i], vals[i]), FT_OK);
         if (i % 5 == 4)
-            CHECK(ft_dict_del(t, d, keys[i - 2]));
+            CHECK(ft_dict_del(f.t, d, keys[i - 2]));
     }
     CHECK_EQ(ft_dict_size(d), 2 + MANY - MANY / 5);
     for (int i = 0; i < MANY; i++) {
-        got = ft_dict_get(t, d, keys[i]);
+        got = ft_dict_get(f.t, d, keys[i]);
         if (i % 5 == 2) {
             CHECK(got == NULL);
         } else {
             CHECK(got == vals[i]);
             ft_decref(got);
         }
-        CHECK(ft_dict_get_borrowed(t, d, keys[i]) == got);
+        CHECK(ft_dict_get_borrowed(f.t, d, keys[i]) == got);
     }
-    got = ft_dict_get(t, d, k2);
+    got = ft_dict_get(f.t, d, k2);
     CHECK(got == v3);
     ft_decref(got);
 
@@ -350,7 +338,7 @@ TEST(get_set_del_semantics)
     ft_decref(ft_dict_as_object(d));
     CHECK_EQ(ft_refcount(k2), 1);
     CHECK_EQ(ft_refcount(v3), 2); /* a value may still be borrowed: dropped after a grace period */
-    quiesce_all(rt, t);
+    quiesce_all(f.rt, f.t);
     CHECK_EQ(ft_refcount(k1), 1);
     CHECK_EQ(ft_refcount(k2), 1);
     CHECK_EQ(ft_refcount(v1), 1);
@@ -372,29 +360,26 @@ TEST(get_set_del_semantics)
     CHECK_EQ(atomic_load(&bad_deallocs), 0);
     CHECK_EQ(atomic_load(&equal_on_dead), 0);
     CHECK(atomic_load(&equal_calls) > 0);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(set_out_of_memory_changes_nothing)
 {
     /* Tables past 8 KiB take a page of their own, whose mapping the test hook can fail. */
     reset_counts();
-    ft_runtime *rt = new_runtime();
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    ft_dict *d = ft_dict_new(t, &key_ops);
+    fixture f = fixture_setup();
+    ft_dict *d = ft_dict_new(f.t, &key_ops);
     CHECK(d != NULL);
     enum { N = 400 };
     static ft_object *keys[N], *vals[N];
     int failures = 0;
     for (int i = 0; i < N; i++) {
-        keys[i] = new_key(t, i);
-        vals[i] = new_val(t, i, 1);
+        keys[i] = new_key(f.t, i);
+        vals[i] = new_val(f.t, i, 1);
         CHECK(keys[i] && vals[i]);
-        ft_debug_fail_allocation(rt, 0);
-        ft_status st = ft_dict_set(t, d, keys[i], vals[i]);
-        ft_debug_fail_allocation(rt, -1);
+        ft_debug_fail_allocation(f.rt, 0);
+        ft_status st = ft_dict_set(f.t, d, keys[i], vals[i]);
+        ft_debug_fail_allocation(f.rt, -1);
         if (st != FT_OK) {
             failures++;
             CHECK_EQ(st, FT_ENOMEM);
@@ -402,27 +387,26 @@ TEST(set_out_of_memory_changes_nothing)
             CHECK_EQ(ft_dict_size(d), i);
             CHECK_EQ(ft_refcount(keys[i]), 1);
             CHECK_EQ(ft_refcount(vals[i]), 1);
-            CHECK(ft_dict_get(t, d, keys[i]) == NULL);
+            CHECK(ft_dict_get(f.t, d, keys[i]) == NULL);
             for (int j = 0; j < i; j++) {
-                ft_object *v = ft_dict_get(t, d, keys[j]);
+                ft_object *v = ft_dict_get(f.t, d, keys[j]);
                 CHECK(v == vals[j]);
                 ft_decref(v);
             }
-            CHECK_EQ(ft_dict_set(t, d, keys[i], vals[i]), FT_OK);
+            CHECK_EQ(ft_dict_set(f.t, d, keys[i], vals[i]), FT_OK);
         }
         CHECK_EQ(ft_dict_size(d), i + 1);
     }
     CHECK(failures > 0);
     ft_decref(ft_dict_as_object(d));
-    quiesce_all(rt, t);
+    quiesce_all(f.rt, f.t);
     for (int i = 0; i < N; i++) {
         CHECK_EQ(ft_refcount(keys[i]), 1);
         ft_decref(keys[i]);
         ft_decref(vals[i]);
     }
     CHECK_EQ(first_not_freed_once(), UINT32_MAX);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- the dictionary as an object ------------------------------------------------------------ */
@@ -430,10 +414,8 @@ TEST(set_out_of_memory_changes_nothing)
 /* ft_dict_as_object gives the object API a dictionary without a cast: count it, drop it. */
 TEST(a_dictionary_is_counted_through_its_object)
 {
-    ft_runtime *rt = new_runtime();
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    ft_dict *d = ft_dict_new(t, &key_ops);
+    fixture f = fixture_setup();
+    ft_dict *d = ft_dict_new(f.t, &key_ops);
     CHECK(d != NULL);
     ft_object *o = ft_dict_as_object(d);
     CHECK((void *)o == (void *)d);
@@ -441,11 +423,10 @@ TEST(a_dictionary_is_counted_through_its_object)
     ft_incref(o);
     CHECK_EQ(ft_refcount(o), 2);
     ft_decref(o);
-    CHECK_EQ(stats_of(rt).live_blocks, 2); /* the dictionary and its table */
+    CHECK_EQ(stats_of(f.rt).live_blocks, 2); /* the dictionary and its table */
     ft_decref(ft_dict_as_object(d));
-    CHECK_EQ(stats_of(rt).live_blocks, 0);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    CHECK_EQ(stats_of(f.rt).live_blocks, 0);
+    fixture_teardown(f);
 }
 
 /* ---- references dropped outside the critical section ------------------------------------------ */
@@ -479,37 +460,34 @@ TEST(a_resize_drops_removed_keys_outside_the_critical_section)
     reset_counts();
     atomic_store(&watched_deallocs, 0);
     atomic_store(&deallocs_in_the_section, 0);
-    ft_runtime *rt = new_runtime();
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    ft_dict *d = ft_dict_new(t, &key_ops);
+    fixture f = fixture_setup();
+    ft_dict *d = ft_dict_new(f.t, &key_ops);
     CHECK(d != NULL);
     atomic_store(&watched_dict, d);
     /* Five entries fill the first table (8 slots, kept under 2/3): the sixth key resizes it. */
     enum { REMOVED = 5 };
     for (int i = 0; i < REMOVED; i++) {
-        ft_object *k = new_key_of_type(t, &watched_key_type, i);
+        ft_object *k = new_key_of_type(f.t, &watched_key_type, i);
         CHECK(k != NULL);
-        CHECK_EQ(ft_dict_set(t, d, k, &immortal_val), FT_OK);
-        CHECK(ft_dict_del(t, d, k));
+        CHECK_EQ(ft_dict_set(f.t, d, k, &immortal_val), FT_OK);
+        CHECK(ft_dict_del(f.t, d, k));
         ft_decref(k); /* the dictionary's removed entry holds the last reference */
     }
-    ft_object *last = new_key(t, REMOVED);
+    ft_object *last = new_key(f.t, REMOVED);
     CHECK(last != NULL);
-    ft_debug_fail_allocation(rt, 0);
-    CHECK_EQ(ft_dict_set(t, d, last, &immortal_val), FT_OK);
-    ft_debug_fail_allocation(rt, -1);
+    ft_debug_fail_allocation(f.rt, 0);
+    CHECK_EQ(ft_dict_set(f.t, d, last, &immortal_val), FT_OK);
+    ft_debug_fail_allocation(f.rt, -1);
     CHECK_EQ(atomic_load(&watched_deallocs), 1); /* the first drop ran at once; the rest wait */
     CHECK_EQ(atomic_load(&deallocs_in_the_section), 0);
     atomic_store(&watched_dict, NULL);
     ft_decref(ft_dict_as_object(d));
-    quiesce_all(rt, t);
+    quiesce_all(f.rt, f.t);
     CHECK_EQ(atomic_load(&watched_deallocs), REMOVED);
     ft_decref(last);
     CHECK_EQ(first_not_freed_once(), UINT32_MAX);
     CHECK_EQ(atomic_load(&bad_deallocs), 0);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- borrowed values and the reader's quiescent point --------------------------------------------- */
@@ -607,8 +585,7 @@ TEST(borrowed_values_live_until_the_readers_safepoint)
     quiesce_all(f.rt, f.t);
     CHECK_EQ(first_not_freed_once(), UINT32_MAX); /* the replacement too, with the dictionary */
     CHECK_EQ(atomic_load(&bad_deallocs), 0);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- concurrent readers and writers -------------------------------------------------------------- */
@@ -782,7 +759,7 @@ TEST(readers_and_writers_with_resizes)
     reset_counts();
     static stress s;
     memset(&s, 0, sizeof s);
-    s.rt = new_runtime();
+    s.rt = new_runtime(NULL);
     ft_thread *m = ft_thread_start(s.rt);
     CHECK(m != NULL);
     s.d = ft_dict_new(m, &key_ops);
@@ -902,7 +879,7 @@ TEST(hot_keys_replaced_under_readers)
     reset_counts();
     static hot h;
     memset(&h, 0, sizeof h);
-    h.rt = new_runtime();
+    h.rt = new_runtime(NULL);
     ft_thread *w = ft_thread_start(h.rt);
     CHECK(w != NULL);
     h.d = ft_dict_new(w, &key_ops);
@@ -931,11 +908,7 @@ TEST(hot_keys_replaced_under_readers)
         ft_safepoint(w);
     }
     atomic_store(&h.done, true);
-    ft_detach(w);
-    for (int i = 0; i < HOT_READERS; i++)
-        pthread_join(readers[i], NULL);
-    ft_attach(w);
-    CHECK_THREADS_OK();
+    join_detached(w, readers, HOT_READERS);
     CHECK_EQ(ft_dict_size(h.d), 2);
     ft_decref(ft_dict_as_object(h.d));
     ft_decref(keys[0]);

@@ -438,9 +438,7 @@ static void *pair_member(void *arg)
     pair *p = arg;
     ft_thread *t = ft_thread_start(p->rt);
     CHECK_THREAD(t != NULL);
-    ft_detach(t);
-    pthread_barrier_wait(&p->both_started);
-    ft_attach(t);
+    barrier_detached(t, &p->both_started);
     int me = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
     allocate_blocks(t, p->sets[me]);
     ft_thread_stop(t);
@@ -955,8 +953,7 @@ TEST(walks_and_statistics_see_through_remote_batches)
     CHECK_EQ(s.remote_frees, 4 * HELD);
     commanded_finish(f.t, &raw_freer);
     commanded_finish(f.t, &object_dropper);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 static void cmd_allocate_held(commanded *w)
@@ -1011,8 +1008,7 @@ static void owner_and_freer(push_by how)
     if (how == PUSH_BY_DETACH)
         commanded_finish(f.t, &freer);
     CHECK_EQ(stats_of(f.rt).live_blocks, 0);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(owner_finds_its_pages_empty_once_the_batch_is_pushed)
@@ -1141,8 +1137,7 @@ TEST(large_pages_freed_remotely_come_back_on_any_slow_path)
     for (int i = 0; i < kept.n; i++)
         ft_free(f.t, kept.blocks[i]);
     commanded_finish(f.t, &consumer);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- fork ---------------------------------------------------------------------------------------- */
@@ -1216,8 +1211,7 @@ TEST(fork_child_abandons_the_vanished_threads_heaps)
     }
     ft_heap_stats s = stats_of(f.rt);
     CHECK_EQ(s.live_blocks, 0);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- the owner's fast free: owner_tid ------------------------------------------------------------- */
@@ -1359,7 +1353,6 @@ static void corrupt(corruption c)
  * requires), which must report it; the child then aborts. */
 static void corrupt_and_check(void *arg)
 {
-    alarm(20);
     corrupt((corruption)(intptr_t)arg);
     ft_stop_the_world(victim.rt);
     bool page_ok = ft_page_is_valid(victim.page);
@@ -1374,7 +1367,6 @@ static void corrupt_and_check(void *arg)
  * before it visits any and must stop the process with the checker's report. */
 static void corrupt_and_walk(void *arg)
 {
-    alarm(20); /* a walk that loops on the broken list is a failure, not a hang */
     corrupt((corruption)(intptr_t)arg);
     ft_heap_stats s;
     ft_heap_get_stats(victim.rt, &s);

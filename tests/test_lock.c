@@ -67,14 +67,6 @@ static void *event_waiter_main(void *arg)
     return NULL;
 }
 
-static bool event_waiters_all_parked(int count)
-{
-    for (int i = 0; i < count; i++)
-        if (!thread_is_parked(&event_waiter_ids[i]))
-            return false;
-    return true;
-}
-
 /* count waiters park on the event, then a notify from this thread wakes all of them. */
 static void wait_then_notify(int count)
 {
@@ -85,8 +77,8 @@ static void wait_then_notify(int count)
     pthread_t threads[EVENT_WAITERS];
     for (int i = 0; i < count; i++)
         start_thread(&threads[i], event_waiter_main, (void *)(intptr_t)i);
-    SPIN_UNTIL(event_waiters_all_parked(count));
-    CHECK(event_waiters_all_parked(count));
+    SPIN_UNTIL(all_parked(event_waiter_ids, count));
+    CHECK(all_parked(event_waiter_ids, count));
     CHECK_EQ(atomic_load(&shared_event.state), 2); /* unset, with waiters */
     CHECK_EQ(atomic_load(&event_waiters_woken), 0);
     ft_event_notify(&shared_event);

@@ -216,8 +216,7 @@ static void *decision_waiter_main(void *arg)
 TEST(handoff_only_after_1ms_seen_with_world_stopped)
 {
     ft_mutex *m = &decision_mutex;
-    decision_runtime = ft_runtime_new(NULL);
-    CHECK(decision_runtime != NULL);
+    decision_runtime = new_runtime(NULL);
     forget_identity(&decision_waiter_id);
     atomic_store(&decision_round_go, 0);
     atomic_store(&decision_round_owned, 0);
@@ -393,8 +392,7 @@ static stopper runtime_stopper;
 static ft_runtime *start_parked_attached_waiter(pthread_t *thread, bool use_lock_ex,
                                                 ft_lock_flags flags)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     runtime_waiter =
         (waiter){.mutex = &runtime_mutex, .runtime = rt, .use_lock_ex = use_lock_ex, .flags = flags};
     runtime_stopper = (stopper){.runtime = rt};

@@ -66,8 +66,7 @@ static void teardown(fixture f)
 #ifdef FTRT_DEBUG
     CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
 #endif
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 static ft_object *new_probe(ft_thread *t)
@@ -755,8 +754,7 @@ TEST(set_refcount_huge_makes_immortal)
     ft_decref(below);
     CHECK_EQ(deallocs, 1);
     /* The immortal two stay allocated for good; ft_runtime_free releases their memory. */
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 static void hammer_immortal(ft_thread *t, void *o)
@@ -798,8 +796,7 @@ TEST(immortalized_heap_object_is_never_counted_or_freed)
 #ifdef FTRT_DEBUG
     CHECK_EQ(ft_runtime_reftotal(f.rt), total);
 #endif
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- static immortal objects on a read-only page ------------------------------------------------- */
@@ -862,9 +859,7 @@ static void *static_user(void *arg)
 static void attached_static_user(ft_thread *t, void *arg)
 {
     ro_args *a = arg;
-    ft_detach(t);
-    pthread_barrier_wait(a->start);
-    ft_attach(t);
+    barrier_detached(t, a->start);
     for (int round = 0; round < 4; round++) {
         use_static_object(a);
         ft_safepoint(t);
@@ -1189,8 +1184,7 @@ static void reader_of_a_reused_block(publication how)
 #ifdef FTRT_DEBUG
     CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
 #endif
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 static void promise(fixture f, commanded *helper, ft_object *o)
@@ -1399,8 +1393,7 @@ TEST(immortalize_by_a_non_owner_writes_flags_not_gc_bits)
     ft_decref(atomic_exchange(&resurrected, NULL));
     CHECK_EQ(deallocs, 0);
     CHECK_THREADS_OK();
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- the debug reference total ------------------------------------------------------------------- */
@@ -1501,8 +1494,7 @@ TEST(reference_total_after_set_refcount_and_immortalize)
     CHECK_EQ(deallocs, 1);
     CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
 #endif
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK); /* the immortal objects stay allocated until here */
+    fixture_teardown(f); /* the immortal objects stay allocated until here */
 }
 
 int main(void)

@@ -29,14 +29,6 @@ typedef struct victim {
     uint64_t payload[2];
 } victim;
 
-static _Atomic int deallocs;
-
-static void count_dealloc(ft_object *o)
-{
-    (void)o;
-    atomic_fetch_add(&deallocs, 1);
-}
-
 static const ft_type victim_type = {
     .name = "victim", .basic_size = sizeof(victim), .dealloc = count_dealloc};
 
@@ -386,8 +378,7 @@ static int64_t reftotal(ft_runtime *rt)
 
 TEST(thread_start_survives_allocation_failures)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     int failures = 0;
     for (int64_t n = 0;; n++) {
         CHECK(n < MAX_FAILURE_SITES);
@@ -473,7 +464,7 @@ static void allocation_survives_failures(alloc_kind kind)
     int failures = 0;
     for (int64_t n = 0;; n++) {
         CHECK(n < MAX_FAILURE_SITES);
-        atomic_store(&deallocs, 0);
+        atomic_store(&counted_deallocs, 0);
         ft_runtime *rt = ft_runtime_new(NULL);
         ft_thread *t = ft_thread_start(rt);
         CHECK(t != NULL);
@@ -492,7 +483,7 @@ static void allocation_survives_failures(alloc_kind kind)
         }
         CHECK_EQ(stats_of(rt).live_blocks, 1);
         release(t, kind, p);
-        CHECK_EQ(deallocs, kind == RAW || kind == LARGE_RAW ? 0 : 1);
+        CHECK_EQ(counted_deallocs, kind == RAW || kind == LARGE_RAW ? 0 : 1);
         CHECK_EQ(stats_of(rt).live_blocks, 0);
         CHECK_EQ(reftotal(rt), 0);
         ft_thread_stop(t);
@@ -530,7 +521,7 @@ static void fast_path_and_the_failure_hook(alloc_kind kind)
 {
     fixture f = fixture_setup();
     release(f.t, kind, allocate(f.t, kind)); /* the class has a page with free blocks now */
-    atomic_store(&deallocs, 0);
+    atomic_store(&counted_deallocs, 0);
     uint64_t live = stats_of(f.rt).live_blocks;
     ft_debug_fail_allocation(f.rt, 0);
     void *p = allocate(f.t, kind);
@@ -575,8 +566,7 @@ static void fast_path_and_the_failure_hook(alloc_kind kind)
     release(f.t, kind, p);
     CHECK_EQ(stats_of(f.rt).live_blocks, live);
     CHECK_EQ(reftotal(f.rt), 0);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 TEST(fast_path_allocation_and_the_failure_hook)
@@ -603,14 +593,12 @@ static void *drop_with_failure(void *arg)
     drop_job *j = arg;
     ft_thread *t = ft_thread_start(j->rt);
     CHECK_THREAD(t != NULL);
-    ft_detach(t);
-    pthread_barrier_wait(&j->armed); /* started before the failure is armed */
-    ft_attach(t);
+    barrier_detached(t, &j->armed); /* started before the failure is armed */
     ft_debug_fail_allocation(j->rt, j->n);
     ft_decref(j->o);
     j->injected = failure_was_injected(j->rt);
     ft_debug_fail_allocation(j->rt, -1);
-    j->freed_at_drop = atomic_load(&deallocs) == 1;
+    j->freed_at_drop = atomic_load(&counted_deallocs) == 1;
     atomic_store(&j->dropped, true);
     ft_thread_stop(t);
     return NULL;
@@ -623,7 +611,7 @@ TEST(cross_thread_drop_survives_a_queue_allocation_failure)
     int failures = 0;
     for (int64_t n = 0;; n++) {
         CHECK(n < MAX_FAILURE_SITES);
-        atomic_store(&deallocs, 0);
+        atomic_store(&counted_deallocs, 0);
         drop_job j = {.rt = rt, .n = n};
         j.o = ft_alloc(t, &victim_type); /* its only reference goes to the other thread */
         CHECK(j.o != NULL);
@@ -651,7 +639,7 @@ TEST(cross_thread_drop_survives_a_queue_allocation_failure)
             failures++;
         }
         ft_safepoint(t); /* otherwise it waited in this thread's queue */
-        CHECK_EQ(deallocs, 1);
+        CHECK_EQ(counted_deallocs, 1);
         CHECK_EQ(stats_of(rt).live_blocks, 0);
         CHECK_EQ(reftotal(rt), 0);
         if (!j.injected)
@@ -696,7 +684,7 @@ TEST(drop_in_a_stopped_world_survives_a_queue_allocation_failure)
     int failures = 0;
     for (int64_t n = 0;; n++) {
         CHECK(n < MAX_FAILURE_SITES);
-        atomic_store(&deallocs, 0);
+        atomic_store(&counted_deallocs, 0);
         static suspended_owner s;
         s.rt = rt;
         atomic_store(&s.release, false);
@@ -711,9 +699,9 @@ TEST(drop_in_a_stopped_world_survives_a_queue_allocation_failure)
         ft_decref(s.o);
         bool injected = failure_was_injected(rt);
         ft_debug_fail_allocation(rt, -1);
-        int freed_in_stop = atomic_load(&deallocs);
+        int freed_in_stop = atomic_load(&counted_deallocs);
         ft_start_the_world(rt);
-        int freed_by_restart = atomic_load(&deallocs);
+        int freed_by_restart = atomic_load(&counted_deallocs);
         atomic_store(&s.release, true);
         ft_detach(t);
         pthread_join(th, NULL); /* its stop drains its queue */
@@ -724,7 +712,7 @@ TEST(drop_in_a_stopped_world_survives_a_queue_allocation_failure)
          * waits for the restart, which deallocates it on the requester. */
         CHECK_EQ(freed_in_stop, 0);
         CHECK_EQ(freed_by_restart, injected ? 1 : 0);
-        CHECK_EQ(deallocs, 1);
+        CHECK_EQ(counted_deallocs, 1);
         CHECK_EQ(stats_of(rt).live_blocks, 0);
         CHECK_EQ(reftotal(rt), 0);
         failures += injected;
@@ -766,7 +754,7 @@ static void *free_many_types(void *arg)
         ft_decref(objs[k]);
     j->injected = failure_was_injected(j->rt);
     ft_debug_fail_allocation(j->rt, -1);
-    j->deallocs_after_drop = atomic_load(&deallocs);
+    j->deallocs_after_drop = atomic_load(&counted_deallocs);
     j->live_after_drop = stats_of(j->rt).live_blocks;
     for (int k = 0; k < FREELIST_TYPES; k++) { /* from the freelist or the heap: both work */
         again[k] = ft_alloc(t, &freelist_types[k]);
@@ -791,7 +779,7 @@ TEST(freelist_table_growth_survives_allocation_failures)
     int failures = 0;
     for (int64_t n = 0;; n++) {
         CHECK(n < MAX_FAILURE_SITES);
-        atomic_store(&deallocs, 0);
+        atomic_store(&counted_deallocs, 0);
         freelist_job j = {.rt = rt, .n = n};
         pthread_t th;
         CHECK_EQ(pthread_create(&th, NULL, free_many_types, &j), 0);
@@ -799,7 +787,7 @@ TEST(freelist_table_growth_survives_allocation_failures)
         CHECK_THREADS_OK();
         CHECK_EQ(j.deallocs_after_drop, FREELIST_TYPES);
         CHECK_EQ(j.live_after_drop, 0);
-        CHECK_EQ(deallocs, 2 * FREELIST_TYPES);
+        CHECK_EQ(counted_deallocs, 2 * FREELIST_TYPES);
         ft_heap_stats s = stats_of(rt);
         CHECK_EQ(s.live_blocks, 0);
         CHECK_EQ(s.abandoned_heaps, 0); /* everything cached went back to the heap at stop */

@@ -253,14 +253,6 @@ static void *reparker_main(void *arg)
     return NULL;
 }
 
-static bool reparkers_parked(void)
-{
-    for (int i = 0; i < REPARKERS; i++)
-        if (!thread_is_parked(&reparker_ids[i]))
-            return false;
-    return true;
-}
-
 TEST(unpark_all_wakes_each_parked_waiter_once)
 {
     atomic_store(&repark_word, 0);
@@ -272,11 +264,12 @@ TEST(unpark_all_wakes_each_parked_waiter_once)
         start_thread(&threads[i], reparker_main, (void *)(intptr_t)i);
     }
     for (int round = 1; round <= REPARK_ROUNDS; round++) {
-        SPIN_UNTIL(reparkers_parked());
-        CHECK(reparkers_parked());
+        SPIN_UNTIL(all_parked(reparker_ids, REPARKERS));
+        CHECK(all_parked(reparker_ids, REPARKERS));
         CHECK_EQ(atomic_load(&repark_wakeups), (round - 1) * REPARKERS);
         CHECK_EQ(ft_parking_lot_unpark_all(&repark_word), REPARKERS);
-        SPIN_UNTIL(atomic_load(&repark_wakeups) >= round * REPARKERS && reparkers_parked());
+        SPIN_UNTIL(atomic_load(&repark_wakeups) >= round * REPARKERS &&
+                   all_parked(reparker_ids, REPARKERS));
         CHECK_EQ(atomic_load(&repark_wakeups), round * REPARKERS);
     }
     /* Change the value first, so a waiter about to park again sees it and stops. */

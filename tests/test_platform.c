@@ -64,8 +64,7 @@ TEST(thread_id_agrees_with_the_library)
     CHECK(other.id != 0);
     CHECK_EQ(other.again, other.id);
     CHECK(other.id != mine);
-    ft_thread_stop(f.t);
-    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
+    fixture_teardown(f);
 }
 
 /* ---- page memory -------------------------------------------------------------------------------- */

@@ -32,8 +32,6 @@
 #include "test_util.h"
 #define NEGATIVE_LOOKS 200                        /* looks at a goal that must stay unreached */
 
-/* One step of a wait: pass a safepoint if the waiter is attached (t), let others run, and say
- * whether the time limit still allows waiting. */
 /* Poll goal NEGATIVE_LOOKS times without t passing a quiescent point; true if it was ever reached. */
 static bool reached_without_quiescing(ft_thread *t, uint64_t goal)
 {
@@ -50,34 +48,16 @@ static void cmd_quiescent(commanded *w)
     ft_qsbr_quiescent(w->t);
 }
 
-static void cmd_detach(commanded *w)
-{
-    atomic_store(&w->quiescent, false);
-    ft_detach(w->t);
-}
-
-static void cmd_attach(commanded *w)
-{
-    ft_attach(w->t);
-}
-
 static void cmd_advance(commanded *w)
 {
     w->result = ft_qsbr_advance(w->rt);
-}
-
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    return rt;
 }
 
 /* ---- sequences ----------------------------------------------------------------------------------- */
 
 TEST(sequences_are_odd_and_advance_by_two)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     uint64_t next = ft_qsbr_next(rt);
@@ -98,7 +78,7 @@ TEST(sequences_are_odd_and_advance_by_two)
 
 TEST(goal_waits_for_every_attached_thread)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded b;
@@ -148,7 +128,7 @@ TEST(goal_waits_for_every_attached_thread)
 
 TEST(next_goal_needs_an_advance)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
 
@@ -189,7 +169,7 @@ TEST(next_goal_needs_an_advance)
 
 TEST(detached_thread_never_blocks_a_goal)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded b;
@@ -229,7 +209,7 @@ TEST(detached_thread_never_blocks_a_goal)
 
 TEST(stopped_thread_never_blocks_a_goal)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded b;
@@ -318,7 +298,7 @@ static bool all_rounds_at_least(growth_thread *threads, uint64_t rounds)
 TEST(slots_grow_while_threads_run)
 {
     static growth_thread threads[GROWTH_THREADS];
-    growth_shared shared = {.rt = new_runtime()};
+    growth_shared shared = {.rt = new_runtime(NULL)};
     ft_thread *a = ft_thread_start(shared.rt);
     CHECK(a != NULL);
     memset(threads, 0, sizeof threads);
@@ -383,7 +363,7 @@ static void *try_start(void *arg)
 
 TEST(slot_growth_failure_fails_the_start_only)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     enum { FIRST_ARRAY = 8 }; /* slots; the next start needs a bigger array */
@@ -395,9 +375,7 @@ TEST(slot_growth_failure_fails_the_start_only)
     ft_debug_fail_allocation(rt, 2);
     pthread_t th;
     CHECK(pthread_create(&th, NULL, try_start, &s) == 0);
-    ft_detach(a);
-    pthread_join(th, NULL);
-    ft_attach(a);
+    join_detached(a, &th, 1);
     ft_debug_fail_allocation(rt, -1);
     CHECK(s.t == NULL);
     CHECK_EQ(s.error, FT_ENOMEM);
@@ -463,7 +441,7 @@ static void *stats_churn_main(void *arg)
 
 TEST(stats_race_with_thread_start_and_stop)
 {
-    stats_churn s = {.rt = new_runtime()};
+    stats_churn s = {.rt = new_runtime(NULL)};
     pthread_t threads[STATS_CHURNERS];
     for (int i = 0; i < STATS_CHURNERS; i++)
         CHECK_EQ(pthread_create(&threads[i], NULL, stats_churn_main, &s), 0);
@@ -527,7 +505,7 @@ static int fork_child_checks(ft_runtime *rt, ft_thread *a)
 
 TEST(fork_child_resets_other_threads)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     commanded b;

@@ -186,8 +186,7 @@ static bool check_moving(workload *load, const snapshot *s, ft_thread *t)
 
 TEST(stop_with_no_other_threads)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     CHECK(!ft_world_is_stopped(rt));
 
     /* From outside the runtime. */
@@ -240,48 +239,44 @@ static void *probe_held(void *arg)
 
 TEST(cores_run_inside_the_callers_stop)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    uint64_t stops = stw_count(rt);
+    fixture f = fixture_setup();
+    uint64_t stops = stw_count(f.rt);
 
-    CHECK(!ft_stw_held_by_caller(rt));
-    bool stopped = ft_stw_stop_unless_held(rt);
+    CHECK(!ft_stw_held_by_caller(f.rt));
+    bool stopped = ft_stw_stop_unless_held(f.rt);
     CHECK(stopped);
-    CHECK(ft_stw_held_by_caller(rt));
-    CHECK(!ft_stw_stop_unless_held(rt)); /* nested: nothing to do, nothing to undo */
+    CHECK(ft_stw_held_by_caller(f.rt));
+    CHECK(!ft_stw_stop_unless_held(f.rt)); /* nested: nothing to do, nothing to undo */
     ft_qsbr_stats qs;
-    ft_qsbr_get_stats(rt, &qs);
+    ft_qsbr_get_stats(f.rt, &qs);
     ft_heap_stats hs;
-    ft_heap_get_stats(rt, &hs);
-    CHECK_EQ(ft_uniqueid_merge(rt), 0);
-    CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
-    CHECK(ft_stw_held_by_caller(rt));
-    ft_start_the_world(rt);
-    CHECK(!ft_stw_held_by_caller(rt));
-    CHECK_EQ(stw_count(rt), stops + 1);
+    ft_heap_get_stats(f.rt, &hs);
+    CHECK_EQ(ft_uniqueid_merge(f.rt), 0);
+    CHECK_EQ(ft_tlbc_clear_unused(f.rt), 0);
+    CHECK(ft_stw_held_by_caller(f.rt));
+    ft_start_the_world(f.rt);
+    CHECK(!ft_stw_held_by_caller(f.rt));
+    CHECK_EQ(stw_count(f.rt), stops + 1);
 
     /* Another OS thread does not hold this thread's stop. */
-    held_probe probe = {rt, true};
-    ft_stop_the_world(rt);
+    held_probe probe = {f.rt, true};
+    ft_stop_the_world(f.rt);
     pthread_t th;
     int rc = pthread_create(&th, NULL, probe_held, &probe);
     if (rc == 0)
         pthread_join(th, NULL);
-    ft_start_the_world(rt);
+    ft_start_the_world(f.rt);
     CHECK_EQ(rc, 0);
     CHECK(!probe.held);
 
     /* Outside a stop, the calls stop the world themselves, once each. */
-    stops = stw_count(rt);
-    ft_qsbr_get_stats(rt, &qs);
-    ft_heap_get_stats(rt, &hs);
-    CHECK_EQ(ft_uniqueid_merge(rt), 0);
-    CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
-    CHECK_EQ(stw_count(rt), stops + 4);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    stops = stw_count(f.rt);
+    ft_qsbr_get_stats(f.rt, &qs);
+    ft_heap_get_stats(f.rt, &hs);
+    CHECK_EQ(ft_uniqueid_merge(f.rt), 0);
+    CHECK_EQ(ft_tlbc_clear_unused(f.rt), 0);
+    CHECK_EQ(stw_count(f.rt), stops + 4);
+    fixture_teardown(f);
 }
 
 /* Stop a world of hot workers STOPS times; requester is NULL (outside) or an attached state. */
@@ -308,8 +303,7 @@ TEST(stop_freezes_hot_workers_from_outside)
 {
     enum { STOPS = 200 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     stop_hot_workers_repeatedly(rt, NULL, 3, STOPS);
     CHECK_EQ(thread_failures(), failures);
     ft_runtime_stats stats;
@@ -325,16 +319,12 @@ TEST(stop_freezes_hot_workers_from_attached_thread)
 {
     enum { STOPS = 200 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    ft_thread *t = ft_thread_start(rt);
-    CHECK(t != NULL);
-    stop_hot_workers_repeatedly(rt, t, 3, STOPS);
+    fixture f = fixture_setup();
+    stop_hot_workers_repeatedly(f.rt, f.t, 3, STOPS);
     CHECK_EQ(thread_failures(), failures);
-    CHECK(ft_thread_current() == t);
-    CHECK_EQ(stw_count(rt), STOPS);
-    ft_thread_stop(t);
-    CHECK_EQ(ft_runtime_free(rt), FT_OK);
+    CHECK(ft_thread_current() == f.t);
+    CHECK_EQ(stw_count(f.rt), STOPS);
+    fixture_teardown(f);
 }
 
 /* Two requesters on one runtime, one attached and one outside, take turns: stops are serialised. */
@@ -374,8 +364,7 @@ TEST(concurrent_requesters_are_serialised)
 {
     enum { STOPS = 100 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     workload load;
     workload_launch(&load, rt, 2);
     _Atomic int inside = 0;
@@ -442,8 +431,7 @@ TEST(detached_threads_do_not_delay_a_stop_and_wait_to_attach)
 {
     enum { STOPS_WHILE_DETACHED = 50 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     detached_thread d;
     memset(&d, 0, sizeof d);
     d.rt = rt;
@@ -523,8 +511,7 @@ static void *newcomer_main(void *arg)
 TEST(thread_start_during_a_stop_waits_for_the_restart)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     workload load;
     workload_launch(&load, rt, 1);
     newcomer n;
@@ -580,8 +567,7 @@ static void *detached_leaver_main(void *arg)
 TEST(detached_thread_stops_during_a_stop)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     workload load;
     workload_launch(&load, rt, 1);
     leaver l;
@@ -650,8 +636,7 @@ static void *requester_main(void *arg)
 TEST(attached_thread_stops_while_a_stop_waits_for_it)
 {
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     leaver l;
     memset(&l, 0, sizeof l);
     l.rt = rt;
@@ -732,8 +717,7 @@ TEST(churn_of_threads_during_repeated_stops)
 {
     enum { CHURNERS = 2, LIVES = 300 };
     int failures = thread_failures();
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     workload load;
     workload_launch(&load, rt, 1);
     churn c;
@@ -937,12 +921,9 @@ TEST(stop_waits_for_a_slow_safepoint)
 
 /* ---- fatal misuse -------------------------------------------------------------------------------- */
 
-enum { DEATH_TEST_ALARM_S = 20 };
-
 static void nested_stop_from_outside(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_stop_the_world(rt);
     ft_stop_the_world(rt);
@@ -951,7 +932,6 @@ static void nested_stop_from_outside(void *arg)
 static void nested_stop_from_attached_thread(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread_start(rt);
     ft_stop_the_world(rt);
@@ -967,7 +947,6 @@ TEST(death_nested_stop)
 static void start_without_stop(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_start_the_world(rt);
 }
@@ -975,7 +954,6 @@ static void start_without_stop(void *arg)
 static void start_twice(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread_start(rt);
     ft_stop_the_world(rt);

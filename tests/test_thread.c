@@ -147,8 +147,7 @@ TEST(runtime_new_with_config)
 
 TEST(thread_start_attach_detach)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     CHECK(ft_thread_current() == NULL);
 
     ft_thread *t = ft_thread_start(rt);
@@ -188,8 +187,7 @@ TEST(thread_start_attach_detach)
 
 TEST(thread_stop_while_detached)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
     ft_detach(t);
@@ -202,8 +200,7 @@ TEST(thread_stop_while_detached)
 /* A thread state belongs to its OS thread: another OS thread does not see it as current. */
 TEST(thread_current_is_per_os_thread)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *mine = ft_thread_start(rt);
     CHECK(mine != NULL);
 
@@ -227,8 +224,7 @@ TEST(thread_current_is_per_os_thread)
 TEST(thread_indices_small_distinct_and_reused_smallest_first)
 {
     enum { PUPPETS = 3 };
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *mine = ft_thread_start(rt);
     CHECK(mine != NULL);
     CHECK_EQ(ft_thread_index(mine), 0);
@@ -292,8 +288,7 @@ TEST(thread_indices_small_distinct_and_reused_smallest_first)
 
 TEST(second_start_in_same_runtime_is_refused)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
     CHECK(t != NULL);
 
@@ -368,8 +363,7 @@ TEST(one_os_thread_in_two_runtimes)
 
 TEST(runtime_free_while_threads_started_is_busy)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
 
     /* Started on this OS thread, attached. */
     ft_thread *t = ft_thread_start(rt);
@@ -432,16 +426,11 @@ TEST(stats_count_started_threads)
 
 /* ---- fatal misuse -------------------------------------------------------------------------------- */
 
-/* Children of the death tests get an alarm, so that a hang in them fails the test (SIGALRM is not
- * SIGABRT) instead of hanging the parent. */
-enum { DEATH_TEST_ALARM_S = 20 };
-
 /* A stopped thread's state stays with the runtime (QSBR pollers read its slot without a lock) and is
  * reused, reset, by the next thread given its index; a state in use is never handed out twice. */
 TEST(stopped_state_is_reused_for_its_index)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     puppet p;
     puppet_launch(&p, rt);
     puppet_do(&p, PUPPET_START);
@@ -472,7 +461,6 @@ TEST(stopped_state_is_reused_for_its_index)
 static void attach_stopped_state(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread *t = ft_thread_start(rt);
     ft_thread_stop(t);
@@ -486,14 +474,12 @@ TEST(death_use_of_a_stopped_thread_state)
 
 static void stop_someone_elses_thread(void *arg)
 {
-    alarm(DEATH_TEST_ALARM_S);
     ft_thread_stop(arg);
 }
 
 TEST(death_thread_stop_from_another_os_thread)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
+    ft_runtime *rt = new_runtime(NULL);
     puppet p;
     puppet_launch(&p, rt);
     puppet_do(&p, PUPPET_START);
@@ -513,7 +499,6 @@ TEST(death_thread_stop_from_another_os_thread)
 static void stop_with_open_critical_section(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     static ft_mutex m;
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread *t = ft_thread_start(rt);
@@ -525,7 +510,6 @@ static void stop_with_open_critical_section(void *arg)
 static void stop_with_open_two_mutex_section(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     static ft_mutex a, b;
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread *t = ft_thread_start(rt);
@@ -537,7 +521,6 @@ static void stop_with_open_two_mutex_section(void *arg)
 static void stop_detached_with_open_critical_section(void *arg)
 {
     (void)arg;
-    alarm(DEATH_TEST_ALARM_S);
     static ft_mutex m;
     ft_runtime *rt = ft_runtime_new(NULL);
     ft_thread *t = ft_thread_start(rt);

@@ -101,128 +101,62 @@ static void reset_counts(void)
     atomic_store(&copy_misuse, 0);
 }
 
-static ft_runtime *new_runtime(const ft_config *cfg)
-{
-    ft_runtime *rt = ft_runtime_new(cfg);
-    CHECK(rt != NULL);
-    return rt;
-}
-
-/* A worker: a thread with its own thread state running commands posted by the main thread. Once it
- * has a copy it keeps checking, between safepoints, that the copy still holds its tag. */
-typedef struct worker worker;
-typedef void (*worker_fn)(worker *w);
-
-struct worker {
-    pthread_t thread;
-    ft_runtime *rt;
-    ft_thread *t;
+/* A worker: a commanded thread (tests/test_util.h) with what it knows of its copy. Once it has a
+ * copy, its idle hook keeps checking, between safepoints, that the copy still holds its tag. */
+typedef struct tlbc_worker {
+    commanded thread; /* thread.ctx is this tlbc_worker */
     ft_tlbc *c;
-    unsigned char *code; /* the copy it executes in; worker only, read by main after `done` */
+    unsigned char *code; /* the copy it executes in; worker only, read by main after a command */
     unsigned char tag;
-    bool attached;       /* worker only */
-    _Atomic bool started, exited, quit;
-    _Atomic int posted, done;
     _Atomic int damage;  /* checks of its own copy that failed */
-    worker_fn fn;
-};
+} tlbc_worker;
 
-static void *worker_main(void *arg)
+static void check_own_copy(commanded *w)
 {
-    worker *w = arg;
-    w->t = ft_thread_start(w->rt);
-    CHECK_THREAD(w->t != NULL);
-    atomic_store(&w->started, true);
-    if (!w->t)
-        return NULL;
-    w->attached = true;
-    for (;;) {
-        if (w->attached) {
-            ft_safepoint(w->t);
-            if (w->code && !specialised_by(w->code, w->tag))
-                atomic_fetch_add(&w->damage, 1);
-        }
-        int posted = atomic_load(&w->posted);
-        if (posted != atomic_load(&w->done)) {
-            w->fn(w);
-            atomic_store(&w->done, posted);
-            continue;
-        }
-        if (atomic_load(&w->quit))
-            break;
-        sched_yield();
-    }
-    ft_thread_stop(w->t);
-    atomic_store(&w->exited, true);
-    return NULL;
+    tlbc_worker *k = w->ctx;
+    if (k->code && !specialised_by(k->code, k->tag))
+        atomic_fetch_add(&k->damage, 1);
 }
 
-static void worker_start(ft_thread *self, worker *w, ft_runtime *rt, ft_tlbc *c, unsigned char tag)
+static void tlbc_worker_start(ft_thread *self, tlbc_worker *k, ft_runtime *rt, ft_tlbc *c,
+                              unsigned char tag)
 {
-    memset(w, 0, sizeof *w);
-    w->rt = rt;
-    w->c = c;
-    w->tag = tag;
-    CHECK(pthread_create(&w->thread, NULL, worker_main, w) == 0);
-    AWAIT(self, atomic_load(&w->started));
-    CHECK(atomic_load(&w->started) && w->t != NULL);
-}
-
-static void worker_do(ft_thread *self, worker *w, worker_fn fn)
-{
-    w->fn = fn;
-    int n = atomic_load(&w->posted) + 1;
-    atomic_store(&w->posted, n);
-    AWAIT(self, atomic_load(&w->done) == n);
-    CHECK_EQ(atomic_load(&w->done), n);
-}
-
-static void worker_finish(ft_thread *self, worker *w)
-{
-    atomic_store(&w->quit, true);
-    AWAIT(self, atomic_load(&w->exited));
-    CHECK(atomic_load(&w->exited));
-    pthread_join(w->thread, NULL);
+    k->c = c;
+    k->code = NULL;
+    k->tag = tag;
+    atomic_store(&k->damage, 0);
+    commanded_start_with(self, &k->thread, rt, check_own_copy, k);
 }
 
 /* Get the worker's copy; it must be fresh (unspecialised), then specialise it with the tag. */
-static void cmd_get_and_specialise(worker *w)
+static void cmd_get_and_specialise(commanded *w)
 {
-    unsigned char *code = ft_tlbc_get(w->c, w->t);
+    tlbc_worker *k = w->ctx;
+    unsigned char *code = ft_tlbc_get(k->c, w->t);
     CHECK_THREAD(code != NULL);
     if (!code)
         return;
     CHECK_THREAD(is_original(code, 0));
-    specialise(code, w->tag);
-    w->code = code;
+    specialise(code, k->tag);
+    k->code = code;
 }
 
 /* Get the worker's copy again: the same one, still holding the tag. */
-static void cmd_check_copy(worker *w)
+static void cmd_check_copy(commanded *w)
 {
-    unsigned char *code = ft_tlbc_get(w->c, w->t);
-    CHECK_THREAD(code == w->code);
-    CHECK_THREAD(code != NULL && specialised_by(code, w->tag));
+    tlbc_worker *k = w->ctx;
+    unsigned char *code = ft_tlbc_get(k->c, w->t);
+    CHECK_THREAD(code == k->code);
+    CHECK_THREAD(code != NULL && specialised_by(code, k->tag));
 }
 
 /* Get the copy the worker's index already has (a stopped thread's): specialised with the tag. */
-static void cmd_get_inherited(worker *w)
+static void cmd_get_inherited(commanded *w)
 {
-    unsigned char *code = ft_tlbc_get(w->c, w->t);
-    CHECK_THREAD(code != NULL && specialised_by(code, w->tag));
-    w->code = code;
-}
-
-static void cmd_detach(worker *w)
-{
-    w->attached = false;
-    ft_detach(w->t);
-}
-
-static void cmd_attach(worker *w)
-{
-    ft_attach(w->t);
-    w->attached = true;
+    tlbc_worker *k = w->ctx;
+    unsigned char *code = ft_tlbc_get(k->c, w->t);
+    CHECK_THREAD(code != NULL && specialised_by(code, k->tag));
+    k->code = code;
 }
 
 /* ---- the original, and one copy per thread ------------------------------------------------------- */
@@ -312,11 +246,7 @@ static void run_own_threads(ft_thread *a, own_shared *s)
         args[i] = (own_arg){s, i};
         CHECK(pthread_create(&threads[i], NULL, own_main, &args[i]) == 0);
     }
-    ft_detach(a);
-    for (int i = 0; i < OWN_THREADS; i++)
-        pthread_join(threads[i], NULL);
-    ft_attach(a);
-    CHECK_THREADS_OK();
+    join_detached(a, threads, OWN_THREADS);
 }
 
 TEST(each_thread_specialises_its_own_copy)
@@ -409,23 +339,23 @@ TEST(stopped_threads_copy_goes_to_the_next_thread_with_its_index)
     ft_tlbc c;
     CHECK_EQ(ft_tlbc_init(&c, a, code, CODE_SIZE, copy_code, &copy_arg_token), FT_OK);
 
-    worker x;
-    worker_start(a, &x, rt, &c, 0x11);
-    uint32_t index = ft_thread_index(x.t);
-    worker_do(a, &x, cmd_get_and_specialise);
+    tlbc_worker x;
+    tlbc_worker_start(a, &x, rt, &c, 0x11);
+    uint32_t index = ft_thread_index(x.thread.t);
+    commanded_do(a, &x.thread, cmd_get_and_specialise, NULL);
     unsigned char *copy = x.code;
     CHECK(copy != NULL && copy != code);
-    worker_finish(a, &x);
+    commanded_finish(a, &x.thread);
     CHECK_EQ(ft_tlbc_count(rt), 1); /* kept after the stop */
 
-    worker y;
-    worker_start(a, &y, rt, &c, 0x11);
-    CHECK_EQ(ft_thread_index(y.t), index); /* smallest-first: the index comes back */
-    worker_do(a, &y, cmd_get_inherited);
+    tlbc_worker y;
+    tlbc_worker_start(a, &y, rt, &c, 0x11);
+    CHECK_EQ(ft_thread_index(y.thread.t), index); /* smallest-first: the index comes back */
+    commanded_do(a, &y.thread, cmd_get_inherited, NULL);
     CHECK(y.code == copy); /* the same copy, as x left it */
     CHECK_EQ(atomic_load(&copy_calls), 1);
     CHECK_EQ(ft_tlbc_count(rt), 1);
-    worker_finish(a, &y);
+    commanded_finish(a, &y.thread);
     CHECK_THREADS_OK();
     CHECK_EQ(atomic_load(&x.damage) + atomic_load(&y.damage), 0);
     ft_tlbc_destroy(&c, a);
@@ -444,37 +374,38 @@ TEST(clear_unused_spares_copies_in_use)
     ft_tlbc c;
     CHECK_EQ(ft_tlbc_init(&c, a, code, CODE_SIZE, copy_code, &copy_arg_token), FT_OK);
 
-    worker x, y, z; /* x runs attached in its copy; y is detached; z stops */
-    worker_start(a, &x, rt, &c, 0x21);
-    worker_start(a, &y, rt, &c, 0x22);
-    worker_start(a, &z, rt, &c, 0x23);
-    worker_do(a, &x, cmd_get_and_specialise);
-    worker_do(a, &y, cmd_get_and_specialise);
-    worker_do(a, &z, cmd_get_and_specialise);
+    tlbc_worker x, y, z; /* x runs attached in its copy; y is detached; z stops */
+    tlbc_worker_start(a, &x, rt, &c, 0x21);
+    tlbc_worker_start(a, &y, rt, &c, 0x22);
+    tlbc_worker_start(a, &z, rt, &c, 0x23);
+    commanded_do(a, &x.thread, cmd_get_and_specialise, NULL);
+    commanded_do(a, &y.thread, cmd_get_and_specialise, NULL);
+    commanded_do(a, &z.thread, cmd_get_and_specialise, NULL);
     CHECK_EQ(ft_tlbc_count(rt), 3);
-    uint32_t z_index = ft_thread_index(z.t);
-    worker_do(a, &y, cmd_detach);
-    worker_finish(a, &z);
+    uint32_t z_index = ft_thread_index(z.thread.t);
+    commanded_do(a, &y.thread, cmd_detach, NULL);
+    commanded_finish(a, &z.thread);
 
     CHECK_EQ(ft_tlbc_clear_unused(rt), 1); /* z's only */
     CHECK_EQ(ft_tlbc_count(rt), 2);
     CHECK_EQ(ft_tlbc_clear_unused(rt), 0);
     CHECK(ft_tlbc_get(&c, a) == code);
-    worker_do(a, &x, cmd_check_copy);
-    worker_do(a, &y, cmd_attach);
-    worker_do(a, &y, cmd_check_copy);
+    commanded_do(a, &x.thread, cmd_check_copy, NULL);
+    commanded_do(a, &y.thread, cmd_attach, NULL);
+    commanded_do(a, &y.thread, cmd_resume, NULL);
+    commanded_do(a, &y.thread, cmd_check_copy, NULL);
 
     /* The next thread with z's index gets a fresh copy, not z's tag. */
-    worker w;
-    worker_start(a, &w, rt, &c, 0x24);
-    CHECK_EQ(ft_thread_index(w.t), z_index);
-    worker_do(a, &w, cmd_get_and_specialise); /* checks the copy is fresh */
+    tlbc_worker w;
+    tlbc_worker_start(a, &w, rt, &c, 0x24);
+    CHECK_EQ(ft_thread_index(w.thread.t), z_index);
+    commanded_do(a, &w.thread, cmd_get_and_specialise, NULL); /* checks the copy is fresh */
     CHECK_EQ(atomic_load(&copy_calls), 4);
     CHECK_EQ(ft_tlbc_count(rt), 3);
 
-    worker_finish(a, &x);
-    worker_finish(a, &y);
-    worker_finish(a, &w);
+    commanded_finish(a, &x.thread);
+    commanded_finish(a, &y.thread);
+    commanded_finish(a, &w.thread);
     CHECK_THREADS_OK();
     CHECK_EQ(atomic_load(&x.damage) + atomic_load(&y.damage) + atomic_load(&w.damage), 0);
     CHECK_EQ(ft_tlbc_clear_unused(rt), 3); /* all stopped now */
@@ -496,12 +427,12 @@ TEST(clear_unused_inside_the_callers_stop)
     make_original(code);
     ft_tlbc c;
     CHECK_EQ(ft_tlbc_init(&c, a, code, CODE_SIZE, copy_code, &copy_arg_token), FT_OK);
-    worker x, z;
-    worker_start(a, &x, rt, &c, 0x31);
-    worker_start(a, &z, rt, &c, 0x32);
-    worker_do(a, &x, cmd_get_and_specialise);
-    worker_do(a, &z, cmd_get_and_specialise);
-    worker_finish(a, &z);
+    tlbc_worker x, z;
+    tlbc_worker_start(a, &x, rt, &c, 0x31);
+    tlbc_worker_start(a, &z, rt, &c, 0x32);
+    commanded_do(a, &x.thread, cmd_get_and_specialise, NULL);
+    commanded_do(a, &z.thread, cmd_get_and_specialise, NULL);
+    commanded_finish(a, &z.thread);
     CHECK_EQ(ft_tlbc_count(rt), 2);
 
     ft_runtime_stats before;
@@ -516,9 +447,9 @@ TEST(clear_unused_inside_the_callers_stop)
     CHECK_EQ(again, 0);
     CHECK_EQ(after.stw_count, before.stw_count + 1); /* no stop of their own */
     CHECK_EQ(ft_tlbc_count(rt), 1);
-    worker_do(a, &x, cmd_check_copy);
+    commanded_do(a, &x.thread, cmd_check_copy, NULL);
 
-    worker_finish(a, &x);
+    commanded_finish(a, &x.thread);
     CHECK_THREADS_OK();
     CHECK_EQ(atomic_load(&x.damage) + atomic_load(&z.damage), 0);
     ft_runtime_get_stats(rt, &before);
@@ -647,9 +578,10 @@ TEST(copies_array_grows_while_threads_read)
 
 static ft_status get_status;
 
-static void cmd_get_expect_failure(worker *w)
+static void cmd_get_expect_failure(commanded *w)
 {
-    void *code = ft_tlbc_get(w->c, w->t);
+    tlbc_worker *k = w->ctx;
+    void *code = ft_tlbc_get(k->c, w->t);
     get_status = code ? FT_OK : ft_last_error();
 }
 
@@ -667,11 +599,11 @@ TEST(failed_copy_reports_enomem_and_can_be_retried)
     ft_debug_fail_allocation(rt, -1);
     CHECK_EQ(ft_tlbc_count(rt), 0);
     CHECK_EQ(ft_tlbc_init(&c, a, code, CODE_SIZE, copy_code, &copy_arg_token), FT_OK);
-    worker x;
-    worker_start(a, &x, rt, &c, 0x31);
+    tlbc_worker x;
+    tlbc_worker_start(a, &x, rt, &c, 0x31);
     for (int site = 0; site < 2; site++) { /* the array's growth, then the copy itself */
         ft_debug_fail_allocation(rt, site);
-        worker_do(a, &x, cmd_get_expect_failure);
+        commanded_do(a, &x.thread, cmd_get_expect_failure, NULL);
         ft_debug_fail_allocation(rt, -1);
         if (site > 0 && get_status == FT_OK)
             break; /* one allocation site fewer than tried: the first failed as it should */
@@ -679,10 +611,10 @@ TEST(failed_copy_reports_enomem_and_can_be_retried)
         CHECK_EQ(ft_tlbc_count(rt), 0);
         CHECK_EQ(atomic_load(&copy_calls), 0);
     }
-    worker_do(a, &x, cmd_get_and_specialise);
+    commanded_do(a, &x.thread, cmd_get_and_specialise, NULL);
     CHECK_EQ(atomic_load(&copy_calls), 1);
     CHECK_EQ(ft_tlbc_count(rt), 1);
-    worker_finish(a, &x);
+    commanded_finish(a, &x.thread);
     CHECK_THREADS_OK();
     ft_tlbc_destroy(&c, a);
     ft_thread_stop(a);

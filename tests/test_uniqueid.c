@@ -113,92 +113,32 @@ static int serial_deallocs(const ft_object *o)
     return atomic_load(&deallocs_by_serial[((const shared_obj *)o)->serial]);
 }
 
-/* A worker: a thread with its own thread state running commands posted by the main thread; idle,
- * it passes safepoints, so a merge can stop it. */
-typedef struct worker worker;
-typedef void (*worker_fn)(worker *w);
-
-struct worker {
-    pthread_t thread;
-    ft_runtime *rt;
-    ft_thread *t;
-    _Atomic bool started, exited, quit;
-    _Atomic int posted, done;
-    worker_fn fn;
-    ft_object *obj; /* the command's object and count; written before `posted` */
+/* The workers are commanded threads (tests/test_util.h): idle, they pass safepoints, so a merge can
+ * stop them. A counting command's argument says which object, and how many references. */
+typedef struct refs {
+    ft_object *obj;
     int n;
-};
+} refs;
 
-static void *worker_main(void *arg)
+/* Run cmd on w with obj and n as its argument, and wait for it. */
+static void refs_do(ft_thread *self, commanded *w, commanded_fn cmd, ft_object *obj, int n)
 {
-    worker *w = arg;
-    w->t = ft_thread_start(w->rt);
-    CHECK_THREAD(w->t != NULL);
-    atomic_store(&w->started, true);
-    if (!w->t)
-        return NULL;
-    for (;;) {
-        ft_safepoint(w->t);
-        int posted = atomic_load(&w->posted);
-        if (posted != atomic_load(&w->done)) {
-            w->fn(w);
-            atomic_store(&w->done, posted);
-            continue;
-        }
-        if (atomic_load(&w->quit))
-            break;
-        sched_yield();
-    }
-    ft_thread_stop(w->t);
-    atomic_store(&w->exited, true);
-    return NULL;
+    refs r = {obj, n};
+    commanded_do(self, w, cmd, &r);
 }
 
-static void worker_start(ft_thread *self, worker *w, ft_runtime *rt)
+static void cmd_incref(commanded *w)
 {
-    memset(w, 0, sizeof *w);
-    w->rt = rt;
-    CHECK(pthread_create(&w->thread, NULL, worker_main, w) == 0);
-    AWAIT(self, atomic_load(&w->started));
-    CHECK(atomic_load(&w->started) && w->t != NULL);
+    refs *r = w->arg;
+    for (int i = 0; i < r->n; i++)
+        ft_incref_per_thread(w->t, r->obj);
 }
 
-static void worker_do(ft_thread *self, worker *w, worker_fn fn, ft_object *obj, int n)
+static void cmd_decref(commanded *w)
 {
-    w->fn = fn;
-    w->obj = obj;
-    w->n = n;
-    int seq = atomic_load(&w->posted) + 1;
-    atomic_store(&w->posted, seq);
-    AWAIT(self, atomic_load(&w->done) == seq);
-    CHECK_EQ(atomic_load(&w->done), seq);
-}
-
-static void worker_finish(ft_thread *self, worker *w)
-{
-    atomic_store(&w->quit, true);
-    AWAIT(self, atomic_load(&w->exited));
-    CHECK(atomic_load(&w->exited));
-    pthread_join(w->thread, NULL);
-}
-
-static void cmd_incref(worker *w)
-{
-    for (int i = 0; i < w->n; i++)
-        ft_incref_per_thread(w->t, w->obj);
-}
-
-static void cmd_decref(worker *w)
-{
-    for (int i = 0; i < w->n; i++)
-        ft_decref_per_thread(w->t, w->obj);
-}
-
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    CHECK(rt != NULL);
-    return rt;
+    refs *r = w->arg;
+    for (int i = 0; i < r->n; i++)
+        ft_decref_per_thread(w->t, r->obj);
 }
 
 /* ---- enabling ------------------------------------------------------------------------------------ */
@@ -206,7 +146,7 @@ static ft_runtime *new_runtime(void)
 TEST(enable_refuses_bad_objects)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
 
@@ -256,7 +196,7 @@ TEST(enable_refuses_bad_objects)
 TEST(enable_out_of_memory_leaves_the_object_unchanged)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_obj(a, &uniqueid_type);
@@ -288,24 +228,24 @@ TEST(enable_out_of_memory_leaves_the_object_unchanged)
 TEST(object_without_an_id_counts_normally)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_obj(a, &uniqueid_type); /* opted in, but never enabled */
     CHECK(obj != NULL);
     ft_incref_per_thread(a, obj);
     CHECK_EQ(ft_refcount(obj), 2);
-    worker b;
-    worker_start(a, &b, rt);
-    worker_do(a, &b, cmd_incref, obj, 3);
+    commanded b;
+    commanded_start(a, &b, rt);
+    refs_do(a, &b, cmd_incref, obj, 3);
     CHECK_EQ(ft_refcount(obj), 5); /* no merge needed */
-    worker_do(a, &b, cmd_decref, obj, 3);
+    refs_do(a, &b, cmd_decref, obj, 3);
     CHECK_EQ(ft_refcount(obj), 2);
     ft_decref_per_thread(a, obj);
     CHECK_EQ(ft_refcount(obj), 1);
     ft_decref_per_thread(a, obj);
     CHECK_EQ(atomic_load(&deallocs), 1); /* freed at once, no merge */
-    worker_finish(a, &b);
+    commanded_finish(a, &b);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -317,19 +257,19 @@ TEST(object_without_an_id_counts_normally)
 TEST(merge_gives_the_exact_count)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_enabled(a);
     CHECK(obj != NULL);
-    worker w[COUNT_WORKERS];
+    commanded w[COUNT_WORKERS];
     for (int i = 0; i < COUNT_WORKERS; i++)
-        worker_start(a, &w[i], rt);
+        commanded_start(a, &w[i], rt);
 
     intptr_t expected = 1;
     for (int i = 0; i < COUNT_WORKERS; i++) {
-        worker_do(a, &w[i], cmd_incref, obj, 100 * (i + 1) + 7);
-        worker_do(a, &w[i], cmd_decref, obj, 7);
+        refs_do(a, &w[i], cmd_incref, obj, 100 * (i + 1) + 7);
+        refs_do(a, &w[i], cmd_decref, obj, 7);
         expected += 100 * (i + 1);
     }
     CHECK_EQ(true_count(obj), 1); /* the slots are private until merged */
@@ -340,13 +280,13 @@ TEST(merge_gives_the_exact_count)
 
     /* Drop them from other threads than took them: slots go negative, the sum is what counts. */
     for (int i = 0; i < COUNT_WORKERS; i++)
-        worker_do(a, &w[(i + 1) % COUNT_WORKERS], cmd_decref, obj, 100 * (i + 1));
+        refs_do(a, &w[(i + 1) % COUNT_WORKERS], cmd_decref, obj, 100 * (i + 1));
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(obj), 1);
     CHECK_EQ(atomic_load(&deallocs), 0);
 
     for (int i = 0; i < COUNT_WORKERS; i++)
-        worker_finish(a, &w[i]);
+        commanded_finish(a, &w[i]);
     ft_decref_per_thread(a, obj);
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
@@ -357,35 +297,35 @@ TEST(merge_gives_the_exact_count)
 TEST(freed_exactly_when_the_last_reference_goes)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_enabled(a);
     CHECK(obj != NULL);
-    worker x;
-    worker_start(a, &x, rt);
-    worker_do(a, &x, cmd_incref, obj, 1);
+    commanded x;
+    commanded_start(a, &x, rt);
+    refs_do(a, &x, cmd_incref, obj, 1);
     ft_decref(obj); /* the allocation's reference, the ordinary way */
     for (int i = 0; i < 5; i++) {
         CHECK_EQ(ft_uniqueid_merge(rt), 0);
         CHECK_EQ(true_count(obj), 1);
         CHECK_EQ(serial_deallocs(obj), 0);
         /* x churns, but keeps its reference across every merge */
-        worker_do(a, &x, cmd_incref, obj, 3);
+        refs_do(a, &x, cmd_incref, obj, 3);
         CHECK_EQ(ft_uniqueid_merge(rt), 0);
-        worker_do(a, &x, cmd_decref, obj, 3);
+        refs_do(a, &x, cmd_decref, obj, 3);
     }
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(obj), 1);
     CHECK_EQ(serial_deallocs(obj), 0);
-    worker_do(a, &x, cmd_decref, obj, 1); /* the last reference */
+    refs_do(a, &x, cmd_decref, obj, 1); /* the last reference */
     CHECK_EQ(serial_deallocs(obj), 0);    /* only a merge frees */
     uint32_t serial = ((shared_obj *)obj)->serial;
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs_by_serial[serial]), 1);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(atomic_load(&deallocs_by_serial[serial]), 1);
-    worker_finish(a, &x);
+    commanded_finish(a, &x);
     CHECK_EQ(atomic_load(&deallocs), 1);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
@@ -394,36 +334,36 @@ TEST(freed_exactly_when_the_last_reference_goes)
 TEST(stopping_thread_merges_its_slots)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_enabled(a);
     CHECK(obj != NULL);
-    worker x;
-    worker_start(a, &x, rt);
-    worker_do(a, &x, cmd_incref, obj, 5);
+    commanded x;
+    commanded_start(a, &x, rt);
+    refs_do(a, &x, cmd_incref, obj, 5);
     CHECK_EQ(true_count(obj), 1);
-    worker_finish(a, &x);
+    commanded_finish(a, &x);
     CHECK_EQ(true_count(obj), 6); /* folded in by the stop itself */
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(obj), 6);
 
-    worker y;
-    worker_start(a, &y, rt);
-    worker_do(a, &y, cmd_decref, obj, 5);
-    worker_finish(a, &y);
+    commanded y;
+    commanded_start(a, &y, rt);
+    refs_do(a, &y, cmd_decref, obj, 5);
+    commanded_finish(a, &y);
     CHECK_EQ(true_count(obj), 1);
     CHECK_EQ(serial_deallocs(obj), 0);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
 
     /* A stopping thread that drops the last reference: the next merge frees. */
-    worker z;
-    worker_start(a, &z, rt);
+    commanded z;
+    commanded_start(a, &z, rt);
     ft_decref(obj);
-    worker_do(a, &z, cmd_incref, obj, 1);
+    refs_do(a, &z, cmd_incref, obj, 1);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
-    worker_do(a, &z, cmd_decref, obj, 1);
-    worker_finish(a, &z);
+    refs_do(a, &z, cmd_decref, obj, 1);
+    commanded_finish(a, &z);
     CHECK_EQ(true_count(obj), 0);
     CHECK_EQ(serial_deallocs(obj), 0);
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
@@ -435,20 +375,20 @@ TEST(stopping_thread_merges_its_slots)
 TEST(recycled_id_has_no_stale_slots)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker x, y;
-    worker_start(a, &x, rt);
-    worker_start(a, &y, rt);
+    commanded x, y;
+    commanded_start(a, &x, rt);
+    commanded_start(a, &y, rt);
 
     /* The old object's count is 1 (a) + 1 (x) - 2 (y) = 0; x and y keep running with slots +1
      * and -2 until the merge that frees it. */
     ft_object *old = new_enabled(a);
     CHECK(old != NULL);
     uint32_t id = ft_object_unique_id(old);
-    worker_do(a, &x, cmd_incref, old, 1);
-    worker_do(a, &y, cmd_decref, old, 2);
+    refs_do(a, &x, cmd_incref, old, 1);
+    refs_do(a, &y, cmd_decref, old, 2);
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(serial_deallocs(old), 1);
 
@@ -459,17 +399,17 @@ TEST(recycled_id_has_no_stale_slots)
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(fresh), 1);
     CHECK_EQ(serial_deallocs(fresh), 0);
-    worker_do(a, &x, cmd_incref, fresh, 2);
-    worker_do(a, &y, cmd_incref, fresh, 1);
+    refs_do(a, &x, cmd_incref, fresh, 2);
+    refs_do(a, &y, cmd_incref, fresh, 1);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(fresh), 4);
-    worker_do(a, &x, cmd_decref, fresh, 2);
-    worker_do(a, &y, cmd_decref, fresh, 1);
+    refs_do(a, &x, cmd_decref, fresh, 2);
+    refs_do(a, &y, cmd_decref, fresh, 1);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(fresh), 1);
 
-    worker_finish(a, &x);
-    worker_finish(a, &y);
+    commanded_finish(a, &x);
+    commanded_finish(a, &y);
     CHECK_EQ(true_count(fresh), 1); /* x and y stopped with zero slots for it */
     ft_decref_per_thread(a, fresh);
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
@@ -485,14 +425,14 @@ TEST(recycled_id_has_no_stale_slots)
 
 static ft_object *many[MANY_IDS];
 
-static void cmd_incref_all(worker *w)
+static void cmd_incref_all(commanded *w)
 {
     for (int i = 0; i < MANY_IDS; i++)
         for (int k = 0; k <= i % 3; k++)
             ft_incref_per_thread(w->t, many[i]);
 }
 
-static void cmd_decref_all(worker *w)
+static void cmd_decref_all(commanded *w)
 {
     for (int i = 0; i < MANY_IDS; i++)
         for (int k = 0; k <= i % 3; k++)
@@ -502,26 +442,26 @@ static void cmd_decref_all(worker *w)
 TEST(thread_arrays_grow_with_the_ids)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
-    worker x, y;
-    worker_start(a, &x, rt);
-    worker_start(a, &y, rt);
+    commanded x, y;
+    commanded_start(a, &x, rt);
+    commanded_start(a, &y, rt);
     /* x counts each object as soon as it has its id: its array grows step by step. */
     for (int i = 0; i < MANY_IDS; i++) {
         many[i] = new_enabled(a);
         CHECK(many[i] != NULL);
-        worker_do(a, &x, cmd_incref, many[i], 1);
+        refs_do(a, &x, cmd_incref, many[i], 1);
     }
     /* y's array grows at once to the whole table. */
-    worker_do(a, &y, cmd_incref_all, NULL, 0);
+    commanded_do(a, &y, cmd_incref_all, NULL);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     for (int i = 0; i < MANY_IDS; i++)
         CHECK_EQ(true_count(many[i]), 2 + i % 3 + 1);
-    worker_do(a, &y, cmd_decref_all, NULL, 0);
+    commanded_do(a, &y, cmd_decref_all, NULL);
     for (int i = 0; i < MANY_IDS; i++)
-        worker_do(a, &x, cmd_decref, many[i], 1);
+        refs_do(a, &x, cmd_decref, many[i], 1);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     for (int i = 0; i < MANY_IDS; i++) {
         CHECK_EQ(true_count(many[i]), 1);
@@ -531,8 +471,8 @@ TEST(thread_arrays_grow_with_the_ids)
     CHECK_EQ(atomic_load(&deallocs), MANY_IDS);
     for (int i = 0; i < MANY_IDS; i++)
         CHECK_EQ(atomic_load(&deallocs_by_serial[i]), 1);
-    worker_finish(a, &x);
-    worker_finish(a, &y);
+    commanded_finish(a, &x);
+    commanded_finish(a, &y);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -545,14 +485,14 @@ TEST(thread_arrays_grow_with_the_ids)
 TEST(merge_inside_the_callers_stop_merges_only)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *obj = new_enabled(a);
     CHECK(obj != NULL);
-    worker x;
-    worker_start(a, &x, rt);
-    worker_do(a, &x, cmd_incref, obj, 5);
+    commanded x;
+    commanded_start(a, &x, rt);
+    refs_do(a, &x, cmd_incref, obj, 5);
 
     ft_stop_the_world(rt);
     size_t freed = ft_uniqueid_merge(rt);
@@ -561,7 +501,7 @@ TEST(merge_inside_the_callers_stop_merges_only)
     CHECK_EQ(freed, 0);
     CHECK_EQ(merged, 6);
 
-    worker_do(a, &x, cmd_decref, obj, 5);
+    refs_do(a, &x, cmd_decref, obj, 5);
     ft_decref(obj);
     ft_stop_the_world(rt);
     freed = ft_uniqueid_merge(rt);
@@ -580,7 +520,7 @@ TEST(merge_inside_the_callers_stop_merges_only)
 
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
-    worker_finish(a, &x);
+    commanded_finish(a, &x);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -590,7 +530,7 @@ TEST(merge_inside_the_callers_stop_merges_only)
 TEST(merge_core_hands_the_dead_back)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     ft_object *objs[3];
@@ -598,10 +538,10 @@ TEST(merge_core_hands_the_dead_back)
         objs[i] = new_enabled(a);
         CHECK(objs[i] != NULL);
     }
-    worker x;
-    worker_start(a, &x, rt);
-    worker_do(a, &x, cmd_incref, objs[0], 2);
-    worker_do(a, &x, cmd_decref, objs[1], 1); /* objs[1] and objs[2] are at zero */
+    commanded x;
+    commanded_start(a, &x, rt);
+    refs_do(a, &x, cmd_incref, objs[0], 2);
+    refs_do(a, &x, cmd_decref, objs[1], 1); /* objs[1] and objs[2] are at zero */
     ft_decref_per_thread(a, objs[2]);
 
     ft_stop_the_world(rt);
@@ -629,7 +569,7 @@ TEST(merge_core_hands_the_dead_back)
     CHECK(again != NULL);
 
     /* Without a list the core only merges: nothing leaves the table. */
-    worker_do(a, &x, cmd_decref, objs[0], 2);
+    refs_do(a, &x, cmd_decref, objs[0], 2);
     ft_decref(objs[0]);
     ft_stop_the_world(rt);
     found = ft_uniqueid_merge_stopped(rt, NULL);
@@ -640,7 +580,7 @@ TEST(merge_core_hands_the_dead_back)
     ft_decref(again);
     CHECK_EQ(ft_uniqueid_merge(rt), 2);
     CHECK_EQ(atomic_load(&deallocs), 4);
-    worker_finish(a, &x);
+    commanded_finish(a, &x);
     ft_thread_stop(a);
     CHECK_EQ(ft_runtime_free(rt), FT_OK);
 }
@@ -648,16 +588,18 @@ TEST(merge_core_hands_the_dead_back)
 /* ---- the debug reference total ------------------------------------------------------------------ */
 
 #ifdef FTRT_DEBUG
-static void cmd_incref_plain(worker *w)
+static void cmd_incref_plain(commanded *w)
 {
-    for (int i = 0; i < w->n; i++)
-        ft_incref(w->obj);
+    refs *r = w->arg;
+    for (int i = 0; i < r->n; i++)
+        ft_incref(r->obj);
 }
 
-static void cmd_decref_plain(worker *w)
+static void cmd_decref_plain(commanded *w)
 {
-    for (int i = 0; i < w->n; i++)
-        ft_decref(w->obj);
+    refs *r = w->arg;
+    for (int i = 0; i < r->n; i++)
+        ft_decref(r->obj);
 }
 #endif
 
@@ -671,7 +613,7 @@ static void cmd_decref_plain(worker *w)
 TEST(immortalized_object_keeps_its_id_and_merges_leave_it_alone)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     int64_t start = ft_runtime_reftotal(rt);
@@ -698,7 +640,7 @@ TEST(immortalized_object_keeps_its_id_and_merges_leave_it_alone)
 static void set_refcount_of_a_counted_object(void *arg)
 {
     (void)arg;
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     ft_object *obj = new_enabled(a);
     ft_set_refcount(obj, 3);
@@ -716,7 +658,7 @@ TEST(reftotal_returns_to_its_start)
     printf("     (skipped: ftrt keeps the reference total only in debug builds)\n");
 #else
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     int64_t start = ft_runtime_reftotal(rt);
@@ -725,34 +667,34 @@ TEST(reftotal_returns_to_its_start)
         objs[i] = new_enabled(a);
         CHECK(objs[i] != NULL);
     }
-    worker x, y;
-    worker_start(a, &x, rt);
-    worker_start(a, &y, rt);
+    commanded x, y;
+    commanded_start(a, &x, rt);
+    commanded_start(a, &y, rt);
 
     /* objs[0]: x takes references in its slot, y the ordinary way; each drops the other's kind. */
-    worker_do(a, &x, cmd_incref, objs[0], 5);
-    worker_do(a, &y, cmd_incref_plain, objs[0], 3);
+    refs_do(a, &x, cmd_incref, objs[0], 5);
+    refs_do(a, &y, cmd_incref_plain, objs[0], 3);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
-    worker_do(a, &y, cmd_decref, objs[0], 3);
-    worker_do(a, &x, cmd_decref_plain, objs[0], 5);
+    refs_do(a, &y, cmd_decref, objs[0], 3);
+    refs_do(a, &x, cmd_decref_plain, objs[0], 5);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(objs[0]), 1);
 
     /* objs[1]: x stops holding two slot references; a drops them from its own slot. */
-    worker_do(a, &x, cmd_incref, objs[1], 2);
-    worker_finish(a, &x);
+    refs_do(a, &x, cmd_incref, objs[1], 2);
+    commanded_finish(a, &x);
     for (int i = 0; i < 2; i++)
         ft_decref_per_thread(a, objs[1]);
 
     /* objs[3]: many references churned across merges; objs[2]: the allocation's reference is
      * dropped through y's slot, which y folds in as it stops. */
     for (int r = 0; r < 10; r++) {
-        worker_do(a, &y, cmd_incref, objs[3], r + 1);
+        refs_do(a, &y, cmd_incref, objs[3], r + 1);
         CHECK_EQ(ft_uniqueid_merge(rt), 0);
-        worker_do(a, &y, cmd_decref_plain, objs[3], r + 1);
+        refs_do(a, &y, cmd_decref_plain, objs[3], r + 1);
     }
-    worker_do(a, &y, cmd_decref, objs[2], 1);
-    worker_finish(a, &y);
+    refs_do(a, &y, cmd_decref, objs[2], 1);
+    commanded_finish(a, &y);
     CHECK_EQ(ft_uniqueid_merge(rt), 1); /* objs[2] */
 
     ft_decref(objs[0]);
@@ -848,18 +790,14 @@ static void run_racers(ft_thread *a, race_shared *s, void *(*fn)(void *), intptr
         atomic_fetch_add(&s->merges, 1);
         sched_yield();
     }
-    ft_detach(a);
-    for (int i = 0; i < RACE_THREADS; i++)
-        pthread_join(threads[i], NULL);
-    ft_attach(a);
-    CHECK_THREADS_OK();
+    join_detached(a, threads, RACE_THREADS);
     CHECK(atomic_load(&s->merges) >= RACE_MIN_MERGES);
 }
 
 TEST(merges_race_with_counting_threads)
 {
     reset_counts();
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = new_runtime(NULL);
     ft_thread *a = ft_thread_start(rt);
     CHECK(a != NULL);
     race_shared s = {.rt = rt, .obj = new_enabled(a)};

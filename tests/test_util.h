@@ -7,11 +7,15 @@
  * this header.
  *
  * Threads: start_thread() and join_thread() (a timed join that also fails the test if a helper
- * recorded a failure), thread_failures(); thread_identity with thread_is_parked(), which tells from
- * /proc that a thread is really parked; on_other_thread() and run_on_new_thread(), which run one step
- * on a new OS thread attached to a runtime; a runtime with one attached thread (fixture); commanded
- * workers (commanded_start/do/post/wait/finish), attached threads that run one posted command at a
- * time and pass safepoints only when told to.
+ * recorded a failure), thread_failures(); join_detached() and barrier_detached(), which wait with the
+ * caller detached; thread_identity with thread_is_parked(), which tells from /proc that a thread is
+ * really parked, and all_parked(); on_other_thread() and run_on_new_thread(), which run one step on
+ * a new OS thread attached to a runtime; new_runtime(), and a runtime with one attached thread
+ * (fixture); commanded workers (commanded_start/do/post/wait/finish), attached threads that run one
+ * posted command at a time, pass safepoints while idle unless held (cmd_hold/resume) and may run a
+ * hook of the test's after each idle safepoint (commanded_start_with).
+ *
+ * Objects: count_dealloc, a dealloc that counts in counted_deallocs.
  *
  * Statistics: stats_of() (the heap's) and thread_count() (the runtime's). */
 #ifndef FTRT_TEST_UTIL_H
@@ -112,6 +116,30 @@ static inline void join_thread(pthread_t thread)
     check_helpers_ok();
 }
 
+/* Join n threads with self (the caller's attached state, or NULL) detached meanwhile, so that it
+ * never holds up a stop-the-world they make; then fail the test if one of them recorded a failure. */
+static inline void join_detached(ft_thread *self, const pthread_t *threads, int n)
+{
+    if (self)
+        ft_detach(self);
+    for (int i = 0; i < n; i++)
+        pthread_join(threads[i], NULL);
+    if (self)
+        ft_attach(self);
+    CHECK_THREADS_OK();
+}
+
+/* Wait at barrier b detached (t: the caller's attached state, or NULL), so that the wait never holds
+ * up a stop-the-world. */
+static inline void barrier_detached(ft_thread *t, pthread_barrier_t *b)
+{
+    if (t)
+        ft_detach(t);
+    pthread_barrier_wait(b);
+    if (t)
+        ft_attach(t);
+}
+
 /* A thread whose parking the main thread must observe publishes its kernel id and the address of
  * the stack frame it will block from (its thread function's), before it blocks. */
 typedef struct thread_identity {
@@ -156,7 +184,23 @@ static inline bool thread_is_parked(thread_identity *id)
     return word < frame && frame - word < ((uintptr_t)1 << 20);
 }
 
+static inline bool all_parked(thread_identity *ids, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!thread_is_parked(&ids[i]))
+            return false;
+    return true;
+}
+
 /* ---- runtimes and thread states ------------------------------------------------------------------ */
+
+/* A runtime (cfg: NULL for the defaults); the test fails if there is none. */
+static inline ft_runtime *new_runtime(const ft_config *cfg)
+{
+    ft_runtime *rt = ft_runtime_new(cfg);
+    CHECK(rt != NULL);
+    return rt;
+}
 
 /* A runtime with the calling thread attached to it. */
 typedef struct fixture {
@@ -166,11 +210,17 @@ typedef struct fixture {
 
 static inline fixture fixture_setup(void)
 {
-    fixture f = {ft_runtime_new(NULL), NULL};
-    CHECK(f.rt != NULL);
+    fixture f = {new_runtime(NULL), NULL};
     f.t = ft_thread_start(f.rt);
     CHECK(f.t != NULL);
     return f;
+}
+
+/* Stop the thread state and free the runtime, which must have no other thread left. */
+static inline void fixture_teardown(fixture f)
+{
+    ft_thread_stop(f.t);
+    CHECK_EQ(ft_runtime_free(f.rt), FT_OK);
 }
 
 typedef void (*step_fn)(ft_thread *t, void *arg);
@@ -217,6 +267,18 @@ static inline void on_other_thread(ft_thread *self, step_fn fn, void *arg)
     run_on_new_thread(ft_thread_runtime(self), self, fn, arg);
 }
 
+/* ---- objects ------------------------------------------------------------------------------------- */
+
+/* A type whose .dealloc is count_dealloc counts its deallocs in counted_deallocs, which the test
+ * zeroes before it counts. */
+static _Atomic int counted_deallocs;
+
+static inline void count_dealloc(ft_object *o)
+{
+    (void)o;
+    atomic_fetch_add(&counted_deallocs, 1);
+}
+
 /* ---- statistics ---------------------------------------------------------------------------------- */
 
 static inline ft_heap_stats stats_of(ft_runtime *rt)
@@ -237,7 +299,9 @@ static inline uint32_t thread_count(ft_runtime *rt)
 
 /* A commanded worker: a thread with its own thread state that runs commands the main thread posts.
  * While idle it passes safepoints (when `quiescent`) or holds still without one, so a test always
- * knows which thread owes a quiescent point. */
+ * knows which thread owes a quiescent point. A test may give it an idle hook, which runs after each
+ * idle safepoint (to check, between safepoints, something only the worker may look at), and a
+ * context for the state its commands and hook share. */
 typedef struct commanded commanded;
 typedef void (*commanded_fn)(commanded *w);
 
@@ -249,9 +313,11 @@ struct commanded {
     _Atomic bool quiescent;   /* the idle loop passes safepoints */
     _Atomic bool quit;
     _Atomic int posted, done; /* command sequence numbers */
-    commanded_fn fn;             /* the posted command; written before `posted` */
+    commanded_fn fn;          /* the posted command; written before `posted` */
     void *arg;                /* its argument; written before `posted` */
     uint64_t result;          /* a command's result; read after `done` */
+    commanded_fn idle;        /* NULL or the idle hook; written before the start */
+    void *ctx;                /* the test's state for this commanded; written before the start */
 };
 
 static inline void *commanded_main(void *arg)
@@ -263,8 +329,11 @@ static inline void *commanded_main(void *arg)
     if (!w->t)
         return NULL;
     for (;;) {
-        if (atomic_load(&w->quiescent))
+        if (atomic_load(&w->quiescent)) {
             ft_safepoint(w->t);
+            if (w->idle)
+                w->idle(w);
+        }
         int posted = atomic_load(&w->posted);
         if (posted != atomic_load(&w->done)) {
             w->fn(w);
@@ -280,16 +349,25 @@ static inline void *commanded_main(void *arg)
     return NULL;
 }
 
-/* Start a commanded; `self` (the caller's attached thread state, or NULL) keeps passing safepoints
- * meanwhile, since the commanded's start may stop the world. */
-static inline void commanded_start(ft_thread *self, commanded *w, ft_runtime *rt)
+/* Start a commanded with an idle hook and a context (either may be NULL); `self` (the caller's
+ * attached thread state, or NULL) keeps passing safepoints meanwhile, since the commanded's start may
+ * stop the world. */
+static inline void commanded_start_with(ft_thread *self, commanded *w, ft_runtime *rt,
+                                        commanded_fn idle, void *ctx)
 {
     memset(w, 0, sizeof *w);
     w->rt = rt;
+    w->idle = idle;
+    w->ctx = ctx;
     atomic_store(&w->quiescent, true);
     CHECK(pthread_create(&w->thread, NULL, commanded_main, w) == 0);
     AWAIT(self, atomic_load(&w->started));
     CHECK(atomic_load(&w->started) && w->t != NULL);
+}
+
+static inline void commanded_start(ft_thread *self, commanded *w, ft_runtime *rt)
+{
+    commanded_start_with(self, w, rt, NULL, NULL);
 }
 
 /* Post fn(w) with w->arg = arg to the commanded without waiting; returns the command's number for
@@ -336,6 +414,19 @@ static inline void cmd_resume(commanded *w)
 static inline void cmd_safepoint(commanded *w)
 {
     ft_safepoint(w->t);
+}
+
+/* Detach; the commanded holds meanwhile, since a detached thread passes no safepoints. */
+static inline void cmd_detach(commanded *w)
+{
+    cmd_hold(w);
+    ft_detach(w->t);
+}
+
+/* Attach again, still holding: cmd_resume lets it pass safepoints. */
+static inline void cmd_attach(commanded *w)
+{
+    ft_attach(w->t);
 }
 
 #endif
