@@ -27,7 +27,7 @@ typedef struct counted_object {
 static const ft_type counted_type = {
     .name = "bench_counted",
     .basic_size = sizeof(counted_object),
-    .flags = FT_TYPE_PER_THREAD_RC,
+    .flags = FT_TYPE_UNIQUEID,
     .unique_id_offset = offsetof(counted_object, unique_id),
 };
 
@@ -62,9 +62,9 @@ static inline __attribute__((always_inline)) void count_loop(count_worker *w, ft
     do {
         for (int i = 0; i < 64; i++) {
             if (kind == COUNT_PER_THREAD) {
-                ft_incref_per_thread(t, o);
+                ft_uniqueid_incref(t, o);
                 BENCH_CLOBBER();
-                ft_decref_per_thread(t, o);
+                ft_uniqueid_decref(t, o);
             } else {
                 atomic_fetch_add_explicit(&s->atomic_count, 1, memory_order_relaxed);
                 BENCH_CLOBBER();
@@ -86,8 +86,8 @@ static void *count_thread(void *arg)
     count_shared *s = w->shared;
     ft_thread *t = bench_thread_start(s->rt);
     /* The first per-thread count sizes this thread's array: outside the window. */
-    ft_incref_per_thread(t, s->object);
-    ft_decref_per_thread(t, s->object);
+    ft_uniqueid_incref(t, s->object);
+    ft_uniqueid_decref(t, s->object);
     if (s->kind == COUNT_PER_THREAD)
         count_loop(w, t, COUNT_PER_THREAD);
     else
@@ -139,7 +139,7 @@ static void count_figure(const bench_config *cfg, const char *name, enum count_k
     s->rt = ft_runtime_new(NULL);
     ft_thread *main_thread = s->rt ? ft_thread_start(s->rt) : NULL;
     s->object = main_thread ? ft_alloc(main_thread, &counted_type) : NULL;
-    if (!s->object || ft_object_enable_per_thread_rc(main_thread, s->object) != FT_OK) {
+    if (!s->object || ft_uniqueid_enable(main_thread, s->object) != FT_OK) {
         fprintf(stderr, "bench: cannot make a per-thread counted object: %s\n",
                 ft_status_str(ft_last_error()));
         exit(2);

@@ -18,7 +18,7 @@
  * and replaces it now and then, retiring the old one with ft_free_delayed; readers check the pattern
  * of whatever buffer they load, which would break if a buffer were freed (and reused) too early.
  *
- * Every operation of every thread is bracketed by ft_incref_per_thread / ft_decref_per_thread on one
+ * Every operation of every thread is bracketed by ft_uniqueid_incref / ft_uniqueid_decref on one
  * "hot" shared object, whose type opts in to per-thread reference counts: the counting touches only
  * the thread's own array. The main thread merges those counts with ft_uniqueid_merge every few
  * milliseconds and checks the object's true count (its count minus the deferral bias): the main
@@ -56,8 +56,8 @@ enum {
     QUIESCE_ATTEMPTS = 16,
 };
 
-/* The deferral bias ft_object_enable_per_thread_rc adds, in references (ftrt/uniqueid.h). */
-#define PER_THREAD_RC_BIAS (INTPTR_MAX / 8)
+/* The deferral bias ft_uniqueid_enable adds, in references (ftrt/uniqueid.h). */
+#define UNIQUEID_BIAS (INTPTR_MAX / 8)
 
 #define ALIVE UINT32_C(0xA11FE)
 #define DEAD UINT32_C(0xDEAD)
@@ -104,7 +104,7 @@ static const ft_type value_type = {
 static const ft_type hot_type = {
     .name = "demo.hot",
     .basic_size = sizeof(hot_object),
-    .flags = FT_TYPE_PER_THREAD_RC,
+    .flags = FT_TYPE_UNIQUEID,
     .unique_id_offset = offsetof(hot_object, unique_id),
     .dealloc = hot_dealloc,
 };
@@ -298,12 +298,12 @@ static void reader_loop(sharing_worker *w, ft_thread *t)
 {
     while (!atomic_load_explicit(&world.done, memory_order_relaxed)) {
         uint64_t r = demo_random(&w->random_state);
-        ft_incref_per_thread(t, world.hot);
+        ft_uniqueid_incref(t, world.hot);
         lookup(w, t, r % KEY_COUNT);
         uint64_t n = get(&w->counts.lookups);
         if (n % LOOKUPS_PER_CONFIG_CHECK == 0)
             check_config(w);
-        ft_decref_per_thread(t, world.hot);
+        ft_uniqueid_decref(t, world.hot);
         add(&w->counts.operations, 1);
         if (n % LOOKUPS_PER_SAFEPOINT == 0)
             ft_safepoint(t);
@@ -355,21 +355,21 @@ static void writer_loop(sharing_worker *w, ft_thread *t)
 {
     /* Fill the half from empty: the table grows while the readers already probe it. */
     for (uint64_t number = w->parity; number < KEY_COUNT; number += WRITERS) {
-        ft_incref_per_thread(t, world.hot);
+        ft_uniqueid_incref(t, world.hot);
         store(w, t, number);
-        ft_decref_per_thread(t, world.hot);
+        ft_uniqueid_decref(t, world.hot);
         add(&w->counts.operations, 1);
         ft_safepoint(t);
     }
     while (!atomic_load_explicit(&world.done, memory_order_relaxed)) {
         uint64_t r = demo_random(&w->random_state);
         uint64_t number = (r % (KEY_COUNT / WRITERS)) * WRITERS + w->parity;
-        ft_incref_per_thread(t, world.hot);
+        ft_uniqueid_incref(t, world.hot);
         if (w->present[number] && (r >> 32) % 4 == 0)
             delete(w, t, number);
         else
             store(w, t, number);
-        ft_decref_per_thread(t, world.hot);
+        ft_uniqueid_decref(t, world.hot);
         uint64_t n = get(&w->counts.operations) + 1;
         add(&w->counts.operations, 1);
         if (w->parity == 0 && n % WRITES_PER_CONFIG_SWAP == 0)
@@ -404,7 +404,7 @@ typedef struct sampling {
 
 static intptr_t hot_true_count(void)
 {
-    return ft_refcount(world.hot) - PER_THREAD_RC_BIAS;
+    return ft_refcount(world.hot) - UNIQUEID_BIAS;
 }
 
 /* Attached: merge the per-thread counts and check what the hot object's count can be now. */
@@ -612,9 +612,9 @@ static void set_up(ft_thread *t)
         world.probes[number] = make_key(t, number);
     world.hot = make(t, &hot_type);
     ((hot_object *)world.hot)->state = ALIVE;
-    ft_status status = ft_object_enable_per_thread_rc(t, world.hot);
+    ft_status status = ft_uniqueid_enable(t, world.hot);
     if (status != FT_OK) {
-        fprintf(stderr, "ftrt_demo: ft_object_enable_per_thread_rc: %s\n", ft_status_str(status));
+        fprintf(stderr, "ftrt_demo: ft_uniqueid_enable: %s\n", ft_status_str(status));
         exit(2);
     }
     atomic_store_explicit(&world.config, make_config(t, 1, CONFIG_MIN_WORDS), memory_order_release);

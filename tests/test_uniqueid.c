@@ -11,7 +11,7 @@
  * after its last reference went, never while any thread's slot holds a reference; a stopping
  * thread's slots reach the object without a merge; a recycled id starts from zero even though live
  * threads had nonzero slots for the object that held it before; thread arrays grow as ids are
- * issued; ft_object_enable_per_thread_rc's refusals (including out of memory, which leaves the
+ * issued; ft_uniqueid_enable's refusals (including out of memory, which leaves the
  * object unchanged); the debug reference total returns to its start; and the merge inside a stop the
  * caller holds (the public call merges without freeing, the core hands the dead back). */
 #ifndef _GNU_SOURCE
@@ -58,7 +58,7 @@ static void shared_dealloc(ft_object *self)
 static const ft_type uniqueid_type = {
     .name = "uniqueid_obj",
     .basic_size = sizeof(shared_obj),
-    .flags = FT_TYPE_PER_THREAD_RC,
+    .flags = FT_TYPE_UNIQUEID,
     .unique_id_offset = offsetof(shared_obj, unique_id),
     .dealloc = shared_dealloc,
 };
@@ -66,14 +66,14 @@ static const ft_type uniqueid_type = {
 static const ft_type plain_type = {
     .name = "plain",
     .basic_size = sizeof(shared_obj),
-    .unique_id_offset = offsetof(shared_obj, unique_id), /* but no FT_TYPE_PER_THREAD_RC */
+    .unique_id_offset = offsetof(shared_obj, unique_id), /* but no FT_TYPE_UNIQUEID */
     .dealloc = shared_dealloc,
 };
 
 static const ft_type bad_offset_type = {
     .name = "bad offset",
     .basic_size = sizeof(shared_obj),
-    .flags = FT_TYPE_PER_THREAD_RC,
+    .flags = FT_TYPE_UNIQUEID,
     .unique_id_offset = 0, /* inside the header */
     .dealloc = shared_dealloc,
 };
@@ -98,7 +98,7 @@ static ft_object *new_obj(ft_thread *t, const ft_type *type)
 static ft_object *new_enabled(ft_thread *t)
 {
     ft_object *o = new_obj(t, &uniqueid_type);
-    if (o && ft_object_enable_per_thread_rc(t, o) != FT_OK)
+    if (o && ft_uniqueid_enable(t, o) != FT_OK)
         return NULL;
     return o;
 }
@@ -131,14 +131,14 @@ static void cmd_incref(commanded *w)
 {
     refs *r = w->arg;
     for (int i = 0; i < r->n; i++)
-        ft_incref_per_thread(w->t, r->obj);
+        ft_uniqueid_incref(w->t, r->obj);
 }
 
 static void cmd_decref(commanded *w)
 {
     refs *r = w->arg;
     for (int i = 0; i < r->n; i++)
-        ft_decref_per_thread(w->t, r->obj);
+        ft_uniqueid_decref(w->t, r->obj);
 }
 
 /* ---- enabling ------------------------------------------------------------------------------------ */
@@ -152,30 +152,30 @@ TEST(enable_refuses_bad_objects)
 
     ft_object *plain = new_obj(a, &plain_type);
     CHECK(plain != NULL);
-    CHECK_EQ(ft_object_enable_per_thread_rc(a, plain), FT_EINVAL);
+    CHECK_EQ(ft_uniqueid_enable(a, plain), FT_EINVAL);
     CHECK_EQ(ft_object_unique_id(plain), 0);
     CHECK_EQ(ft_refcount(plain), 1);
 
     ft_object *bad = new_obj(a, &bad_offset_type);
     CHECK(bad != NULL);
-    CHECK_EQ(ft_object_enable_per_thread_rc(a, bad), FT_EINVAL);
+    CHECK_EQ(ft_uniqueid_enable(a, bad), FT_EINVAL);
     CHECK_EQ(ft_refcount(bad), 1);
 
     ft_object *obj = new_obj(a, &uniqueid_type);
     CHECK(obj != NULL);
-    CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_OK);
+    CHECK_EQ(ft_uniqueid_enable(a, obj), FT_OK);
     CHECK(ft_object_unique_id(obj) != 0);
     CHECK_EQ(true_count(obj), 1);
     CHECK(atomic_load(&obj->ob_flags) & FT_OBJ_DEFERRED);
     uint32_t id = ft_object_unique_id(obj);
-    CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_EINVAL); /* twice */
+    CHECK_EQ(ft_uniqueid_enable(a, obj), FT_EINVAL); /* twice */
     CHECK_EQ(ft_object_unique_id(obj), id);
     CHECK_EQ(true_count(obj), 1);
 
     ft_object *immortal = new_obj(a, &uniqueid_type);
     CHECK(immortal != NULL);
     ft_immortalize(immortal);
-    CHECK_EQ(ft_object_enable_per_thread_rc(a, immortal), FT_EINVAL);
+    CHECK_EQ(ft_uniqueid_enable(a, immortal), FT_EINVAL);
     CHECK_EQ(ft_object_unique_id(immortal), 0);
     CHECK(ft_object_is_immortal(immortal));
 
@@ -204,7 +204,7 @@ TEST(enable_out_of_memory_leaves_the_object_unchanged)
     intptr_t shared_before = atomic_load(&obj->ob_ref_shared);
     uint16_t flags_before = atomic_load(&obj->ob_flags);
     ft_debug_fail_allocation(rt, 0); /* the id table's first allocation fails */
-    CHECK_EQ(ft_object_enable_per_thread_rc(a, obj), FT_ENOMEM);
+    CHECK_EQ(ft_uniqueid_enable(a, obj), FT_ENOMEM);
     ft_debug_fail_allocation(rt, -1);
     CHECK_EQ(ft_object_unique_id(obj), 0);
     CHECK_EQ(ft_refcount(obj), 1);
@@ -216,9 +216,9 @@ TEST(enable_out_of_memory_leaves_the_object_unchanged)
     ft_decref(obj);
     CHECK_EQ(atomic_load(&deallocs), 1);
     /* And the table works once memory is back. */
-    CHECK_EQ(ft_object_enable_per_thread_rc(a, other), FT_OK);
+    CHECK_EQ(ft_uniqueid_enable(a, other), FT_OK);
     CHECK(ft_object_unique_id(other) != 0);
-    ft_decref_per_thread(a, other);
+    ft_uniqueid_decref(a, other);
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 2);
     ft_thread_stop(a);
@@ -233,7 +233,7 @@ TEST(object_without_an_id_counts_normally)
     CHECK(a != NULL);
     ft_object *obj = new_obj(a, &uniqueid_type); /* opted in, but never enabled */
     CHECK(obj != NULL);
-    ft_incref_per_thread(a, obj);
+    ft_uniqueid_incref(a, obj);
     CHECK_EQ(ft_refcount(obj), 2);
     commanded b;
     commanded_start(a, &b, rt);
@@ -241,9 +241,9 @@ TEST(object_without_an_id_counts_normally)
     CHECK_EQ(ft_refcount(obj), 5); /* no merge needed */
     refs_do(a, &b, cmd_decref, obj, 3);
     CHECK_EQ(ft_refcount(obj), 2);
-    ft_decref_per_thread(a, obj);
+    ft_uniqueid_decref(a, obj);
     CHECK_EQ(ft_refcount(obj), 1);
-    ft_decref_per_thread(a, obj);
+    ft_uniqueid_decref(a, obj);
     CHECK_EQ(atomic_load(&deallocs), 1); /* freed at once, no merge */
     commanded_finish(a, &b);
     ft_thread_stop(a);
@@ -287,7 +287,7 @@ TEST(merge_gives_the_exact_count)
 
     for (int i = 0; i < COUNT_WORKERS; i++)
         commanded_finish(a, &w[i]);
-    ft_decref_per_thread(a, obj);
+    ft_uniqueid_decref(a, obj);
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
     ft_thread_stop(a);
@@ -411,7 +411,7 @@ TEST(recycled_id_has_no_stale_slots)
     commanded_finish(a, &x);
     commanded_finish(a, &y);
     CHECK_EQ(true_count(fresh), 1); /* x and y stopped with zero slots for it */
-    ft_decref_per_thread(a, fresh);
+    ft_uniqueid_decref(a, fresh);
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(serial_deallocs(fresh), 1);
     CHECK_EQ(atomic_load(&deallocs), 2);
@@ -429,14 +429,14 @@ static void cmd_incref_all(commanded *w)
 {
     for (int i = 0; i < MANY_IDS; i++)
         for (int k = 0; k <= i % 3; k++)
-            ft_incref_per_thread(w->t, many[i]);
+            ft_uniqueid_incref(w->t, many[i]);
 }
 
 static void cmd_decref_all(commanded *w)
 {
     for (int i = 0; i < MANY_IDS; i++)
         for (int k = 0; k <= i % 3; k++)
-            ft_decref_per_thread(w->t, many[i]);
+            ft_uniqueid_decref(w->t, many[i]);
 }
 
 TEST(thread_arrays_grow_with_the_ids)
@@ -465,7 +465,7 @@ TEST(thread_arrays_grow_with_the_ids)
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     for (int i = 0; i < MANY_IDS; i++) {
         CHECK_EQ(true_count(many[i]), 1);
-        ft_decref_per_thread(a, many[i]);
+        ft_uniqueid_decref(a, many[i]);
     }
     CHECK_EQ(ft_uniqueid_merge(rt), MANY_IDS);
     CHECK_EQ(atomic_load(&deallocs), MANY_IDS);
@@ -542,7 +542,7 @@ TEST(merge_core_hands_the_dead_back)
     commanded_start(a, &x, rt);
     refs_do(a, &x, cmd_incref, objs[0], 2);
     refs_do(a, &x, cmd_decref, objs[1], 1); /* objs[1] and objs[2] are at zero */
-    ft_decref_per_thread(a, objs[2]);
+    ft_uniqueid_decref(a, objs[2]);
 
     ft_stop_the_world(rt);
     ft_dead_list dead = {0};
@@ -619,10 +619,10 @@ TEST(immortalized_object_keeps_its_id_and_merges_leave_it_alone)
     int64_t start = ft_runtime_reftotal(rt);
     ft_object *obj = new_enabled(a);
     CHECK(obj != NULL);
-    ft_incref_per_thread(a, obj);
+    ft_uniqueid_incref(a, obj);
     ft_immortalize(obj);
     CHECK(ft_object_is_immortal(obj));
-    ft_incref_per_thread(a, obj);
+    ft_uniqueid_incref(a, obj);
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(atomic_load(&obj->ob_ref_shared), 0); /* nothing added into the immortal object */
     CHECK(ft_object_is_immortal(obj));
@@ -684,7 +684,7 @@ TEST(reftotal_returns_to_its_start)
     refs_do(a, &x, cmd_incref, objs[1], 2);
     commanded_finish(a, &x);
     for (int i = 0; i < 2; i++)
-        ft_decref_per_thread(a, objs[1]);
+        ft_uniqueid_decref(a, objs[1]);
 
     /* objs[3]: many references churned across merges; objs[2]: the allocation's reference is
      * dropped through y's slot, which y folds in as it stops. */
@@ -698,7 +698,7 @@ TEST(reftotal_returns_to_its_start)
     CHECK_EQ(ft_uniqueid_merge(rt), 1); /* objs[2] */
 
     ft_decref(objs[0]);
-    ft_decref_per_thread(a, objs[1]);
+    ft_uniqueid_decref(a, objs[1]);
     ft_decref(objs[3]);
     CHECK_EQ(ft_uniqueid_merge(rt), 3);
     CHECK_EQ(atomic_load(&deallocs), TOTAL_OBJS);
@@ -739,12 +739,12 @@ static void *race_main(void *arg)
     if (!t)
         return NULL;
     for (int r = 0; r < RACE_ROUNDS; r++) {
-        ft_incref_per_thread(t, s->obj);
-        ft_incref_per_thread(t, s->obj);
+        ft_uniqueid_incref(t, s->obj);
+        ft_uniqueid_incref(t, s->obj);
         ft_safepoint(t); /* a merge may run here, with this thread's slot at +2 */
-        ft_decref_per_thread(t, s->obj);
+        ft_uniqueid_decref(t, s->obj);
         if (r >= RACE_KEEP)
-            ft_decref_per_thread(t, s->obj);
+            ft_uniqueid_decref(t, s->obj);
         if (r % 64 == 0)
             sched_yield();
     }
@@ -762,7 +762,7 @@ static void *race_release_main(void *arg)
     if (!t)
         return NULL;
     for (int r = 0; r < RACE_KEEP; r++) {
-        ft_decref_per_thread(t, s->obj);
+        ft_uniqueid_decref(t, s->obj);
         ft_safepoint(t);
     }
     await_merges(t, s);
@@ -809,7 +809,7 @@ TEST(merges_race_with_counting_threads)
     CHECK_EQ(ft_uniqueid_merge(rt), 0);
     CHECK_EQ(true_count(s.obj), 1);
     CHECK_EQ(atomic_load(&deallocs), 0);
-    ft_decref_per_thread(a, s.obj);
+    ft_uniqueid_decref(a, s.obj);
     CHECK_EQ(ft_uniqueid_merge(rt), 1);
     CHECK_EQ(atomic_load(&deallocs), 1);
     ft_thread_stop(a);

@@ -101,7 +101,7 @@ FT_ABI_OFFSET(ft_object, ob_type, 24);
  * ob_flags: any thread at any time, but only with an atomic fetch_or or fetch_and (relaxed),
  * never a plain store; the allocation's header store and FT_STATIC_OBJECT_INIT initialise it. Its
  * bits are set by threads that merely hold a reference (ft_immortalize,
- * ft_object_enable_per_thread_rc, a non-owner marking an object shared), which the rule above
+ * ft_uniqueid_enable, a non-owner marking an object shared), which the rule above
  * cannot serve, and they change a few times in an object's life at most. A read-modify-write never
  * loses another thread's bit. Relaxed: the bits publish nothing; whoever acts on one gets its
  * ordering elsewhere. */
@@ -125,7 +125,7 @@ FT_ABI_OFFSET(ft_object, ob_type, 24);
 /* ob_flags: atomic fetch_or / fetch_and by any thread (above) */
 #define FT_OBJ_STATIC 1 /* static storage (FT_STATIC_OBJECT_INIT), always immortal; never written */
 /* Deferred reference counting: freed only by a merge of counts kept elsewhere (per-thread counts,
- * include/ftrt/uniqueid.h), or never (immortal). Set by ft_object_enable_per_thread_rc and
+ * include/ftrt/uniqueid.h), or never (immortal). Set by ft_uniqueid_enable and
  * ft_immortalize; cleared by ft_uniqueid_merge. */
 #define FT_OBJ_DEFERRED 2
 /* A thread other than the owner has reached the object, so its owner must free what readers may
@@ -144,12 +144,12 @@ typedef int (*ft_visit_fn)(ft_object *referent, void *arg);
 /* Instances can be weakly referenced. Weak references come with the collector; nothing reads this
  * flag yet. */
 #define FT_TYPE_HAS_WEAKREFS 2
-/* Instances may get per-thread reference counts: ft_object_enable_per_thread_rc
+/* Instances may get per-thread reference counts: ft_uniqueid_enable
  * (include/ftrt/uniqueid.h), with the id in the field unique_id_offset names. */
-#define FT_TYPE_PER_THREAD_RC 4
+#define FT_TYPE_UNIQUEID 4
 /* Deferred reference counting for every instance, from its allocation. Today nothing reads this
  * flag: an object becomes deferred one at a time, by getting per-thread counts
- * (FT_TYPE_PER_THREAD_RC) or by becoming immortal (both set FT_OBJ_DEFERRED). With the collector,
+ * (FT_TYPE_UNIQUEID) or by becoming immortal (both set FT_OBJ_DEFERRED). With the collector,
  * instances will be allocated with FT_OBJ_DEFERRED and a bias in their shared count (CPython's
  * _PyObject_SetDeferredRefcount), so that references from evaluation stacks need no count and only
  * a collection, which accounts for those references, frees them. */
@@ -165,7 +165,7 @@ struct ft_type {
     size_t item_size;      /* bytes per item for ft_alloc_var; 0 otherwise */
     uint32_t flags;        /* FT_TYPE_* */
     uint32_t freelist_max; /* per-thread cache of freed instances (ft_alloc only, not _var); 0: none */
-    /* FT_TYPE_PER_THREAD_RC types: the offset of a uint32_t in the instance that the host reserves
+    /* FT_TYPE_UNIQUEID types: the offset of a uint32_t in the instance that the host reserves
      * for ftrt (its unique id; 0 = none). */
     uint32_t unique_id_offset;
     /* Visit each object this one references (the collector uses it). */

@@ -11,7 +11,7 @@
  * never bring it to zero, and only a merge frees it. Ids are recycled only after every thread's slot
  * for them was merged, so a new object never inherits a stale count.
  *
- * The type opts in with FT_TYPE_PER_THREAD_RC and reserves a uint32_t in its instances for the id
+ * The type opts in with FT_TYPE_UNIQUEID and reserves a uint32_t in its instances for the id
  * (ft_type.unique_id_offset). */
 #ifndef FTRT_UNIQUEID_H
 #define FTRT_UNIQUEID_H
@@ -25,38 +25,38 @@ extern "C" {
 /* Give obj a unique id and make it deferred (the bias is added atomically, so any time will do).
  * FT_EINVAL if its type does not opt in or it already has an id or is immortal; FT_ENOMEM if the id
  * table cannot grow (obj unchanged). */
-FT_API ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj);
+FT_API ft_status ft_uniqueid_enable(ft_thread *t, ft_object *obj);
 
 static inline uint32_t ft_object_unique_id(const ft_object *obj)
 {
     return *(const uint32_t *)((const char *)obj + obj->ob_type->unique_id_offset);
 }
 
-/* ABI, not API: the slow paths of ft_incref_per_thread and ft_decref_per_thread, called only by the inline code below (the ft__ prefix: see
+/* ABI, not API: the slow paths of ft_uniqueid_incref and ft_uniqueid_decref, called only by the inline code below (the ft__ prefix: see
  * ftrt/object.h, "ABI, not API"). */
-FT_API void ft__incref_per_thread_slow(ft_thread *t, ft_object *obj);
-FT_API void ft__decref_per_thread_slow(ft_thread *t, ft_object *obj);
+FT_API void ft__uniqueid_incref_slow(ft_thread *t, ft_object *obj);
+FT_API void ft__uniqueid_decref_slow(ft_thread *t, ft_object *obj);
 
 /* Count a reference to obj in t's own array (an object without an id, or a thread whose array
  * cannot grow, takes ft_incref; the decref likewise takes ft_decref, which may free the object). */
-static inline void ft_incref_per_thread(ft_thread *t, ft_object *obj)
+static inline void ft_uniqueid_incref(ft_thread *t, ft_object *obj)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
     size_t index = (size_t)ft_object_unique_id(obj) - 1; /* id 0 wraps to a miss */
     if (FT_LIKELY(index < h->uniqueid_size))
         h->uniqueid_counts[index]++;
     else
-        ft__incref_per_thread_slow(t, obj);
+        ft__uniqueid_incref_slow(t, obj);
 }
 
-static inline void ft_decref_per_thread(ft_thread *t, ft_object *obj)
+static inline void ft_uniqueid_decref(ft_thread *t, ft_object *obj)
 {
     struct ft_thread_head *h = (struct ft_thread_head *)t;
     size_t index = (size_t)ft_object_unique_id(obj) - 1;
     if (FT_LIKELY(index < h->uniqueid_size))
         h->uniqueid_counts[index]--;
     else
-        ft__decref_per_thread_slow(t, obj);
+        ft__uniqueid_decref_slow(t, obj);
 }
 
 /* Stop the world (unless the caller already has), add every thread's slots into the objects' shared

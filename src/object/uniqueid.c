@@ -37,7 +37,7 @@ static uint32_t *id_field(ft_object *o)
 
 intptr_t ft_uniqueid_bias(const ft_object *o)
 {
-    return (o->ob_type->flags & FT_TYPE_PER_THREAD_RC) && ft_object_unique_id(o) != 0 ? BIAS_COUNT
+    return (o->ob_type->flags & FT_TYPE_UNIQUEID) && ft_object_unique_id(o) != 0 ? BIAS_COUNT
                                                                                      : 0;
 }
 
@@ -80,10 +80,10 @@ static void release_entry(ft_runtime *rt, uint32_t index)
     rt->uniqueid.free_head = ((uintptr_t)index + 1) << 1;
 }
 
-ft_status ft_object_enable_per_thread_rc(ft_thread *t, ft_object *obj)
+ft_status ft_uniqueid_enable(ft_thread *t, ft_object *obj)
 {
     const ft_type *type = obj->ob_type;
-    if (!(type->flags & FT_TYPE_PER_THREAD_RC) || type->unique_id_offset < sizeof(ft_object) ||
+    if (!(type->flags & FT_TYPE_UNIQUEID) || type->unique_id_offset < sizeof(ft_object) ||
         type->unique_id_offset + sizeof(uint32_t) > type->basic_size ||
         ft_object_is_immortal(obj))
         return FT_EINVAL;
@@ -122,7 +122,7 @@ static bool cover(ft_thread *t, size_t index)
     return true;
 }
 
-void ft__incref_per_thread_slow(ft_thread *t, ft_object *obj)
+void ft__uniqueid_incref_slow(ft_thread *t, ft_object *obj)
 {
     size_t index = (size_t)ft_object_unique_id(obj) - 1;
     if (ft_object_unique_id(obj) != 0 && cover(t, index))
@@ -131,7 +131,7 @@ void ft__incref_per_thread_slow(ft_thread *t, ft_object *obj)
         ft_incref(obj);
 }
 
-void ft__decref_per_thread_slow(ft_thread *t, ft_object *obj)
+void ft__uniqueid_decref_slow(ft_thread *t, ft_object *obj)
 {
     size_t index = (size_t)ft_object_unique_id(obj) - 1;
     if (ft_object_unique_id(obj) != 0 && cover(t, index))
