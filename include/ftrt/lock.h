@@ -40,8 +40,8 @@ typedef enum ft_lock_flags {
     FT_LOCK_DETACH = 1,      /* detach the caller's attached thread state while parked */
 } ft_lock_flags;
 
-/* ABI, not API: the slow paths of ft_mutex_lock and ft_mutex_unlock, called only by the inline code below (the ft__ prefix: see
- * ftrt/object.h, "ABI, not API"). */
+/* ABI, not API: the slow paths of ft_mutex_lock and ft_mutex_unlock, called only by the inline
+ * code below (the ft__ prefix: see ftrt/object.h, "ABI, not API"). */
 FT_API void ft__mutex_lock_slow(ft_mutex *m);
 FT_API void ft__mutex_unlock_slow(ft_mutex *m);
 
@@ -118,8 +118,8 @@ FT_ABI_OFFSET(ft_once, state, 0); /* read by ft_once_call */
 
 typedef ft_status (*ft_once_fn)(void *arg);
 
-/* ABI, not API: the slow path of ft_once_call, called only by the inline code below (the ft__ prefix: see
- * ftrt/object.h, "ABI, not API"). */
+/* ABI, not API: the slow path of ft_once_call, called only by the inline code below (the ft__
+ * prefix: see ftrt/object.h, "ABI, not API"). */
 FT_API ft_status ft__once_call_slow(ft_once *o, ft_once_fn fn, void *arg);
 
 /* Run fn exactly once with success. While one caller runs it, the others wait. If fn fails, its

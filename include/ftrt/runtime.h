@@ -117,8 +117,8 @@ FT_ABI_OFFSET(struct ft_thread_head, uniqueid_counts, 24);
 FT_ABI_OFFSET(struct ft_thread_head, uniqueid_size, 32);
 FT_ABI_OFFSET(struct ft_thread_head, tlbc_index, 40);
 
-/* ABI, not API: the slow path of ft_safepoint, called only by the inline code below (the ft__ prefix: see
- * ftrt/object.h, "ABI, not API"). */
+/* ABI, not API: the slow path of ft_safepoint, called only by the inline code below (the ft__
+ * prefix: see ftrt/object.h, "ABI, not API"). */
 FT_API void ft__safepoint_slow(ft_thread *t);
 
 /* A quiescent point (see ftrt/qsbr.h), and a chance for pending work to run: a stop-the-world, merges

@@ -65,8 +65,8 @@ FT_API ft_status ft_tlbc_init(ft_tlbc *c, ft_thread *t, void *code, size_t size,
 /* Free every copy (not the original) and unregister. No thread may execute in c any more. */
 FT_API void ft_tlbc_destroy(ft_tlbc *c, ft_thread *t);
 
-/* ABI, not API: the slow path of ft_tlbc_get, called only by the inline code below (the ft__ prefix: see
- * ftrt/object.h, "ABI, not API"). */
+/* ABI, not API: the slow path of ft_tlbc_get, called only by the inline code below (the ft__
+ * prefix: see ftrt/object.h, "ABI, not API"). */
 FT_API void *ft__tlbc_get_slow(ft_tlbc *c, ft_thread *t);
 
 /* The code t executes: its own copy, made on first use. NULL (ft_last_error() == FT_ENOMEM) only if

@@ -32,8 +32,8 @@ static inline uint32_t ft_object_unique_id(const ft_object *obj)
     return *(const uint32_t *)((const char *)obj + obj->ob_type->unique_id_offset);
 }
 
-/* ABI, not API: the slow paths of ft_uniqueid_incref and ft_uniqueid_decref, called only by the inline code below (the ft__ prefix: see
- * ftrt/object.h, "ABI, not API"). */
+/* ABI, not API: the slow paths of ft_uniqueid_incref and ft_uniqueid_decref, called only by the
+ * inline code below (the ft__ prefix: see ftrt/object.h, "ABI, not API"). */
 FT_API void ft__uniqueid_incref_slow(ft_thread *t, ft_object *obj);
 FT_API void ft__uniqueid_decref_slow(ft_thread *t, ft_object *obj);
 

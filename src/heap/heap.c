@@ -472,7 +472,7 @@ static bool set_is_empty(const ft_heap_set *set)
  * only that someone holds it: an ft_mutex records no owner). */
 static void set_owner_locked(ft_heap_runtime *h, ft_heap_set *set, ft_thread *owner, bool abandoned)
 {
-    FT_ASSERT(atomic_load_explicit(&h->mutex.bits, memory_order_relaxed) & FT_MUTEX_LOCKED);
+    FT_ASSERT(ft_mutex_is_locked(&h->mutex));
     atomic_store_explicit(&set->owner, owner, memory_order_relaxed);
     set_owner_tid(set);
     set->abandoned = abandoned;
@@ -885,6 +885,16 @@ static void mark_free(const ft_page *page, uint64_t *bits, const ft_block *b)
     bits[i / 64] |= (uint64_t)1 << (i % 64);
 }
 
+/* Whether block b, not on any free list of its page, is an object cached on a thread's freelist:
+ * freed for the object layer, so no walk of objects visits it (FT_GC_ON_FREELIST marks only those;
+ * blocks back in the heap are found on the lists). */
+static bool cached_on_freelist(bool objects, const void *b)
+{
+    return objects && (atomic_load_explicit(&((const ft_object *)b)->ob_gc_bits,
+                                            memory_order_relaxed) &
+                       FT_GC_ON_FREELIST);
+}
+
 /* Visit the allocated blocks of one page; false if the visitor asked to stop. */
 static bool visit_page(ft_page *page, bool objects, ft_block_visitor fn, void *arg)
 {
@@ -892,10 +902,7 @@ static bool visit_page(ft_page *page, bool objects, ft_block_visitor fn, void *a
         if (page->used == 0 || atomic_load_explicit(&page->remote_free, memory_order_relaxed))
             return true;
         void *b = ft_page_blocks(page);
-        if (objects &&
-            (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_ON_FREELIST))
-            return true;
-        return fn(b, page->block_size, arg);
+        return cached_on_freelist(objects, b) || fn(b, page->block_size, arg);
     }
     uint64_t bits[BITMAP_WORDS] = {0};
     for (const ft_block *b = page->free; b;
@@ -909,10 +916,7 @@ static bool visit_page(ft_page *page, bool objects, ft_block_visitor fn, void *a
         if (bits[i / 64] & ((uint64_t)1 << (i % 64)))
             continue;
         void *b = base + (size_t)i * page->block_size;
-        /* Not on a free list, yet freed: an object cached on a freelist (FT_GC_ON_FREELIST marks only
-         * those; blocks back in the heap were found on the lists above). */
-        if (objects &&
-            (atomic_load_explicit(&((ft_object *)b)->ob_gc_bits, memory_order_relaxed) & FT_GC_ON_FREELIST))
+        if (cached_on_freelist(objects, b))
             continue;
         if (!fn(b, page->block_size, arg))
             return false;

@@ -26,6 +26,16 @@ static inline bool ft_inject_failure(ft_runtime *rt)
     return atomic_fetch_sub_explicit(&rt->fail_countdown, 1, memory_order_relaxed) == 0;
 }
 
+/* The gc bits of a block given back to the heap (ftrt/object.h): FT_GC_HEAP_FREED in debug builds,
+ * whose use-after-free checks read it; nothing in release builds, where nothing reads it (heap walks
+ * know free blocks from their pages' lists). Stored whole by the freeing thread (object.c,
+ * freelist.c), which holds the block exclusively. */
+#ifdef FTRT_DEBUG
+#define FT_HEAP_FREED_BITS FT_GC_HEAP_FREED
+#else
+#define FT_HEAP_FREED_BITS 0
+#endif
+
 /* object.c: a non-owner's decref out of line (the merge queue drops its references with it). */
 void ft_decref_shared(ft_object *o);
 /* object.c: the count reached zero: finalize, dealloc and free o. */

@@ -14,13 +14,6 @@
 
 #define INITIAL_SLOTS 16
 
-/* The gc bits of a block given back to the heap (object.h): FT_GC_HEAP_FREED in debug builds. */
-#ifdef FTRT_DEBUG
-#define HEAP_FREED_BITS FT_GC_HEAP_FREED
-#else
-#define HEAP_FREED_BITS 0
-#endif
-
 typedef struct freelist {
     const ft_type *type; /* NULL: empty slot */
     ft_object *head;
@@ -121,7 +114,7 @@ void ft_freelist_thread_stop(ft_thread *t)
     for (size_t i = 0; i < f->capacity; i++) {
         for (ft_object *o = f->slots[i].head, *next; o; o = next) {
             next = (ft_object *)atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
-            atomic_store_explicit(&o->ob_gc_bits, HEAP_FREED_BITS, memory_order_relaxed);
+            atomic_store_explicit(&o->ob_gc_bits, FT_HEAP_FREED_BITS, memory_order_relaxed);
             ft_heap_free_block(t, o);
         }
     }

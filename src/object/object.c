@@ -252,9 +252,7 @@ new_object(ft_object *o, const ft_type *type, size_t size, payload_kind payload,
         zero_payload(o, size);
     else
         memset(o + 1, 0, size - sizeof *o);
-#ifdef FTRT_DEBUG
-    count_reference(o, 1);
-#endif
+    debug_count_reference(o, 1);
     return o;
 }
 
@@ -385,21 +383,14 @@ static void gc_bits_set(ft_object *o, uint8_t bits)
     atomic_store_explicit(&o->ob_gc_bits, (uint8_t)(old | bits), memory_order_relaxed);
 }
 
-/* Debug builds mark a block given back to the heap with FT_GC_HEAP_FREED, for their use-after-free
- * checks; release builds write nothing, since nothing there reads it (heap walks know free blocks
- * from their pages' lists). A block cached on a freelist carries FT_GC_ON_FREELIST instead, in every
- * build (freelist.c). */
-#ifdef FTRT_DEBUG
-#define MARK_HEAP_FREED true
-#else
-#define MARK_HEAP_FREED false
-#endif
-
+/* Mark a block given back to the heap (internal.h: FT_HEAP_FREED_BITS; a block cached on a freelist
+ * carries FT_GC_ON_FREELIST instead, freelist.c). The freeing thread holds the block exclusively,
+ * and a free block's other bits mean nothing: one store for all of them, and none at all in release
+ * builds. */
 static inline void mark_heap_freed(ft_object *o)
 {
-    /* The freeing thread holds the block exclusively, and a free block's other bits mean nothing:
-     * one store for all of them. */
-    atomic_store_explicit(&o->ob_gc_bits, FT_GC_HEAP_FREED, memory_order_relaxed);
+    if (FT_HEAP_FREED_BITS != 0)
+        atomic_store_explicit(&o->ob_gc_bits, FT_HEAP_FREED_BITS, memory_order_relaxed);
 }
 
 /* Give o's block back: to t's freelist for the type if it has one with room, else to the heap (for
@@ -410,8 +401,7 @@ static inline void free_memory(ft_thread *t, ft_object *o, const ft_type *type)
     atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
     if (FT_UNLIKELY(type->freelist_max != 0) && ft_freelist_push(t, o))
         return;
-    if (MARK_HEAP_FREED)
-        mark_heap_freed(o);
+    mark_heap_freed(o);
     ft_heap_free(t, t->heap.set, o);
 }
 
@@ -499,8 +489,7 @@ void ft__merge_zero_local(ft_object *o)
      * all, so it is served here without another call: the count is already zero (the caller
      * stored local 0), so there is nothing to write before the heap's free. */
     if (FT_LIKELY(type_is_plain(o->ob_type) && ft_current_thread != NULL)) {
-        if (MARK_HEAP_FREED)
-            mark_heap_freed(o);
+        mark_heap_freed(o);
         if (FT_LIKELY(ft_heap_free_owned(o)))
             return;
     }

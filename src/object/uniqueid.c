@@ -37,8 +37,8 @@ static uint32_t *id_field(ft_object *o)
 
 intptr_t ft_uniqueid_bias(const ft_object *o)
 {
-    return (o->ob_type->flags & FT_TYPE_UNIQUEID) && ft_object_unique_id(o) != 0 ? BIAS_COUNT
-                                                                                     : 0;
+    bool has_id = (o->ob_type->flags & FT_TYPE_UNIQUEID) && ft_object_unique_id(o) != 0;
+    return has_id ? BIAS_COUNT : 0;
 }
 
 static intptr_t bias_shared(void)

@@ -134,19 +134,24 @@ static void drop_stopped(ft_object *o, ft_dead_list *dead)
 }
 
 /* The world could not wait (out of memory for the queue): stop it, so that every other thread is
- * quiescent, and free now. A reference is merged under the stop and dropped after it. */
+ * quiescent, and free now; a reference is dropped after the restart, since its destructor must not
+ * run inside a stop. Inside a stop the caller holds already (enqueue frees blocks itself then), the
+ * reference is dropped as a merge, and the caller's restart deallocates the object if it died. */
 static void free_now_stopped(ft_thread *t, uintptr_t ptr)
 {
     ft_runtime *rt = t->rt;
-    bool stopped = ft_stw_stop_unless_held(rt);
+    ft_object *o = (ft_object *)(ptr & ~DECREF_TAG);
+    if (ft_stw_held_by_caller(rt)) {
+        FT_ASSERT(ptr & DECREF_TAG);
+        drop_stopped(o, &rt->stw.dead);
+        return;
+    }
+    ft_stop_the_world(rt);
     if (!(ptr & DECREF_TAG))
         ft_heap_free_block(t, (void *)ptr);
-    else if (!stopped) /* inside the caller's stop: its restart deallocates the object if it died */
-        drop_stopped((ft_object *)(ptr & ~DECREF_TAG), &rt->stw.dead);
-    if (stopped)
-        ft_start_the_world(rt);
-    if ((ptr & DECREF_TAG) && stopped)
-        ft_decref((ft_object *)(ptr & ~DECREF_TAG));
+    ft_start_the_world(rt);
+    if (ptr & DECREF_TAG)
+        ft_decref(o);
 }
 
 /* ---- queues ---------------------------------------------------------------------------------- */

@@ -30,15 +30,10 @@
  * which its caller deallocates after the restart. */
 #include "internal/internal.h"
 
-static void lock_head(ft_runtime *rt)
-{
-    ft_mutex_lock_internal(&rt->head_mutex);
-}
-
 void ft_stw_suspend_self(ft_thread *t)
 {
     ft_runtime *rt = t->rt;
-    lock_head(rt);
+    ft_mutex_lock_internal(&rt->head_mutex);
     if (atomic_load_explicit(&rt->stw.requested, memory_order_relaxed) &&
         atomic_load_explicit(&rt->stw.requester, memory_order_relaxed) != t) {
         atomic_store_explicit(&t->state, FT_THREAD_SUSPENDED, memory_order_release);
@@ -56,7 +51,7 @@ void ft_stw_suspend_self(ft_thread *t)
 static ft_thread *attached_state_of(ft_runtime *rt, uintptr_t os)
 {
     ft_thread *found = NULL;
-    lock_head(rt);
+    ft_mutex_lock_internal(&rt->head_mutex);
     for (ft_thread *t = rt->threads; t; t = t->next)
         if (t->os_thread == os) {
             if (atomic_load_explicit(&t->state, memory_order_relaxed) == FT_THREAD_ATTACHED)
@@ -70,7 +65,7 @@ static ft_thread *attached_state_of(ft_runtime *rt, uintptr_t os)
 /* One scan: suspend detached threads, ask attached ones to stop. Returns whether all are stopped. */
 static bool scan_threads(ft_runtime *rt, ft_thread *requester)
 {
-    lock_head(rt);
+    ft_mutex_lock_internal(&rt->head_mutex);
     for (ft_thread *t = rt->threads; t; t = t->next) {
         if (t == requester)
             continue;
@@ -121,7 +116,7 @@ void ft_stop_the_world(ft_runtime *rt)
     int64_t start = ft_monotonic_ns();
     atomic_store_explicit(&rt->stw.owner_os, self_os, memory_order_relaxed);
 
-    lock_head(rt);
+    ft_mutex_lock_internal(&rt->head_mutex);
     ft_event_reset(&rt->stw.stopped); /* its notifiers decrement countdown under the head lock */
     atomic_store_explicit(&rt->stw.requester, self, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.countdown, (int32_t)(rt->nthreads - (self ? 1 : 0)),
@@ -150,7 +145,7 @@ void ft_start_the_world(ft_runtime *rt)
     /* Every other thread is quiescent now: free the blocks they were holding back. References
      * stay queued: their destructors run after the restart. */
     ft_delayed_process_stopped(rt, NULL);
-    lock_head(rt);
+    ft_mutex_lock_internal(&rt->head_mutex);
     ft_thread *requester = atomic_load_explicit(&rt->stw.requester, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
