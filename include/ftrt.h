@@ -10,6 +10,8 @@
 #include "ftrt/critical_section.h"
 #include "ftrt/heap.h"
 #include "ftrt/object.h"
+#include "ftrt/gc.h"
+#include "ftrt/weakref.h"
 #include "ftrt/qsbr.h"
 #include "ftrt/uniqueid.h"
 #include "ftrt/tlbc.h"

@@ -107,13 +107,17 @@ FT_ABI_OFFSET(ft_object, ob_type, 24);
  * ordering elsewhere. */
 
 /* ob_gc_bits: one writer at a time (above) */
-#define FT_GC_TRACKED 1     /* in the collector's set (to come): set by the allocating thread or
-                               the owner; cleared by dealloc, or by the collector, world stopped */
+#define FT_GC_TRACKED 1     /* in the collector's set (ftrt/gc.h): ft_gc_track and ft_gc_untrack,
+                               by the holder or the owner; dealloc; the collector */
 #define FT_GC_FINALIZED 2   /* finalize has run (never twice): by the thread that finalizes it */
-#define FT_GC_UNREACHABLE 4 /* found unreachable in this collection: collector, world stopped */
+/* A candidate of the collection under way, then one it found unreachable: set by the collector
+ * (world stopped); cleared by it, or by ft_gc_untrack (the object leaves the collection). */
+#define FT_GC_UNREACHABLE 4
 #define FT_GC_FROZEN 8      /* left out of collections (gc.freeze): world stopped */
 #define FT_GC_ALIVE 16      /* reachable from a known root in this collection: world stopped */
-#define FT_GC_OLD 32        /* survived a collection (clear: young): collector, world stopped */
+/* In generation 1 or 2 (clear: generation 0, so allocation writes nothing; FT_OBJ_GC_OLDEST tells
+ * 1 from 2): set by the collector, cleared by ft_gc_track. */
+#define FT_GC_OLD 32
 /* Cached on a thread's freelist: freed for the object layer, allocated for the heap (heap walks
  * skip it by this bit). Set by the thread that frees it; cleared by its next allocation, or when
  * that thread's stop empties the freelist into the heap. */
@@ -132,17 +136,19 @@ FT_ABI_OFFSET(ft_object, ob_type, 24);
  * still see with QSBR (CPython's _PyGC_BITS_SHARED; for containers and the collector, to come).
  * Set by that thread. */
 #define FT_OBJ_SHARED 4
+/* With FT_GC_OLD: in generation 2, not 1 (ignored without FT_GC_OLD). Set and cleared by the
+ * collector with the world stopped; ob_gc_bits has no room left for it. */
+#define FT_OBJ_GC_OLDEST 8
 
 /* ---- types ----------------------------------------------------------------------------------- */
 
 typedef int (*ft_visit_fn)(ft_object *referent, void *arg);
 
 /* Type flags */
-/* May form cycles: instances come from the GC heap, and never uninitialised (ft_alloc_uninit); the
- * collector, to come, will traverse them. */
+/* May form cycles: instances come from the GC heap, start untracked, and are traversed by the
+ * collector once the host tracks them (ftrt/gc.h). */
 #define FT_TYPE_GC 1
-/* Instances can be weakly referenced. Weak references come with the collector; nothing reads this
- * flag yet. */
+/* Instances can be weakly referenced (ftrt/weakref.h): weaklist_offset names their list head. */
 #define FT_TYPE_HAS_WEAKREFS 2
 /* Instances may get per-thread reference counts: ft_uniqueid_enable
  * (include/ftrt/uniqueid.h), with the id in the field unique_id_offset names. */
@@ -154,6 +160,8 @@ typedef int (*ft_visit_fn)(ft_object *referent, void *arg);
  * _PyObject_SetDeferredRefcount), so that references from evaluation stacks need no count and only
  * a collection, which accounts for those references, frees them. */
 #define FT_TYPE_DEFERRED 8
+/* Instances start with an ft_weakref (ftrt/weakref.h); with FT_TYPE_GC. */
+#define FT_TYPE_WEAKREF 16
 
 /* How ftrt allocates, counts and destroys a type's instances. Immutable while instances exist (or
  * may be allocated): any thread reads it without synchronisation (allocation, the owner's free,
@@ -168,9 +176,15 @@ struct ft_type {
     /* FT_TYPE_UNIQUEID types: the offset of a uint32_t in the instance that the host reserves
      * for ftrt (its unique id; 0 = none). */
     uint32_t unique_id_offset;
-    /* Visit each object this one references (the collector uses it). */
+    /* FT_TYPE_HAS_WEAKREFS types: the offset of a pointer-sized field in the instance that the host
+     * reserves for ftrt (the head of its weak references; zeroed by ft_alloc). */
+    uint32_t weaklist_offset;
+    /* GC types: visit each object this one references, stopping at the first non-zero return of
+     * visit and returning it. It runs with the world stopped, so it must not block, allocate or
+     * count references; it may be called from any thread. */
     int (*traverse)(ft_object *self, ft_visit_fn visit, void *arg);
-    /* Drop the references this object holds, to break a cycle (the collector uses it). */
+    /* GC types: drop the references this object holds, to break a cycle (the collector calls it on
+     * unreachable objects, world running). */
     void (*clear)(ft_object *self);
     /* PEP 442 finalizer: runs once, before dealloc; may resurrect the object. */
     void (*finalize)(ft_object *self);
@@ -181,6 +195,7 @@ struct ft_type {
 };
 /* Read by ft_object_unique_id (ftrt/uniqueid.h). */
 FT_ABI_OFFSET(ft_type, unique_id_offset, 32);
+FT_ABI_OFFSET(ft_type, traverse, 40);
 
 /* A static, immortal object: `static my_obj x = {FT_STATIC_OBJECT_INIT(&my_type), ...};` */
 #define FT_STATIC_OBJECT_INIT(type)                                                                \
@@ -199,9 +214,10 @@ FT_API ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems)
 /* ft_alloc and ft_alloc_var without the zeroing: the bytes after the header are whatever the block
  * held (CPython's PyObject_New beside PyType_GenericAlloc; mimalloc's mi_malloc beside mi_zalloc),
  * for constructors that write every field themselves. A debug build of ftrt fills them with
- * FT_UNINIT_BYTE instead, so that a field left unwritten shows. A GC type is refused (NULL,
- * FT_EINVAL): a heap walk may hand a GC object to a visitor at the next safepoint, and its fields
- * must be valid by then. */
+ * FT_UNINIT_BYTE instead, so that a field left unwritten shows. GC types are served too: their
+ * objects start untracked, and the collector reads nothing of them until the constructor has
+ * written them and tracked them (ft_gc_track); a FT_TYPE_HAS_WEAKREFS type's list head is zeroed
+ * all the same. */
 FT_API ft_object *ft_alloc_uninit(ft_thread *t, const ft_type *type);
 FT_API ft_object *ft_alloc_var_uninit(ft_thread *t, const ft_type *type, size_t nitems);
 #define FT_UNINIT_BYTE 0xCD
