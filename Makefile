@@ -9,6 +9,8 @@
 #   make install   install the release build to PREFIX (default /usr/local)
 #   make clean     remove build/
 #   make deps      install everything any target uses (scripts/install-deps all)
+#   make oracle    build debug, run the gc-oracle scenarios against ftrt (GC_ORACLE_DIR, below)
+#   make fuzz      build debug and the CPython driver, run the gc-oracle fuzzer, strict and not
 
 PREFIX ?= /usr/local
 MAKEFLAGS += --no-print-directory
@@ -24,7 +26,15 @@ without_aslr = if setarch "$$(uname -m)" -R true >/dev/null 2>&1; then setarch "
 # $(1): the preset; $(2): optional targets, so that `make demo` does not wait for (or trip over) tests.
 configure_and_build = $(CMAKE) --preset $(1) && $(CMAKE) --build --preset $(1) $(if $(2),--target $(2))
 
-.PHONY: all deps release debug demo test bench tsan asan clang install clean
+# The gc-oracle folder (tests/gc_oracle/backend_ftrt.c, docs/gc.md): a development instrument that
+# checks ftrt's collector against CPython 3.11's gc module. Where it is absent, oracle and fuzz say
+# they are skipped. FUZZ_N: scenarios per fuzzer run.
+GC_ORACLE_DIR ?= $(abspath ../shared/gc-oracle)
+FUZZ_N ?= 5000
+PYTHON311 ?= python3.11
+gcdriver_ftrt = build/debug/tests/gc_oracle/gcdriver_ftrt
+
+.PHONY: all deps release debug demo test bench tsan asan clang install clean oracle fuzz
 
 all: release
 
@@ -76,6 +86,38 @@ install:
 	@scripts/install-deps build
 	$(call configure_and_build,release,ftrt_static ftrt_shared)
 	$(CMAKE) --install build/release --prefix "$(PREFIX)"
+
+# The scenarios against ftrt: "N passed, 0 failed" (the gc_oracle ctest runs the same).
+oracle:
+	@if [ ! -f "$(GC_ORACLE_DIR)/driver/gcdriver.c" ]; then \
+		echo "oracle skipped: no $(GC_ORACLE_DIR)/driver/gcdriver.c (set GC_ORACLE_DIR)"; exit 0; fi; \
+	scripts/install-deps build && \
+	$(CMAKE) --preset debug -DFTRT_GC_ORACLE_DIR="$(GC_ORACLE_DIR)" && \
+	$(CMAKE) --build --preset debug --target gcdriver_ftrt && \
+	GCDRIVER_OUT=build/gc-oracle/out "$(GC_ORACLE_DIR)/driver/check.sh" $(gcdriver_ftrt)
+
+# Random scenarios: ftrt's driver against CPython's (built from a copy of the folder's driver/, which
+# is read-only in CI), with the oracle's reachability rule for bodies (strict) and without. The
+# differing scenarios are kept in build/gc-oracle/fuzz-strict and fuzz-no-strict.
+fuzz:
+	@if [ ! -f "$(GC_ORACLE_DIR)/driver/gcdriver.c" ]; then \
+		echo "fuzz skipped: no $(GC_ORACLE_DIR)/driver/gcdriver.c (set GC_ORACLE_DIR)"; exit 0; fi; \
+	scripts/install-deps oracle || exit 1; \
+	if ! command -v $(PYTHON311) >/dev/null 2>&1 || ! command -v $(PYTHON311)-config >/dev/null 2>&1; then \
+		echo "fuzz skipped: it needs $(PYTHON311) and $(PYTHON311)-config"; exit 0; fi; \
+	$(CMAKE) --preset debug -DFTRT_GC_ORACLE_DIR="$(GC_ORACLE_DIR)" && \
+	$(CMAKE) --build --preset debug --target gcdriver_ftrt && \
+	rm -rf build/gc-oracle/driver && mkdir -p build/gc-oracle && \
+	cp -R "$(GC_ORACLE_DIR)/driver" build/gc-oracle/driver && \
+	$(MAKE) -C build/gc-oracle/driver PYTHON=$(PYTHON311) gcdriver-cpython && \
+	cd build/gc-oracle && status=0 && \
+	echo "=== fuzz, strict" && \
+	{ $(PYTHON311) driver/fuzz_compare.py -n $(FUZZ_N) --reference driver/gcdriver-cpython \
+		--driver ../../$(gcdriver_ftrt) --keep fuzz-strict || status=1; } && \
+	echo "=== fuzz, --no-strict" && \
+	{ $(PYTHON311) driver/fuzz_compare.py -n $(FUZZ_N) --no-strict --reference driver/gcdriver-cpython \
+		--driver ../../$(gcdriver_ftrt) --keep fuzz-no-strict || status=1; } && \
+	exit $$status
 
 clean:
 	rm -rf build
