@@ -18,9 +18,8 @@
  *   atom    a non-GC leaf; fatom has a finalizer.
  *
  * Death is reported (drv_dead) once per object, first thing in clear, and in dealloc before the
- * items are released. A 100,000-deep chain freed by reference counting must not recurse 100,000
- * levels deep in C: as CPython's trashcan does, node deallocs nested more than TRASH_DEPTH deep
- * leave their items on a list that the outermost one releases.
+ * items are released. A 100,000-deep chain freed by reference counting does not recurse 100,000
+ * levels deep in C: ftrt's dealloc has CPython's trashcan.
  *
  * Everything runs on one thread, attached to a runtime made by gcb_init; the hooks re-enter the
  * driver from finalizers, weak reference callbacks and gc callbacks on that thread. */
@@ -83,50 +82,11 @@ static void report_death(int id, int *dead)
     }
 }
 
-/* The trashcan: node deallocs nest at most TRASH_DEPTH deep (CPython 3.11's _PyTrash_UNWIND_LEVEL);
- * deeper ones leave their items here, and the outermost dealloc releases them, newest first (as
- * _PyTrash_thread_destroy_chain takes them). */
-enum { TRASH_DEPTH = 50 };
-typedef struct trash_entry {
-    ft_object **items;
-    size_t n;
-} trash_entry;
-static trash_entry *trash;
-static size_t trash_n, trash_cap;
-static int trash_nesting;
-
 static void release_items(ft_object **items, size_t n)
 {
     while (n-- > 0)
         ft_decref(items[n]);
     free(items);
-}
-
-static void release_items_nested(ft_object **items, size_t n)
-{
-    if (trash_nesting >= TRASH_DEPTH) {
-        if (trash_n == trash_cap) {
-            size_t cap = trash_cap ? 2 * trash_cap : 64;
-            trash_entry *t = realloc(trash, cap * sizeof *t);
-            if (!t)
-                fail("trashcan");
-            trash = t;
-            trash_cap = cap;
-        }
-        trash[trash_n++] = (trash_entry){items, n};
-        return;
-    }
-    trash_nesting++;
-    release_items(items, n);
-    trash_nesting--;
-    if (trash_nesting == 0) {
-        while (trash_n > 0) {
-            trash_entry e = trash[--trash_n];
-            trash_nesting++;
-            release_items(e.items, e.n);
-            trash_nesting--;
-        }
-    }
 }
 
 static void node_clear(ft_object *self)
@@ -159,7 +119,7 @@ static void node_dealloc(ft_object *self)
     s->items = NULL;
     s->n = s->cap = 0;
     if (items)
-        release_items_nested(items, n);
+        release_items(items, n);
 }
 
 static const ft_type node_type = {
