@@ -840,6 +840,13 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
             ft_decref(&c.kept[i]->ob_base);
         c.collected += (intptr_t)c.n_unreachable;
         delete_garbage(&c);
+        /* Uncollectable: counted after the clears, as CPython does: those the clears freed (or that
+         * a finalizer untracked) left the list. */
+        size_t kept = 0;
+        for (size_t i = 0; i < c.n_legacy; i++)
+            if (bits_of(c.legacy[i]) & FT_GC_TRACKED)
+                c.legacy[kept++] = c.legacy[i];
+        c.n_legacy = kept;
         c.uncollectable = (intptr_t)c.n_legacy;
         if (debug & FT_GC_DEBUG_UNCOLLECTABLE)
             for (size_t i = 0; i < c.n_legacy; i++)
