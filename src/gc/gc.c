@@ -217,6 +217,8 @@ static void counts_refold_stopped(ft_runtime *rt, bool reset)
 
 void ft_gc_counts_reset_stopped(ft_runtime *rt)
 {
+    for (int g = 1; g < FT_GC_GENERATIONS; g++)
+        atomic_store_explicit(&rt->gc.counts[g], 0, memory_order_relaxed);
     counts_refold_stopped(rt, true);
 }
 
@@ -840,6 +842,13 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
             ft_decref(&c.kept[i]->ob_base);
         c.collected += (intptr_t)c.n_unreachable;
         delete_garbage(&c);
+        /* Uncollectable: counted after the clears, as CPython does: those the clears freed (or that
+         * a finalizer untracked) left the list. */
+        size_t kept = 0;
+        for (size_t i = 0; i < c.n_legacy; i++)
+            if (bits_of(c.legacy[i]) & FT_GC_TRACKED)
+                c.legacy[kept++] = c.legacy[i];
+        c.n_legacy = kept;
         c.uncollectable = (intptr_t)c.n_legacy;
         if (debug & FT_GC_DEBUG_UNCOLLECTABLE)
             for (size_t i = 0; i < c.n_legacy; i++)
