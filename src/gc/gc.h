@@ -9,8 +9,8 @@
  * on (a collection, enable, thresholds, freeze) folds every thread's part in and sets each limit.
  *
  * Deferred frees. While a collection runs (collecting != 0), a GC object whose count reaches zero
- * is deallocated as usual but its memory is not freed: it goes on the zombies stack, and the
- * collection frees them when it ends. So the collector's lists of objects never point at freed
+ * is deallocated as usual but its memory is not freed: it goes on the zombies stack (the collecting
+ * thread's own on a private list), and the collection frees them when it ends. So the collector's lists of objects never point at freed
  * memory, whatever finalizers and callbacks free meanwhile (docs/gc.md). */
 #ifndef FTRT_GC_GC_H
 #define FTRT_GC_GC_H
@@ -41,7 +41,19 @@ typedef struct ft_gc_thread {
      * Owner only. */
     uint32_t trash_depth;
     ft_object *trash;
+    /* The collector's zombies (below), while this thread collects; owner only. */
+    ft_object *zombies;
 } ft_gc_thread;
+
+/* The collector's working arrays, kept from one collection to the next (gc.c): the candidates and
+ * their owners' ids, and the mark stack. Used only by the collecting thread. */
+typedef struct ft_gc_work {
+    ft_object **objs;
+    uintptr_t *tids;
+    size_t cap;
+    ft_object **stack;
+    size_t stack_cap;
+} ft_gc_work;
 
 typedef struct ft_gc_callback_entry {
     ft_gc_callback fn;
@@ -59,6 +71,10 @@ typedef struct ft_gc_runtime {
      * compare-and-swap by the thread that collects, which alone clears it (seq_cst: the zombies'
      * hand-over, gc.c). Read by anyone. */
     _Atomic(int) collecting;
+    /* The collecting thread (its deallocs keep their zombies on a private list); set and cleared by
+     * it, read (relaxed) by deallocs on any thread, which compare it with themselves. */
+    _Atomic(ft_thread *) collector;
+    ft_gc_work work; /* the collecting thread only */
     /* Settings: any thread writes (relaxed; enable and thresholds then stop the world to reset the
      * threads' limits), any thread reads (relaxed). */
     _Atomic(bool) enabled;
@@ -101,7 +117,7 @@ void ft_gc_thread_start(ft_thread *t);
 void ft_gc_thread_stop(ft_thread *t);
 void ft_gc_count_fold(ft_thread *t);             /* t's count reached its limit */
 void ft_gc_collect_scheduled(ft_thread *t);      /* FT_PENDING_GC at a safepoint */
-void ft_gc_zombie_push(ft_runtime *rt, ft_object *o); /* memory of a dead GC object, to free later */
+void ft_gc_zombie_push(ft_thread *t, ft_object *o); /* memory of a dead GC object, to free later */
 /* World stopped: zero every generation's count, every thread's part included (freeze). */
 void ft_gc_counts_reset_stopped(ft_runtime *rt);
 /* A tracked object back to generation 0 (a dealloc about to finalize it: CPython re-tracks it). */

@@ -481,7 +481,7 @@ static void dealloc_object(ft_thread *t, ft_object *o)
     if (gc) {
         ft_gc_count_dealloc(&t->gc, t);
         if (FT_UNLIKELY(atomic_load_explicit(&t->rt->gc.collecting, memory_order_seq_cst))) {
-            ft_gc_zombie_push(t->rt, o);
+            ft_gc_zombie_push(t, o);
             return;
         }
     }
@@ -647,6 +647,20 @@ intptr_t ft_object_merge(ft_object *o, intptr_t extra)
     if (FT_UNLIKELY(count < 0))
         below_zero(o, "count %ld once its counts were merged", (long)count);
     return count;
+}
+
+void ft_object_merge_stopped(ft_object *o)
+{
+    if (ft_object_is_immortal(o))
+        return;
+    /* No other thread runs: plain stores, where ft_object_merge needs a compare-and-swap. */
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_shared,
+                          make_shared(shared_count(shared) + (intptr_t)local, FT_SHARED_MERGED),
+                          memory_order_relaxed);
 }
 
 intptr_t ft_refcount(const ft_object *o)
