@@ -618,8 +618,13 @@ static bool find_unreachable(collection *c)
         if (o->ob_type->legacy_del && (bits_of(o) & FT_GC_UNREACHABLE))
             move_legacy(c, o);
     }
+    /* Split, keeping the order: unreachable ones at the front of objs, the uncollectable ones in an
+     * array of their own (rare; out of memory, they survive all the same, unlisted). */
+    size_t n_legacy = 0;
+    for (size_t i = 0; i < nu; i++)
+        n_legacy += !(bits_of(c->objs[i]) & FT_GC_UNREACHABLE);
+    c->legacy = n_legacy ? malloc(n_legacy * sizeof *c->legacy) : NULL;
     c->unreachable = c->objs;
-    c->legacy = c->stack; /* at least as large as objs */
     size_t n_unreachable = 0;
     c->n_legacy = 0;
     for (size_t i = 0; i < nu; i++) {
@@ -627,7 +632,8 @@ static bool find_unreachable(collection *c)
         if (bits_of(o) & FT_GC_UNREACHABLE) {
             c->unreachable[n_unreachable++] = o;
         } else {
-            c->legacy[c->n_legacy++] = o;
+            if (c->legacy)
+                c->legacy[c->n_legacy++] = o;
             move_to_old(o, c->older);
         }
     }
@@ -834,6 +840,13 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
             ft_decref(&c.kept[i]->ob_base);
         c.collected += (intptr_t)c.n_unreachable;
         delete_garbage(&c);
+        /* Uncollectable: counted after the clears, as CPython does: those the clears freed (or that
+         * a finalizer untracked) left the list. */
+        size_t kept = 0;
+        for (size_t i = 0; i < c.n_legacy; i++)
+            if (bits_of(c.legacy[i]) & FT_GC_TRACKED)
+                c.legacy[kept++] = c.legacy[i];
+        c.n_legacy = kept;
         c.uncollectable = (intptr_t)c.n_legacy;
         if (debug & FT_GC_DEBUG_UNCOLLECTABLE)
             for (size_t i = 0; i < c.n_legacy; i++)
@@ -863,6 +876,7 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     free(c.tids);
     free(c.refs);
     free(c.stack);
+    free(c.legacy);
     free(c.callbacks);
     *collected = c.collected;
     *uncollectable = c.uncollectable;

@@ -85,6 +85,9 @@ static void default_flush(void *ctx)
 
 void ft_heap_runtime_init(ft_runtime *rt)
 {
+    /* Epoch 0 is what a fresh (or decommitted) page header holds: never current, so such a page is
+     * stamped and listed when it first serves allocations. */
+    atomic_store_explicit(&rt->heaps.young_epoch, 1, memory_order_relaxed);
     rt->heaps.hook = (ft_page_reuse_hook){default_retire, default_is_safe, default_flush, NULL};
 }
 
