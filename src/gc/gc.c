@@ -217,6 +217,8 @@ static void counts_refold_stopped(ft_runtime *rt, bool reset)
 
 void ft_gc_counts_reset_stopped(ft_runtime *rt)
 {
+    for (int g = 1; g < FT_GC_GENERATIONS; g++)
+        atomic_store_explicit(&rt->gc.counts[g], 0, memory_order_relaxed);
     counts_refold_stopped(rt, true);
 }
 

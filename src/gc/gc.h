@@ -102,7 +102,7 @@ void ft_gc_thread_stop(ft_thread *t);
 void ft_gc_count_fold(ft_thread *t);             /* t's count reached its limit */
 void ft_gc_collect_scheduled(ft_thread *t);      /* FT_PENDING_GC at a safepoint */
 void ft_gc_zombie_push(ft_runtime *rt, ft_object *o); /* memory of a dead GC object, to free later */
-/* World stopped: zero generation 0's count, every thread's part included (freeze). */
+/* World stopped: zero every generation's count, every thread's part included (freeze). */
 void ft_gc_counts_reset_stopped(ft_runtime *rt);
 /* A tracked object back to generation 0 (a dealloc about to finalize it: CPython re-tracks it). */
 void ft_gc_move_to_young(ft_object *o);
@@ -137,9 +137,9 @@ static inline void ft_gc_count_dealloc(ft_gc_thread *g, ft_thread *t)
 /* weakref.c */
 ft_mutex *ft_weakref_lock_for(ft_runtime *rt, const ft_object *referent);
 /* A referent's count reached zero (object.c dealloc, after the finalizer): clear its weak
- * references and call their callbacks, newest first; with_late, clear the ones the callbacks made
- * too, without calling theirs. */
-void ft_weakref_clear_dying(ft_object *o, bool with_late);
+ * references and call their callbacks, newest first; then clear the ones the callbacks made, without
+ * calling theirs. */
+void ft_weakref_clear_dying(ft_object *o);
 /* The collector, world stopped: clear wr (no lock: none is held in a stop). */
 void ft_weakref_clear_stopped(ft_weakref *wr);
 /* The head of o's weak reference list (o's type has FT_TYPE_HAS_WEAKREFS). */

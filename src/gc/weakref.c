@@ -17,8 +17,8 @@
  * alive and have a callback are kept with a reference (a weak reference may be dying on another
  * thread: its count is zero, and its own dealloc waits for the lock to unlink itself, finding it
  * done); outside the lock the callbacks run, newest first, each detached from its weak reference
- * first (CPython's PyObject_ClearWeakRefs). A referent with a finalizer may have gained weak
- * references meanwhile: they are cleared too, without callbacks.
+ * first (CPython's PyObject_ClearWeakRefs). The callbacks may have made new weak references to
+ * the referent meanwhile: they are cleared too, without callbacks.
  *
  * Death in the collector: gc.c clears them in its stop (ft_weakref_clear_stopped) and runs the
  * callbacks itself, leaving them attached, as CPython's handle_weakrefs does.
@@ -146,7 +146,7 @@ static bool hold(ft_weakref *wr)
     return ft_try_incref(o);
 }
 
-void ft_weakref_clear_dying(ft_object *o, bool with_late)
+void ft_weakref_clear_dying(ft_object *o)
 {
     _Atomic(ft_weakref *) *head = ft_weakref_list(o);
     if (!atomic_load_explicit(head, memory_order_relaxed))
@@ -185,7 +185,9 @@ void ft_weakref_clear_dying(ft_object *o, bool with_late)
         ft_xdecref(arg);
         ft_decref(&wr->ob_base);
     }
-    if (with_late && atomic_load_explicit(head, memory_order_relaxed)) {
+    /* Weak references the callbacks made meanwhile: cleared without their callbacks (CPython does
+     * this for objects with a finalizer only, and leaves the others dangling). */
+    if (atomic_load_explicit(head, memory_order_relaxed)) {
         ft_mutex_lock_internal(lock);
         for (ft_weakref *wr; (wr = atomic_load_explicit(head, memory_order_relaxed)) != NULL;)
             unlink_locked(wr, o);

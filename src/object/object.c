@@ -467,7 +467,7 @@ static void dealloc_object(ft_thread *t, ft_object *o)
     if (gc)
         ft_gc_untrack(o);
     if (type->flags & FT_TYPE_HAS_WEAKREFS)
-        ft_weakref_clear_dying(o, type->finalize != NULL);
+        ft_weakref_clear_dying(o);
     if (type->dealloc)
         type->dealloc(o);
     if (type->flags & FT_TYPE_WEAKREF)
