@@ -163,15 +163,16 @@ static long threshold_of(ft_runtime *rt, int g)
     return atomic_load_explicit(&rt->gc.threshold[g], memory_order_relaxed);
 }
 
-/* Where t folds next: FT_GC_FLUSH away, or at the allocation that makes the total cross generation
- * 0's threshold when automatic collection is on (at once when it is already past it). */
+/* Where t folds next: FT_GC_FLUSH away, or, with automatic collection on, at the allocation that
+ * makes the total exceed generation 0's threshold, which may be the next one or, after
+ * deallocations, one that brings the thread's part back up (CPython checks at every allocation). */
 static int32_t limit_for(ft_runtime *rt, int64_t total)
 {
     long threshold = threshold_of(rt, 0);
     if (!atomic_load_explicit(&rt->gc.enabled, memory_order_relaxed) || threshold <= 0)
         return FT_GC_FLUSH;
     int64_t room = (int64_t)threshold + 1 - total;
-    return room < 1 ? 1 : room > FT_GC_FLUSH ? FT_GC_FLUSH : (int32_t)room;
+    return room < 1 - FT_GC_FLUSH ? 1 - FT_GC_FLUSH : room > FT_GC_FLUSH ? FT_GC_FLUSH : (int32_t)room;
 }
 
 static bool collection_due(ft_runtime *rt, int64_t total)
@@ -181,7 +182,7 @@ static bool collection_due(ft_runtime *rt, int64_t total)
            total > threshold && !atomic_load_explicit(&rt->gc.collecting, memory_order_relaxed);
 }
 
-void ft_gc_count_fold(ft_thread *t)
+void ft_gc_count_fold(ft_thread *t, bool allocating)
 {
     ft_runtime *rt = t->rt;
     int32_t c = atomic_load_explicit(&t->gc.count, memory_order_relaxed);
@@ -189,11 +190,9 @@ void ft_gc_count_fold(ft_thread *t)
     int64_t total = atomic_fetch_add_explicit(&rt->gc.count0, c, memory_order_relaxed) + c;
     t->gc.seen_total = total;
     t->gc.limit = limit_for(rt, total);
-    if (c > 0 && collection_due(rt, total)) {
-        /* Not at once: the allocating call is in the middle of building its object. */
+    /* Not at once: the allocating call is in the middle of building its object. */
+    if (allocating && collection_due(rt, total))
         atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_GC, memory_order_relaxed);
-        t->gc.limit = FT_GC_FLUSH;
-    }
 }
 
 /* World stopped: fold every thread's count into count0 (or, with reset, zero them all) and set each

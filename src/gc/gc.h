@@ -1,9 +1,10 @@
 /* gc/gc.h: the collector's state (gc.c, introspect.c, weakref.c) and what the lower layers call.
  *
  * Counting allocations. Each thread counts its GC allocations minus its GC deallocations in its own
- * `count` and folds it into the runtime's count0 when it reaches `limit` (at most FT_GC_FLUSH ahead,
- * and never past the point where the total would cross generation 0's threshold, so the crossing is
- * seen by the allocation that makes it) or -FT_GC_FLUSH. A deallocation does not count below zero
+ * `count` and folds it into the runtime's count0 when an allocation brings it to `limit` (at most
+ * FT_GC_FLUSH ahead; with automatic collection on, exactly where the total as the thread knows it
+ * exceeds generation 0's threshold, so the allocation that makes the excess schedules a collection,
+ * as CPython checks at every allocation) or a deallocation to -FT_GC_FLUSH. A deallocation does not count below zero
  * as far as its thread knows the total (CPython clamps each decrement at zero). get_count adds every
  * thread's unflushed part, so it is exact. A stop of the world that changes what the limits depend
  * on (a collection, enable, thresholds, freeze) folds every thread's part in and sets each limit.
@@ -115,7 +116,7 @@ void ft_gc_runtime_init(ft_runtime *rt);
 void ft_gc_runtime_destroy(ft_runtime *rt);
 void ft_gc_thread_start(ft_thread *t);
 void ft_gc_thread_stop(ft_thread *t);
-void ft_gc_count_fold(ft_thread *t);             /* t's count reached its limit */
+void ft_gc_count_fold(ft_thread *t, bool allocating); /* t's count reached its limit */
 void ft_gc_collect_scheduled(ft_thread *t);      /* FT_PENDING_GC at a safepoint */
 void ft_gc_zombie_push(ft_thread *t, ft_object *o); /* memory of a dead GC object, to free later */
 /* World stopped: zero every generation's count, every thread's part included (freeze). */
@@ -137,7 +138,7 @@ static inline void ft_gc_count_alloc(ft_gc_thread *g, ft_thread *t)
     int32_t c = atomic_load_explicit(&g->count, memory_order_relaxed) + 1;
     atomic_store_explicit(&g->count, c, memory_order_relaxed);
     if (FT_UNLIKELY(c >= g->limit))
-        ft_gc_count_fold(t);
+        ft_gc_count_fold(t, true);
 }
 
 static inline void ft_gc_count_dealloc(ft_gc_thread *g, ft_thread *t)
@@ -147,7 +148,7 @@ static inline void ft_gc_count_dealloc(ft_gc_thread *g, ft_thread *t)
         return;
     atomic_store_explicit(&g->count, c - 1, memory_order_relaxed);
     if (FT_UNLIKELY(c - 1 <= -FT_GC_FLUSH))
-        ft_gc_count_fold(t);
+        ft_gc_count_fold(t, false);
 }
 
 /* weakref.c */
