@@ -107,6 +107,8 @@ void ft_gc_track(ft_object *o)
     ft_thread *t = ft_current_thread;
     if (FT_UNLIKELY(!t))
         track_misuse(o, "is tracked by a thread that is not attached");
+    if (FT_UNLIKELY(bits & FT_GC_UNREACHABLE)) /* untracked out of a collection under way */
+        bits = ft_gc_leave_collection(t, o) ? bits : bits_of(o);
     bits_store(o, (uint8_t)((bits | FT_GC_TRACKED) & ~(FT_GC_OLD | FT_GC_FROZEN)));
     ft_heap_note_young(t, o);
 }
@@ -121,8 +123,42 @@ void ft_gc_move_to_young(ft_object *o)
 void ft_gc_untrack(ft_object *o)
 {
     uint8_t bits = bits_of(o);
-    if (bits & (FT_GC_TRACKED | FT_GC_UNREACHABLE | FT_GC_FROZEN))
-        bits_store(o, (uint8_t)(bits & ~(FT_GC_TRACKED | FT_GC_UNREACHABLE | FT_GC_FROZEN)));
+    if (FT_UNLIKELY(bits & FT_GC_UNREACHABLE)) {
+        ft_thread *t = ft_current_thread;
+        if (t && !ft_gc_leave_collection(t, o))
+            bits = bits_of(o);
+    }
+    if (bits & (FT_GC_TRACKED | FT_GC_FROZEN))
+        bits_store(o, (uint8_t)(bits & ~(FT_GC_TRACKED | FT_GC_FROZEN)));
+}
+
+/* ---- leaving a collection ------------------------------------------------------------------ */
+
+/* While the world runs during a collection, each object of its unreachable set carries
+ * UNREACHABLE, is merged, and holds 1 + its index in the collector's array (rt->gc.work.objs) in
+ * ob_tid (never a thread id: those are addresses). An object leaves the set when it is untracked or
+ * its count reaches zero. On the collecting thread, which alone reads the array while the world
+ * runs, it leaves at once: its entry is emptied and its ob_tid is 0 again, so its memory may be
+ * freed as usual. On another thread (rare: only the collector's callbacks, finalizers and clears can
+ * reach garbage, and only by publishing it could another thread), or if the entry is not found (its
+ * ob_tid was rewritten: ft_set_refcount, ft_immortalize), it keeps UNREACHABLE for the collector to
+ * drop, and its memory, if it dies, waits for the collection's end: the collector may be reading it
+ * (gc/gc.h, "Deferred frees"). Returns whether its memory must wait. */
+bool ft_gc_leave_collection(ft_thread *t, ft_object *o)
+{
+    ft_runtime *rt = t->rt;
+    ft_gc_work *w = &rt->gc.work;
+    if (atomic_load_explicit(&rt->gc.collector, memory_order_relaxed) == t &&
+        !atomic_load_explicit(&rt->gc.defer_all_frees, memory_order_relaxed)) {
+        size_t index = atomic_load_explicit(&o->ob_tid, memory_order_relaxed) - 1;
+        if (index < w->entries && w->objs[index] == o) {
+            w->objs[index] = NULL;
+            atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+            bits_store(o, (uint8_t)(bits_of(o) & ~FT_GC_UNREACHABLE));
+            return false;
+        }
+    }
+    return true;
 }
 
 bool ft_gc_is_tracked(const ft_object *o)
@@ -595,6 +631,30 @@ static void clear_weakrefs_stopped(collection *c)
     }
 }
 
+/* Whether o is (still) in the unreachable set: not emptied, not untracked, not dead. */
+static bool in_set(const ft_object *o)
+{
+    return o && (bits_of(o) & (FT_GC_UNREACHABLE | FT_GC_TRACKED)) ==
+                    (FT_GC_UNREACHABLE | FT_GC_TRACKED);
+}
+
+/* o leaves the set by the collector's own hand (it survives): entry emptied, merged ob_tid 0. */
+static void leave_set(collection *c, size_t i, ft_object *o)
+{
+    c->unreachable[i] = NULL;
+    atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+    bits_store(o, (uint8_t)(bits_of(o) & ~FT_GC_UNREACHABLE));
+}
+
+/* World stopped: each object of the unreachable set holds 1 + its index in ob_tid while the world
+ * runs (see ft_gc_leave_collection). */
+static void number_entries(collection *c)
+{
+    for (size_t i = 0; i < c->n_unreachable; i++)
+        atomic_store_explicit(&c->unreachable[i]->ob_tid, i + 1, memory_order_relaxed);
+    c->w->entries = c->n_unreachable;
+}
+
 /* Stop #1, after the settling: find the unreachable objects. False if out of memory. */
 static bool find_unreachable(collection *c)
 {
@@ -671,6 +731,10 @@ static bool find_unreachable(collection *c)
             print_object(debug_stream(rt), "collectable", c->unreachable[i]);
     if (c->saw_weakrefs)
         clear_weakrefs_stopped(c);
+    number_entries(c);
+    /* Uncollectable objects are listed apart, not by entries: every GC object's memory then waits
+     * for the end, so that the list never holds freed memory. */
+    atomic_store_explicit(&rt->gc.defer_all_frees, c->n_legacy != 0, memory_order_seq_cst);
     return true;
 }
 
@@ -698,8 +762,10 @@ static void finalize_garbage(collection *c)
 {
     for (size_t i = 0; i < c->n_unreachable; i++) {
         ft_object *o = c->unreachable[i];
+        if (!in_set(o))
+            continue;
         uint8_t bits = bits_of(o);
-        if (!(bits & FT_GC_UNREACHABLE) || !o->ob_type->finalize || (bits & FT_GC_FINALIZED))
+        if (!o->ob_type->finalize || (bits & FT_GC_FINALIZED))
             continue;
         bits_store(o, (uint8_t)(bits | FT_GC_FINALIZED));
         ft_incref(o);
@@ -708,13 +774,18 @@ static void finalize_garbage(collection *c)
     }
 }
 
-/* Drop from the unreachable list the objects that left it (untracked, or dead). */
+/* World stopped: drop from the unreachable list the objects that left it (emptied entries; dead
+ * ones, whose dealloc cleared UNREACHABLE; untracked ones, whose bit the collector clears now). */
 static void compact_unreachable(collection *c)
 {
     size_t n = 0;
-    for (size_t i = 0; i < c->n_unreachable; i++)
-        if (bits_of(c->unreachable[i]) & FT_GC_UNREACHABLE)
-            c->unreachable[n++] = c->unreachable[i];
+    for (size_t i = 0; i < c->n_unreachable; i++) {
+        ft_object *o = c->unreachable[i];
+        if (in_set(o))
+            c->unreachable[n++] = o;
+        else if (o && (bits_of(o) & FT_GC_UNREACHABLE))
+            leave_set(c, i, o);
+    }
     c->n_unreachable = n;
 }
 
@@ -726,11 +797,9 @@ static void handle_resurrected_stopped(collection *c)
     compact_unreachable(c);
     size_t n = c->n_unreachable;
     /* Merged in stop #1, and still merged (only a dealloc unmerges an object, and dealloc takes it
-     * out first): ob_tid is 0, free to hold the count again. */
+     * out first): ob_tid, which holds its index, is free to hold the count again. */
     for (size_t i = 0; i < n; i++) {
         ft_object *o = c->unreachable[i];
-        FT_ASSERT(atomic_load_explicit(&o->ob_tid, memory_order_relaxed) == 0 ||
-                  ft_object_is_immortal(o));
         refs_store(o, ft_refcount(o));
     }
     for (size_t i = 0; i < n; i++)
@@ -746,6 +815,7 @@ static void handle_resurrected_stopped(collection *c)
             move_to_old(o, c->older);
     }
     c->n_unreachable = still;
+    number_entries(c);
     for (size_t i = 0; i < c->n_kept; i++) {
         ft_object *wr = &c->kept[i]->ob_base;
         if (bits_of(wr) & FT_GC_TRACKED) {
@@ -767,29 +837,34 @@ static void garbage_append(ft_runtime *rt, ft_object *o)
     ft_mutex_unlock(&rt->gc.mutex);
 }
 
-/* Clear (or save) what is still unreachable (world running). An object still unreachable after its
- * clear is alive after all (another clear will free it, or SAVEALL keeps it): it leaves the
- * collection for the older generation. */
+/* Clear (or save) what is still unreachable (world running). An object that survives its clear
+ * (another object's clear will free it, or SAVEALL keeps it) leaves the set for the older
+ * generation; one that dies leaves it in its dealloc. */
 static void delete_garbage(collection *c)
 {
     bool saveall = debug_flags(c->rt) & FT_GC_DEBUG_SAVEALL;
     for (size_t i = 0; i < c->n_unreachable; i++) {
         ft_object *o = c->unreachable[i];
-        if (!(bits_of(o) & FT_GC_UNREACHABLE))
+        if (!in_set(o)) {
+            if (o && (bits_of(o) & FT_GC_UNREACHABLE)) /* untracked meanwhile */
+                leave_set(c, i, o);
             continue;
+        }
         if (saveall) {
             garbage_append(c->rt, o);
-        } else {
-            ft_incref(o);
-            ft_gc_clear(o);
-            ft_decref(o);
+            leave_set(c, i, o);
+            move_to_old(o, c->older);
+            continue;
         }
-        uint8_t bits = bits_of(o);
-        if (bits & FT_GC_UNREACHABLE) {
-            bits_store(o, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
+        ft_incref(o);
+        ft_gc_clear(o);
+        if (ft_refcount(o) > 1 && (bits_of(o) & FT_GC_UNREACHABLE)) {
+            leave_set(c, i, o);
             move_to_old(o, c->older);
         }
+        ft_decref(o);
     }
+    c->w->entries = 0;
 }
 
 /* The uncollectable objects still listed (counted after the clears, as CPython does: those the
@@ -894,6 +969,7 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
         c.collected += (intptr_t)c.n_unreachable;
         delete_garbage(&c);
         handle_legacy(&c);
+        atomic_store_explicit(&rt->gc.defer_all_frees, false, memory_order_seq_cst);
     }
     if (debug & FT_GC_DEBUG_STATS) {
         double secs = (double)(ft_monotonic_ns() - began) / 1e9;

@@ -9,10 +9,13 @@
  * thread's unflushed part, so it is exact. A stop of the world that changes what the limits depend
  * on (a collection, enable, thresholds, freeze) folds every thread's part in and sets each limit.
  *
- * Deferred frees. While a collection runs (collecting != 0), a GC object whose count reaches zero
- * is deallocated as usual but its memory is not freed: it goes on the zombies stack (the collecting
- * thread's own on a private list), and the collection frees them when it ends. So the collector's lists of objects never point at freed
- * memory, whatever finalizers and callbacks free meanwhile (docs/gc.md). */
+ * Deferred frees. While a collection runs, its lists must never point at freed memory, whatever
+ * callbacks, finalizers and clears free meanwhile. An object of its unreachable set that dies on
+ * the collecting thread leaves the list at once (gc.c, "Leaving a collection") and is freed as
+ * usual; one that dies on another thread, and every GC object that dies while the collection holds
+ * uncollectable objects (whose list is not kept that way: defer_all_frees), is deallocated as
+ * usual but its memory goes on the zombies stack (the collecting thread's own on a private list),
+ * which the collection frees when it ends (docs/gc.md). */
 #ifndef FTRT_GC_GC_H
 #define FTRT_GC_GC_H
 
@@ -54,6 +57,8 @@ typedef struct ft_gc_work {
     size_t cap;
     ft_object **stack;
     size_t stack_cap;
+    /* While the world runs: objs[0, entries) is the unreachable set, an emptied entry NULL. */
+    size_t entries;
 } ft_gc_work;
 
 typedef struct ft_gc_callback_entry {
@@ -76,6 +81,9 @@ typedef struct ft_gc_runtime {
      * it, read (relaxed) by deallocs on any thread, which compare it with themselves. */
     _Atomic(ft_thread *) collector;
     ft_gc_work work; /* the collecting thread only */
+    /* Every GC object's memory waits for the collection's end (it has uncollectable objects): set
+     * and cleared by the collector; read by any dealloc (seq_cst: the zombies' hand-over). */
+    _Atomic(bool) defer_all_frees;
     /* Settings: any thread writes (relaxed; enable and thresholds then stop the world to reset the
      * threads' limits), any thread reads (relaxed). */
     _Atomic(bool) enabled;
@@ -119,6 +127,9 @@ void ft_gc_thread_stop(ft_thread *t);
 void ft_gc_count_fold(ft_thread *t, bool allocating); /* t's count reached its limit */
 void ft_gc_collect_scheduled(ft_thread *t);      /* FT_PENDING_GC at a safepoint */
 void ft_gc_zombie_push(ft_thread *t, ft_object *o); /* memory of a dead GC object, to free later */
+/* o (UNREACHABLE) leaves the collection under way, untracked or dead: whether its memory must wait
+ * for the collection's end (gc.c, "Leaving a collection"). */
+bool ft_gc_leave_collection(ft_thread *t, ft_object *o);
 /* World stopped: zero every generation's count, every thread's part included (freeze). */
 void ft_gc_counts_reset_stopped(ft_runtime *rt);
 /* A tracked object back to generation 0 (a dealloc about to finalize it: CPython re-tracks it). */
