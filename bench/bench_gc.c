@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "ftrt.h"
 
@@ -373,6 +374,12 @@ static bool python3_version(char *out, size_t size)
     return ok;
 }
 
+static double cpu_seconds(const struct rusage *u)
+{
+    return (double)(u->ru_utime.tv_sec + u->ru_stime.tv_sec) +
+           (double)(u->ru_utime.tv_usec + u->ru_stime.tv_usec) / 1e6;
+}
+
 static double cpython_garbage_ns_per_object(void *arg)
 {
     garbage_run *g = arg;
@@ -417,18 +424,24 @@ void bench_gc_garbage_vs_cpython(const bench_config *cfg, const char *name)
     g->t = start_thread(g->rt);
     ft_gc_disable(g->rt);
 
+    struct rusage children_before, children_after;
+    getrusage(RUSAGE_CHILDREN, &children_before);
     bench_side a = {"ft_gc_collect(rt, 2)", ft_garbage_ns_per_object, g};
     bench_side b = {"gc.collect()", cpython_garbage_ns_per_object, g};
     bench_comparison c = bench_interleave(cfg, &a, &b);
+    getrusage(RUSAGE_CHILDREN, &children_after);
 
     ft_heap_stats heap;
     ft_heap_get_stats(g->rt, &heap);
     if (heap.live_blocks != 0)
         bench_fail("garbage_vs_cpython: %llu blocks still allocated after the collections",
                    (unsigned long long)heap.live_blocks);
-    bench_note("CPython %s (python3 -S in a child process, its own timing with perf_counter_ns); "
-               "ftrt: world stopped for %.0f%% of each collection",
+    bench_note("CPython %s (python3 -S in a child process per repetition, timing itself with "
+               "perf_counter_ns); ftrt: world stopped for %.0f%% of each collection",
                version, 100 * bench_series_median(&g->ft_pause_fraction));
+    bench_note("the python3 children used %.1f s of CPU, which the load column counts as other "
+               "processes'",
+               cpu_seconds(&children_after) - cpu_seconds(&children_before));
     bench_report(name, c.median_ratio, "ratio",
                  "CPython gc.collect() of 1M instances of a 2-slot class in rings of 10, built "
                  "with gc disabled (collect and free, no build)",
