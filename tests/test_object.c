@@ -1261,10 +1261,17 @@ static void resurrecting_finalize(ft_object *o)
     }
 }
 
+/* A GC type: only GC objects carry the FINALIZED bit that makes their finalizer run once (as in
+ * CPython, a finalizer of another type runs each time the count reaches zero). */
 static const ft_type finalized_type = {.name = "finalized",
                                        .basic_size = sizeof(probe),
+                                       .flags = FT_TYPE_GC,
                                        .finalize = resurrecting_finalize,
                                        .dealloc = probe_dealloc};
+static const ft_type finalized_plain_type = {.name = "finalized plain",
+                                             .basic_size = sizeof(probe),
+                                             .finalize = resurrecting_finalize,
+                                             .dealloc = probe_dealloc};
 
 static void reset_finalizer(bool resurrect_it)
 {
@@ -1332,6 +1339,25 @@ TEST(finalize_resurrects_on_a_non_owner)
     teardown(f);
 }
 
+/* CPython: only GC objects carry the finalized mark; another type's finalizer runs every time its
+ * count reaches zero, resurrections included. */
+TEST(finalize_of_a_non_gc_type_runs_at_every_zero)
+{
+    fixture f = setup();
+    reset_finalizer(true);
+    ft_object *o = ft_alloc(f.t, &finalized_plain_type);
+    CHECK(o != NULL);
+    ft_decref(o);
+    CHECK_EQ(finalizes, 1);
+    CHECK(atomic_load(&resurrected) == o);
+    atomic_store(&resurrect, false);
+    ft_decref(atomic_exchange(&resurrected, NULL));
+    CHECK_EQ(finalizes, 2);
+    CHECK_EQ(deallocs, 1);
+    CHECK_THREADS_OK();
+    teardown(f);
+}
+
 static _Atomic int direct_checks;
 
 static void dealloc_with_resurrect_calls(ft_object *o)
@@ -1384,12 +1410,13 @@ TEST(immortalize_by_a_non_owner_writes_flags_not_gc_bits)
     CHECK(o != NULL);
     ft_decref(o); /* finalized and resurrected: the finalizer stored a reference */
     CHECK(atomic_load(&resurrected) == o);
-    CHECK_EQ(GC_BITS(o), FT_GC_FINALIZED);
+    /* Resurrected by its finalizer, a GC object stays tracked, in generation 0. */
+    CHECK_EQ(GC_BITS(o), FT_GC_FINALIZED | FT_GC_TRACKED);
     CHECK_EQ(atomic_load(&o->ob_flags), 0);
     on_other_thread(f.t, immortalize_step, o);
     CHECK(ft_object_is_immortal(o));
     CHECK_EQ(atomic_load(&o->ob_flags), FT_OBJ_DEFERRED);
-    CHECK_EQ(GC_BITS(o), FT_GC_FINALIZED);
+    CHECK_EQ(GC_BITS(o), FT_GC_FINALIZED | FT_GC_TRACKED);
     ft_decref(atomic_exchange(&resurrected, NULL));
     CHECK_EQ(deallocs, 0);
     CHECK_THREADS_OK();
@@ -1537,6 +1564,7 @@ int main(void)
     RUN(finalize_resurrects_on_a_non_owner);
     RUN(resurrect_begin_end_without_resurrection_is_dead);
     RUN(immortalize_by_a_non_owner_writes_flags_not_gc_bits);
+    RUN(finalize_of_a_non_gc_type_runs_at_every_zero);
     RUN(reference_total);
     RUN(reference_total_after_set_refcount_and_immortalize);
     return harness_done();

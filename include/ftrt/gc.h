@@ -105,7 +105,7 @@ FT_API ft_status ft_gc_remove_root(ft_runtime *rt, ft_gc_root_fn fn, void *arg);
 /* ---- freezing ------------------------------------------------------------------------------- */
 
 /* Move every tracked object into the permanent generation, which collections ignore (gc.freeze);
- * resets generation 0's count. */
+ * resets the three counts, as CPython does. */
 FT_API void ft_gc_freeze(ft_runtime *rt);
 /* Move the permanent generation into the oldest one (gc.unfreeze). */
 FT_API void ft_gc_unfreeze(ft_runtime *rt);

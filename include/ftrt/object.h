@@ -133,7 +133,7 @@ FT_ABI_OFFSET(ft_object, ob_type, 24);
  * ft_immortalize; cleared by ft_uniqueid_merge. */
 #define FT_OBJ_DEFERRED 2
 /* A thread other than the owner has reached the object, so its owner must free what readers may
- * still see with QSBR (CPython's _PyGC_BITS_SHARED; for containers and the collector, to come).
+ * still see with QSBR (CPython's _PyGC_BITS_SHARED; for containers).
  * Set by that thread. */
 #define FT_OBJ_SHARED 4
 /* With FT_GC_OLD: in generation 2, not 1 (ignored without FT_GC_OLD). Set and cleared by the

@@ -32,7 +32,26 @@
  * taken for a live one. Then every page of every set, owned or abandoned, is scanned; a page's free
  * blocks are marked in a bitmap on the stack (its free list, its remote stack, its uncarved tail),
  * and every other block is visited; a large page's block is visited unless the page is retired or
- * waits on its set's large_freed stack (remote_free not 0). Nothing is allocated. */
+ * waits on its set's large_freed stack (remote_free not 0). Nothing is allocated.
+ *
+ * Young pages (for the collector's young generations; docs/gc.md). A young collection must find the
+ * objects of generation 0 (and 1) without walking every page. Every object of generation 0 was
+ * allocated, or tracked, since the last collection, so it lies on a page that since then was the
+ * head of its class's active list in a GC heap (allocation only ever takes from that page), or that
+ * received a newly tracked object. Each page carries the allocation epoch in which that last
+ * happened (young_epoch); the epoch advances at every collection. Whoever stamps a page with the
+ * current epoch (a compare-and-swap, so exactly one thread per page and epoch) appends it to its
+ * own heap set's young list: the owner when its page becomes the head (sync_direct, on the
+ * allocation slow path: the fast path stamps nothing), a tracking thread when the page it tracks an
+ * object on is not stamped yet (ft_heap_note_young: one relaxed load when it is), and the collector,
+ * in its stop, for the heads that stay heads into the new epoch. Large pages (one block each) are
+ * not stamped: young walks visit every large page of the GC heaps. A young walk visits the blocks
+ * of the listed pages, each once, skipping entries that are no longer small GC pages in a heap (an
+ * entry may outlive its page's use: pages are never unmapped while the runtime lives, only pooled
+ * or decommitted, so reading a stale entry's header is safe). The pages walked for generation 0 are
+ * kept on the runtime's older list (they may hold generation-1 objects now) until a walk for
+ * generation 1 or 2 empties it. When a list cannot grow, its overflow flag makes the next walk of
+ * that kind visit every GC page: slower, never wrong. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,6 +85,9 @@ static void default_flush(void *ctx)
 
 void ft_heap_runtime_init(ft_runtime *rt)
 {
+    /* Epoch 0 is what a fresh (or decommitted) page header holds: never current, so such a page is
+     * stamped and listed when it first serves allocations. */
+    atomic_store_explicit(&rt->heaps.young_epoch, 1, memory_order_relaxed);
     rt->heaps.hook = (ft_page_reuse_hook){default_retire, default_is_safe, default_flush, NULL};
 }
 
@@ -97,17 +119,58 @@ void ft_heap_runtime_destroy(ft_runtime *rt)
             release_large_pages(rt, &set->heaps[k].large);
             release_large_pages(rt, &set->heaps[k].retired);
         }
+        free(set->young);
         free(set);
     }
     rt->heaps.all = NULL;
+    free(rt->heaps.older);
+    free(rt->heaps.orphans);
     ft_segments_unmap(rt);
 }
 
 /* ---- page lists and the direct slots --------------------------------------------------------- */
 
-/* Point the direct slots of class c (its sizes up to FT_DIRECT_MAX) at its active list's head. */
+/* Append page to set's young list (its owner, or the collector with the world stopped). */
+static void young_list_add(ft_heap_set *set, ft_page *page)
+{
+    if (set->young_count == set->young_cap) {
+        uint32_t cap = set->young_cap ? set->young_cap * 2 : 64;
+        ft_page **grown = realloc(set->young, cap * sizeof *grown);
+        if (!grown) {
+            set->young_overflow = true;
+            return;
+        }
+        set->young = grown;
+        set->young_cap = cap;
+    }
+    set->young[set->young_count++] = page;
+}
+
+/* Stamp a small page with the epoch and list it on set, unless it carries the epoch already (then
+ * someone listed it). */
+static void young_stamp(ft_heap_set *set, ft_page *page, uint64_t epoch)
+{
+    uint64_t seen = atomic_load_explicit(&page->young_epoch, memory_order_relaxed);
+    while (seen != epoch)
+        if (atomic_compare_exchange_weak_explicit(&page->young_epoch, &seen, epoch,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            young_list_add(set, page);
+            return;
+        }
+}
+
+static bool is_gc_heap(const ft_heap *heap)
+{
+    return heap == &heap->set->heaps[FT_HEAP_GC];
+}
+
+/* Point the direct slots of class c (its sizes up to FT_DIRECT_MAX) at its active list's head, and
+ * (GC heaps) stamp that head young: allocation takes only from it. */
 static void sync_direct(ft_heap *heap, uint8_t c)
 {
+    if (is_gc_heap(heap) && heap->active[c].head)
+        young_stamp(heap->set, heap->active[c].head,
+                    atomic_load_explicit(&heap->set->rt->heaps.young_epoch, memory_order_relaxed));
     unsigned lo = c == 0 ? 0 : ft_class_size((uint8_t)(c - 1)) / 16 + 1, hi = ft_class_size(c) / 16;
     if (lo >= FT_DIRECT_SLOTS)
         return;
@@ -478,6 +541,30 @@ static void set_owner_locked(ft_heap_runtime *h, ft_heap_set *set, ft_thread *ow
     set->abandoned = abandoned;
 }
 
+/* The young pages of a set about to be freed (its own pages are all empty, but it may have listed
+ * others' pages it tracked objects on) go to the runtime's orphans. rt->heaps.mutex held. */
+static void orphan_young_locked(ft_heap_runtime *h, ft_heap_set *set)
+{
+    if (set->young_overflow)
+        h->orphan_overflow = true;
+    for (uint32_t i = 0; i < set->young_count; i++) {
+        if (h->orphan_count == h->orphan_cap) {
+            size_t cap = h->orphan_cap ? h->orphan_cap * 2 : 64;
+            ft_page **grown = realloc(h->orphans, cap * sizeof *grown);
+            if (!grown) {
+                h->orphan_overflow = true;
+                break;
+            }
+            h->orphans = grown;
+            h->orphan_cap = cap;
+        }
+        h->orphans[h->orphan_count++] = set->young[i];
+    }
+    free(set->young);
+    set->young = NULL;
+    set->young_count = set->young_cap = 0;
+}
+
 ft_status ft_heap_thread_start(ft_thread *t)
 {
     ft_runtime *rt = t->rt;
@@ -550,6 +637,7 @@ void ft_heap_thread_stop(ft_thread *t)
     set_owner_locked(h, set, NULL, !empty);
     if (empty) {
         FT_LIST_REMOVE(h->all, set);
+        orphan_young_locked(h, set);
     } else {
         atomic_fetch_add_explicit(&h->abandoned, 1, memory_order_relaxed);
     }
@@ -967,6 +1055,141 @@ ft_status ft_heap_visit(ft_runtime *rt, ft_heap_kind kind, ft_block_visitor fn, 
     walk_begin_locked(rt);
     visit_kind_locked(rt, kind, fn, arg);
     ft_mutex_unlock(&rt->heaps.mutex);
+    return FT_OK;
+}
+
+/* ---- young pages ----------------------------------------------------------------------------- */
+
+void ft_heap_note_young(ft_thread *t, const void *block)
+{
+    ft_page *page = ft_page_of(block);
+    uint64_t epoch = atomic_load_explicit(&t->rt->heaps.young_epoch, memory_order_relaxed);
+    if (FT_LIKELY(atomic_load_explicit(&page->young_epoch, memory_order_relaxed) == epoch) ||
+        page->size_class == FT_LARGE_CLASS)
+        return;
+    young_stamp(t->heap.set, page, epoch);
+}
+
+/* Append a small page to the older list (world stopped, rt->heaps.mutex held). */
+static void older_add_locked(ft_heap_runtime *h, ft_page *page)
+{
+    if (page->gc_in_older)
+        return;
+    if (h->older_count == h->older_cap) {
+        size_t cap = h->older_cap ? h->older_cap * 2 : 64;
+        ft_page **grown = realloc(h->older, cap * sizeof *grown);
+        if (!grown) {
+            h->older_overflow = true;
+            return;
+        }
+        h->older = grown;
+        h->older_cap = cap;
+    }
+    page->gc_in_older = 1;
+    h->older[h->older_count++] = page;
+}
+
+void ft_heap_note_older(ft_runtime *rt, const void *block)
+{
+    ft_page *page = ft_page_of(block);
+    if (page->size_class == FT_LARGE_CLASS)
+        return;
+    FT_ASSERT(ft_stw_held_by_caller(rt));
+    ft_mutex_lock_internal(&rt->heaps.mutex);
+    older_add_locked(&rt->heaps, page);
+    ft_mutex_unlock(&rt->heaps.mutex);
+}
+
+/* Visit a listed page's blocks, unless the entry is stale (no longer a small page of a GC heap, or
+ * already visited in this walk). Its first visit in a walk for generation 0 lists it as older. */
+static bool visit_listed(ft_heap_runtime *h, ft_page *page, int generation, ft_block_visitor fn,
+                         void *arg)
+{
+    ft_heap *heap = page->heap;
+    if (!heap || !is_gc_heap(heap) || page->size_class == FT_LARGE_CLASS ||
+        (page->list != FT_PAGE_ACTIVE && page->list != FT_PAGE_FULL) || page->gc_walk == h->walks)
+        return true;
+    page->gc_walk = h->walks;
+    FT_ASSERT_EXPENSIVE(heap->set->rt, ft_page_is_valid(page));
+    if (generation == 0)
+        older_add_locked(h, page);
+    return visit_page(page, true, fn, arg);
+}
+
+static void older_clear_locked(ft_heap_runtime *h)
+{
+    for (size_t i = 0; i < h->older_count; i++)
+        h->older[i]->gc_in_older = 0;
+    h->older_count = 0;
+    h->older_overflow = false;
+}
+
+/* Whether a young walk for generation must visit every page: a list it needs has overflowed. */
+static bool young_lists_overflowed(ft_heap_runtime *h, int generation)
+{
+    if (h->orphan_overflow || (generation == 1 && h->older_overflow))
+        return true;
+    for (ft_heap_set *set = h->all; set; set = set->next)
+        if (set->young_overflow)
+            return true;
+    return false;
+}
+
+/* Begin a new epoch: forget every young list, and stamp the heads of the GC heaps' active lists,
+ * which the fast path goes on allocating from, with the new epoch. */
+static void young_advance_locked(ft_heap_runtime *h)
+{
+    uint64_t epoch = atomic_load_explicit(&h->young_epoch, memory_order_relaxed) + 1;
+    atomic_store_explicit(&h->young_epoch, epoch, memory_order_relaxed);
+    h->orphan_count = 0;
+    h->orphan_overflow = false;
+    for (ft_heap_set *set = h->all; set; set = set->next) {
+        set->young_count = 0;
+        set->young_overflow = false;
+        ft_heap *heap = &set->heaps[FT_HEAP_GC];
+        for (int c = 0; c < FT_SIZE_CLASSES; c++)
+            if (heap->active[c].head)
+                young_stamp(set, heap->active[c].head, epoch);
+    }
+}
+
+ft_status ft_heap_visit_gc(ft_runtime *rt, int generation, ft_block_visitor fn, void *arg)
+{
+    if (generation < 0 || generation > 2 || !fn)
+        return FT_EINVAL;
+    if (!ft_stw_held_by_caller(rt))
+        return FT_EPERM;
+    ft_heap_runtime *h = &rt->heaps;
+    ft_mutex_lock_internal(&h->mutex);
+    for (ft_heap_set *set = h->all; set; set = set->next)
+        flush_batch(&set->batch);
+    h->walks++;
+    if (generation == 2 || young_lists_overflowed(h, generation)) {
+        FT_ASSERT_EXPENSIVE(rt, ft_heap_runtime_is_valid(rt));
+        visit_kind_locked(rt, FT_HEAP_GC, fn, arg);
+        /* Every page was visited, none listed: a later walk for generation 1 must visit them all. */
+        if (generation == 0)
+            h->older_overflow = true;
+        else
+            older_clear_locked(h);
+    } else {
+        bool go = true;
+        for (ft_heap_set *set = h->all; go && set; set = set->next) {
+            for (uint32_t i = 0; go && i < set->young_count; i++)
+                go = visit_listed(h, set->young[i], generation, fn, arg);
+            if (go)
+                go = visit_queue(&set->heaps[FT_HEAP_GC].large, true, fn, arg);
+        }
+        for (size_t i = 0; go && i < h->orphan_count; i++)
+            go = visit_listed(h, h->orphans[i], generation, fn, arg);
+        if (generation == 1) {
+            for (size_t i = 0; go && i < h->older_count; i++)
+                go = visit_listed(h, h->older[i], generation, fn, arg);
+            older_clear_locked(h);
+        }
+    }
+    young_advance_locked(h);
+    ft_mutex_unlock(&h->mutex);
     return FT_OK;
 }
 

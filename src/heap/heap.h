@@ -109,6 +109,10 @@ typedef struct ft_page {
     uint32_t used;          /* owner only */
     uint32_t reserved;      /* owner only: blocks [0, reserved) carved so far */
     uint8_t list;           /* enum ft_page_list; owner only */
+    /* The collector's marks (world stopped only): on the runtime's list of pages that may hold
+     * generation-1 objects, and the walk that last visited the page (heap.c, "Young pages"). */
+    uint8_t gc_in_older;
+    uint32_t gc_walk;
     struct ft_page *next, *prev;    /* the list named by `list`; owner only, or world stopped */
     uint64_t retire_goal;   /* retired: the reuse hook's goal; owner only */
     int64_t pooled_at;      /* in the pool: when it entered it; written by the thread that pools the
@@ -135,6 +139,11 @@ typedef struct ft_page {
      * with FT_LARGE_FREED_TAG, so never 0 there), else 0: written by that freer before its push,
      * read and reset by the owner after it takes the stack; read by walks (world stopped). */
     _Atomic(uintptr_t) remote_free;
+    /* GC heaps: the allocation epoch in which the page last became an allocation page, or received
+     * a newly tracked object (heap.c, "Young pages"). Set by compare-and-swap by whoever stamps it
+     * (the owner's allocation slow path, a tracking thread, the collector in a stop), which then
+     * lists the page; read by anyone, relaxed. */
+    _Atomic(uint64_t) young_epoch;
 } ft_page;
 
 _Static_assert(sizeof(ft_page) <= FT_PAGE_HEADER, "page header fits before the first block");
@@ -173,6 +182,12 @@ typedef struct ft_remote_batch {
 typedef struct ft_heap_set {
     ft_heap heaps[FT_HEAP_KINDS];
     ft_remote_batch batch;          /* the owner's remote frees; owner only, or world stopped */
+    /* Pages this set's owner stamped in the current allocation epoch (heap.c, "Young pages"):
+     * appended by the owner, read and emptied by the collector with the world stopped. On an
+     * allocation failure young_overflow is set instead, and the next young walk walks every page. */
+    ft_page **young;
+    uint32_t young_count, young_cap;
+    bool young_overflow;
     uint32_t retired_large;         /* large pages on the heaps' retired lists; owner only */
     ft_runtime *rt;                 /* immutable */
     /* NULL while abandoned. Written under rt->heaps.mutex once the set is on rt->heaps.all (by its
@@ -233,6 +248,15 @@ typedef struct ft_heap_runtime {
     _Atomic(uint64_t) remote_frees; /* by stopped threads and unattached callers (live threads count
                                        their own: ft_thread.remote_frees); anyone adds and reads,
                                        relaxed */
+    /* Young pages (heap.c): the current allocation epoch (advanced by the collector with the world
+     * stopped; read by anyone, relaxed). Under mutex: the pages that may hold generation-1 objects
+     * (older; written by the collector with the world stopped), the young pages of sets freed by
+     * their stopping owner (orphans), and the walk number. */
+    _Atomic(uint64_t) young_epoch;
+    ft_page **older, **orphans;
+    size_t older_count, older_cap, orphan_count, orphan_cap;
+    bool older_overflow, orphan_overflow;
+    uint32_t walks;
 } ft_heap_runtime;
 
 static inline ft_page *ft_page_of(const void *p)
@@ -264,6 +288,19 @@ extern const ft_page ft_page_empty; /* the direct slot of a class without an act
 bool ft_page_is_valid(ft_page *page);
 bool ft_heap_set_is_valid(ft_heap_set *set);
 bool ft_heap_runtime_is_valid(ft_runtime *rt);
+
+/* Young pages (heap.c): which pages of the GC heaps received objects since the last collection of
+ * each generation, so that young collections walk only those.
+ *   ft_heap_note_young: block's page receives a newly tracked object (t: the caller, attached).
+ *   ft_heap_visit_gc: world stopped: visit the blocks of every GC page that may hold objects of
+ *     generation 0 (generation 0), of generation 0 or 1 (1), or every GC block (2); then begin a
+ *     new epoch. The pages walked for generation 0 are remembered as older pages; a walk for 1 or 2
+ *     forgets them. */
+void ft_heap_note_young(ft_thread *t, const void *block);
+ft_status ft_heap_visit_gc(ft_runtime *rt, int generation, ft_block_visitor fn, void *arg);
+/* The world stopped: remember page (holding an object the collector just moved to generation 1)
+ * as an older page. */
+void ft_heap_note_older(ft_runtime *rt, const void *block);
 
 /* page.c */
 ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class);

@@ -23,7 +23,8 @@
  *              per-thread refcounts; uniqueid.h)
  *   reclaim/   qsbr.c (sequences, slots, polling; qsbr.h), delayed.c (delayed free and decref, the
  *              heap's page-reuse hook; delayed.h)
- *   gc/        the cycle collector (to come)
+ *   gc/        gc.c (the cycle collector: counting, scheduling, collections; gc.h), introspect.c
+ *              (the gc module's listings, freeze, garbage, callbacks, roots), weakref.c
  *   lib/       tlbc.c (thread-local code copies; tlbc.h), dict.c (a concurrent dictionary)
  *
  * Thread states. Only the owner moves its state between ATTACHED and DETACHED. A stop-the-world
@@ -48,7 +49,7 @@
  *   2  rt->stw.mutex (the requester, from stop to restart)
  *   3  rt->head_mutex
  *   4  rt->uniqueid.mutex, rt->heaps.mutex, rt->tlbc.mutex, rt->delayed.mutex, each BRC bucket's
- *      mutex, rt->thread_indices.mutex
+ *      mutex, rt->thread_indices.mutex, rt->gc.mutex, rt->gc.weakref_locks[*]
  *   5  parking-lot bucket locks (inside every lock's slow path and every event)
  */
 #ifndef FTRT_INTERNAL_TYPES_H
@@ -59,6 +60,7 @@
 #include "ftrt/lock.h"
 #include "ftrt/object.h"
 #include "ftrt/runtime.h"
+#include "gc/gc.h"
 #include "heap/heap.h"
 #include "lib/tlbc.h"
 #include "object/brc.h"
@@ -87,6 +89,7 @@ struct ft_thread {
     ft_freelist_thread freelist; /* object/freelist.h */
     ft_uniqueid_thread uniqueid; /* object/uniqueid.h */
     ft_delayed_thread delayed;  /* reclaim/delayed.h */
+    ft_gc_thread gc;            /* gc/gc.h */
     _Atomic(int64_t) reftotal;  /* debug reference total: owner adds, anyone reads (relaxed) */
 };
 
@@ -107,6 +110,7 @@ struct ft_runtime {
     ft_qsbr_runtime qsbr;         /* reclaim/qsbr.h */
     ft_delayed_runtime delayed;   /* reclaim/delayed.h */
     ft_tlbc_runtime tlbc;         /* lib/tlbc.h */
+    ft_gc_runtime gc;             /* gc/gc.h */
     /* Debug builds: the reference totals of stopped threads, of callers that are not attached, and
      * of per-thread counts as they are merged; any thread adds (relaxed), ft_runtime_reftotal reads
      * (under head_mutex, with every started thread's own total). */

@@ -49,7 +49,9 @@
  * becomes their owner, which is sound: one live thread has that id.
  *
  * A stop-the-world does not flush outboxes: their objects are alive and QUEUED, like those in the
- * owners' queues. (A collector that needs exact counts must settle both while the world is stopped.) */
+ * owners' queues. The collector, which needs exact counts, settles both inside its stop
+ * (ft_brc_merge_stopped): every queued object is merged there minus its queue's or outbox's
+ * reference, as its owner's drain would, and those that reach zero are handed back dead. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -288,6 +290,36 @@ void ft_brc_merge(ft_thread *t)
     ft_brc_chunk *q = take_queue(t, false, &unused);
     flush(t, true);
     drain(q);
+}
+
+size_t ft_brc_merge_stopped(ft_runtime *rt, ft_dead_list *dead)
+{
+    FT_ASSERT(ft_stw_held_by_caller(rt));
+    size_t merged = 0;
+    /* The head lock: threads suspended in ft_thread_stop unlink themselves during a stop. */
+    ft_mutex_lock_internal(&rt->head_mutex);
+    for (ft_thread *t = rt->threads; t; t = t->next) {
+        for (uint32_t i = 0; i < t->brc.outbox_count; i++, merged++)
+            if (ft_object_merge(t->brc.outbox[i], -1) == 0)
+                ft_dead_list_push(dead, t->brc.outbox[i]);
+        t->brc.outbox_count = 0;
+        t->brc.outbox_tid = 0;
+        ft_brc_bucket *b = bucket_for(rt, t->os_thread);
+        ft_mutex_lock_internal(&b->mutex);
+        ft_brc_chunk *q = t->brc.queue;
+        t->brc.queue = NULL;
+        ft_mutex_unlock(&b->mutex);
+        while (q) {
+            for (size_t i = 0; i < q->count; i++, merged++)
+                if (ft_object_merge(q->objects[i], -1) == 0)
+                    ft_dead_list_push(dead, q->objects[i]);
+            ft_brc_chunk *next = q->next;
+            free(q);
+            q = next;
+        }
+    }
+    ft_mutex_unlock(&rt->head_mutex);
+    return merged;
 }
 
 void ft_brc_thread_start(ft_thread *t)

@@ -12,6 +12,7 @@
 
 #include "ftrt/lock.h"
 #include "ftrt/object.h"
+#include "thread/stw.h"
 
 #define FT_BRC_OUTBOX 64   /* objects a thread collects for one owner before handing them over */
 #define FT_BRC_BUCKETS 257 /* owner buckets per runtime (prime: OS thread ids are aligned) */
@@ -41,5 +42,9 @@ void ft_brc_thread_start(ft_thread *t);
 void ft_brc_thread_stop(ft_thread *t);
 void ft_brc_thread_detach(ft_thread *t); /* hand the outbox over, freeing nothing */
 void ft_brc_forget_thread(ft_thread *t); /* after fork: drop a dead thread without draining */
+/* Inside a stop the caller holds: merge every object waiting in a queue or an outbox (minus the
+ * reference the queue holds) and push those that reach zero onto dead; returns how many merged.
+ * Takes head_mutex, then each bucket's mutex. */
+size_t ft_brc_merge_stopped(ft_runtime *rt, ft_dead_list *dead);
 
 #endif

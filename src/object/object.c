@@ -42,15 +42,24 @@
  * Allocation has an inline fast path for the common case (no freelist, a size with a direct page
  * slot, a free block on that page): pop the block, write the header (four stores: ob_tid, bytes 8..15
  * as one word, ob_type, then ob_ref_shared alone with release), zero the payload with a ladder of
- * 16-byte stores (ft_alloc_uninit leaves it: CPython's PyObject_New; it refuses GC types, whose
- * fields a heap walk may read at the next safepoint); everything else goes to alloc_slow. Nothing
- * here ever writes ob_ref_shared but with an atomic store or read-modify-write of its own, and a
- * freed block keeps its value.
+ * 16-byte stores (ft_alloc_uninit leaves it: CPython's PyObject_New; GC objects start untracked, so
+ * the collector reads nothing of them before their constructor tracks them); everything else goes
+ * to alloc_slow. A GC allocation is counted for the collector's threshold (gc/gc.h). Nothing here
+ * ever writes ob_ref_shared but with an atomic store or read-modify-write of its own, and a freed
+ * block keeps its value.
  *
- * Dealloc runs the type's finalize once (PEP 442), with the object resurrected around it, then its
- * dealloc, then frees the block (to the thread's freelist for the type, or to the heap). A type with
- * none of the three is freed by the owner's ft__merge_zero_local itself, with the heap's owner check
- * by thread pointer (ft_heap_free_owned); everything else goes through ft_object_dealloc. */
+ * Dealloc, in CPython's order (subtype_dealloc): a GC object leaves any collection under way; the
+ * type's finalize runs (PEP 442: once per GC object, its FINALIZED bit; every time for other
+ * objects), with the object resurrected around it and, for a GC object, tracked in generation 0
+ * (resurrected, it stays there); the object is untracked; its weak references are cleared and their
+ * callbacks called (gc/weakref.c); the type's dealloc releases what it holds; the block is freed (to
+ * the thread's freelist for the type, or to the heap), except that a GC object's block waits for
+ * the end of a collection under way (gc/gc.h, "Deferred frees"). Deallocs nest (a dealloc drops the
+ * last reference to another object); past FT_GC_TRASH_DEPTH of them the trashcan defers the next
+ * to the outermost, so that a long chain does not overflow the C stack. A type with none of
+ * finalize, dealloc, freelist, GC or weak references is freed by the owner's ft__merge_zero_local
+ * itself, with the heap's owner check by thread pointer (ft_heap_free_owned); everything else goes
+ * through ft_object_dealloc. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -246,9 +255,11 @@ static inline __attribute__((always_inline)) ft_object *
 new_object(ft_object *o, const ft_type *type, size_t size, payload_kind payload, bool small)
 {
     init_header(o, type);
-    if (payload == PAYLOAD_AS_IT_WAS)
+    if (payload == PAYLOAD_AS_IT_WAS) {
         leave_payload(o, size);
-    else if (small)
+        if (type->flags & FT_TYPE_HAS_WEAKREFS)
+            atomic_store_explicit(ft_weakref_list(o), NULL, memory_order_relaxed);
+    } else if (small)
         zero_payload(o, size);
     else
         memset(o + 1, 0, size - sizeof *o);
@@ -283,14 +294,20 @@ alloc_object(ft_thread *t, const ft_type *type, size_t size, bool from_freelist,
     if (FT_UNLIKELY(!t ||
                     atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
         not_attached(t, type);
-    if (FT_UNLIKELY(from_freelist || size > FT_DIRECT_MAX))
-        return alloc_slow(t, type, size, from_freelist, false, payload);
-    if (SITE_ON_FAST_PATH && ft_inject_failure(t->rt))
+    ft_object *o;
+    if (FT_UNLIKELY(from_freelist || size > FT_DIRECT_MAX)) {
+        o = alloc_slow(t, type, size, from_freelist, false, payload);
+    } else if (SITE_ON_FAST_PATH && ft_inject_failure(t->rt)) {
         return alloc_failed();
-    ft_object *o = ft_heap_pop(heap_for(t, type), size);
-    if (FT_UNLIKELY(!o))
-        return alloc_slow(t, type, size, false, SITE_ON_FAST_PATH, payload);
-    return new_object(o, type, size, payload, true);
+    } else {
+        o = ft_heap_pop(heap_for(t, type), size);
+        o = FT_LIKELY(o != NULL) ? new_object(o, type, size, payload, true)
+                                 : alloc_slow(t, type, size, false, SITE_ON_FAST_PATH, payload);
+    }
+    /* Every GC allocation counts towards generation 0's threshold (gc/gc.h). */
+    if ((type->flags & FT_TYPE_GC) && FT_LIKELY(o != NULL))
+        ft_gc_count_alloc(&t->gc, t);
+    return o;
 }
 
 static __attribute__((noinline, cold)) ft_object *bad_type(void)
@@ -299,20 +316,22 @@ static __attribute__((noinline, cold)) ft_object *bad_type(void)
     return NULL;
 }
 
-/* A type that cannot be allocated so: smaller than a header, or a GC type for an allocation that
- * leaves the payload (a heap walk may visit a GC object at the next safepoint). */
-static bool type_refused(const ft_type *type, payload_kind payload)
+/* A type that cannot be allocated: smaller than a header, or whose weak reference list head lies
+ * outside the instance. */
+static bool type_refused(const ft_type *type)
 {
     return type->basic_size < sizeof(ft_object) ||
-           (payload == PAYLOAD_AS_IT_WAS && (type->flags & FT_TYPE_GC));
+           ((type->flags & FT_TYPE_HAS_WEAKREFS) &&
+            (type->weaklist_offset < sizeof(ft_object) ||
+             type->weaklist_offset > type->basic_size - sizeof(void *)));
 }
 
 /* A type the fast path does not take: one with a freelist, a size out of range, or (for an
- * allocation that leaves the payload) a GC type. */
+ * allocation that leaves the payload) one with weak references, whose list head must be zeroed. */
 static __attribute__((noinline)) ft_object *alloc_unusual(ft_thread *t, const ft_type *type,
                                                           payload_kind payload)
 {
-    if (type_refused(type, payload))
+    if (type_refused(type))
         return bad_type();
     return alloc_object(t, type, type->basic_size, type->freelist_max != 0, payload);
 }
@@ -328,7 +347,7 @@ alloc_fixed(ft_thread *t, const ft_type *type, payload_kind payload)
     size_t size = type->basic_size;
     uint32_t unusual = type->freelist_max;
     if (payload == PAYLOAD_AS_IT_WAS)
-        unusual |= type->flags & FT_TYPE_GC;
+        unusual |= type->flags & FT_TYPE_HAS_WEAKREFS;
     if (FT_UNLIKELY(size - sizeof(ft_object) > FT_DIRECT_MAX - sizeof(ft_object) || unusual != 0))
         return alloc_unusual(t, type, payload);
     return alloc_object(t, type, size, false, payload);
@@ -347,7 +366,7 @@ ft_object *ft_alloc_uninit(ft_thread *t, const ft_type *type)
 static inline __attribute__((always_inline)) ft_object *
 alloc_var(ft_thread *t, const ft_type *type, size_t nitems, payload_kind payload)
 {
-    if (!type || type_refused(type, payload))
+    if (!type || type_refused(type))
         return bad_type();
     if (type->item_size && nitems > (SIZE_MAX / 2 - type->basic_size) / type->item_size) {
         ft_set_last_error(FT_ENOMEM);
@@ -405,6 +424,11 @@ static inline void free_memory(ft_thread *t, ft_object *o, const ft_type *type)
     ft_heap_free(t, t->heap.set, o);
 }
 
+void ft_object_free_memory(ft_thread *t, ft_object *o)
+{
+    free_memory(t, o, o->ob_type);
+}
+
 static FT_NORETURN __attribute__((noinline, cold)) void dealloc_unattached(ft_object *o)
 {
     ft_fatal("object %p of type '%s' reached refcount zero on a thread that is not attached (it "
@@ -413,42 +437,95 @@ static FT_NORETURN __attribute__((noinline, cold)) void dealloc_unattached(ft_ob
 }
 
 /* Finalize (PEP 442) with the object resurrected around it; false if the finalizer resurrected it
- * for good. */
-static __attribute__((noinline)) bool finalize(ft_object *o)
+ * for good. A GC object is marked finalized (never again) and is tracked in generation 0 while the
+ * finalizer runs, as CPython re-tracks it: resurrected, it stays there. */
+static __attribute__((noinline)) bool finalize(ft_object *o, bool gc)
 {
-    gc_bits_set(o, FT_GC_FINALIZED);
+    if (gc) {
+        gc_bits_set(o, FT_GC_FINALIZED);
+        if (!ft_gc_is_tracked(o))
+            ft_gc_track(o);
+        else
+            ft_gc_move_to_young(o);
+    }
     ft_resurrect_begin(o);
     o->ob_type->finalize(o);
     return ft_resurrect_end(o);
 }
 
-/* Finalize (if still due), dealloc, free. */
-static __attribute__((noinline)) void dealloc_slow(ft_object *o)
+/* Finalize (if still due), untrack, clear weak references, dealloc, free. */
+static void dealloc_object(ft_thread *t, ft_object *o)
 {
-    ft_thread *t = ft_current_thread;
-    if (FT_UNLIKELY(!t))
-        dealloc_unattached(o);
     const ft_type *type = o->ob_type;
-    if (type->finalize &&
-        !(atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed) & FT_GC_FINALIZED) &&
-        !finalize(o))
+    bool gc = type->flags & FT_TYPE_GC;
+    uint8_t bits = atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed);
+    if (gc && (bits & FT_GC_UNREACHABLE)) /* it leaves the collection under way */
+        atomic_store_explicit(&o->ob_gc_bits, (uint8_t)(bits & ~FT_GC_UNREACHABLE),
+                              memory_order_relaxed);
+    if (type->finalize && !(gc && (bits & FT_GC_FINALIZED)) && !finalize(o, gc))
         return; /* resurrected: someone else owns it now; do not touch it */
+    if (gc)
+        ft_gc_untrack(o);
+    if (type->flags & FT_TYPE_HAS_WEAKREFS)
+        ft_weakref_clear_dying(o);
     if (type->dealloc)
         type->dealloc(o);
+    if (type->flags & FT_TYPE_WEAKREF)
+        ft_weakref_release_base((ft_weakref *)o);
 #ifdef FTRT_DEBUG
     if (ft_refcount(o) != 0)
         ft_fatal("dealloc of object %p of type '%s' left it referenced (count %ld): it cannot be "
                  "freed",
                  (void *)o, type_name(o), (long)ft_refcount(o));
 #endif
+    if (gc) {
+        ft_gc_count_dealloc(&t->gc, t);
+        if (FT_UNLIKELY(atomic_load_explicit(&t->rt->gc.collecting, memory_order_seq_cst))) {
+            ft_gc_zombie_push(t->rt, o);
+            return;
+        }
+    }
     free_memory(t, o, type);
 }
 
+/* The trashcan's deferred deallocs, linked through ob_tid (a dead object's word, as a free block's
+ * is the heap's link). */
+static void trash_push(ft_thread *t, ft_object *o)
+{
+    atomic_store_explicit(&o->ob_tid, (uintptr_t)t->gc.trash, memory_order_relaxed);
+    t->gc.trash = o;
+}
+
+/* Dealloc o on t, nested at most FT_GC_TRASH_DEPTH deep: deeper, o waits for the outermost dealloc,
+ * which runs what waits once it is done, one at a time, each at depth 1. */
+static __attribute__((noinline)) void dealloc_slow(ft_object *o)
+{
+    ft_thread *t = ft_current_thread;
+    if (FT_UNLIKELY(!t))
+        dealloc_unattached(o);
+    if (FT_UNLIKELY(t->gc.trash_depth >= FT_GC_TRASH_DEPTH)) {
+        trash_push(t, o);
+        return;
+    }
+    t->gc.trash_depth++;
+    dealloc_object(t, o);
+    if (--t->gc.trash_depth == 0) {
+        while (t->gc.trash) {
+            ft_object *next = t->gc.trash;
+            t->gc.trash = (ft_object *)atomic_load_explicit(&next->ob_tid, memory_order_relaxed);
+            t->gc.trash_depth = 1;
+            dealloc_object(t, next);
+            t->gc.trash_depth = 0;
+        }
+    }
+}
+
 /* A type whose instances need nothing between count zero and the heap: no finalize, no dealloc, no
- * freelist. One test for the three. */
+ * freelist, no GC (counting, tracking), no weak references. One test for them all. */
 static inline bool type_is_plain(const ft_type *type)
 {
-    return ((uintptr_t)type->finalize | (uintptr_t)type->dealloc | type->freelist_max) == 0;
+    return ((uintptr_t)type->finalize | (uintptr_t)type->dealloc | type->freelist_max |
+            (type->flags & (FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS))) == 0;
 }
 
 void ft_object_dealloc(ft_object *o)

@@ -211,6 +211,18 @@ size_t ft_uniqueid_merge_stopped(ft_runtime *rt, ft_dead_list *dead)
     return found;
 }
 
+void ft_uniqueid_release_stopped(ft_runtime *rt, ft_object *obj)
+{
+    FT_ASSERT(ft_stw_held_by_caller(rt));
+    uint32_t id = *id_field(obj);
+    atomic_fetch_sub_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_relaxed);
+    atomic_fetch_and_explicit(&obj->ob_flags, (uint16_t)~FT_OBJ_DEFERRED, memory_order_relaxed);
+    *id_field(obj) = 0;
+    ft_mutex_lock_internal(&rt->uniqueid.mutex);
+    release_entry(rt, id - 1);
+    ft_mutex_unlock(&rt->uniqueid.mutex);
+}
+
 size_t ft_uniqueid_merge(ft_runtime *rt)
 {
     /* Only a caller attached to rt can run destructors, and only outside a stop. */

@@ -47,4 +47,9 @@ void ft_uniqueid_runtime_destroy(ft_runtime *rt);
  * until a merge that can free them. Takes head_mutex, then rt->uniqueid.mutex. */
 size_t ft_uniqueid_merge_stopped(ft_runtime *rt, ft_dead_list *dead);
 
+/* Inside a stop the caller holds, after ft_uniqueid_merge_stopped: take obj (which has an id: its
+ * bias is not 0) out of per-thread counting for good: its id released, its bias and
+ * FT_OBJ_DEFERRED removed. The collector does it to garbage. Takes rt->uniqueid.mutex. */
+void ft_uniqueid_release_stopped(ft_runtime *rt, ft_object *obj);
+
 #endif

@@ -61,6 +61,7 @@ ft_runtime *ft_runtime_new(const ft_config *cfg)
         return NULL;
     }
     ft_heap_runtime_init(rt);
+    ft_gc_runtime_init(rt);
     ft_delayed_install_page_hook(rt);
     atomic_store_explicit(&rt->fail_countdown, -1, memory_order_relaxed);
     return rt;
@@ -74,16 +75,22 @@ static bool in_use(ft_runtime *rt)
     return started != 0 || ft_world_is_stopped(rt);
 }
 
-/* Run the delayed frees and decrefs that stopped threads left in the runtime's queue, in a thread
- * state of the calling OS thread started for the purpose, so that destructors run as anywhere else.
- * The caller's current thread (attached to another runtime, perhaps) is its current thread again
- * afterwards. */
-static ft_status drain_delayed(ft_runtime *rt)
+/* The last work with the runtime's objects, in a thread state of the calling OS thread started for
+ * the purpose, so that destructors run as anywhere else: the delayed frees and decrefs that stopped
+ * threads left in the runtime's queue, the final collections (gc/introspect.c), the end of
+ * per-thread counting (objects whose ids held them up are freed), and (debug builds) the report of
+ * what is left. The caller's current thread (attached to another runtime, perhaps) is its current
+ * thread again afterwards. */
+static ft_status last_work(ft_runtime *rt)
 {
     ft_thread *current = ft_current_thread;
     ft_thread *t = ft_thread_start(rt);
     if (t) {
         ft_delayed_drain(t);
+        ft_gc_finalize_runtime(rt);
+        ft_uniqueid_merge(rt);
+        ft_delayed_drain(t);
+        ft_gc_report_leaks(rt);
         ft_thread_stop(t);
     }
     ft_current_thread = current;
@@ -96,14 +103,13 @@ ft_status ft_runtime_free(ft_runtime *rt)
         return FT_EINVAL;
     if (in_use(rt))
         return FT_EBUSY;
-    if (ft_delayed_runtime_pending(rt)) {
-        ft_status s = drain_delayed(rt);
-        if (s != FT_OK)
-            return s;
-        /* A destructor may have started a thread that still runs, or left work behind it. */
-        if (in_use(rt) || ft_delayed_runtime_pending(rt))
-            return FT_EBUSY;
-    }
+    ft_status s = last_work(rt);
+    if (s != FT_OK)
+        return s;
+    /* A destructor may have started a thread that still runs, or left work behind it. */
+    if (in_use(rt) || ft_delayed_runtime_pending(rt))
+        return FT_EBUSY;
+    ft_gc_runtime_destroy(rt);
     ft_delayed_runtime_destroy(rt);
     ft_uniqueid_runtime_destroy(rt);
     ft_heap_runtime_destroy(rt);
@@ -150,6 +156,9 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
         *locks[i] = (ft_mutex){0};
     for (uint32_t i = 0; i < FT_BRC_BUCKETS; i++)
         rt->brc[i].mutex = (ft_mutex){0};
+    rt->gc.mutex = (ft_mutex){0};
+    for (uint32_t i = 0; i < FT_WEAKREF_STRIPES; i++)
+        rt->gc.weakref_locks[i] = (ft_mutex){0};
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.requester, NULL, memory_order_relaxed);

@@ -127,6 +127,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
         return NULL;
     }
     ft_brc_thread_start(t);
+    ft_gc_thread_start(t);
 
     ft_mutex_lock_internal(&rt->head_mutex);
     /* A thread that starts during a stop is held like the others (and not counted). */
@@ -166,6 +167,7 @@ void ft_thread_stop(ft_thread *t)
     ft_brc_thread_stop(t);
     ft_delayed_hand_over(t); /* what destructors run by those last merges queued */
     ft_heap_thread_stop(t);
+    ft_gc_thread_stop(t); /* last: everything above may free GC objects */
     ft_detach(t);
 
     ft_mutex_lock_internal(&rt->head_mutex);
@@ -256,4 +258,6 @@ void ft__safepoint_slow(ft_thread *t)
         ft_brc_merge(t);
     if (pending & FT_PENDING_DELAYED)
         ft_delayed_process(t);
+    if (pending & FT_PENDING_GC)
+        ft_gc_collect_scheduled(t);
 }

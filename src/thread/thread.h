@@ -24,5 +24,6 @@ enum ft_thread_state {
 #define FT_PENDING_STOP ((uintptr_t)1)    /* a stop-the-world asks this thread to suspend */
 #define FT_PENDING_MERGE ((uintptr_t)2)   /* objects wait in this thread's merge queue or outbox */
 #define FT_PENDING_DELAYED ((uintptr_t)4) /* delayed frees are due */
+#define FT_PENDING_GC ((uintptr_t)8)      /* this thread's allocations crossed the gc threshold */
 
 #endif

@@ -1,0 +1,154 @@
+/* gc/gc.h: the collector's state (gc.c, introspect.c, weakref.c) and what the lower layers call.
+ *
+ * Counting allocations. Each thread counts its GC allocations minus its GC deallocations in its own
+ * `count` and folds it into the runtime's count0 when it reaches `limit` (at most FT_GC_FLUSH ahead,
+ * and never past the point where the total would cross generation 0's threshold, so the crossing is
+ * seen by the allocation that makes it) or -FT_GC_FLUSH. A deallocation does not count below zero
+ * as far as its thread knows the total (CPython clamps each decrement at zero). get_count adds every
+ * thread's unflushed part, so it is exact. A stop of the world that changes what the limits depend
+ * on (a collection, enable, thresholds, freeze) folds every thread's part in and sets each limit.
+ *
+ * Deferred frees. While a collection runs (collecting != 0), a GC object whose count reaches zero
+ * is deallocated as usual but its memory is not freed: it goes on the zombies stack, and the
+ * collection frees them when it ends. So the collector's lists of objects never point at freed
+ * memory, whatever finalizers and callbacks free meanwhile (docs/gc.md). */
+#ifndef FTRT_GC_GC_H
+#define FTRT_GC_GC_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ftrt/gc.h"
+#include "ftrt/lock.h"
+#include "ftrt/weakref.h"
+
+#define FT_GC_FLUSH 512        /* a thread's count folds into the runtime's at this distance */
+#define FT_GC_TRASH_DEPTH 50   /* nested deallocs before the trashcan defers the next one */
+#define FT_WEAKREF_STRIPES 64  /* weak reference locks per runtime, keyed by the referent's address */
+
+/* One thread's part (ft_thread.gc). */
+typedef struct ft_gc_thread {
+    /* GC allocations minus deallocations not yet folded into rt->gc.count0. Written by the owner
+     * (relaxed load and store) and by the collector with the world stopped; read by get_count on
+     * any thread (relaxed). */
+    _Atomic(int32_t) count;
+    int32_t limit;      /* fold when count reaches it; owner, or world stopped */
+    int64_t seen_total; /* rt->gc.count0 as this thread last left it; owner, or world stopped */
+    /* The trashcan (object.c): deallocs nested on this thread, and the objects whose dealloc waits
+     * for the outermost one to return (linked through ob_tid, as the heap links free blocks).
+     * Owner only. */
+    uint32_t trash_depth;
+    ft_object *trash;
+} ft_gc_thread;
+
+typedef struct ft_gc_callback_entry {
+    ft_gc_callback fn;
+    void *arg;
+} ft_gc_callback_entry;
+
+typedef struct ft_gc_root_entry {
+    ft_gc_root_fn fn;
+    void *arg;
+} ft_gc_root_entry;
+
+/* The runtime's part (ft_runtime.gc). */
+typedef struct ft_gc_runtime {
+    /* 1 while a collection runs, from before its first stop to after its last callback: set by
+     * compare-and-swap by the thread that collects, which alone clears it (seq_cst: the zombies'
+     * hand-over, gc.c). Read by anyone. */
+    _Atomic(int) collecting;
+    /* Settings: any thread writes (relaxed; enable and thresholds then stop the world to reset the
+     * threads' limits), any thread reads (relaxed). */
+    _Atomic(bool) enabled;
+    _Atomic(long) threshold[FT_GC_GENERATIONS];
+    _Atomic(unsigned) debug;
+    _Atomic(FILE *) debug_stream; /* NULL: stderr */
+    /* Generation 0's folded count: threads add (relaxed fetch_add); the collector resets it with the
+     * world stopped. counts[1], counts[2]: written by the collector, read by anyone (relaxed). */
+    _Atomic(int64_t) count0;
+    _Atomic(long) counts[FT_GC_GENERATIONS];
+    /* Objects that survived young collections since the last full one, and the survivors of the
+     * last full one (CPython's long_lived_pending and long_lived_total): the collector only. */
+    uint64_t long_lived_pending, long_lived_total;
+    /* Per generation: written by the collector (relaxed), read by anyone. */
+    struct {
+        _Atomic(uint64_t) collections, collected, uncollectable, candidates, pause_ns, max_pause_ns;
+    } stats[FT_GC_GENERATIONS];
+    /* GC objects deallocated during a collection, their memory not yet freed (above): a lock-free
+     * stack through ob_tid; any thread pushes (seq_cst CAS), the collector or a late pusher takes
+     * it whole (seq_cst exchange). */
+    _Atomic(uintptr_t) zombies;
+    /* mutex guards garbage, callbacks and roots (level 4 of the lock order: nothing is called
+     * while it is held, but the root functions, world stopped, which may take no lock). */
+    ft_mutex mutex;
+    ft_object **garbage;
+    size_t garbage_count, garbage_cap;
+    ft_gc_callback_entry *callbacks;
+    size_t callback_count, callback_cap;
+    ft_gc_root_entry *roots;
+    size_t root_count, root_cap;
+    /* Weak references: a referent's list and each weak reference's wr_object change under the lock
+     * its referent's address picks (level 4: nothing else is taken under it). */
+    ft_mutex weakref_locks[FT_WEAKREF_STRIPES];
+} ft_gc_runtime;
+
+/* gc.c: lifetime and hooks called by the lower layers. */
+void ft_gc_runtime_init(ft_runtime *rt);
+void ft_gc_runtime_destroy(ft_runtime *rt);
+void ft_gc_thread_start(ft_thread *t);
+void ft_gc_thread_stop(ft_thread *t);
+void ft_gc_count_fold(ft_thread *t);             /* t's count reached its limit */
+void ft_gc_collect_scheduled(ft_thread *t);      /* FT_PENDING_GC at a safepoint */
+void ft_gc_zombie_push(ft_runtime *rt, ft_object *o); /* memory of a dead GC object, to free later */
+/* World stopped: zero every generation's count, every thread's part included (freeze). */
+void ft_gc_counts_reset_stopped(ft_runtime *rt);
+/* A tracked object back to generation 0 (a dealloc about to finalize it: CPython re-tracks it). */
+void ft_gc_move_to_young(ft_object *o);
+/* ft_runtime_free: the final collections, with callbacks off; then what leaked (debug builds). */
+void ft_gc_finalize_runtime(ft_runtime *rt);
+void ft_gc_report_leaks(ft_runtime *rt);
+
+/* The object's traverse and clear as the collector sees them: for weak references, ftrt's part
+ * (the callback's object) and the host type's. */
+int ft_gc_traverse(ft_object *o, ft_visit_fn visit, void *arg);
+void ft_gc_clear(ft_object *o);
+
+/* Counting (inline: every GC allocation and deallocation). */
+static inline void ft_gc_count_alloc(ft_gc_thread *g, ft_thread *t)
+{
+    int32_t c = atomic_load_explicit(&g->count, memory_order_relaxed) + 1;
+    atomic_store_explicit(&g->count, c, memory_order_relaxed);
+    if (FT_UNLIKELY(c >= g->limit))
+        ft_gc_count_fold(t);
+}
+
+static inline void ft_gc_count_dealloc(ft_gc_thread *g, ft_thread *t)
+{
+    int32_t c = atomic_load_explicit(&g->count, memory_order_relaxed);
+    if (g->seen_total + c <= 0)
+        return;
+    atomic_store_explicit(&g->count, c - 1, memory_order_relaxed);
+    if (FT_UNLIKELY(c - 1 <= -FT_GC_FLUSH))
+        ft_gc_count_fold(t);
+}
+
+/* weakref.c */
+ft_mutex *ft_weakref_lock_for(ft_runtime *rt, const ft_object *referent);
+/* A referent's count reached zero (object.c dealloc, after the finalizer): clear its weak
+ * references and call their callbacks, newest first; then clear the ones the callbacks made, without
+ * calling theirs. */
+void ft_weakref_clear_dying(ft_object *o);
+/* The collector, world stopped: clear wr (no lock: none is held in a stop). */
+void ft_weakref_clear_stopped(ft_weakref *wr);
+/* The head of o's weak reference list (o's type has FT_TYPE_HAS_WEAKREFS). */
+static inline _Atomic(ft_weakref *) *ft_weakref_list(const ft_object *o)
+{
+    return (_Atomic(ft_weakref *) *)(void *)((char *)o + o->ob_type->weaklist_offset);
+}
+/* A weak reference's own part released: unlinked from its referent, its callback dropped (its
+ * clear and its dealloc, after the host type's). */
+void ft_weakref_release_base(ft_weakref *wr);
+
+#endif
