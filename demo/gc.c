@@ -271,7 +271,6 @@ static uint64_t sum(gc_world *w, size_t offset)
 
 int demo_gc_phase(long run_ms, long cpus)
 {
-    (void)cpus;
     static gc_world w; /* zeroed: empty slots, unset event, zero counters */
     ft_config cfg;
     ft_config_init(&cfg);
@@ -364,6 +363,10 @@ int demo_gc_phase(long run_ms, long cpus)
     printf("heap           live blocks before %" PRIu64 ", during up to %" PRIu64
            " (%d samples), after %" PRIu64 "\n",
            before, peak, HEAP_SAMPLES, after);
+    if (cpus > 0 && GC_WORKERS > cpus)
+        printf("note           %d workers on %ld CPUs: a collection's stop waits until a preempted "
+               "worker runs again\n",
+               GC_WORKERS, cpus);
 
     bool callbacks_ok = atomic_load_explicit(&w.log.starts, memory_order_relaxed) == collections &&
                         stops == collections &&
