@@ -15,7 +15,10 @@
  * posted command at a time, pass safepoints while idle unless held (cmd_hold/resume) and may run a
  * hook of the test's after each idle safepoint (commanded_start_with).
  *
- * Objects: count_dealloc, a dealloc that counts in counted_deallocs.
+ * Objects: count_dealloc, a dealloc that counts in counted_deallocs. For the collector and weak
+ * references: gc_node, a container host type (a growable array of strong references, a weak
+ * reference list head, an id whose deallocs are counted one by one), its plain type gc_node_type,
+ * and gc_node_new/append/pop/live (with TEST_GC_NODE defined).
  *
  * Statistics: stats_of() (the heap's) and thread_count() (the runtime's). */
 #ifndef FTRT_TEST_UTIL_H
@@ -26,7 +29,9 @@
 #endif
 
 #include <sched.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -278,6 +283,190 @@ static inline void count_dealloc(ft_object *o)
     (void)o;
     atomic_fetch_add(&counted_deallocs, 1);
 }
+
+/* ---- a container for the collector ----------------------------------------------------------------
+ *
+ * A gc_node is the host's usual GC container: it holds strong references to any objects in an array,
+ * may be weakly referenced, and counts its deallocation by id in gc_node_freed (an id freed twice
+ * shows as 2). Its traverse visits items n-1..0, its clear empties the array before it drops what the
+ * array held, and its dealloc untracks it first. A node is mutated only by the thread that made it,
+ * or by whoever holds it exclusively. Tests call gc_node_reset() before they count.
+ *
+ * Only for files that define TEST_GC_NODE before they include this header: its types reference the
+ * collector's functions, which the other tests need not link. */
+#ifdef TEST_GC_NODE
+#define GC_NODE_MAX (1 << 18)
+#define GC_NODE_ALIVE 0x600DA11Eu
+#define GC_NODE_DEAD 0xDEADDEADu
+
+typedef struct gc_node {
+    ft_object ob;
+    ft_weakref *weaklist; /* reserved for ftrt (ft_type.weaklist_offset) */
+    uint32_t uid;         /* reserved for ftrt when the type has FT_TYPE_UNIQUEID */
+    int id;
+    _Atomic uint32_t magic;
+    size_t n, cap;
+    ft_object **items;
+} gc_node;
+
+static _Atomic uint8_t gc_node_freed[GC_NODE_MAX];
+static _Atomic int gc_node_next_id, gc_node_deallocs, gc_node_bad_deallocs;
+static _Atomic uint8_t gc_node_finalized[GC_NODE_MAX]; /* finalizer calls by id (gc_fin_type) */
+static _Atomic int gc_node_finalizes;
+static void (*gc_fin_body)(gc_node *self);
+static char gc_log_text[8192];
+static size_t gc_log_len;
+
+static inline void gc_node_reset(void)
+{
+    int n = atomic_load(&gc_node_next_id);
+    for (int i = 0; i < n && i < GC_NODE_MAX; i++) {
+        atomic_store_explicit(&gc_node_freed[i], 0, memory_order_relaxed);
+        atomic_store_explicit(&gc_node_finalized[i], 0, memory_order_relaxed);
+    }
+    atomic_store(&gc_node_finalizes, 0);
+    gc_fin_body = NULL;
+    gc_log_len = 0;
+    gc_log_text[0] = 0;
+    atomic_store(&gc_node_next_id, 0);
+    atomic_store(&gc_node_deallocs, 0);
+    atomic_store(&gc_node_bad_deallocs, 0);
+}
+
+/* Nodes made since the reset and not yet deallocated. */
+static inline int gc_node_live(void)
+{
+    return atomic_load(&gc_node_next_id) - atomic_load(&gc_node_deallocs);
+}
+
+static inline int gc_node_traverse(ft_object *self, ft_visit_fn visit, void *arg)
+{
+    gc_node *n = (gc_node *)self;
+    for (size_t i = n->n; i-- > 0;) {
+        if (n->items[i]) {
+            int r = visit(n->items[i], arg);
+            if (r)
+                return r;
+        }
+    }
+    return 0;
+}
+
+static inline void gc_node_clear(ft_object *self)
+{
+    gc_node *n = (gc_node *)self;
+    ft_object **items = n->items;
+    size_t count = n->n;
+    n->items = NULL;
+    n->n = n->cap = 0;
+    for (size_t i = count; i-- > 0;)
+        ft_xdecref(items[i]);
+    free(items);
+}
+
+/* Deallocations by id and in total; a node deallocated twice or never made counts as bad. */
+static inline void gc_node_count_dealloc(gc_node *n)
+{
+    if (atomic_exchange(&n->magic, GC_NODE_DEAD) != GC_NODE_ALIVE || n->id < 0 ||
+        n->id >= GC_NODE_MAX)
+        atomic_fetch_add(&gc_node_bad_deallocs, 1);
+    else
+        atomic_fetch_add(&gc_node_freed[n->id], 1);
+    atomic_fetch_add(&gc_node_deallocs, 1);
+}
+
+static inline void gc_node_dealloc(ft_object *self)
+{
+    ft_gc_untrack(self);
+    gc_node_clear(self);
+    gc_node_count_dealloc((gc_node *)self);
+}
+
+#define GC_NODE_TYPE_INIT(type_name)                                                               \
+    .name = (type_name), .basic_size = sizeof(gc_node), .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS, \
+    .weaklist_offset = offsetof(gc_node, weaklist), .traverse = gc_node_traverse,                  \
+    .clear = gc_node_clear, .dealloc = gc_node_dealloc
+
+static const ft_type gc_node_type = {GC_NODE_TYPE_INIT("gc_node")};
+
+/* An event log, for the order of finalizers and callbacks (single-threaded tests): gc_log appends
+ * formatted text, CHECK_LOG compares it with what the test expects and shows both when they differ. */
+static inline __attribute__((format(printf, 1, 2))) void gc_log(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(gc_log_text + gc_log_len, sizeof gc_log_text - gc_log_len, fmt, ap);
+    va_end(ap);
+    if (n > 0 && gc_log_len + (size_t)n < sizeof gc_log_text)
+        gc_log_len += (size_t)n;
+}
+
+#define CHECK_LOG(expected)                                                                        \
+    do {                                                                                           \
+        if (strcmp(gc_log_text, (expected)) != 0)                                                  \
+            fprintf(stderr, "log: expected \"%s\", got \"%s\"\n", (expected), gc_log_text);        \
+        CHECK(strcmp(gc_log_text, (expected)) == 0);                                               \
+    } while (0)
+
+/* gc_fin_type: a gc_node with a PEP 442 finalizer that counts its calls by id, logs "F<id> " and
+ * then runs the test's gc_fin_body, if any (which may resurrect the node, make cycles, collect). */
+static inline void gc_node_finalize(ft_object *self)
+{
+    gc_node *n = (gc_node *)self;
+    if (n->id >= 0 && n->id < GC_NODE_MAX)
+        atomic_fetch_add(&gc_node_finalized[n->id], 1);
+    atomic_fetch_add(&gc_node_finalizes, 1);
+    gc_log("F%d ", n->id);
+    if (gc_fin_body)
+        gc_fin_body(n);
+}
+
+static const ft_type gc_fin_type = {GC_NODE_TYPE_INIT("gc_fin"), .finalize = gc_node_finalize};
+
+/* A node of type (a gc_node type), not yet tracked. */
+static inline gc_node *gc_node_new_untracked(ft_thread *t, const ft_type *type)
+{
+    gc_node *n = (gc_node *)ft_alloc(t, type);
+    CHECK_THREAD(n != NULL);
+    if (!n)
+        return NULL;
+    n->id = atomic_fetch_add(&gc_node_next_id, 1);
+    CHECK_THREAD(n->id < GC_NODE_MAX);
+    atomic_store_explicit(&n->magic, GC_NODE_ALIVE, memory_order_relaxed);
+    return n;
+}
+
+/* A node of type, tracked. */
+static inline gc_node *gc_node_new(ft_thread *t, const ft_type *type)
+{
+    gc_node *n = gc_node_new_untracked(t, type);
+    if (n)
+        ft_gc_track(&n->ob);
+    return n;
+}
+
+/* Append a new reference to o (may be NULL) to n's items. */
+static inline void gc_node_append(gc_node *n, ft_object *o)
+{
+    if (n->n == n->cap) {
+        size_t cap = n->cap ? 2 * n->cap : 4;
+        ft_object **items = (ft_object **)realloc(n->items, cap * sizeof *items);
+        if (!items)
+            abort();
+        n->items = items;
+        n->cap = cap;
+    }
+    ft_xincref(o);
+    n->items[n->n++] = o;
+}
+
+/* Remove n's last item and return the reference the array held (NULL if empty). */
+static inline ft_object *gc_node_pop(gc_node *n)
+{
+    return n->n ? n->items[--n->n] : NULL;
+}
+
+#endif /* TEST_GC_NODE */
 
 /* ---- statistics ---------------------------------------------------------------------------------- */
 

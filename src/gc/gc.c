@@ -107,6 +107,8 @@ void ft_gc_track(ft_object *o)
     ft_thread *t = ft_current_thread;
     if (FT_UNLIKELY(!t))
         track_misuse(o, "is tracked by a thread that is not attached");
+    if (FT_UNLIKELY(bits & FT_GC_UNREACHABLE)) /* untracked out of a collection under way */
+        bits = ft_gc_leave_collection(t, o) ? bits : bits_of(o);
     bits_store(o, (uint8_t)((bits | FT_GC_TRACKED) & ~(FT_GC_OLD | FT_GC_FROZEN)));
     ft_heap_note_young(t, o);
 }
@@ -121,8 +123,42 @@ void ft_gc_move_to_young(ft_object *o)
 void ft_gc_untrack(ft_object *o)
 {
     uint8_t bits = bits_of(o);
-    if (bits & (FT_GC_TRACKED | FT_GC_UNREACHABLE | FT_GC_FROZEN))
-        bits_store(o, (uint8_t)(bits & ~(FT_GC_TRACKED | FT_GC_UNREACHABLE | FT_GC_FROZEN)));
+    if (FT_UNLIKELY(bits & FT_GC_UNREACHABLE)) {
+        ft_thread *t = ft_current_thread;
+        if (t && !ft_gc_leave_collection(t, o))
+            bits = bits_of(o);
+    }
+    if (bits & (FT_GC_TRACKED | FT_GC_FROZEN))
+        bits_store(o, (uint8_t)(bits & ~(FT_GC_TRACKED | FT_GC_FROZEN)));
+}
+
+/* ---- leaving a collection ------------------------------------------------------------------ */
+
+/* While the world runs during a collection, each object of its unreachable set carries
+ * UNREACHABLE, is merged, and holds 1 + its index in the collector's array (rt->gc.work.objs) in
+ * ob_tid (never a thread id: those are addresses). An object leaves the set when it is untracked or
+ * its count reaches zero. On the collecting thread, which alone reads the array while the world
+ * runs, it leaves at once: its entry is emptied and its ob_tid is 0 again, so its memory may be
+ * freed as usual. On another thread (rare: only the collector's callbacks, finalizers and clears can
+ * reach garbage, and only by publishing it could another thread), or if the entry is not found (its
+ * ob_tid was rewritten: ft_set_refcount, ft_immortalize), it keeps UNREACHABLE for the collector to
+ * drop, and its memory, if it dies, waits for the collection's end: the collector may be reading it
+ * (gc/gc.h, "Deferred frees"). Returns whether its memory must wait. */
+bool ft_gc_leave_collection(ft_thread *t, ft_object *o)
+{
+    ft_runtime *rt = t->rt;
+    ft_gc_work *w = &rt->gc.work;
+    if (atomic_load_explicit(&rt->gc.collector, memory_order_relaxed) == t &&
+        !atomic_load_explicit(&rt->gc.defer_all_frees, memory_order_relaxed)) {
+        size_t index = atomic_load_explicit(&o->ob_tid, memory_order_relaxed) - 1;
+        if (index < w->entries && w->objs[index] == o) {
+            w->objs[index] = NULL;
+            atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+            bits_store(o, (uint8_t)(bits_of(o) & ~FT_GC_UNREACHABLE));
+            return false;
+        }
+    }
+    return true;
 }
 
 bool ft_gc_is_tracked(const ft_object *o)
@@ -163,15 +199,16 @@ static long threshold_of(ft_runtime *rt, int g)
     return atomic_load_explicit(&rt->gc.threshold[g], memory_order_relaxed);
 }
 
-/* Where t folds next: FT_GC_FLUSH away, or at the allocation that makes the total cross generation
- * 0's threshold when automatic collection is on (at once when it is already past it). */
+/* Where t folds next: FT_GC_FLUSH away, or, with automatic collection on, at the allocation that
+ * makes the total exceed generation 0's threshold, which may be the next one or, after
+ * deallocations, one that brings the thread's part back up (CPython checks at every allocation). */
 static int32_t limit_for(ft_runtime *rt, int64_t total)
 {
     long threshold = threshold_of(rt, 0);
     if (!atomic_load_explicit(&rt->gc.enabled, memory_order_relaxed) || threshold <= 0)
         return FT_GC_FLUSH;
     int64_t room = (int64_t)threshold + 1 - total;
-    return room < 1 ? 1 : room > FT_GC_FLUSH ? FT_GC_FLUSH : (int32_t)room;
+    return room < 1 - FT_GC_FLUSH ? 1 - FT_GC_FLUSH : room > FT_GC_FLUSH ? FT_GC_FLUSH : (int32_t)room;
 }
 
 static bool collection_due(ft_runtime *rt, int64_t total)
@@ -181,7 +218,7 @@ static bool collection_due(ft_runtime *rt, int64_t total)
            total > threshold && !atomic_load_explicit(&rt->gc.collecting, memory_order_relaxed);
 }
 
-void ft_gc_count_fold(ft_thread *t)
+void ft_gc_count_fold(ft_thread *t, bool allocating)
 {
     ft_runtime *rt = t->rt;
     int32_t c = atomic_load_explicit(&t->gc.count, memory_order_relaxed);
@@ -189,11 +226,9 @@ void ft_gc_count_fold(ft_thread *t)
     int64_t total = atomic_fetch_add_explicit(&rt->gc.count0, c, memory_order_relaxed) + c;
     t->gc.seen_total = total;
     t->gc.limit = limit_for(rt, total);
-    if (c > 0 && collection_due(rt, total)) {
-        /* Not at once: the allocating call is in the middle of building its object. */
+    /* Not at once: the allocating call is in the middle of building its object. */
+    if (allocating && collection_due(rt, total))
         atomic_fetch_or_explicit(&t->head.pending, FT_PENDING_GC, memory_order_relaxed);
-        t->gc.limit = FT_GC_FLUSH;
-    }
 }
 
 /* World stopped: fold every thread's count into count0 (or, with reset, zero them all) and set each
@@ -298,11 +333,9 @@ ft_status ft_gc_set_threshold(ft_runtime *rt, const long threshold[FT_GC_GENERAT
 
 /* ---- zombies --------------------------------------------------------------------------------- */
 
-/* Free every zombie on the stack (taken whole: each is freed once, by whoever takes it). */
-static void zombies_free(ft_runtime *rt)
+/* Free a list of zombies linked through ob_tid. */
+static void zombies_free_list(ft_thread *t, uintptr_t next)
 {
-    uintptr_t next = atomic_exchange_explicit(&rt->gc.zombies, 0, memory_order_seq_cst);
-    ft_thread *t = ft_current_thread;
     while (next) {
         ft_object *o = (ft_object *)next;
         next = atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
@@ -310,8 +343,22 @@ static void zombies_free(ft_runtime *rt)
     }
 }
 
-void ft_gc_zombie_push(ft_runtime *rt, ft_object *o)
+/* Free every zombie on the runtime's stack (taken whole: each is freed once, by whoever takes it). */
+static void zombies_free(ft_runtime *rt)
 {
+    zombies_free_list(ft_current_thread,
+                      atomic_exchange_explicit(&rt->gc.zombies, 0, memory_order_seq_cst));
+}
+
+void ft_gc_zombie_push(ft_thread *t, ft_object *o)
+{
+    ft_runtime *rt = t->rt;
+    /* The collector's own deallocs (nearly all of a collection's) go on its private list. */
+    if (atomic_load_explicit(&rt->gc.collector, memory_order_relaxed) == t) {
+        atomic_store_explicit(&o->ob_tid, (uintptr_t)t->gc.zombies, memory_order_relaxed);
+        t->gc.zombies = o;
+        return;
+    }
     uintptr_t head = atomic_load_explicit(&rt->gc.zombies, memory_order_relaxed);
     do
         atomic_store_explicit(&o->ob_tid, head, memory_order_relaxed);
@@ -326,21 +373,22 @@ void ft_gc_zombie_push(ft_runtime *rt, ft_object *o)
 
 /* ---- one collection -------------------------------------------------------------------------- */
 
-/* The collection's working state: the collector's own, on its stack and in malloc'd arrays. */
+/* The collection's working state, on the collector's stack; its arrays are the runtime's
+ * (rt->gc.work), kept from one collection to the next so that a collection does not fault in fresh
+ * memory for them. While the world is stopped, each candidate's ob_tid holds its count of
+ * references from outside the candidates (CPython's gc_refs), its owner's id waiting in tids. */
 typedef struct collection {
     ft_runtime *rt;
     ft_thread *t;
+    ft_gc_work *w;
     int generation, older; /* collected, and where survivors go */
-    /* The candidates, by index (which ob_tid holds while the world is stopped). */
-    ft_object **objs;
-    uintptr_t *tids;
-    intptr_t *refs;
-    size_t n, cap;
+    size_t n;              /* candidates: w->objs[0, n), then the unreachable ones at its front */
     bool oom;
     uint64_t alive; /* objects the roots' mark kept out of the candidates */
-    ft_object **stack;
-    size_t sp, stack_cap;
-    /* After the scan: unreachable objects (in candidate order), the uncollectable ones. */
+    size_t sp;      /* the mark stack: w->stack[0, sp) */
+    /* What the scan saw among the unreachable objects: legacy finalizers, weak references, PEP 442
+     * finalizers still to run. */
+    bool saw_legacy, saw_weakrefs, saw_finalizers;
     ft_object **unreachable, **legacy;
     size_t n_unreachable, n_legacy;
     /* Live weak references whose callbacks run (with a reference), and those still alive after. */
@@ -367,32 +415,32 @@ static bool grow(void **array, size_t *cap, size_t elem, size_t need)
     return true;
 }
 
+static intptr_t refs_of(const ft_object *o)
+{
+    return (intptr_t)atomic_load_explicit(&((ft_object *)o)->ob_tid, memory_order_relaxed);
+}
+
+static void refs_store(ft_object *o, intptr_t refs)
+{
+    atomic_store_explicit(&o->ob_tid, (uintptr_t)refs, memory_order_relaxed);
+}
+
 static bool add_candidate(collection *c, ft_object *o, intptr_t refs)
 {
-    if (c->n == c->cap) {
-        size_t cap = c->cap;
-        if (!grow((void **)&c->objs, &cap, sizeof *c->objs, c->n + 1))
+    ft_gc_work *w = c->w;
+    if (c->n == w->cap) {
+        size_t cap = w->cap, cap2 = w->cap;
+        if (!grow((void **)&w->objs, &cap, sizeof *w->objs, c->n + 1) ||
+            !grow((void **)&w->tids, &cap2, sizeof *w->tids, c->n + 1))
             return false;
-        size_t cap2 = c->cap;
-        if (!grow((void **)&c->tids, &cap2, sizeof *c->tids, c->n + 1))
-            return false;
-        size_t cap3 = c->cap;
-        if (!grow((void **)&c->refs, &cap3, sizeof *c->refs, c->n + 1))
-            return false;
-        c->cap = cap;
+        w->cap = cap < cap2 ? cap : cap2;
     }
-    c->objs[c->n] = o;
-    c->tids[c->n] = atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
-    c->refs[c->n] = refs;
-    atomic_store_explicit(&o->ob_tid, c->n, memory_order_relaxed);
+    w->objs[c->n] = o;
+    w->tids[c->n] = atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
+    refs_store(o, refs);
     bits_store(o, (uint8_t)(bits_of(o) | FT_GC_UNREACHABLE));
     c->n++;
     return true;
-}
-
-static size_t index_of(const ft_object *o)
-{
-    return atomic_load_explicit(&((ft_object *)o)->ob_tid, memory_order_relaxed);
 }
 
 /* The walk's visitor: take o as a candidate if it belongs to the collected generations. */
@@ -419,7 +467,8 @@ static bool gather(void *block, size_t size, void *arg)
     intptr_t refs = ft_refcount(o);
     if (refs == 0) /* dead: deallocated after the restart by whoever settled its count */
         return true;
-    refs -= ft_uniqueid_bias(o);
+    if (FT_UNLIKELY(flags & FT_OBJ_DEFERRED))
+        refs -= ft_uniqueid_bias(o);
     if (!add_candidate(c, o, refs)) {
         c->oom = true;
         return false;
@@ -429,31 +478,33 @@ static bool gather(void *block, size_t size, void *arg)
 
 static int visit_decref(ft_object *r, void *arg)
 {
-    collection *c = arg;
+    (void)arg;
     if (r && (bits_of(r) & FT_GC_UNREACHABLE))
-        c->refs[index_of(r)]--;
+        refs_store(r, refs_of(r) - 1);
     return 0;
 }
 
 static bool push(collection *c, ft_object *o)
 {
-    if (c->sp == c->stack_cap &&
-        !grow((void **)&c->stack, &c->stack_cap, sizeof *c->stack, c->sp + 1)) {
+    ft_gc_work *w = c->w;
+    if (c->sp == w->stack_cap &&
+        !grow((void **)&w->stack, &w->stack_cap, sizeof *w->stack, c->sp + 1)) {
         c->oom = true;
         return false;
     }
-    c->stack[c->sp++] = o;
+    w->stack[c->sp++] = o;
     return true;
 }
 
-/* Clear UNREACHABLE on a candidate and queue it for traversal. */
+/* Clear UNREACHABLE on a candidate and queue it for traversal. The stack has room for every
+ * candidate (each is pushed once: its bit is cleared first). */
 static int visit_reachable(ft_object *r, void *arg)
 {
     collection *c = arg;
     uint8_t bits;
     if (r && ((bits = bits_of(r)) & FT_GC_UNREACHABLE)) {
         bits_store(r, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
-        push(c, r);
+        c->w->stack[c->sp++] = r;
     }
     return 0;
 }
@@ -462,8 +513,24 @@ static int visit_reachable(ft_object *r, void *arg)
 static void propagate(collection *c)
 {
     while (c->sp) {
-        ft_object *o = c->stack[--c->sp];
+        ft_object *o = c->w->stack[--c->sp];
         ft_gc_traverse(o, visit_reachable, c);
+    }
+}
+
+/* Clear UNREACHABLE on every candidate of objs[0, n) with references left, and on what it reaches:
+ * what stays marked is unreachable. */
+static void mark_reachable(collection *c, ft_object **objs, size_t n)
+{
+    c->sp = 0;
+    for (size_t i = 0; i < n; i++) {
+        ft_object *o = objs[i];
+        uint8_t bits = bits_of(o);
+        if ((bits & FT_GC_UNREACHABLE) && refs_of(o) > 0) {
+            bits_store(o, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
+            c->w->stack[c->sp++] = o;
+            propagate(c);
+        }
     }
 }
 
@@ -477,7 +544,8 @@ static int visit_alive(ft_object *r, void *arg)
     if ((bits & (FT_GC_TRACKED | FT_GC_FROZEN | FT_GC_ALIVE)) != FT_GC_TRACKED)
         return 0;
     bits_store(r, (uint8_t)(bits | FT_GC_ALIVE));
-    move_to_old(r, 2);
+    if (!(bits & FT_GC_OLD) || !in_oldest(r))
+        move_to_old(r, 2);
     push(c, r);
     return 0;
 }
@@ -485,12 +553,13 @@ static int visit_alive(ft_object *r, void *arg)
 static void mark_alive(collection *c)
 {
     ft_runtime *rt = c->rt;
+    c->sp = 0;
     ft_mutex_lock_internal(&rt->gc.mutex);
     for (size_t i = 0; i < rt->gc.root_count; i++)
         rt->gc.roots[i].fn(visit_alive, c, rt->gc.roots[i].arg);
     ft_mutex_unlock(&rt->gc.mutex);
     while (c->sp) {
-        ft_object *o = c->stack[--c->sp];
+        ft_object *o = c->w->stack[--c->sp];
         ft_gc_traverse(o, visit_alive, c);
     }
 }
@@ -506,13 +575,13 @@ static bool clear_alive(void *block, size_t size, void *arg)
     return true;
 }
 
-/* Out of memory while gathering: put every candidate back as it was (and, after a mark, clear
- * every ALIVE bit); the collection finds nothing. */
+/* Out of memory while gathering or marking alive: put every candidate back as it was, clear every
+ * ALIVE bit; the collection finds nothing. */
 static void undo_gather(collection *c)
 {
     for (size_t i = 0; i < c->n; i++) {
-        ft_object *o = c->objs[i];
-        atomic_store_explicit(&o->ob_tid, c->tids[i], memory_order_relaxed);
+        ft_object *o = c->w->objs[i];
+        atomic_store_explicit(&o->ob_tid, c->w->tids[i], memory_order_relaxed);
         bits_store(o, (uint8_t)(bits_of(o) & ~FT_GC_UNREACHABLE));
     }
     c->n = 0;
@@ -534,13 +603,6 @@ static FILE *debug_stream(ft_runtime *rt)
 static unsigned debug_flags(ft_runtime *rt)
 {
     return atomic_load_explicit(&rt->gc.debug, memory_order_relaxed);
-}
-
-/* Move o and every unreachable object it reaches to the uncollectable list. */
-static void move_legacy(collection *c, ft_object *o)
-{
-    visit_reachable(o, c);
-    propagate(c);
 }
 
 /* World stopped: clear the weak references of the unreachable objects (CPython's handle_weakrefs,
@@ -569,82 +631,110 @@ static void clear_weakrefs_stopped(collection *c)
     }
 }
 
+/* Whether o is (still) in the unreachable set: not emptied, not untracked, not dead. */
+static bool in_set(const ft_object *o)
+{
+    return o && (bits_of(o) & (FT_GC_UNREACHABLE | FT_GC_TRACKED)) ==
+                    (FT_GC_UNREACHABLE | FT_GC_TRACKED);
+}
+
+/* o leaves the set by the collector's own hand (it survives): entry emptied, merged ob_tid 0. */
+static void leave_set(collection *c, size_t i, ft_object *o)
+{
+    c->unreachable[i] = NULL;
+    atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+    bits_store(o, (uint8_t)(bits_of(o) & ~FT_GC_UNREACHABLE));
+}
+
+/* World stopped: each object of the unreachable set holds 1 + its index in ob_tid while the world
+ * runs (see ft_gc_leave_collection). */
+static void number_entries(collection *c)
+{
+    for (size_t i = 0; i < c->n_unreachable; i++)
+        atomic_store_explicit(&c->unreachable[i]->ob_tid, i + 1, memory_order_relaxed);
+    c->w->entries = c->n_unreachable;
+}
+
 /* Stop #1, after the settling: find the unreachable objects. False if out of memory. */
 static bool find_unreachable(collection *c)
 {
     ft_runtime *rt = c->rt;
-    if (c->generation == 2 && rt->gc.root_count) {
-        mark_alive(c);
-        c->sp = 0;
-    }
+    ft_gc_work *w = c->w;
     c->oom = false;
-    ft_heap_visit_gc(rt, c->generation, gather, c);
-    if (c->oom || !grow((void **)&c->stack, &c->stack_cap, sizeof *c->stack, c->n)) {
+    if (c->generation == 2 && rt->gc.root_count)
+        mark_alive(c);
+    if (!c->oom)
+        ft_heap_visit_gc(rt, c->generation, gather, c);
+    if (c->oom || !grow((void **)&w->stack, &w->stack_cap, sizeof *w->stack, c->n)) {
         undo_gather(c);
         return false;
     }
     for (size_t i = 0; i < c->n; i++)
-        ft_gc_traverse(c->objs[i], visit_decref, c);
-    for (size_t i = 0; i < c->n; i++) {
-        ft_object *o = c->objs[i];
-        uint8_t bits = bits_of(o);
-        if (c->refs[i] > 0 && (bits & FT_GC_UNREACHABLE)) {
-            bits_store(o, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
-            c->stack[c->sp++] = o;
-            propagate(c);
-        }
-    }
-    /* Scan: survivors get their owner back and grow older; the unreachable ones are compacted to
-     * the front of objs (in candidate order). */
+        ft_gc_traverse(w->objs[i], visit_decref, c);
+    mark_reachable(c, w->objs, c->n);
+    /* Scan: survivors get their owner back and grow older. The unreachable ones are compacted to
+     * the front of objs, in candidate order, and merged: from now on any thread's decref may free
+     * them (their only references are each other's and the collector's); they lose their unique
+     * ids for good. */
     size_t nu = 0;
     for (size_t i = 0; i < c->n; i++) {
-        ft_object *o = c->objs[i];
-        if (bits_of(o) & FT_GC_UNREACHABLE) {
-            c->objs[nu++] = o;
+        ft_object *o = w->objs[i];
+        uint8_t bits = bits_of(o);
+        if (!(bits & FT_GC_UNREACHABLE)) {
+            atomic_store_explicit(&o->ob_tid, w->tids[i], memory_order_relaxed);
+            move_to_old(o, c->older);
+            c->survivors++;
             continue;
         }
-        atomic_store_explicit(&o->ob_tid, c->tids[i], memory_order_relaxed);
-        move_to_old(o, c->older);
-        c->survivors++;
-    }
-    /* Merged, they can be counted and freed by any thread; they lose their unique ids for good. */
-    for (size_t i = 0; i < nu; i++) {
-        ft_object *o = c->objs[i];
-        if (ft_uniqueid_bias(o) != 0)
+        w->objs[nu++] = o;
+        if (FT_UNLIKELY(ft_uniqueid_bias(o) != 0))
             ft_uniqueid_release_stopped(rt, o);
-        ft_object_merge(o, 0);
+        ft_object_merge_stopped(o); /* ob_tid 0: its borrowed word is given back */
+        const ft_type *type = o->ob_type;
+        c->saw_legacy |= type->legacy_del != NULL;
+        c->saw_weakrefs |= (type->flags & (FT_TYPE_HAS_WEAKREFS | FT_TYPE_WEAKREF)) != 0;
+        c->saw_finalizers |= type->finalize && !(bits & FT_GC_FINALIZED);
     }
-    /* Legacy finalizers and what they reach are uncollectable (the stack is free again). */
-    for (size_t i = 0; i < nu; i++) {
-        ft_object *o = c->objs[i];
-        if (o->ob_type->legacy_del && (bits_of(o) & FT_GC_UNREACHABLE))
-            move_legacy(c, o);
-    }
-    /* Split, keeping the order: unreachable ones at the front of objs, the uncollectable ones in an
-     * array of their own (rare; out of memory, they survive all the same, unlisted). */
-    size_t n_legacy = 0;
-    for (size_t i = 0; i < nu; i++)
-        n_legacy += !(bits_of(c->objs[i]) & FT_GC_UNREACHABLE);
-    c->legacy = n_legacy ? malloc(n_legacy * sizeof *c->legacy) : NULL;
-    c->unreachable = c->objs;
-    size_t n_unreachable = 0;
-    c->n_legacy = 0;
-    for (size_t i = 0; i < nu; i++) {
-        ft_object *o = c->objs[i];
-        if (bits_of(o) & FT_GC_UNREACHABLE) {
-            c->unreachable[n_unreachable++] = o;
-        } else {
-            if (c->legacy)
-                c->legacy[c->n_legacy++] = o;
-            move_to_old(o, c->older);
+    c->unreachable = w->objs;
+    c->n_unreachable = nu;
+    if (c->saw_legacy) {
+        /* Legacy finalizers and what they reach are uncollectable: split them off, keeping the
+         * order, into an array of their own (rare; out of memory, they survive all the same,
+         * unlisted). */
+        c->sp = 0;
+        for (size_t i = 0; i < nu; i++) {
+            ft_object *o = w->objs[i];
+            if (o->ob_type->legacy_del && (bits_of(o) & FT_GC_UNREACHABLE)) {
+                visit_reachable(o, c);
+                propagate(c);
+            }
         }
+        size_t n_legacy = 0;
+        for (size_t i = 0; i < nu; i++)
+            n_legacy += !(bits_of(w->objs[i]) & FT_GC_UNREACHABLE);
+        c->legacy = n_legacy ? malloc(n_legacy * sizeof *c->legacy) : NULL;
+        size_t n_unreachable = 0;
+        for (size_t i = 0; i < nu; i++) {
+            ft_object *o = w->objs[i];
+            if (bits_of(o) & FT_GC_UNREACHABLE) {
+                c->unreachable[n_unreachable++] = o;
+            } else {
+                if (c->legacy)
+                    c->legacy[c->n_legacy++] = o;
+                move_to_old(o, c->older);
+            }
+        }
+        c->n_unreachable = n_unreachable;
     }
-    c->n_unreachable = n_unreachable;
-    unsigned debug = debug_flags(rt);
-    if (debug & FT_GC_DEBUG_COLLECTABLE)
+    if (debug_flags(rt) & FT_GC_DEBUG_COLLECTABLE)
         for (size_t i = 0; i < c->n_unreachable; i++)
             print_object(debug_stream(rt), "collectable", c->unreachable[i]);
-    clear_weakrefs_stopped(c);
+    if (c->saw_weakrefs)
+        clear_weakrefs_stopped(c);
+    number_entries(c);
+    /* Uncollectable objects are listed apart, not by entries: every GC object's memory then waits
+     * for the end, so that the list never holds freed memory. */
+    atomic_store_explicit(&rt->gc.defer_all_frees, c->n_legacy != 0, memory_order_seq_cst);
     return true;
 }
 
@@ -672,8 +762,10 @@ static void finalize_garbage(collection *c)
 {
     for (size_t i = 0; i < c->n_unreachable; i++) {
         ft_object *o = c->unreachable[i];
+        if (!in_set(o))
+            continue;
         uint8_t bits = bits_of(o);
-        if (!(bits & FT_GC_UNREACHABLE) || !o->ob_type->finalize || (bits & FT_GC_FINALIZED))
+        if (!o->ob_type->finalize || (bits & FT_GC_FINALIZED))
             continue;
         bits_store(o, (uint8_t)(bits | FT_GC_FINALIZED));
         ft_incref(o);
@@ -682,37 +774,37 @@ static void finalize_garbage(collection *c)
     }
 }
 
+/* World stopped: drop from the unreachable list the objects that left it (emptied entries; dead
+ * ones, whose dealloc cleared UNREACHABLE; untracked ones, whose bit the collector clears now). */
+static void compact_unreachable(collection *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_unreachable; i++) {
+        ft_object *o = c->unreachable[i];
+        if (in_set(o))
+            c->unreachable[n++] = o;
+        else if (o && (bits_of(o) & FT_GC_UNREACHABLE))
+            leave_set(c, i, o);
+    }
+    c->n_unreachable = n;
+}
+
 /* Stop #2: what the finalizers resurrected (and what that reaches) moves to the older generation;
  * the rest stays in unreachable. The kept weak references move there too (CPython moves them to the
  * older generation after their callbacks). */
 static void handle_resurrected_stopped(collection *c)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < c->n_unreachable; i++)
-        if (bits_of(c->unreachable[i]) & FT_GC_UNREACHABLE)
-            c->unreachable[n++] = c->unreachable[i];
-    c->n_unreachable = n;
+    compact_unreachable(c);
+    size_t n = c->n_unreachable;
     /* Merged in stop #1, and still merged (only a dealloc unmerges an object, and dealloc takes it
-     * out first): ob_tid is 0, free to hold the index again. */
+     * out first): ob_tid, which holds its index, is free to hold the count again. */
     for (size_t i = 0; i < n; i++) {
         ft_object *o = c->unreachable[i];
-        FT_ASSERT(atomic_load_explicit(&o->ob_tid, memory_order_relaxed) == 0 ||
-                  ft_object_is_immortal(o));
-        c->refs[i] = ft_refcount(o);
-        atomic_store_explicit(&o->ob_tid, i, memory_order_relaxed);
+        refs_store(o, ft_refcount(o));
     }
     for (size_t i = 0; i < n; i++)
         ft_gc_traverse(c->unreachable[i], visit_decref, c);
-    c->sp = 0;
-    for (size_t i = 0; i < n; i++) {
-        ft_object *o = c->unreachable[i];
-        uint8_t bits = bits_of(o);
-        if (c->refs[i] > 0 && (bits & FT_GC_UNREACHABLE)) {
-            bits_store(o, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
-            c->stack[c->sp++] = o;
-            propagate(c);
-        }
-    }
+    mark_reachable(c, c->unreachable, n);
     size_t still = 0;
     for (size_t i = 0; i < n; i++) {
         ft_object *o = c->unreachable[i];
@@ -723,6 +815,7 @@ static void handle_resurrected_stopped(collection *c)
             move_to_old(o, c->older);
     }
     c->n_unreachable = still;
+    number_entries(c);
     for (size_t i = 0; i < c->n_kept; i++) {
         ft_object *wr = &c->kept[i]->ob_base;
         if (bits_of(wr) & FT_GC_TRACKED) {
@@ -744,37 +837,52 @@ static void garbage_append(ft_runtime *rt, ft_object *o)
     ft_mutex_unlock(&rt->gc.mutex);
 }
 
-/* Clear (or save) what is still unreachable (world running). An object still unreachable after its
- * clear is alive after all (another clear will free it, or SAVEALL keeps it): it leaves the
- * collection for the older generation. */
+/* Clear (or save) what is still unreachable (world running). An object that survives its clear
+ * (another object's clear will free it, or SAVEALL keeps it) leaves the set for the older
+ * generation; one that dies leaves it in its dealloc. */
 static void delete_garbage(collection *c)
 {
     bool saveall = debug_flags(c->rt) & FT_GC_DEBUG_SAVEALL;
     for (size_t i = 0; i < c->n_unreachable; i++) {
         ft_object *o = c->unreachable[i];
-        if (!(bits_of(o) & FT_GC_UNREACHABLE))
+        if (!in_set(o)) {
+            if (o && (bits_of(o) & FT_GC_UNREACHABLE)) /* untracked meanwhile */
+                leave_set(c, i, o);
             continue;
+        }
         if (saveall) {
             garbage_append(c->rt, o);
-        } else {
-            ft_incref(o);
-            ft_gc_clear(o);
-            ft_decref(o);
+            leave_set(c, i, o);
+            move_to_old(o, c->older);
+            continue;
         }
-        uint8_t bits = bits_of(o);
-        if (bits & FT_GC_UNREACHABLE) {
-            bits_store(o, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
+        ft_incref(o);
+        ft_gc_clear(o);
+        if (ft_refcount(o) > 1 && (bits_of(o) & FT_GC_UNREACHABLE)) {
+            leave_set(c, i, o);
             move_to_old(o, c->older);
         }
+        ft_decref(o);
     }
+    c->w->entries = 0;
 }
 
+/* The uncollectable objects still listed (counted after the clears, as CPython does: those the
+ * clears freed, or that a finalizer untracked, left the list) go to garbage. */
 static void handle_legacy(collection *c)
 {
-    bool saveall = debug_flags(c->rt) & FT_GC_DEBUG_SAVEALL;
+    size_t kept = 0;
+    for (size_t i = 0; i < c->n_legacy; i++)
+        if (bits_of(c->legacy[i]) & FT_GC_TRACKED)
+            c->legacy[kept++] = c->legacy[i];
+    c->n_legacy = kept;
+    c->uncollectable = (intptr_t)kept;
+    unsigned debug = debug_flags(c->rt);
     for (size_t i = 0; i < c->n_legacy; i++) {
         ft_object *o = c->legacy[i];
-        if (saveall || o->ob_type->legacy_del)
+        if (debug & FT_GC_DEBUG_UNCOLLECTABLE)
+            print_object(debug_stream(c->rt), "uncollectable", o);
+        if ((debug & FT_GC_DEBUG_SAVEALL) || o->ob_type->legacy_del)
             garbage_append(c->rt, o);
     }
 }
@@ -805,12 +913,24 @@ static void settle_stopped(collection *c)
     counts_refold_stopped(rt, true);
 }
 
+/* Give back working memory that the last collection used little of (a big collection leaves big
+ * arrays behind; later ones reuse them, unless they need far less). */
+static void work_trim(ft_gc_work *w, size_t used)
+{
+    if (w->cap > 65536 && used < w->cap / 8) {
+        free(w->objs);
+        free(w->tids);
+        free(w->stack);
+        *w = (ft_gc_work){0};
+    }
+}
+
 /* Collect generations 0..generation; the caller holds `collecting`. Returns CPython's n + m (or -1
  * when out of memory), with m and n in *collected and *uncollectable. */
 static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intptr_t *uncollectable)
 {
     ft_runtime *rt = t->rt;
-    collection c = {.rt = rt, .t = t, .generation = generation};
+    collection c = {.rt = rt, .t = t, .w = &rt->gc.work, .generation = generation};
     c.older = generation + 1 < FT_GC_GENERATIONS ? generation + 1 : generation;
     unsigned debug = debug_flags(rt);
     int64_t began = ft_monotonic_ns(), stopped_at;
@@ -831,29 +951,25 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     }
     start_world_timed(&c, stopped_at);
 
+    bool dead = c.dead.count != 0;
     ft_dead_list_dealloc(&c.dead);
     if (found) {
         call_weakref_callbacks(&c);
-        finalize_garbage(&c);
-        stop_world_timed(&c, &stopped_at);
-        handle_resurrected_stopped(&c);
-        start_world_timed(&c, stopped_at);
+        if (c.saw_finalizers)
+            finalize_garbage(&c);
+        /* Only host code can resurrect: with no callback, no finalizer and no dealloc run since the
+         * stop, what was unreachable still is, and the second stop is skipped. */
+        if (c.n_callbacks || c.saw_finalizers || dead) {
+            stop_world_timed(&c, &stopped_at);
+            handle_resurrected_stopped(&c);
+            start_world_timed(&c, stopped_at);
+        }
         for (size_t i = 0; i < c.n_kept; i++)
             ft_decref(&c.kept[i]->ob_base);
         c.collected += (intptr_t)c.n_unreachable;
         delete_garbage(&c);
-        /* Uncollectable: counted after the clears, as CPython does: those the clears freed (or that
-         * a finalizer untracked) left the list. */
-        size_t kept = 0;
-        for (size_t i = 0; i < c.n_legacy; i++)
-            if (bits_of(c.legacy[i]) & FT_GC_TRACKED)
-                c.legacy[kept++] = c.legacy[i];
-        c.n_legacy = kept;
-        c.uncollectable = (intptr_t)c.n_legacy;
-        if (debug & FT_GC_DEBUG_UNCOLLECTABLE)
-            for (size_t i = 0; i < c.n_legacy; i++)
-                print_object(debug_stream(rt), "uncollectable", c.legacy[i]);
         handle_legacy(&c);
+        atomic_store_explicit(&rt->gc.defer_all_frees, false, memory_order_seq_cst);
     }
     if (debug & FT_GC_DEBUG_STATS) {
         double secs = (double)(ft_monotonic_ns() - began) / 1e9;
@@ -874,10 +990,7 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     if ((uint64_t)c.pause_ns > atomic_load_explicit(&s->max_pause_ns, memory_order_relaxed))
         atomic_store_explicit(&s->max_pause_ns, (uint64_t)c.pause_ns, memory_order_relaxed);
 
-    free(c.objs);
-    free(c.tids);
-    free(c.refs);
-    free(c.stack);
+    work_trim(c.w, candidates);
     free(c.legacy);
     free(c.callbacks);
     *collected = c.collected;
@@ -917,17 +1030,26 @@ static intptr_t collect_with_callbacks(ft_thread *t, int generation)
     return result;
 }
 
-static bool begin_collecting(ft_runtime *rt)
+static bool begin_collecting(ft_thread *t)
 {
     int idle = 0;
-    return atomic_compare_exchange_strong_explicit(&rt->gc.collecting, &idle, 1,
-                                                   memory_order_seq_cst, memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(&t->rt->gc.collecting, &idle, 1,
+                                                 memory_order_seq_cst, memory_order_relaxed))
+        return false;
+    atomic_store_explicit(&t->rt->gc.collector, t, memory_order_relaxed);
+    return true;
 }
 
-/* Clear `collecting`, then free the zombies (gc/gc.h: whoever pushes after this frees its own). */
-static void end_collecting(ft_runtime *rt)
+/* Clear `collecting`, then free the zombies: the collector's own list, and the stack (gc/gc.h:
+ * whoever pushes after this frees its own). */
+static void end_collecting(ft_thread *t)
 {
+    ft_runtime *rt = t->rt;
+    atomic_store_explicit(&rt->gc.collector, NULL, memory_order_relaxed);
     atomic_store_explicit(&rt->gc.collecting, 0, memory_order_seq_cst);
+    ft_object *own = t->gc.zombies;
+    t->gc.zombies = NULL;
+    zombies_free_list(t, (uintptr_t)own);
     zombies_free(rt);
 }
 
@@ -948,10 +1070,10 @@ intptr_t ft_gc_collect(ft_runtime *rt, int generation)
         ft_set_last_error(FT_EPERM);
         return -1;
     }
-    if (!begin_collecting(rt))
+    if (!begin_collecting(t))
         return 0;
     intptr_t n = collect_with_callbacks(t, generation);
-    end_collecting(rt);
+    end_collecting(t);
     return n;
 }
 
@@ -960,7 +1082,7 @@ void ft_gc_collect_scheduled(ft_thread *t)
     atomic_fetch_and_explicit(&t->head.pending, ~FT_PENDING_GC, memory_order_relaxed);
     ft_runtime *rt = t->rt;
     if (!atomic_load_explicit(&rt->gc.enabled, memory_order_relaxed) || threshold_of(rt, 0) == 0 ||
-        ft_stw_held_by_caller(rt) || !begin_collecting(rt))
+        ft_stw_held_by_caller(rt) || !begin_collecting(t))
         return;
     /* The oldest generation whose count exceeds its threshold (CPython's gc_collect_generations),
      * a full collection only once enough survivors of young ones have built up. */
@@ -974,5 +1096,5 @@ void ft_gc_collect_scheduled(ft_thread *t)
         collect_with_callbacks(t, g);
         break;
     }
-    end_collecting(rt);
+    end_collecting(t);
 }

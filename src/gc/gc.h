@@ -1,17 +1,21 @@
 /* gc/gc.h: the collector's state (gc.c, introspect.c, weakref.c) and what the lower layers call.
  *
  * Counting allocations. Each thread counts its GC allocations minus its GC deallocations in its own
- * `count` and folds it into the runtime's count0 when it reaches `limit` (at most FT_GC_FLUSH ahead,
- * and never past the point where the total would cross generation 0's threshold, so the crossing is
- * seen by the allocation that makes it) or -FT_GC_FLUSH. A deallocation does not count below zero
+ * `count` and folds it into the runtime's count0 when an allocation brings it to `limit` (at most
+ * FT_GC_FLUSH ahead; with automatic collection on, exactly where the total as the thread knows it
+ * exceeds generation 0's threshold, so the allocation that makes the excess schedules a collection,
+ * as CPython checks at every allocation) or a deallocation to -FT_GC_FLUSH. A deallocation does not count below zero
  * as far as its thread knows the total (CPython clamps each decrement at zero). get_count adds every
  * thread's unflushed part, so it is exact. A stop of the world that changes what the limits depend
  * on (a collection, enable, thresholds, freeze) folds every thread's part in and sets each limit.
  *
- * Deferred frees. While a collection runs (collecting != 0), a GC object whose count reaches zero
- * is deallocated as usual but its memory is not freed: it goes on the zombies stack, and the
- * collection frees them when it ends. So the collector's lists of objects never point at freed
- * memory, whatever finalizers and callbacks free meanwhile (docs/gc.md). */
+ * Deferred frees. While a collection runs, its lists must never point at freed memory, whatever
+ * callbacks, finalizers and clears free meanwhile. An object of its unreachable set that dies on
+ * the collecting thread leaves the list at once (gc.c, "Leaving a collection") and is freed as
+ * usual; one that dies on another thread, and every GC object that dies while the collection holds
+ * uncollectable objects (whose list is not kept that way: defer_all_frees), is deallocated as
+ * usual but its memory goes on the zombies stack (the collecting thread's own on a private list),
+ * which the collection frees when it ends (docs/gc.md). */
 #ifndef FTRT_GC_GC_H
 #define FTRT_GC_GC_H
 
@@ -41,7 +45,21 @@ typedef struct ft_gc_thread {
      * Owner only. */
     uint32_t trash_depth;
     ft_object *trash;
+    /* The collector's zombies (below), while this thread collects; owner only. */
+    ft_object *zombies;
 } ft_gc_thread;
+
+/* The collector's working arrays, kept from one collection to the next (gc.c): the candidates and
+ * their owners' ids, and the mark stack. Used only by the collecting thread. */
+typedef struct ft_gc_work {
+    ft_object **objs;
+    uintptr_t *tids;
+    size_t cap;
+    ft_object **stack;
+    size_t stack_cap;
+    /* While the world runs: objs[0, entries) is the unreachable set, an emptied entry NULL. */
+    size_t entries;
+} ft_gc_work;
 
 typedef struct ft_gc_callback_entry {
     ft_gc_callback fn;
@@ -59,6 +77,13 @@ typedef struct ft_gc_runtime {
      * compare-and-swap by the thread that collects, which alone clears it (seq_cst: the zombies'
      * hand-over, gc.c). Read by anyone. */
     _Atomic(int) collecting;
+    /* The collecting thread (its deallocs keep their zombies on a private list); set and cleared by
+     * it, read (relaxed) by deallocs on any thread, which compare it with themselves. */
+    _Atomic(ft_thread *) collector;
+    ft_gc_work work; /* the collecting thread only */
+    /* Every GC object's memory waits for the collection's end (it has uncollectable objects): set
+     * and cleared by the collector; read by any dealloc (seq_cst: the zombies' hand-over). */
+    _Atomic(bool) defer_all_frees;
     /* Settings: any thread writes (relaxed; enable and thresholds then stop the world to reset the
      * threads' limits), any thread reads (relaxed). */
     _Atomic(bool) enabled;
@@ -99,9 +124,12 @@ void ft_gc_runtime_init(ft_runtime *rt);
 void ft_gc_runtime_destroy(ft_runtime *rt);
 void ft_gc_thread_start(ft_thread *t);
 void ft_gc_thread_stop(ft_thread *t);
-void ft_gc_count_fold(ft_thread *t);             /* t's count reached its limit */
+void ft_gc_count_fold(ft_thread *t, bool allocating); /* t's count reached its limit */
 void ft_gc_collect_scheduled(ft_thread *t);      /* FT_PENDING_GC at a safepoint */
-void ft_gc_zombie_push(ft_runtime *rt, ft_object *o); /* memory of a dead GC object, to free later */
+void ft_gc_zombie_push(ft_thread *t, ft_object *o); /* memory of a dead GC object, to free later */
+/* o (UNREACHABLE) leaves the collection under way, untracked or dead: whether its memory must wait
+ * for the collection's end (gc.c, "Leaving a collection"). */
+bool ft_gc_leave_collection(ft_thread *t, ft_object *o);
 /* World stopped: zero every generation's count, every thread's part included (freeze). */
 void ft_gc_counts_reset_stopped(ft_runtime *rt);
 /* A tracked object back to generation 0 (a dealloc about to finalize it: CPython re-tracks it). */
@@ -121,7 +149,7 @@ static inline void ft_gc_count_alloc(ft_gc_thread *g, ft_thread *t)
     int32_t c = atomic_load_explicit(&g->count, memory_order_relaxed) + 1;
     atomic_store_explicit(&g->count, c, memory_order_relaxed);
     if (FT_UNLIKELY(c >= g->limit))
-        ft_gc_count_fold(t);
+        ft_gc_count_fold(t, true);
 }
 
 static inline void ft_gc_count_dealloc(ft_gc_thread *g, ft_thread *t)
@@ -131,7 +159,7 @@ static inline void ft_gc_count_dealloc(ft_gc_thread *g, ft_thread *t)
         return;
     atomic_store_explicit(&g->count, c - 1, memory_order_relaxed);
     if (FT_UNLIKELY(c - 1 <= -FT_GC_FLUSH))
-        ft_gc_count_fold(t);
+        ft_gc_count_fold(t, false);
 }
 
 /* weakref.c */

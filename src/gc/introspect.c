@@ -402,6 +402,10 @@ void ft_gc_runtime_init(ft_runtime *rt)
 
 void ft_gc_runtime_destroy(ft_runtime *rt)
 {
+    free(rt->gc.work.objs);
+    free(rt->gc.work.tids);
+    free(rt->gc.work.stack);
+    rt->gc.work = (ft_gc_work){0};
     free(rt->gc.garbage);
     free(rt->gc.callbacks);
     free(rt->gc.roots);
@@ -423,6 +427,7 @@ void ft_gc_finalize_runtime(ft_runtime *rt)
     ft_gc_clear_garbage(rt);
 }
 
+#ifdef FTRT_DEBUG
 /* Immortal objects are meant to outlive their runtime: not leaks. */
 static bool count_block(void *block, size_t size, void *arg)
 {
@@ -446,7 +451,6 @@ static bool print_leak(void *block, size_t size, void *arg)
 
 void ft_gc_report_leaks(ft_runtime *rt)
 {
-#ifdef FTRT_DEBUG
     size_t leaked = 0, printed = 0;
     bool stopped = ft_stw_stop_unless_held(rt);
     ft_heap_visit(rt, FT_HEAP_OBJECT, count_block, &leaked);
@@ -461,7 +465,10 @@ void ft_gc_report_leaks(ft_runtime *rt)
     }
     if (stopped)
         ft_start_the_world(rt);
-#else
-    (void)rt;
-#endif
 }
+#else
+void ft_gc_report_leaks(ft_runtime *rt)
+{
+    (void)rt;
+}
+#endif

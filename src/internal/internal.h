@@ -40,6 +40,9 @@ static inline bool ft_inject_failure(ft_runtime *rt)
 void ft_decref_shared(ft_object *o);
 /* object.c: the count reached zero: finalize, dealloc and free o. */
 void ft_object_dealloc(ft_object *o);
+/* object.c: merge o's counts (ft_object_merge with nothing added) with the world stopped by the
+ * caller: no other thread counts it. */
+void ft_object_merge_stopped(ft_object *o);
 /* object.c: give a deallocated object's block back (to t's freelist for its type, or the heap). */
 void ft_object_free_memory(ft_thread *t, ft_object *o);
 ft_runtime *ft_object_runtime(const ft_object *o);

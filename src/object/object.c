@@ -53,7 +53,7 @@
  * objects), with the object resurrected around it and, for a GC object, tracked in generation 0
  * (resurrected, it stays there); the object is untracked; its weak references are cleared and their
  * callbacks called (gc/weakref.c); the type's dealloc releases what it holds; the block is freed (to
- * the thread's freelist for the type, or to the heap), except that a GC object's block waits for
+ * the thread's freelist for the type, or to the heap), except that a GC object's block may wait for
  * the end of a collection under way (gc/gc.h, "Deferred frees"). Deallocs nest (a dealloc drops the
  * last reference to another object); past FT_GC_TRASH_DEPTH of them the trashcan defers the next
  * to the outermost, so that a long chain does not overflow the C stack. A type with none of
@@ -459,7 +459,9 @@ static void dealloc_object(ft_thread *t, ft_object *o)
     const ft_type *type = o->ob_type;
     bool gc = type->flags & FT_TYPE_GC;
     uint8_t bits = atomic_load_explicit(&o->ob_gc_bits, memory_order_relaxed);
-    if (gc && (bits & FT_GC_UNREACHABLE)) /* it leaves the collection under way */
+    /* It leaves the collection under way; its memory may have to wait for the collection's end. */
+    bool defer_free = gc && (bits & FT_GC_UNREACHABLE) && ft_gc_leave_collection(t, o);
+    if (defer_free)
         atomic_store_explicit(&o->ob_gc_bits, (uint8_t)(bits & ~FT_GC_UNREACHABLE),
                               memory_order_relaxed);
     if (type->finalize && !(gc && (bits & FT_GC_FINALIZED)) && !finalize(o, gc))
@@ -480,8 +482,9 @@ static void dealloc_object(ft_thread *t, ft_object *o)
 #endif
     if (gc) {
         ft_gc_count_dealloc(&t->gc, t);
-        if (FT_UNLIKELY(atomic_load_explicit(&t->rt->gc.collecting, memory_order_seq_cst))) {
-            ft_gc_zombie_push(t->rt, o);
+        if (FT_UNLIKELY(defer_free ||
+                        atomic_load_explicit(&t->rt->gc.defer_all_frees, memory_order_seq_cst))) {
+            ft_gc_zombie_push(t, o);
             return;
         }
     }
@@ -647,6 +650,20 @@ intptr_t ft_object_merge(ft_object *o, intptr_t extra)
     if (FT_UNLIKELY(count < 0))
         below_zero(o, "count %ld once its counts were merged", (long)count);
     return count;
+}
+
+void ft_object_merge_stopped(ft_object *o)
+{
+    if (ft_object_is_immortal(o))
+        return;
+    /* No other thread runs: plain stores, where ft_object_merge needs a compare-and-swap. */
+    uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_local, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->ob_ref_shared,
+                          make_shared(shared_count(shared) + (intptr_t)local, FT_SHARED_MERGED),
+                          memory_order_relaxed);
 }
 
 intptr_t ft_refcount(const ft_object *o)
