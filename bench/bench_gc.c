@@ -210,6 +210,7 @@ static uint64_t total_pause_ns(ft_runtime *rt)
 
 /* ---- gc.full_live_vs_boehm -------------------------------------------------------------------- */
 
+#ifdef FTRT_BENCH_HAVE_BOEHM_GC
 #define FULL_LIVE_OBJECTS 1000000
 
 typedef struct full_live {
@@ -230,7 +231,6 @@ static double ft_full_ns_per_object(void *arg)
     return (double)elapsed / FULL_LIVE_OBJECTS;
 }
 
-#ifdef FTRT_BENCH_HAVE_BOEHM_GC
 /* The same shape for Boehm: 48 bytes, four header words (the last pointing at static data, like
  * ob_type), then the two children. */
 typedef struct boehm_node {
