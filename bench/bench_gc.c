@@ -570,6 +570,7 @@ typedef struct scheduling_run {
     bool automatic;
     /* Automatic side only, per repetition: collections by generation and their share of the time. */
     bench_series collections[FT_GC_GENERATIONS];
+    bench_series paused_ns_per_object[FT_GC_GENERATIONS];
     bench_series collecting_fraction;
     bench_series paused_fraction;
 } scheduling_run;
@@ -613,6 +614,8 @@ static double scheduling_ns_per_object(void *arg)
         for (int g = 0; g < FT_GC_GENERATIONS; g++) {
             bench_series_add(&s->collections[g],
                              (double)(after[g].collections - before[g].collections));
+            bench_series_add(&s->paused_ns_per_object[g],
+                             (double)(after[g].pause_ns - before[g].pause_ns) / SCHEDULED_OBJECTS);
             paused += after[g].pause_ns - before[g].pause_ns;
         }
         bench_series_add(&s->collecting_fraction,
@@ -647,10 +650,13 @@ void bench_gc_scheduling_overhead(const bench_config *cfg, const char *name)
     bench_comparison c = bench_interleave(cfg, &a, &b);
 
     bench_note("thresholds %ld/%ld/%ld; automatic collections per build of 10M: %.0f / %.0f / %.0f "
-               "(generation 0 / 1 / 2); in collections %.0f%% of the build's time, world stopped "
-               "%.0f%%",
+               "(generation 0 / 1 / 2), world stopped %.1f / %.1f / %.1f ns per object built",
                threshold[0], threshold[1], threshold[2], bench_series_median(&on->collections[0]),
                bench_series_median(&on->collections[1]), bench_series_median(&on->collections[2]),
+               bench_series_median(&on->paused_ns_per_object[0]),
+               bench_series_median(&on->paused_ns_per_object[1]),
+               bench_series_median(&on->paused_ns_per_object[2]));
+    bench_note("in collections %.0f%% of the build's time, world stopped %.0f%%",
                100 * bench_series_median(&on->collecting_fraction),
                100 * bench_series_median(&on->paused_fraction));
     bench_report(name, c.median_ratio, "ratio",
