@@ -12,7 +12,10 @@
  * A baseline library that may be absent (liburcu) is found by bench/CMakeLists.txt, which then
  * defines FTRT_BENCH_HAVE_<NAME>; code using it sits under that macro, and without it the figure is
  * left out of the table (or reports against the baselines it has). mimalloc is the exception: it
- * is loaded at run time (see bench_heap.c), and its figure is skipped with a note when absent. */
+ * is loaded at run time (see bench_heap.c), and its figure is skipped with a note when absent.
+ * Boehm GC (FTRT_BENCH_HAVE_BOEHM_GC) and CPython (the python3 a figure runs as a child process)
+ * are baselines of one figure each, which stays in the table and says it is skipped without them
+ * (bench_gc.c). */
 #ifndef FTRT_BENCH_H
 #define FTRT_BENCH_H
 
@@ -203,5 +206,10 @@ void bench_uniqueid_atomic_control_2t(const bench_config *cfg, const char *name)
 void bench_tlbc_first_copy_vs_memcpy(const bench_config *cfg, const char *name);
 void bench_dict_lookup_scaling_2t(const bench_config *cfg, const char *name);
 void bench_dict_lookup_vs_rwlock_2t(const bench_config *cfg, const char *name);
+void bench_gc_full_live_vs_boehm(const bench_config *cfg, const char *name);
+void bench_gc_garbage_vs_cpython(const bench_config *cfg, const char *name);
+void bench_gc_young_vs_heap_size(const bench_config *cfg, const char *name);
+void bench_gc_scheduling_overhead(const bench_config *cfg, const char *name);
+void bench_gc_young_pause_p99(const bench_config *cfg, const char *name);
 
 #endif

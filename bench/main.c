@@ -45,6 +45,11 @@ static const struct {
     {"tlbc.first_copy_vs_memcpy", bench_tlbc_first_copy_vs_memcpy},
     {"dict.lookup_scaling_2t", bench_dict_lookup_scaling_2t},
     {"dict.lookup_vs_rwlock_2t", bench_dict_lookup_vs_rwlock_2t},
+    {"gc.full_live_vs_boehm", bench_gc_full_live_vs_boehm},
+    {"gc.garbage_vs_cpython", bench_gc_garbage_vs_cpython},
+    {"gc.young_vs_heap_size", bench_gc_young_vs_heap_size},
+    {"gc.scheduling_overhead", bench_gc_scheduling_overhead},
+    {"gc.young_pause_p99_us", bench_gc_young_pause_p99},
 };
 
 static void usage(FILE *out)

@@ -1,6 +1,6 @@
-/* demo/demo.h: what the demo's three phases share: clock, random numbers, stop-latency logs, and
+/* demo/demo.h: what the demo's four phases share: clock, random numbers, stop-latency logs, and
  * each phase's entry point. demo.c has the bank phase and main; graphs.c has the object-graph
- * phase; sharing.c has the shared-dictionary phase. */
+ * phase; sharing.c has the shared-dictionary phase; gc.c has the cycle-collector phase. */
 #ifndef FTRT_DEMO_H
 #define FTRT_DEMO_H
 
@@ -29,5 +29,6 @@ void demo_latency_print_and_free(demo_latency_log *log);
 int demo_bank_phase(long run_ms, long cpus);
 int demo_graphs_phase(long run_ms, long cpus);
 int demo_sharing_phase(long run_ms, long cpus);
+int demo_gc_phase(long run_ms, long cpus);
 
 #endif

@@ -254,12 +254,20 @@ static void *pop_block(ft_page *page)
     return b;
 }
 
+static unsigned heap_kind(const ft_heap *heap)
+{
+    return (unsigned)(heap - heap->set->heaps);
+}
+
 static void retire(ft_heap *heap, ft_page *page)
 {
     ft_page_reuse_hook *hook = &heap->set->rt->heaps.hook;
     page->retire_goal = hook->retire(hook->ctx);
     list_add(heap, page, FT_PAGE_RETIRED, false);
-    heap->set->retired_large += page->size_class == FT_LARGE_CLASS;
+    if (page->size_class == FT_LARGE_CLASS)
+        heap->set->retired_large++;
+    else
+        heap->set->retired_small[heap_kind(heap)]++;
 }
 
 /* Give retired pages whose goal was reached back to the runtime: every large page (a mapping that
@@ -270,19 +278,19 @@ static void release_retired(ft_heap *heap, size_t keep)
 {
     ft_runtime *rt = heap->set->rt;
     ft_page_reuse_hook *hook = &rt->heaps.hook;
-    size_t small = 0;
-    for (ft_page *p = heap->retired.head; p; p = p->next)
-        small += p->size_class != FT_LARGE_CLASS;
+    uint32_t *small = &heap->set->retired_small[heap_kind(heap)];
+    if (*small <= keep && heap->set->retired_large == 0)
+        return;
     for (ft_page *p = heap->retired.head, *next; p; p = next) {
         next = p->next;
         bool large = p->size_class == FT_LARGE_CLASS;
-        if (!large && small <= keep)
+        if (!large && *small <= keep)
             continue;
         if (!hook->is_safe(hook->ctx, p->retire_goal))
             break;
         ft_queue_remove(&heap->retired, p);
         ft_page_release(rt, p);
-        small -= !large;
+        *small -= !large;
         heap->set->retired_large -= large;
     }
 }
@@ -311,8 +319,20 @@ static void *alloc_slow(ft_heap *heap, uint8_t c)
         }
         list_remove(heap, page);
         list_add(heap, page, FT_PAGE_FULL, false);
+        /* A freer that pushed before it could see owner_tid 0 did not flag the page: look once.
+         * The fences (here and in push_remote) order each side's store before its load. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&page->remote_free, memory_order_relaxed) != 0)
+            atomic_fetch_or_explicit(&heap->set->full_freed, (uint8_t)(1u << heap_kind(heap)),
+                                     memory_order_relaxed);
     }
-    for (ft_page *page = heap->full[c].head; page; page = page->next) {
+    /* Full pages get blocks back only from other threads, which flag it (push_remote): without a
+     * flag, none has any, and a growing heap's many full pages are not walked on every slow path. */
+    uint8_t bit = (uint8_t)(1u << heap_kind(heap));
+    bool freed = atomic_load_explicit(&heap->set->full_freed, memory_order_relaxed) & bit;
+    if (freed)
+        atomic_fetch_and_explicit(&heap->set->full_freed, (uint8_t)~bit, memory_order_acquire);
+    for (ft_page *page = freed ? heap->full[c].head : NULL; page; page = page->next) {
         if (ft_page_collect_remote(page)) {
             list_remove(heap, page);
             list_add(heap, page, FT_PAGE_ACTIVE, true);
@@ -414,6 +434,13 @@ static void push_remote(ft_page *page, ft_block *head, ft_block *tail)
         atomic_store_explicit(&tail->next, top, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&page->remote_free, &top, (uintptr_t)head,
                                                   memory_order_release, memory_order_relaxed));
+    /* Not active (owner_tid 0: full, or its set abandoned): tell the owner's slow path to look. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&page->owner_tid, memory_order_relaxed) == 0) {
+        uint8_t bit = (uint8_t)(1u << heap_kind(page->heap));
+        if (!(atomic_load_explicit(&page->set->full_freed, memory_order_relaxed) & bit))
+            atomic_fetch_or_explicit(&page->set->full_freed, bit, memory_order_release);
+    }
 }
 
 static void flush_batch(ft_remote_batch *rb)
@@ -908,6 +935,14 @@ static bool set_is_valid(ft_heap_set *set, uint64_t limit, uint64_t *pages, uint
     if (set->retired_large != retired_large)
         return set_broken(set, "retired_large %u, but %u large pages are retired",
                           set->retired_large, retired_large);
+    for (int k = 0; k < FT_HEAP_KINDS; k++) {
+        uint32_t small = 0;
+        for (ft_page *p = set->heaps[k].retired.head; p; p = p->next)
+            small += p->size_class != FT_LARGE_CLASS;
+        if (set->retired_small[k] != small)
+            return set_broken(set, "retired_small[%d] %u, but %u small pages are retired on its %s "
+                              "heap", k, set->retired_small[k], small, kind_names[k]);
+    }
     uint32_t stacked = 0;
     for (uintptr_t p = atomic_load_explicit(&set->large_freed, memory_order_relaxed); p;
          p = atomic_load_explicit(&((ft_page *)p)->remote_free, memory_order_relaxed) &

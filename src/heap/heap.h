@@ -189,6 +189,11 @@ typedef struct ft_heap_set {
     uint32_t young_count, young_cap;
     bool young_overflow;
     uint32_t retired_large;         /* large pages on the heaps' retired lists; owner only */
+    uint32_t retired_small[FT_HEAP_KINDS]; /* small pages on each heap's retired list; owner only */
+    /* Bit k: a non-owner pushed a remote free onto a page of heap k that was not active (full, most
+     * likely), so the owner's slow path should look at its full pages. Set by that freer after its
+     * push (fetch_or, release); taken by the owner (fetch_and, acquire). */
+    _Atomic(uint8_t) full_freed;
     ft_runtime *rt;                 /* immutable */
     /* NULL while abandoned. Written under rt->heaps.mutex once the set is on rt->heaps.all (by its
      * creator before); read by anyone (ft_heap_block_owner), relaxed. */

@@ -143,6 +143,7 @@ ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class)
             continue; /* a mapping of its own: never re-used as a small page */
         if (p->size_class == size_class) {
             ft_queue_remove(&heap->retired, p);
+            heap->set->retired_small[heap - heap->set->heaps]--;
             return p;
         }
         if (!safe && hook->is_safe(hook->ctx, p->retire_goal))
@@ -150,6 +151,7 @@ ft_page *ft_page_acquire(ft_heap *heap, uint8_t size_class)
     }
     if (safe) {
         ft_queue_remove(&heap->retired, safe);
+        heap->set->retired_small[heap - heap->set->heaps]--;
         ft_page_init(safe, heap, size_class, ft_class_size(size_class));
         return safe;
     }
