@@ -277,7 +277,9 @@ TEST(dealloc_that_keeps_a_reference_is_fatal)
 {
     scene s = make_scene(&clinging_type);
     address o = address_of(s.o);
-    CHECK_DEATH(drop_clinging, &s, "dealloc", o.text, "clinging", "left it referenced");
+    /* Caught at the incref itself, which names the object and says why. */
+    CHECK_DEATH(drop_clinging, &s, "ft_incref", o.text, "clinging", "count zero",
+                "being deallocated");
     /* The parent frees it without the clinging dealloc ever running. */
     ft_immortalize(s.o);
     ft_thread_stop(s.t);

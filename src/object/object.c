@@ -737,12 +737,29 @@ static void check_usable(ft_object *o, const char *op)
                  op, (void *)o, type_name(o), (void *)ft_object_runtime(o), (void *)t->rt);
 }
 
+/* An incref of an object whose count is zero: its dealloc is running (or about to), and the
+ * reference would outlive it. Only the owner's view of a biased count, and a merged count, are
+ * exact enough to tell. */
+static bool count_is_zero(ft_object *o, uint32_t local)
+{
+    intptr_t shared = atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed);
+    if (ft_object_is_owned(o))
+        return local == 0 && shared == 0;
+    return shared == FT_SHARED_MERGED;
+}
+
 void ft__incref_checked(ft_object *o)
 {
     check_usable(o, "ft_incref");
     uint32_t local = atomic_load_explicit(&o->ob_ref_local, memory_order_relaxed);
     if (local == FT_IMMORTAL_LOCAL)
         return;
+    if (FT_UNLIKELY(count_is_zero(o, local)))
+        ft_fatal("ft_incref: object %p of type '%s' has count zero: it is being deallocated, and "
+                 "a new reference to it would dangle (a finalizer or dealloc that keeps its object "
+                 "must take the reference before the count reaches zero, or resurrect it from its "
+                 "finalizer)",
+                 (void *)o, type_name(o));
     if (ft_object_is_owned(o))
         atomic_store_explicit(&o->ob_ref_local, local + 1, memory_order_relaxed);
     else /* release: as in ft_incref */
