@@ -530,6 +530,22 @@ void bench_fail(const char *fmt, ...)
     any_failure = true;
 }
 
+ft_runtime *bench_runtime_new(void)
+{
+    ft_runtime *rt = ft_runtime_new(NULL);
+    if (!rt) {
+        fprintf(stderr, "bench: ft_runtime_new: %s\n", ft_status_str(ft_last_error()));
+        exit(2);
+    }
+    return rt;
+}
+
+void bench_runtime_free(ft_runtime *rt)
+{
+    if (ft_runtime_free(rt) != FT_OK)
+        bench_fail("ft_runtime_free refused after every thread stopped");
+}
+
 bool bench_failed(void)
 {
     return any_failure;

@@ -170,8 +170,12 @@ bool bench_failed(void);
 
 struct ft_runtime;
 struct ft_thread;
+/* A new runtime with the default configuration; exits the program if it cannot. */
+struct ft_runtime *bench_runtime_new(void);
 /* Start a thread state in rt for the calling OS thread; exits the program if it cannot. */
 struct ft_thread *bench_thread_start(struct ft_runtime *rt);
+/* Free rt (every thread stopped); a refusal is a failed check. */
+void bench_runtime_free(struct ft_runtime *rt);
 /* bytes of zeroed memory, starting on a BENCH_SEPARATION boundary and padded to a multiple of it,
  * so that nothing else shares its lines; free() it. Exits the program when out of memory. */
 void *bench_alloc(size_t bytes);

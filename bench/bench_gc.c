@@ -46,32 +46,6 @@ static void out_of_memory(const char *what)
     exit(2);
 }
 
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    if (!rt) {
-        fprintf(stderr, "bench: ft_runtime_new: %s\n", ft_status_str(ft_last_error()));
-        exit(2);
-    }
-    return rt;
-}
-
-static ft_thread *start_thread(ft_runtime *rt)
-{
-    ft_thread *t = ft_thread_start(rt);
-    if (!t) {
-        fprintf(stderr, "bench: ft_thread_start: %s\n", ft_status_str(ft_last_error()));
-        exit(2);
-    }
-    return t;
-}
-
-static void free_runtime(ft_runtime *rt)
-{
-    if (ft_runtime_free(rt) != FT_OK)
-        bench_fail("ft_runtime_free refused after every thread stopped");
-}
-
 /* ---- the container --------------------------------------------------------------------------- */
 
 typedef struct node {
@@ -296,8 +270,8 @@ void bench_gc_full_live_vs_boehm(const bench_config *cfg, const char *name)
     boehm_build_tree(FULL_LIVE_OBJECTS);
 
     full_live *f = bench_alloc(sizeof *f);
-    f->rt = new_runtime();
-    ft_thread *t = start_thread(f->rt);
+    f->rt = bench_runtime_new();
+    ft_thread *t = bench_thread_start(f->rt);
     ft_gc_disable(f->rt);
     add_root(f->rt, &f->root);
     build_tree(t, FULL_LIVE_OBJECTS, false, &f->root);
@@ -337,7 +311,7 @@ void bench_gc_full_live_vs_boehm(const bench_config *cfg, const char *name)
     ft_decref(f->root);
     f->root = NULL;
     ft_thread_stop(t);
-    free_runtime(f->rt);
+    bench_runtime_free(f->rt);
     free(f);
 #endif
 }
@@ -430,8 +404,8 @@ void bench_gc_garbage_vs_cpython(const bench_config *cfg, const char *name)
     garbage_run *g = bench_alloc(sizeof *g);
     snprintf(g->command, sizeof g->command, "python3 -S -c '%s' %d", cpython_script,
              GARBAGE_OBJECTS);
-    g->rt = new_runtime();
-    g->t = start_thread(g->rt);
+    g->rt = bench_runtime_new();
+    g->t = bench_thread_start(g->rt);
     ft_gc_disable(g->rt);
 
     struct rusage children_before, children_after;
@@ -457,7 +431,7 @@ void bench_gc_garbage_vs_cpython(const bench_config *cfg, const char *name)
                  "with gc disabled (collect and free, no build)",
                  "<= 0.25", a.label, c.median_a, b.label, c.median_b, "ns/object");
     ft_thread_stop(g->t);
-    free_runtime(g->rt);
+    bench_runtime_free(g->rt);
     free(g);
 }
 
@@ -482,8 +456,8 @@ typedef struct young_heap {
 static void young_heap_setup(young_heap *y, size_t old_objects, int collections)
 {
     uint64_t start = bench_now_ns();
-    y->rt = new_runtime();
-    y->t = start_thread(y->rt);
+    y->rt = bench_runtime_new();
+    y->t = bench_thread_start(y->rt);
     y->old_objects = old_objects;
     y->collections = collections;
     y->times_us = malloc((size_t)collections * sizeof *y->times_us);
@@ -523,7 +497,7 @@ static void young_heap_teardown(young_heap *y)
     ft_decref(y->old_root);
     y->old_root = NULL;
     ft_thread_stop(y->t);
-    free_runtime(y->rt);
+    bench_runtime_free(y->rt);
     free(y->times_us);
 }
 
@@ -633,8 +607,8 @@ static double scheduling_ns_per_object(void *arg)
 void bench_gc_scheduling_overhead(const bench_config *cfg, const char *name)
 {
     scheduling_run *on = bench_alloc(sizeof *on), *off = bench_alloc(sizeof *off);
-    ft_runtime *rt = new_runtime();
-    ft_thread *t = start_thread(rt);
+    ft_runtime *rt = bench_runtime_new();
+    ft_thread *t = bench_thread_start(rt);
     *on = (scheduling_run){.rt = rt, .t = t, .automatic = true};
     *off = (scheduling_run){.rt = rt, .t = t, .automatic = false};
     /* One root function per side's slot; only the side running has a tree. */
@@ -667,7 +641,7 @@ void bench_gc_scheduling_overhead(const bench_config *cfg, const char *name)
     remove_root(rt, &on->root);
     remove_root(rt, &off->root);
     ft_thread_stop(t);
-    free_runtime(rt);
+    bench_runtime_free(rt);
     free(on);
     free(off);
 }
@@ -767,8 +741,8 @@ static double stop_pair_p99_us(void *arg)
 void bench_gc_young_pause_p99(const bench_config *cfg, const char *name)
 {
     pause_run *p = bench_alloc(sizeof *p);
-    p->rt = new_runtime();
-    p->t = start_thread(p->rt);
+    p->rt = bench_runtime_new();
+    p->t = bench_thread_start(p->rt);
     ft_gc_disable(p->rt);
     add_root(p->rt, &p->old_root);
     build_tree(p->t, PAUSE_OLD_OBJECTS, false, &p->old_root);
@@ -816,7 +790,7 @@ void bench_gc_young_pause_p99(const bench_config *cfg, const char *name)
     p->old_root = NULL;
     ft_gc_collect(p->rt, 2); /* the rings built since the last automatic collection */
     ft_thread_stop(p->t);
-    free_runtime(p->rt);
+    bench_runtime_free(p->rt);
     free(p->log.pause_us);
     free(p->log.wall_us);
     free(p->stop_us);

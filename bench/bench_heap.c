@@ -28,26 +28,6 @@
 #include "ftrt.h"
 #include "heap/heap.h" /* FT_REMOTE_BATCH, for a note */
 
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    if (!rt) {
-        fprintf(stderr, "bench: ft_runtime_new: %s\n", ft_status_str(ft_last_error()));
-        exit(2);
-    }
-    return rt;
-}
-
-static ft_thread *start_thread(ft_runtime *rt)
-{
-    ft_thread *t = ft_thread_start(rt);
-    if (!t) {
-        fprintf(stderr, "bench: ft_thread_start: %s\n", ft_status_str(ft_last_error()));
-        exit(2);
-    }
-    return t;
-}
-
 static void *checked_malloc(size_t size)
 {
     void *p = malloc(size);
@@ -260,9 +240,9 @@ typedef struct churn_figure {
 
 static void report_churn(const bench_config *cfg, const churn_figure *fig)
 {
-    ft_runtime *rt = new_runtime();
+    ft_runtime *rt = bench_runtime_new();
     bench_pin_self(cfg->cpus[0]);
-    ft_thread *t = start_thread(rt);
+    ft_thread *t = bench_thread_start(rt);
     churn *c = checked_malloc(sizeof *c);
     for (int i = 0; i < CHURN_BATCH; i++) {
         c->types[i] = &churn_types[i % CHURN_SIZES];
@@ -387,7 +367,7 @@ static void *remote_thread(void *arg)
 {
     remote_worker *w = arg;
     remote_shared *s = w->shared;
-    ft_thread *t = start_thread(s->rt);
+    ft_thread *t = bench_thread_start(s->rt);
     bench_gate_wait(&s->gate);
     for (uint64_t r = 0; r < s->rounds; r++) {
         if (w->role == 0) {
@@ -447,7 +427,7 @@ void bench_heap_remote_free_vs_local(const bench_config *cfg, const char *name)
         out_of_memory("aligned_alloc");
     memset(local, 0, sizeof *local);
     local->cfg = cfg;
-    local->rt = new_runtime();
+    local->rt = bench_runtime_new();
     local->mode = FREE_LOCAL;
     local->rounds = cfg->quick ? 100 : 300;
     memset(remote, 0, sizeof *remote);
@@ -493,8 +473,8 @@ void bench_heap_bytes_per_object(const bench_config *cfg, const char *name)
     ft_object **objects = malloc(count * sizeof *objects);
     if (!objects)
         out_of_memory("malloc");
-    ft_runtime *rt = new_runtime();
-    ft_thread *t = start_thread(rt);
+    ft_runtime *rt = bench_runtime_new();
+    ft_thread *t = bench_thread_start(rt);
     for (size_t i = 0; i < count; i++) {
         objects[i] = ft_alloc(t, &sized48_type);
         if (!objects[i])

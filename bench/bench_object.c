@@ -35,26 +35,6 @@ static void *checked_aligned_alloc(size_t size)
     return p;
 }
 
-static ft_runtime *new_runtime(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    if (!rt) {
-        fprintf(stderr, "bench: ft_runtime_new: %s\n", ft_status_str(ft_last_error()));
-        exit(2);
-    }
-    return rt;
-}
-
-static ft_thread *start_thread(ft_runtime *rt)
-{
-    ft_thread *t = ft_thread_start(rt);
-    if (!t) {
-        fprintf(stderr, "bench: ft_thread_start: %s\n", ft_status_str(ft_last_error()));
-        exit(2);
-    }
-    return t;
-}
-
 static ft_object *alloc_or_die(ft_thread *t, const ft_type *type)
 {
     ft_object *o = ft_alloc(t, type);
@@ -63,12 +43,6 @@ static ft_object *alloc_or_die(ft_thread *t, const ft_type *type)
         exit(2);
     }
     return o;
-}
-
-static void free_runtime(ft_runtime *rt)
-{
-    if (ft_runtime_free(rt) != FT_OK)
-        bench_fail("ft_runtime_free refused after every thread stopped");
 }
 
 /* A 64-byte object: the header and 32 bytes of payload. */
@@ -175,8 +149,8 @@ typedef struct pair_setup {
 
 static void pair_setup_begin(pair_setup *s, uint64_t iterations)
 {
-    s->rt = new_runtime();
-    s->t = start_thread(s->rt);
+    s->rt = bench_runtime_new();
+    s->t = bench_thread_start(s->rt);
     s->loop.object = alloc_or_die(s->t, &small_type);
     s->loop.plain = checked_aligned_alloc(sizeof(plain_object));
     s->loop.plain->refcount = 1;
@@ -192,7 +166,7 @@ static void pair_setup_end(pair_setup *s)
         bench_fail("a count pair did not return its count to 1");
     ft_decref(s->loop.object);
     ft_thread_stop(s->t);
-    free_runtime(s->rt);
+    bench_runtime_free(s->rt);
     free(s->loop.plain);
     free((void *)s->loop.counter);
 }
@@ -240,7 +214,7 @@ typedef struct owner_thread {
 static void *owner_main(void *arg)
 {
     owner_thread *ow = arg;
-    ft_thread *t = start_thread(ow->rt);
+    ft_thread *t = bench_thread_start(ow->rt);
     ft_object *o = alloc_or_die(t, &small_type);
     atomic_store_explicit(&ow->published, o, memory_order_release);
     ft_detach(t);
@@ -259,7 +233,7 @@ static void *owner_main(void *arg)
 void bench_rc_nonowner_vs_atomic(const bench_config *cfg, const char *name)
 {
     owner_thread *ow = checked_aligned_alloc(sizeof *ow);
-    ow->rt = new_runtime();
+    ow->rt = bench_runtime_new();
     pthread_mutex_init(&ow->lock, NULL);
     pthread_cond_init(&ow->done_cond, NULL);
     pthread_t owner;
@@ -268,7 +242,7 @@ void bench_rc_nonowner_vs_atomic(const bench_config *cfg, const char *name)
         exit(2);
     }
     bench_pin_self(cfg->cpus[0]);
-    ft_thread *t = start_thread(ow->rt);
+    ft_thread *t = bench_thread_start(ow->rt);
     ft_object *o;
     while (!(o = atomic_load_explicit(&ow->published, memory_order_acquire)))
         sched_yield();
@@ -298,7 +272,7 @@ void bench_rc_nonowner_vs_atomic(const bench_config *cfg, const char *name)
     pthread_cond_signal(&ow->done_cond);
     pthread_mutex_unlock(&ow->lock);
     pthread_join(owner, NULL);
-    free_runtime(ow->rt);
+    bench_runtime_free(ow->rt);
     pthread_cond_destroy(&ow->done_cond);
     pthread_mutex_destroy(&ow->lock);
     free((void *)loop.counter);
@@ -351,7 +325,7 @@ static void *immortal_thread(void *arg)
 {
     immortal_worker *w = arg;
     immortal_shared *s = w->shared;
-    ft_thread *t = start_thread(s->rt);
+    ft_thread *t = bench_thread_start(s->rt);
     ft_object *o = &immortal.object.ob;
     bench_gate_wait(&s->gate);
     uint64_t start = bench_now_ns(), now, ops = 0;
@@ -405,7 +379,7 @@ void bench_rc_immortal_scaling_2t(const bench_config *cfg, const char *name)
 {
     bench_print_probe(cfg);
     immortal_shared *s = checked_aligned_alloc(sizeof *s);
-    s->rt = new_runtime();
+    s->rt = bench_runtime_new();
     s->duration_ns = cfg->quick ? 10 * FT_NS_PER_MS : 20 * FT_NS_PER_MS;
     immortal_worker *workers = checked_aligned_alloc(2 * sizeof *workers);
     immortal_run two = {cfg, s, workers, 2, false}, one = {cfg, s, workers, 1, false};
@@ -424,7 +398,7 @@ void bench_rc_immortal_scaling_2t(const bench_config *cfg, const char *name)
     bench_report(name, c.median_ratio, "ratio",
                  "the same loop on one pinned thread (total incref+decref pairs per second)",
                  ">= 1.9", a.label, c.median_a, b.label, c.median_b, "Mpairs/s");
-    free_runtime(s->rt);
+    bench_runtime_free(s->rt);
     free(workers);
     free(s);
 }
@@ -537,7 +511,7 @@ static void *drop_thread(void *arg)
 {
     drop_worker *w = arg;
     drop_shared *s = w->shared;
-    ft_thread *t = start_thread(s->rt);
+    ft_thread *t = bench_thread_start(s->rt);
     drop_deallocs = 0;
     bench_gate_wait(&s->gate);
     if (s->gate.parties == 1)
@@ -586,7 +560,7 @@ void bench_rc_cross_thread_drop(const bench_config *cfg, const char *name)
 {
     bench_print_probe(cfg);
     drop_shared *s = checked_aligned_alloc(sizeof *s);
-    s->rt = new_runtime();
+    s->rt = bench_runtime_new();
     s->batches = cfg->quick ? 1000 : 3000;
     drop_run *cross = checked_aligned_alloc(sizeof *cross);
     drop_run *alone = checked_aligned_alloc(sizeof *alone);
@@ -605,7 +579,7 @@ void bench_rc_cross_thread_drop(const bench_config *cfg, const char *name)
                  "64-byte objects allocated and dropped on one thread, batches of 64 (wall ns "
                  "per object, alloc + drop + free)",
                  "<= 5", a.label, c.median_a, b.label, c.median_b, "ns/object");
-    free_runtime(s->rt);
+    bench_runtime_free(s->rt);
     free(cross);
     free(alone);
     free(s);

@@ -40,22 +40,6 @@
 
 #include "ftrt.h"
 
-static ft_runtime *new_runtime_or_die(void)
-{
-    ft_runtime *rt = ft_runtime_new(NULL);
-    if (!rt) {
-        fprintf(stderr, "bench: ft_runtime_new: %s\n", ft_status_str(ft_last_error()));
-        exit(2);
-    }
-    return rt;
-}
-
-static void free_runtime(ft_runtime *rt)
-{
-    if (ft_runtime_free(rt) != FT_OK)
-        bench_fail("ft_runtime_free refused after every thread stopped");
-}
-
 #ifdef FTRT_BENCH_HAVE_URCU_QSBR
 
 /* ---- qsbr.quiescent_vs_urcu ------------------------------------------------------------------- */
@@ -95,7 +79,7 @@ static double urcu_quiescent_loop_ns(void *arg)
 static void *quiescent_thread(void *arg)
 {
     quiescent_loop *q = arg;
-    ft_runtime *rt = new_runtime_or_die();
+    ft_runtime *rt = bench_runtime_new();
     q->thread = bench_thread_start(rt);
     bench_urcu_register_thread();
     bench_side ft = {"ft_qsbr_quiescent", ft_quiescent_loop_ns, q};
@@ -103,7 +87,7 @@ static void *quiescent_thread(void *arg)
     q->result = bench_interleave(q->cfg, &ft, &urcu);
     bench_urcu_unregister_thread();
     ft_thread_stop(q->thread);
-    free_runtime(rt);
+    bench_runtime_free(rt);
     return NULL;
 }
 
@@ -231,13 +215,13 @@ static void *retire_team_thread(void *arg)
 
 static bench_comparison compare_retire(const bench_config *cfg, retire_shared *s, bool with_reader)
 {
-    s->rt = new_runtime_or_die();
+    s->rt = bench_runtime_new();
     s->with_reader = with_reader;
     atomic_store_explicit(&s->quit, false, memory_order_relaxed);
     atomic_store_explicit(&s->reader_ready, false, memory_order_relaxed);
     retire_thread team[2] = {{s, 0}, {s, 1}};
     bench_team_run(cfg, with_reader ? 2 : 1, retire_team_thread, team, sizeof team[0]);
-    free_runtime(s->rt);
+    bench_runtime_free(s->rt);
     return s->result;
 }
 
@@ -417,7 +401,7 @@ static void *peak_launcher(void *arg)
 /* One run: writer and reader on the two CPUs, this thread sampling the heap. Peak page KiB. */
 static double peak_run_kib(peak_shared *s)
 {
-    s->rt = new_runtime_or_die();
+    s->rt = bench_runtime_new();
     atomic_store_explicit(&s->stop, false, memory_order_relaxed);
     atomic_store_explicit(&s->ready, 0, memory_order_relaxed);
     atomic_store_explicit(&s->reader_done, false, memory_order_relaxed);
@@ -446,7 +430,7 @@ static double peak_run_kib(peak_shared *s)
     uint64_t elapsed = bench_now_ns() - start;
     atomic_store_explicit(&s->stop, true, memory_order_relaxed);
     pthread_join(launcher, NULL);
-    free_runtime(s->rt);
+    bench_runtime_free(s->rt);
 
     if (s->bad_reads)
         bench_fail("peak memory: the reader saw %llu torn or reused buffers in %llu reads",
