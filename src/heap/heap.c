@@ -320,9 +320,10 @@ static void *alloc_slow(ft_heap *heap, uint8_t c)
         list_remove(heap, page);
         list_add(heap, page, FT_PAGE_FULL, false);
         /* A freer that pushed before it could see owner_tid 0 did not flag the page: look once.
-         * The fences (here and in push_remote) order each side's store before its load. */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&page->remote_free, memory_order_relaxed) != 0)
+         * This store and load and the freer's push and load (push_remote) are seq_cst, so one of
+         * the two sides sees the other's write. */
+        atomic_store_explicit(&page->owner_tid, 0, memory_order_seq_cst);
+        if (atomic_load_explicit(&page->remote_free, memory_order_seq_cst) != 0)
             atomic_fetch_or_explicit(&heap->set->full_freed, (uint8_t)(1u << heap_kind(heap)),
                                      memory_order_relaxed);
     }
@@ -433,10 +434,10 @@ static void push_remote(ft_page *page, ft_block *head, ft_block *tail)
     do
         atomic_store_explicit(&tail->next, top, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&page->remote_free, &top, (uintptr_t)head,
-                                                  memory_order_release, memory_order_relaxed));
-    /* Not active (owner_tid 0: full, or its set abandoned): tell the owner's slow path to look. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&page->owner_tid, memory_order_relaxed) == 0) {
+                                                  memory_order_seq_cst, memory_order_relaxed));
+    /* Not active (owner_tid 0: full, or its set abandoned): tell the owner's slow path to look
+     * (seq_cst: see alloc_slow). */
+    if (atomic_load_explicit(&page->owner_tid, memory_order_seq_cst) == 0) {
         uint8_t bit = (uint8_t)(1u << heap_kind(page->heap));
         if (!(atomic_load_explicit(&page->set->full_freed, memory_order_relaxed) & bit))
             atomic_fetch_or_explicit(&page->set->full_freed, bit, memory_order_release);
