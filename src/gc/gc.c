@@ -10,17 +10,17 @@
  *    gather the candidates: the tracked objects of generations 0..g, not frozen, not immortal, not
  *      at zero, and (young collections) not deferred, whose references a count may not show.
  *      Young collections walk only the pages that may hold them (heap.c, "Young pages"). Each
- *      candidate gets UNREACHABLE, and its ob_tid is borrowed to hold its index in the candidate
- *      arrays (the owner's id is kept there, to be put back): every candidate is marked before any
- *      count is subtracted, and only marked objects are subtracted from, so an older object is never
- *      written (its references into the candidates count as external, as in CPython's default
- *      build);
+ *      candidate gets UNREACHABLE, and its ob_tid is borrowed to hold its count of references from
+ *      outside the candidates (its owner's id waits in an array): every candidate is marked and
+ *      counted before any count is subtracted, and only marked objects are subtracted from, so an
+ *      older object is never written (its references into the candidates count as external, as in
+ *      CPython's default build);
  *    subtract the references between candidates (traverse), then clear UNREACHABLE on every
  *      candidate with references left and on everything it reaches among the candidates (an
  *      explicit stack: no recursion);
  *    survivors get their ob_tid back and move to generation g + 1; the unreachable ones are merged
- *      (ob_tid 0: any thread's decref may free them from now on, as their only references are each
- *      other's and the collector's), lose their unique ids, and those with a legacy finalizer and
+ *      (any thread's decref may free them from now on, as their only references are each other's
+ *      and the collector's) and lose their unique ids; those with a legacy finalizer and
  *      everything they reach move to the uncollectable list (they survive, in generation g + 1);
  *    clear every weak reference to an unreachable object, and every unreachable weak reference;
  *      keep (with a reference) the live weak references with callbacks, newest first per referent;
@@ -28,7 +28,7 @@
  *    deallocate what the settling left at zero; call the kept callbacks, each weak reference freed
  *      right after its callback counting as collected; run the PEP 442 finalizers of the
  *      unreachable objects not finalized yet (FINALIZED);
- *  stop the world (2)
+ *  stop the world (2), unless no host code ran since the first
  *    resurrection: among the objects still unreachable (a finalizer or a death may have untracked
  *      some: that took them out), subtract the references between them again; those with
  *      references left, and what they reach, were resurrected: they move to generation g + 1;
@@ -39,10 +39,10 @@
  * What collect returns and the stats count are CPython's: the objects still unreachable after the
  * finalizers, plus the weak references their callbacks freed, plus the uncollectable ones.
  *
- * Objects that die while the world runs during a collection (a callback or a finalizer dropped the
- * last reference) are deallocated at once, as CPython does, but their memory waits on the zombies
- * stack until the collection ends (gc/gc.h): the candidate arrays keep pointing at them, and read
- * their gc bits (untracked: out of the collection). */
+ * Objects that die while the world runs during a collection (a callback, a finalizer or a clear
+ * dropped the last reference) are deallocated at once, as CPython does; an object of the unreachable
+ * set leaves it as it dies, and its memory is freed at once or waits for the end ("Leaving a
+ * collection", below; gc/gc.h, "Deferred frees"), so that the collector never reads freed memory. */
 #include <stdlib.h>
 #include <string.h>
 
