@@ -238,6 +238,63 @@ TEST(untracked_cycles_are_never_collected)
     teardown(f);
 }
 
+/* A young collection finds an object tracked long after its allocation: its page received no
+ * allocation since the last collection, so only the tracking itself can list it as young (heap.c,
+ * "Young pages"). The self-cycle is made and dropped before it is tracked, then found by
+ * generation 0. */
+TEST(young_collection_finds_an_object_tracked_late)
+{
+    fixture f = setup();
+    gc_node *late = gc_node_new_untracked(f.t, &gc_node_type);
+    CHECK(late != NULL);
+    int id = late->id;
+    /* Enough newer objects to move allocation to other pages, and a collection that starts a new
+     * epoch with late's page no longer an allocation page. */
+    enum { FILL = 4096 };
+    static gc_node *fill[FILL];
+    for (int i = 0; i < FILL; i++)
+        fill[i] = new_node(f.t);
+    CHECK_EQ(ft_gc_collect(f.rt, 2), 0);
+    link_to(late, late);
+    ft_gc_track(&late->ob);
+    drop(late);
+    CHECK_EQ(ft_gc_collect(f.rt, 0), 1);
+    CHECK(FREED(id));
+    for (int i = 0; i < FILL; i++)
+        drop(fill[i]);
+    teardown(f);
+}
+
+/* Deferred objects (here: with per-thread reference counts) are never candidates of a young
+ * collection, whose references they may have elsewhere than in a count (stack references, next);
+ * a full collection takes them. */
+static const ft_type deferred_node_type = {.name = "deferred_node",
+                                           .basic_size = sizeof(gc_node),
+                                           .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS |
+                                                    FT_TYPE_UNIQUEID,
+                                           .unique_id_offset = offsetof(gc_node, uid),
+                                           .weaklist_offset = offsetof(gc_node, weaklist),
+                                           .traverse = gc_node_traverse,
+                                           .clear = gc_node_clear,
+                                           .dealloc = gc_node_dealloc};
+
+TEST(young_collections_leave_deferred_objects_to_full_ones)
+{
+    fixture f = setup();
+    gc_node *d = gc_node_new(f.t, &deferred_node_type);
+    CHECK(d != NULL);
+    int id = d->id;
+    link_to(d, d);
+    CHECK_EQ(ft_uniqueid_enable(f.t, &d->ob), FT_OK);
+    drop(d);
+    CHECK_EQ(ft_gc_collect(f.rt, 0), 0);
+    CHECK_EQ(ft_gc_collect(f.rt, 1), 0);
+    CHECK(ALIVE(id));
+    CHECK_EQ(ft_gc_collect(f.rt, 2), 1);
+    CHECK(FREED(id));
+    teardown(f);
+}
+
 /* A half-tracked cycle (one member untracked) is not collected either: the untracked member's
  * reference counts as one from outside. */
 TEST(a_cycle_through_an_untracked_object_is_not_collected)
@@ -1477,6 +1534,8 @@ int main(void)
     RUN(gc_objects_start_untracked);
     RUN(untracked_cycles_are_never_collected);
     RUN(a_cycle_through_an_untracked_object_is_not_collected);
+    RUN(young_collection_finds_an_object_tracked_late);
+    RUN(young_collections_leave_deferred_objects_to_full_ones);
     RUN(tracking_twice_is_fatal);
     RUN(collect_refuses_bad_generations_and_a_held_stop);
     RUN(self_cycle);
