@@ -282,7 +282,17 @@ static __attribute__((noinline)) ft_object *alloc_slow(ft_thread *t, const ft_ty
         if (!o)
             return alloc_failed();
     }
-    return new_object(o, type, size, payload, false);
+    new_object(o, type, size, payload, false);
+    if (type->flags & FT_TYPE_GC)
+        ft_gc_count_alloc(&t->gc, t);
+    return o;
+}
+
+/* Every GC allocation counts towards generation 0's threshold (gc/gc.h). */
+static __attribute__((noinline)) ft_object *count_gc_alloc(ft_thread *t, ft_object *o)
+{
+    ft_gc_count_alloc(&t->gc, t);
+    return o;
 }
 
 /* The fast path: a block from the direct page of the object's size, a header, a zeroed payload (or
@@ -294,19 +304,17 @@ alloc_object(ft_thread *t, const ft_type *type, size_t size, bool from_freelist,
     if (FT_UNLIKELY(!t ||
                     atomic_load_explicit(&t->state, memory_order_relaxed) != FT_THREAD_ATTACHED))
         not_attached(t, type);
-    ft_object *o;
-    if (FT_UNLIKELY(from_freelist || size > FT_DIRECT_MAX)) {
-        o = alloc_slow(t, type, size, from_freelist, false, payload);
-    } else if (SITE_ON_FAST_PATH && ft_inject_failure(t->rt)) {
+    if (FT_UNLIKELY(from_freelist || size > FT_DIRECT_MAX))
+        return alloc_slow(t, type, size, from_freelist, false, payload);
+    if (SITE_ON_FAST_PATH && ft_inject_failure(t->rt))
         return alloc_failed();
-    } else {
-        o = ft_heap_pop(heap_for(t, type), size);
-        o = FT_LIKELY(o != NULL) ? new_object(o, type, size, payload, true)
-                                 : alloc_slow(t, type, size, false, SITE_ON_FAST_PATH, payload);
-    }
-    /* Every GC allocation counts towards generation 0's threshold (gc/gc.h). */
-    if ((type->flags & FT_TYPE_GC) && FT_LIKELY(o != NULL))
-        ft_gc_count_alloc(&t->gc, t);
+    ft_object *o = ft_heap_pop(heap_for(t, type), size);
+    if (FT_UNLIKELY(!o))
+        return alloc_slow(t, type, size, false, SITE_ON_FAST_PATH, payload);
+    o = new_object(o, type, size, payload, true);
+    /* A call in tail position only: the fast path keeps no registers across a call. */
+    if (FT_UNLIKELY(type->flags & FT_TYPE_GC))
+        return count_gc_alloc(t, o);
     return o;
 }
 
