@@ -145,6 +145,41 @@ static const ft_type gc_no_weak_type = {.name = "gc_no_weak",
                                         .clear = gc_node_clear,
                                         .dealloc = gc_node_dealloc};
 
+/* ---- a weak reference whose last reference waits in its owner's merge queue ------------------- */
+
+static ft_weakref *made_by_x;
+
+static void cmd_make_weakref(commanded *w)
+{
+    made_by_x = ft_weakref_new(w->t, w->arg, log_callback, NULL);
+    CHECK_THREAD(made_by_x != NULL);
+}
+
+/* The weak reference is owned by x, which then detaches (its queue is not drained); this thread
+ * drops the last reference, so the weak reference waits, QUEUED, in x's merge queue. The
+ * collection's settling merges it, dead, while it is still on its referent's list. The collector
+ * must neither call its callback nor take a reference to it (a debug build calls that an incref
+ * from zero; a release build would free it twice). */
+TEST(collector_skips_a_weakref_that_died_in_a_merge_queue)
+{
+    fixture f = setup();
+    commanded x;
+    commanded_start(f.t, &x, f.rt);
+    gc_node *r = self_cycle(f.t, &gc_node_type);
+    int idr = r->id;
+    commanded_do(f.t, &x, cmd_make_weakref, &r->ob);
+    commanded_do(f.t, &x, (commanded_fn)cmd_detach, NULL);
+    drop(r);
+    ft_decref(&made_by_x->ob_base); /* the last reference, by a non-owner: queued to x */
+    CHECK_EQ(ft_gc_collect(f.rt, 2), 1);
+    CHECK(FREED(idr));
+    CHECK_EQ(atomic_load(&callbacks), 0);
+    commanded_do(f.t, &x, (commanded_fn)cmd_attach, NULL);
+    cmd_resume(&x);
+    commanded_finish(f.t, &x);
+    teardown(f);
+}
+
 /* A host subtype: an ft_weakref with a tag and a strong reference of its own. */
 typedef struct host_wr {
     ft_weakref base;
@@ -661,6 +696,7 @@ int main(void)
     RUN(weakref_freed_after_its_callback_counts);
     RUN(callback_object_keeps_its_referent_reachable);
     RUN(collector_resurrection_still_clears_weakrefs);
+    RUN(collector_skips_a_weakref_that_died_in_a_merge_queue);
     RUN(host_subtype_weakrefs);
     RUN(host_subtype_in_a_cycle);
     return harness_done();

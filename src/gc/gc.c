@@ -622,6 +622,8 @@ static void clear_weakrefs_stopped(collection *c)
             ft_weakref_clear_stopped(wr); /* unlinks it: the list's head moves on */
             if (!wr->wr_callback || (bits_of(&wr->ob_base) & FT_GC_UNREACHABLE))
                 continue; /* no callback, or garbage itself: its callback must not run */
+            if (ft_refcount(&wr->ob_base) == 0)
+                continue; /* dead already (the settling left it at zero): no callback */
             if (!grow((void **)&c->callbacks, &c->callbacks_cap, sizeof *c->callbacks,
                       c->n_callbacks + 1))
                 continue; /* out of memory: the callback is lost, the clearing is not */
