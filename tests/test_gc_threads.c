@@ -12,7 +12,12 @@
  *   - nodes with per-thread reference counts (ft_uniqueid_enable) in a garbage cycle are collected
  *     once every thread's slots say so, and their ids are released;
  *   - automatic collections triggered from several threads at once (small thresholds): each cycle is
- *     freed once, and collections happened.
+ *     freed once, and collections happened;
+ *   - a mixed stress: threads make two-object cycles with finalizers that publish their object in
+ *     shared slots (resurrection seen by other threads), weak references with callbacks dropped on
+ *     any thread, nodes taken from the slots and linked in, collections of every generation started
+ *     by every thread and by automatic scheduling; at the end every node is freed once and every
+ *     finalizer ran exactly once.
  *
  * Threads hand work to each other through test_util.h's commanded workers; no sleeps. Runs under
  * ThreadSanitizer (make tsan) with fewer iterations. */
@@ -555,6 +560,109 @@ TEST(automatic_collections_from_several_threads)
     teardown(f);
 }
 
+/* ---- the mixed stress ---------------------------------------------------------------------------- */
+
+enum { STRESS_SLOTS = 64, STRESS_THREADS = 3 };
+static ft_object *_Atomic stress_slot[STRESS_SLOTS];
+static _Atomic uint8_t stress_has_finalizer[GC_NODE_MAX];
+
+/* Publish o in slot i (a reference for the slot), dropping what was there. */
+static void stress_publish(int i, ft_object *o)
+{
+    ft_object *old = atomic_exchange(&stress_slot[i % STRESS_SLOTS], ft_new_ref_for_shared_slot(o));
+    ft_xdecref(old);
+}
+
+/* A finalizer that sometimes resurrects its object into a slot other threads read. */
+static void stress_finalize(ft_object *self)
+{
+    gc_node *n = (gc_node *)self;
+    atomic_fetch_add(&gc_node_finalized[n->id], 1);
+    if (n->id % 8 == 3)
+        stress_publish(n->id, self);
+}
+
+static const ft_type stress_fin_type = {GC_NODE_TYPE_INIT("stress_fin"), .finalize = stress_finalize};
+
+static void stress_callback(ft_weakref *wr, ft_object *arg)
+{
+    (void)wr;
+    (void)arg;
+}
+
+static void cmd_stress(commanded *w)
+{
+    uint64_t rng = 0x2545F4914F6CDD1Dull * (uint64_t)(uintptr_t)w->arg;
+    for (int it = 0; it < SCALE(6000); it++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned k = (unsigned)(rng >> 33);
+        gc_node *a = gc_node_new(w->t, (k & 1) ? &stress_fin_type : &gc_node_type);
+        gc_node *b = gc_node_new(w->t, &gc_node_type);
+        CHECK_THREAD(a && b);
+        if (k & 1)
+            atomic_store(&stress_has_finalizer[a->id], 1);
+        gc_node_append(a, &b->ob);
+        gc_node_append(b, &a->ob);
+        ft_object *taken = ft_get_ref(&stress_slot[k % STRESS_SLOTS]);
+        if (taken)
+            gc_node_append(a, taken), ft_decref(taken);
+        ft_weakref *wr = (k & 3) == 0 ? ft_weakref_new(w->t, (k & 4) ? &a->ob : &b->ob,
+                                                       stress_callback, NULL)
+                                      : NULL;
+        if (k % 5 == 0)
+            stress_publish((int)(k >> 3), &b->ob);
+        ft_decref(&a->ob);
+        ft_decref(&b->ob);
+        if (wr) {
+            ft_object *r = ft_weakref_get(wr);
+            ft_xdecref(r);
+            if (k & 8)
+                stress_publish((int)(k >> 5), &wr->ob_base);
+            ft_decref(&wr->ob_base);
+        }
+        if (k % 997 == 0)
+            CHECK_THREAD(ft_gc_collect(w->rt, (int)(k % 3)) >= 0);
+        ft_safepoint(w->t);
+    }
+}
+
+TEST(mixed_stress_with_finalizers_weakrefs_and_shared_slots)
+{
+    fixture f = setup();
+    for (int id = 0; id < GC_NODE_MAX; id++)
+        atomic_store(&stress_has_finalizer[id], 0);
+    long threshold[FT_GC_GENERATIONS] = {300, 5, 5};
+    CHECK_EQ(ft_gc_set_threshold(f.rt, threshold), FT_OK);
+    ft_gc_enable(f.rt);
+    commanded w[STRESS_THREADS];
+    int posted[STRESS_THREADS];
+    for (int i = 0; i < STRESS_THREADS; i++)
+        commanded_start(f.t, &w[i], f.rt);
+    for (int i = 0; i < STRESS_THREADS; i++)
+        posted[i] = commanded_post(&w[i], cmd_stress, (void *)(uintptr_t)(i + 1));
+    for (int i = 0; i < STRESS_THREADS; i++)
+        commanded_wait(f.t, &w[i], posted[i]);
+    for (int i = 0; i < STRESS_THREADS; i++)
+        commanded_finish(f.t, &w[i]);
+    ft_gc_disable(f.rt);
+    /* Finalizers may publish again while the slots empty: until nothing is left. */
+    for (int round = 0; round < 8 && gc_node_live() > 0; round++) {
+        for (int i = 0; i < STRESS_SLOTS; i++)
+            ft_xdecref(atomic_exchange(&stress_slot[i], NULL));
+        ft_gc_collect(f.rt, 2);
+    }
+    CHECK_EQ(gc_node_live(), 0);
+    /* Each finalizer ran exactly once (by reference counting or by the collector), none twice. */
+    int made = atomic_load(&gc_node_next_id), wrong = 0;
+    for (int id = 0; id < made; id++)
+        wrong += atomic_load(&gc_node_finalized[id]) != atomic_load(&stress_has_finalizer[id]);
+    CHECK_EQ(wrong, 0);
+    ft_gc_generation_stats stats[FT_GC_GENERATIONS];
+    ft_gc_get_stats(f.rt, stats);
+    CHECK(stats[0].collections > 0);
+    teardown(f);
+}
+
 int main(void)
 {
     RUN(collections_while_threads_allocate_link_and_drop);
@@ -562,5 +670,6 @@ int main(void)
     RUN(weakref_get_races_the_last_decref);
     RUN(per_thread_counted_nodes_in_a_garbage_cycle);
     RUN(automatic_collections_from_several_threads);
+    RUN(mixed_stress_with_finalizers_weakrefs_and_shared_slots);
     return harness_done();
 }
