@@ -13,6 +13,7 @@
  *     once every thread's slots say so, and their ids are released;
  *   - automatic collections triggered from several threads at once (small thresholds): each cycle is
  *     freed once, and collections happened;
+ *   - a page listed young by a thread that then stops (its heap set freed) is still walked;
  *   - a mixed stress: threads make two-object cycles with finalizers that publish their object in
  *     shared slots (resurrection seen by other threads), weak references with callbacks dropped on
  *     any thread, nodes taken from the slots and linked in, collections of every generation started
@@ -560,6 +561,58 @@ TEST(automatic_collections_from_several_threads)
     teardown(f);
 }
 
+/* ---- a page listed by a thread that stops ------------------------------------------------------- */
+
+enum { ORPHAN_FILL = 4096 };
+static gc_node *orphan_node, *orphan_fill[ORPHAN_FILL];
+
+/* x: a self-cycle made untracked, then enough other nodes that its page stops being an allocation
+ * page. */
+static void cmd_make_untracked_cycle(commanded *w)
+{
+    orphan_node = gc_node_new_untracked(w->t, &gc_node_type);
+    CHECK_THREAD(orphan_node != NULL);
+    gc_node_append(orphan_node, &orphan_node->ob);
+    for (int i = 0; i < ORPHAN_FILL; i++)
+        orphan_fill[i] = gc_node_new(w->t, &gc_node_type);
+}
+
+/* y, holding the node's only reference: track it (its page is listed on y's heap set) and drop it. */
+static void cmd_track_and_drop(commanded *w)
+{
+    (void)w;
+    ft_gc_track(&orphan_node->ob);
+    ft_decref(&orphan_node->ob);
+}
+
+static void cmd_drop_fill(commanded *w)
+{
+    (void)w;
+    for (int i = 0; i < ORPHAN_FILL; i++)
+        ft_decref(&orphan_fill[i]->ob);
+}
+
+/* y tracks an object on x's page, then stops with nothing of its own allocated, so its heap set is
+ * freed: the page it listed must still be walked by the next young collection (the runtime's
+ * orphans, heap.c). */
+TEST(young_page_listed_by_a_stopped_thread)
+{
+    fixture f = setup();
+    commanded x, y;
+    commanded_start(f.t, &x, f.rt);
+    commanded_do(f.t, &x, cmd_make_untracked_cycle, NULL);
+    int id = orphan_node->id;
+    CHECK_EQ(ft_gc_collect(f.rt, 2), 0); /* a new epoch: x's old pages are not listed */
+    commanded_start(f.t, &y, f.rt);
+    commanded_do(f.t, &y, cmd_track_and_drop, NULL);
+    commanded_finish(f.t, &y);
+    CHECK_EQ(ft_gc_collect(f.rt, 0), 1);
+    CHECK(FREED(id));
+    commanded_do(f.t, &x, cmd_drop_fill, NULL);
+    commanded_finish(f.t, &x);
+    teardown(f);
+}
+
 /* ---- the mixed stress ---------------------------------------------------------------------------- */
 
 enum { STRESS_SLOTS = 64, STRESS_THREADS = 3 };
@@ -670,6 +723,7 @@ int main(void)
     RUN(weakref_get_races_the_last_decref);
     RUN(per_thread_counted_nodes_in_a_garbage_cycle);
     RUN(automatic_collections_from_several_threads);
+    RUN(young_page_listed_by_a_stopped_thread);
     RUN(mixed_stress_with_finalizers_weakrefs_and_shared_slots);
     return harness_done();
 }
