@@ -691,7 +691,10 @@ static bool find_unreachable(collection *c)
         w->objs[nu++] = o;
         if (FT_UNLIKELY(ft_uniqueid_bias(o) != 0))
             ft_uniqueid_release_stopped(rt, o);
-        ft_object_merge_stopped(o); /* ob_tid 0: its borrowed word is given back */
+        ft_object_merge_stopped(o);
+        /* Its index (see ft_gc_leave_collection), while the world runs; renumbered if legacy
+         * finalizers split the list below. */
+        atomic_store_explicit(&o->ob_tid, nu, memory_order_relaxed);
         const ft_type *type = o->ob_type;
         c->saw_legacy |= type->legacy_del != NULL;
         c->saw_weakrefs |= (type->flags & (FT_TYPE_HAS_WEAKREFS | FT_TYPE_WEAKREF)) != 0;
@@ -727,13 +730,14 @@ static bool find_unreachable(collection *c)
             }
         }
         c->n_unreachable = n_unreachable;
+        number_entries(c);
     }
+    w->entries = c->n_unreachable;
     if (debug_flags(rt) & FT_GC_DEBUG_COLLECTABLE)
         for (size_t i = 0; i < c->n_unreachable; i++)
             print_object(debug_stream(rt), "collectable", c->unreachable[i]);
     if (c->saw_weakrefs)
         clear_weakrefs_stopped(c);
-    number_entries(c);
     /* Uncollectable objects are listed apart, not by entries: every GC object's memory then waits
      * for the end, so that the list never holds freed memory. */
     atomic_store_explicit(&rt->gc.defer_all_frees, c->n_legacy != 0, memory_order_seq_cst);
