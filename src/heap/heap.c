@@ -130,20 +130,27 @@ void ft_heap_runtime_destroy(ft_runtime *rt)
 
 /* ---- page lists and the direct slots --------------------------------------------------------- */
 
+/* Append page to a list of pages that grows by doubling; false (nothing changed) when it cannot
+ * grow: the caller sets the list's overflow flag. */
+static bool page_list_push(ft_page ***pages, size_t *count, size_t *cap, ft_page *page)
+{
+    if (*count == *cap) {
+        size_t n = *cap ? *cap * 2 : 64;
+        ft_page **grown = realloc(*pages, n * sizeof *grown);
+        if (!grown)
+            return false;
+        *pages = grown;
+        *cap = n;
+    }
+    (*pages)[(*count)++] = page;
+    return true;
+}
+
 /* Append page to set's young list (its owner, or the collector with the world stopped). */
 static void young_list_add(ft_heap_set *set, ft_page *page)
 {
-    if (set->young_count == set->young_cap) {
-        uint32_t cap = set->young_cap ? set->young_cap * 2 : 64;
-        ft_page **grown = realloc(set->young, cap * sizeof *grown);
-        if (!grown) {
-            set->young_overflow = true;
-            return;
-        }
-        set->young = grown;
-        set->young_cap = cap;
-    }
-    set->young[set->young_count++] = page;
+    if (!page_list_push(&set->young, &set->young_count, &set->young_cap, page))
+        set->young_overflow = true;
 }
 
 /* Stamp a small page with the epoch and list it on set, unless it carries the epoch already (then
@@ -575,18 +582,11 @@ static void orphan_young_locked(ft_heap_runtime *h, ft_heap_set *set)
 {
     if (set->young_overflow)
         h->orphan_overflow = true;
-    for (uint32_t i = 0; i < set->young_count; i++) {
-        if (h->orphan_count == h->orphan_cap) {
-            size_t cap = h->orphan_cap ? h->orphan_cap * 2 : 64;
-            ft_page **grown = realloc(h->orphans, cap * sizeof *grown);
-            if (!grown) {
-                h->orphan_overflow = true;
-                break;
-            }
-            h->orphans = grown;
-            h->orphan_cap = cap;
+    for (size_t i = 0; i < set->young_count; i++) {
+        if (!page_list_push(&h->orphans, &h->orphan_count, &h->orphan_cap, set->young[i])) {
+            h->orphan_overflow = true;
+            break;
         }
-        h->orphans[h->orphan_count++] = set->young[i];
     }
     free(set->young);
     set->young = NULL;
@@ -1111,18 +1111,10 @@ static void older_add_locked(ft_heap_runtime *h, ft_page *page)
 {
     if (page->gc_in_older)
         return;
-    if (h->older_count == h->older_cap) {
-        size_t cap = h->older_cap ? h->older_cap * 2 : 64;
-        ft_page **grown = realloc(h->older, cap * sizeof *grown);
-        if (!grown) {
-            h->older_overflow = true;
-            return;
-        }
-        h->older = grown;
-        h->older_cap = cap;
-    }
-    page->gc_in_older = 1;
-    h->older[h->older_count++] = page;
+    if (page_list_push(&h->older, &h->older_count, &h->older_cap, page))
+        page->gc_in_older = 1;
+    else
+        h->older_overflow = true;
 }
 
 void ft_heap_note_older(ft_runtime *rt, const void *block)
@@ -1211,7 +1203,7 @@ ft_status ft_heap_visit_gc(ft_runtime *rt, int generation, ft_block_visitor fn, 
     } else {
         bool go = true;
         for (ft_heap_set *set = h->all; go && set; set = set->next) {
-            for (uint32_t i = 0; go && i < set->young_count; i++)
+            for (size_t i = 0; go && i < set->young_count; i++)
                 go = visit_listed(h, set->young[i], generation, fn, arg);
             if (go)
                 go = visit_queue(&set->heaps[FT_HEAP_GC].large, true, fn, arg);

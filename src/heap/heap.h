@@ -186,7 +186,7 @@ typedef struct ft_heap_set {
      * appended by the owner, read and emptied by the collector with the world stopped. On an
      * allocation failure young_overflow is set instead, and the next young walk walks every page. */
     ft_page **young;
-    uint32_t young_count, young_cap;
+    size_t young_count, young_cap;
     bool young_overflow;
     uint32_t retired_large;         /* large pages on the heaps' retired lists; owner only */
     uint32_t retired_small[FT_HEAP_KINDS]; /* small pages on each heap's retired list; owner only */

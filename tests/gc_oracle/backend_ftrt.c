@@ -89,17 +89,22 @@ static void release_items(ft_object **items, size_t n)
     free(items);
 }
 
-static void node_clear(ft_object *self)
+/* Report the death, detach the array, then release it: the releases may re-enter and look at
+ * self. */
+static void node_die(node *s)
 {
-    node *s = (node *)self;
     report_death(s->id, &s->dead);
-    /* detach the array first: the releases may re-enter and look at self */
     ft_object **items = s->items;
     size_t n = s->n;
     s->items = NULL;
     s->n = s->cap = 0;
     if (items)
         release_items(items, n);
+}
+
+static void node_clear(ft_object *self)
+{
+    node_die((node *)self);
 }
 
 static void node_finalize(ft_object *self)
@@ -111,15 +116,8 @@ static void node_finalize(ft_object *self)
  * callbacks, before it calls this. */
 static void node_dealloc(ft_object *self)
 {
-    node *s = (node *)self;
     ft_gc_untrack(self);
-    report_death(s->id, &s->dead);
-    ft_object **items = s->items;
-    size_t n = s->n;
-    s->items = NULL;
-    s->n = s->cap = 0;
-    if (items)
-        release_items(items, n);
+    node_die((node *)self);
 }
 
 static const ft_type node_type = {
