@@ -12,6 +12,7 @@
 #include "ftrt/object.h"
 #include "ftrt/gc.h"
 #include "ftrt/weakref.h"
+#include "ftrt/stackref.h"
 #include "ftrt/qsbr.h"
 #include "ftrt/uniqueid.h"
 #include "ftrt/tlbc.h"

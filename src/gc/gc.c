@@ -275,6 +275,10 @@ void ft_gc_thread_start(ft_thread *t)
 
 void ft_gc_thread_stop(ft_thread *t)
 {
+    if (FT_UNLIKELY(t->gc.regions != NULL))
+        ft_fatal("ft_thread_stop: thread %p still has stack region %p registered (base %p): pop "
+                 "every region before the thread stops",
+                 (void *)t, (void *)t->gc.regions, (void *)t->gc.regions->base);
     int32_t c = atomic_load_explicit(&t->gc.count, memory_order_relaxed);
     atomic_store_explicit(&t->gc.count, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->rt->gc.count0, c, memory_order_relaxed);
@@ -389,6 +393,8 @@ typedef struct collection {
     /* What the scan saw among the unreachable objects: legacy finalizers, weak references, PEP 442
      * finalizers still to run. */
     bool saw_legacy, saw_weakrefs, saw_finalizers;
+    /* A thread's stack region had no known top: no deferred object is a candidate. */
+    bool skip_deferred;
     ft_object **unreachable, **legacy;
     size_t n_unreachable, n_legacy;
     /* Live weak references whose callbacks run (with a reference), and those still alive after. */
@@ -462,13 +468,13 @@ static bool gather(void *block, size_t size, void *arg)
     uint16_t flags = atomic_load_explicit(&o->ob_flags, memory_order_relaxed);
     /* A deferred object's references from evaluation stacks are in no count; an older holder of
      * one is not traversed by a young collection, so such objects wait for a full one. */
-    if ((flags & FT_OBJ_DEFERRED) && c->generation < 2)
+    if ((flags & FT_OBJ_DEFERRED) && (c->generation < 2 || c->skip_deferred))
         return true;
     intptr_t refs = ft_refcount(o);
     if (refs == 0) /* dead: deallocated after the restart by whoever settled its count */
         return true;
     if (FT_UNLIKELY(flags & FT_OBJ_DEFERRED))
-        refs -= ft_uniqueid_bias(o);
+        refs -= ft_object_deferral_bias(o); /* the stack scan adds its stack references */
     if (!add_candidate(c, o, refs)) {
         c->oom = true;
         return false;
@@ -657,6 +663,66 @@ static void number_entries(collection *c)
     c->w->entries = c->n_unreachable;
 }
 
+/* ---- stacks ---------------------------------------------------------------------------------- */
+
+void ft_stack_push_region(ft_thread *t, ft_stack_region *region, ft_stackref *base)
+{
+    region->base = base;
+    atomic_store_explicit(&region->top, base, memory_order_relaxed);
+    region->previous = t->gc.regions;
+    t->gc.regions = region;
+}
+
+void ft_stack_pop_region(ft_thread *t, ft_stack_region *region)
+{
+    if (FT_UNLIKELY(t->gc.regions != region))
+        ft_fatal("ft_stack_pop_region: region %p is not thread %p's innermost (%p): regions are "
+                 "popped in the reverse order of their pushes",
+                 (void *)region, (void *)t, (void *)t->gc.regions);
+    t->gc.regions = region->previous;
+}
+
+/* World stopped: whether some thread's region has no known top (gh-129236). */
+static bool stack_top_unknown(ft_runtime *rt)
+{
+    bool unknown = false;
+    ft_mutex_lock_internal(&rt->head_mutex);
+    for (ft_thread *t = rt->threads; t && !unknown; t = t->next)
+        for (ft_stack_region *r = t->gc.regions; r && !unknown; r = r->previous)
+            unknown = atomic_load_explicit(&r->top, memory_order_relaxed) == NULL;
+    ft_mutex_unlock(&rt->head_mutex);
+    return unknown;
+}
+
+/* World stopped, candidates gathered: one reference for each tagged stackref to a candidate on
+ * every thread's registered regions (those references are in no count). */
+static void count_stack_references(ft_runtime *rt)
+{
+    ft_mutex_lock_internal(&rt->head_mutex);
+    for (ft_thread *t = rt->threads; t; t = t->next)
+        for (ft_stack_region *r = t->gc.regions; r; r = r->previous) {
+            ft_stackref *top = atomic_load_explicit(&r->top, memory_order_relaxed);
+            for (ft_stackref *p = r->base; top && p < top; p++) {
+                if (!ft_stackref_is_tagged(*p) || ft_stackref_is_null(*p))
+                    continue;
+                ft_object *o = ft_stackref_as_object_borrow(*p);
+                if (bits_of(o) & FT_GC_UNREACHABLE)
+                    refs_store(o, refs_of(o) + 1);
+            }
+        }
+    ft_mutex_unlock(&rt->head_mutex);
+}
+
+int ft_gc_visit_stackref(ft_stackref r, ft_visit_fn visit, void *arg)
+{
+    if (ft_stackref_is_null(r) || ft_stackref_is_tagged_int(r))
+        return 0;
+    /* A tagged reference is in no count: the subtraction must not take it away. */
+    if (ft_stackref_is_tagged(r) && visit == visit_decref)
+        return 0;
+    return visit(ft_stackref_as_object_borrow(r), arg);
+}
+
 /* Stop #1, after the settling: find the unreachable objects. False if out of memory. */
 static bool find_unreachable(collection *c)
 {
@@ -665,12 +731,15 @@ static bool find_unreachable(collection *c)
     c->oom = false;
     if (c->generation == 2 && rt->gc.root_count)
         mark_alive(c);
+    c->skip_deferred = c->generation == 2 && stack_top_unknown(rt);
     if (!c->oom)
         ft_heap_visit_gc(rt, c->generation, gather, c);
     if (c->oom || !grow((void **)&w->stack, &w->stack_cap, sizeof *w->stack, c->n)) {
         undo_gather(c);
         return false;
     }
+    if (c->generation == 2)
+        count_stack_references(rt);
     for (size_t i = 0; i < c->n; i++)
         ft_gc_traverse(w->objs[i], visit_decref, c);
     mark_reachable(c, w->objs, c->n);
@@ -689,8 +758,8 @@ static bool find_unreachable(collection *c)
             continue;
         }
         w->objs[nu++] = o;
-        if (FT_UNLIKELY(ft_uniqueid_bias(o) != 0))
-            ft_uniqueid_release_stopped(rt, o);
+        if (FT_UNLIKELY(ft_object_deferral_bias(o) != 0))
+            ft_object_disable_deferred_stopped(rt, o);
         ft_object_merge_stopped(o);
         /* Its index (see ft_gc_leave_collection), while the world runs; renumbered if legacy
          * finalizers split the list below. */

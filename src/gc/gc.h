@@ -26,6 +26,7 @@
 
 #include "ftrt/gc.h"
 #include "ftrt/lock.h"
+#include "ftrt/stackref.h"
 #include "ftrt/weakref.h"
 
 #define FT_GC_FLUSH 512        /* a thread's count folds into the runtime's at this distance */
@@ -47,6 +48,9 @@ typedef struct ft_gc_thread {
     ft_object *trash;
     /* The collector's zombies (below), while this thread collects; owner only. */
     ft_object *zombies;
+    /* The innermost stack region this thread registered (ftrt/stackref.h): the owner pushes and
+     * pops, attached; the collector reads every thread's, world stopped. */
+    ft_stack_region *regions;
 } ft_gc_thread;
 
 /* The collector's working arrays, kept from one collection to the next (gc.c): the candidates and

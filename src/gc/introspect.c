@@ -414,8 +414,31 @@ void ft_gc_runtime_destroy(ft_runtime *rt)
     rt->gc.roots = NULL;
 }
 
+/* Shutdown, world stopped: every deferred object becomes an ordinary one; those its deferral alone
+ * kept alive are dead (pushed for dealloc after the restart). */
+static bool undefer(void *block, size_t size, void *arg)
+{
+    (void)size;
+    ft_object *o = block;
+    if (!ft_object_deferral_bias(o))
+        return true;
+    ft_object_disable_deferred_stopped(ft_object_runtime(o), o);
+    if (ft_refcount(o) == 0) {
+        ft_object_merge_stopped(o);
+        ft_dead_list_push(arg, o);
+    }
+    return true;
+}
+
 void ft_gc_finalize_runtime(ft_runtime *rt)
 {
+    ft_dead_list dead = {0};
+    ft_stop_the_world(rt);
+    ft_uniqueid_merge_stopped(rt, NULL);
+    ft_heap_visit(rt, FT_HEAP_OBJECT, undefer, &dead);
+    ft_heap_visit(rt, FT_HEAP_GC, undefer, &dead);
+    ft_start_the_world(rt);
+    ft_dead_list_dealloc(&dead);
     /* No callbacks at shutdown (CPython clears gc.callbacks before its last collections). */
     ft_mutex_lock_internal(&rt->gc.mutex);
     rt->gc.callback_count = 0;

@@ -7,6 +7,7 @@
 #include "internal/types.h"
 #include "platform/platform.h"
 #include "ftrt/parking_lot.h"
+#include "ftrt/stackref.h"
 #include "sync/sync.h"
 #include "thread/critical_section.h"
 
@@ -35,6 +36,19 @@ static inline bool ft_inject_failure(ft_runtime *rt)
 #else
 #define FT_HEAP_FREED_BITS 0
 #endif
+
+/* The bias a deferred object carries in its shared count (in references): no ordinary decref can
+ * take its count to zero, so only the collector (or a merge of per-thread counts) frees it. */
+#define FT_DEFERRED_BIAS (INTPTR_MAX / 8)
+static inline intptr_t ft_object_deferral_bias(const ft_object *o)
+{
+    return (atomic_load_explicit(&((ft_object *)o)->ob_flags, memory_order_relaxed) &
+            FT_OBJ_DEFERRED) && !ft_object_is_immortal(o)
+               ? FT_DEFERRED_BIAS
+               : 0;
+}
+/* object.c: world stopped, o garbage: take its deferral away (its unique id too, if it has one). */
+void ft_object_disable_deferred_stopped(ft_runtime *rt, ft_object *o);
 
 /* object.c: a non-owner's decref out of line (the merge queue drops its references with it). */
 void ft_decref_shared(ft_object *o);

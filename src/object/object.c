@@ -324,6 +324,44 @@ static __attribute__((noinline, cold)) ft_object *bad_type(void)
     return NULL;
 }
 
+/* The deferral bias in shared-count units. */
+static intptr_t deferral_shared(void)
+{
+    return (intptr_t)((uintptr_t)FT_DEFERRED_BIAS << FT_SHARED_SHIFT);
+}
+
+/* A new instance of an FT_TYPE_DEFERRED type is deferred from the start (it is still private). */
+static ft_object *deferred_if_its_type(ft_object *o)
+{
+    if (o && (o->ob_type->flags & FT_TYPE_DEFERRED)) {
+        atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
+        atomic_fetch_add_explicit(&o->ob_ref_shared, deferral_shared(), memory_order_release);
+    }
+    return o;
+}
+
+ft_status ft_object_enable_deferred_rc(ft_object *o)
+{
+    /* Private: the caller owns it, and no other thread has counted it or been promised it. */
+    if (!o || ft_object_is_immortal(o) || !ft_object_is_owned(o) || ft_object_is_deferred(o) ||
+        atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed) != 0)
+        return FT_EINVAL;
+    atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
+    /* Release: a try-incref that accepts the biased count sees the object as this thread does. */
+    atomic_fetch_add_explicit(&o->ob_ref_shared, deferral_shared(), memory_order_release);
+    return FT_OK;
+}
+
+void ft_object_disable_deferred_stopped(ft_runtime *rt, ft_object *o)
+{
+    if (ft_uniqueid_bias(o) != 0) {
+        ft_uniqueid_release_stopped(rt, o); /* the id, the bias and the flag */
+        return;
+    }
+    atomic_fetch_sub_explicit(&o->ob_ref_shared, deferral_shared(), memory_order_relaxed);
+    atomic_fetch_and_explicit(&o->ob_flags, (uint16_t)~FT_OBJ_DEFERRED, memory_order_relaxed);
+}
+
 /* A type that cannot be allocated: smaller than a header, or whose weak reference list head lies
  * outside the instance. */
 static bool type_refused(const ft_type *type)
@@ -341,7 +379,8 @@ static __attribute__((noinline)) ft_object *alloc_unusual(ft_thread *t, const ft
 {
     if (type_refused(type))
         return bad_type();
-    return alloc_object(t, type, type->basic_size, type->freelist_max != 0, payload);
+    return deferred_if_its_type(
+        alloc_object(t, type, type->basic_size, type->freelist_max != 0, payload));
 }
 
 /* ft_alloc and ft_alloc_uninit. One comparison covers both ends of the size (too small, an error;
@@ -353,7 +392,7 @@ alloc_fixed(ft_thread *t, const ft_type *type, payload_kind payload)
     if (FT_UNLIKELY(!type))
         return bad_type();
     size_t size = type->basic_size;
-    uint32_t unusual = type->freelist_max;
+    uint32_t unusual = type->freelist_max | (type->flags & FT_TYPE_DEFERRED);
     if (payload == PAYLOAD_AS_IT_WAS)
         unusual |= type->flags & FT_TYPE_HAS_WEAKREFS;
     if (FT_UNLIKELY(size - sizeof(ft_object) > FT_DIRECT_MAX - sizeof(ft_object) || unusual != 0))
@@ -380,7 +419,8 @@ alloc_var(ft_thread *t, const ft_type *type, size_t nitems, payload_kind payload
         ft_set_last_error(FT_ENOMEM);
         return NULL;
     }
-    return alloc_object(t, type, type->basic_size + nitems * type->item_size, false, payload);
+    return deferred_if_its_type(
+        alloc_object(t, type, type->basic_size + nitems * type->item_size, false, payload));
 }
 
 ft_object *ft_alloc_var(ft_thread *t, const ft_type *type, size_t nitems)
@@ -692,10 +732,10 @@ void ft_set_refcount(ft_object *o, size_t n)
         ft_immortalize(o);
         return;
     }
-    if (FT_UNLIKELY(ft_uniqueid_bias(o) != 0))
-        ft_fatal("ft_set_refcount: object %p of type '%s' has per-thread reference counts "
-                 "(ftrt/uniqueid.h): its count is spread over every thread's array, so no single "
-                 "value can replace it",
+    if (FT_UNLIKELY(ft_object_deferral_bias(o) != 0))
+        ft_fatal("ft_set_refcount: object %p of type '%s' has deferred counting (per-thread "
+                 "reference counts, ftrt/uniqueid.h, or stack references, ftrt/stackref.h): its "
+                 "count is spread over places no single value can replace",
                  (void *)o, type_name(o));
     intptr_t was;
     if (ft_object_is_owned(o)) {
@@ -714,6 +754,9 @@ void ft_immortalize(ft_object *o)
 {
     if (ft_object_is_immortal(o))
         return; /* never written again: it may sit in read-only memory */
+    /* A deferral's bias was never a reference; an id's slots' counts are dropped by the merges to
+     * come. Read before the object is immortal (then it has no bias to speak of). */
+    intptr_t bias = ft_object_deferral_bias(o);
     atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
     /* Exchanges: the count they replace leaves the debug total for good. Release: a try-incref
      * that finds the object immortal (an acquire load) sees it as the caller does. */
@@ -721,8 +764,7 @@ void ft_immortalize(ft_object *o)
         atomic_exchange_explicit(&o->ob_ref_local, FT_IMMORTAL_LOCAL, memory_order_release);
     was += shared_count(atomic_exchange_explicit(&o->ob_ref_shared, 0, memory_order_relaxed));
     atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
-    /* An id's bias was never a reference; its slots' counts are dropped by the merges to come. */
-    debug_count_reference(o, -(was - ft_uniqueid_bias(o)));
+    debug_count_reference(o, -(was - bias));
 }
 
 /* ---- checked (debug) fast paths -------------------------------------------------------------- */

@@ -27,7 +27,7 @@
 #include "internal/internal.h"
 
 #define INITIAL_IDS 8
-#define BIAS_COUNT (INTPTR_MAX / 8) /* in references; shifted into the shared field */
+#define BIAS_COUNT FT_DEFERRED_BIAS /* in references; shifted into the shared field */
 #define FREE_TAG ((uintptr_t)1)
 
 static uint32_t *id_field(ft_object *o)
@@ -98,8 +98,10 @@ ft_status ft_uniqueid_enable(ft_thread *t, ft_object *obj)
     ft_mutex_unlock(&rt->uniqueid.mutex);
     if (s != FT_OK)
         return s;
-    atomic_fetch_or_explicit(&obj->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
-    atomic_fetch_add_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_release);
+    /* Already deferred (its type's, or ft_object_enable_deferred_rc): it has the bias. */
+    uint16_t was = atomic_fetch_or_explicit(&obj->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
+    if (!(was & FT_OBJ_DEFERRED))
+        atomic_fetch_add_explicit(&obj->ob_ref_shared, bias_shared(), memory_order_release);
     return FT_OK;
 }
 
