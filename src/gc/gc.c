@@ -400,6 +400,10 @@ typedef struct collection {
     /* Live weak references whose callbacks run (with a reference), and those still alive after. */
     ft_weakref **callbacks, **kept;
     size_t n_callbacks, n_kept, callbacks_cap;
+    /* Deferred garbage that nothing counted once its deferral was gone (only stacks or nothing held
+     * it): the collector holds one reference to each until the end, as CPython's worklist does. */
+    ft_object **held;
+    size_t n_held, held_cap;
     intptr_t collected, uncollectable;
     uint64_t survivors;
     int64_t pause_ns;
@@ -758,9 +762,17 @@ static bool find_unreachable(collection *c)
             continue;
         }
         w->objs[nu++] = o;
-        if (FT_UNLIKELY(ft_object_deferral_bias(o) != 0))
+        bool deferred = ft_object_deferral_bias(o) != 0;
+        if (FT_UNLIKELY(deferred))
             ft_object_disable_deferred_stopped(rt, o);
         ft_object_merge_stopped(o);
+        if (FT_UNLIKELY(deferred) && ft_refcount(o) == 0) {
+            if (!grow((void **)&c->held, &c->held_cap, sizeof *c->held, c->n_held + 1))
+                ft_fatal("the collector is out of memory holding deferred garbage %p ('%s')",
+                         (void *)o, o->ob_type->name ? o->ob_type->name : "?");
+            ft_object_hold_stopped(o);
+            c->held[c->n_held++] = o;
+        }
         /* Its index (see ft_gc_leave_collection), while the world runs; renumbered if legacy
          * finalizers split the list below. */
         atomic_store_explicit(&o->ob_tid, nu, memory_order_relaxed);
@@ -877,6 +889,9 @@ static void handle_resurrected_stopped(collection *c)
         ft_object *o = c->unreachable[i];
         refs_store(o, ft_refcount(o));
     }
+    for (size_t i = 0; i < c->n_held; i++) /* the collector's own reference is no one's */
+        if (in_set(c->held[i]))
+            refs_store(c->held[i], refs_of(c->held[i]) - 1);
     for (size_t i = 0; i < n; i++)
         ft_gc_traverse(c->unreachable[i], visit_decref, c);
     mark_reachable(c, c->unreachable, n);
@@ -1043,6 +1058,8 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
             ft_decref(&c.kept[i]->ob_base);
         c.collected += (intptr_t)c.n_unreachable;
         delete_garbage(&c);
+        for (size_t i = 0; i < c.n_held; i++)
+            ft_decref(c.held[i]);
         handle_legacy(&c);
         atomic_store_explicit(&rt->gc.defer_all_frees, false, memory_order_seq_cst);
     }
@@ -1068,6 +1085,7 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     work_trim(c.w, candidates);
     free(c.legacy);
     free(c.callbacks);
+    free(c.held);
     *collected = c.collected;
     *uncollectable = c.uncollectable;
     if (!found) {

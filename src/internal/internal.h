@@ -49,6 +49,8 @@ static inline intptr_t ft_object_deferral_bias(const ft_object *o)
 }
 /* object.c: world stopped, o garbage: take its deferral away (its unique id too, if it has one). */
 void ft_object_disable_deferred_stopped(ft_runtime *rt, ft_object *o);
+/* object.c: world stopped, o merged at count zero: the caller takes one reference to it. */
+void ft_object_hold_stopped(ft_object *o);
 
 /* object.c: a non-owner's decref out of line (the merge queue drops its references with it). */
 void ft_decref_shared(ft_object *o);

@@ -352,6 +352,12 @@ ft_status ft_object_enable_deferred_rc(ft_object *o)
     return FT_OK;
 }
 
+void ft_object_hold_stopped(ft_object *o)
+{
+    atomic_store_explicit(&o->ob_ref_shared, FT_SHARED_ONE | FT_SHARED_MERGED, memory_order_relaxed);
+    debug_count_reference(o, 1);
+}
+
 void ft_object_disable_deferred_stopped(ft_runtime *rt, ft_object *o)
 {
     if (ft_uniqueid_bias(o) != 0) {
