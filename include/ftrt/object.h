@@ -128,9 +128,11 @@ FT_ABI_OFFSET(ft_object, ob_type, 24);
 
 /* ob_flags: atomic fetch_or / fetch_and by any thread (above) */
 #define FT_OBJ_STATIC 1 /* static storage (FT_STATIC_OBJECT_INIT), always immortal; never written */
-/* Deferred reference counting: freed only by a merge of counts kept elsewhere (per-thread counts,
- * include/ftrt/uniqueid.h), or never (immortal). Set by ft_uniqueid_enable and
- * ft_immortalize; cleared by ft_uniqueid_merge. */
+/* Deferred reference counting: freed only by the collector (stack references, ftrt/stackref.h),
+ * by a merge of counts kept elsewhere (per-thread counts, ftrt/uniqueid.h), or never (immortal).
+ * Set by the allocation of an FT_TYPE_DEFERRED type, ft_object_enable_deferred_rc,
+ * ft_uniqueid_enable and ft_immortalize; cleared by ft_uniqueid_merge and by the collector for
+ * garbage. */
 #define FT_OBJ_DEFERRED 2
 /* A thread other than the owner has reached the object, so its owner must free what readers may
  * still see with QSBR (CPython's _PyGC_BITS_SHARED; for containers).
@@ -153,12 +155,10 @@ typedef int (*ft_visit_fn)(ft_object *referent, void *arg);
 /* Instances may get per-thread reference counts: ft_uniqueid_enable
  * (include/ftrt/uniqueid.h), with the id in the field unique_id_offset names. */
 #define FT_TYPE_UNIQUEID 4
-/* Deferred reference counting for every instance, from its allocation. Today nothing reads this
- * flag: an object becomes deferred one at a time, by getting per-thread counts
- * (FT_TYPE_UNIQUEID) or by becoming immortal (both set FT_OBJ_DEFERRED). With the collector,
- * instances will be allocated with FT_OBJ_DEFERRED and a bias in their shared count (CPython's
- * _PyObject_SetDeferredRefcount), so that references from evaluation stacks need no count and only
- * a collection, which accounts for those references, frees them. */
+/* Deferred reference counting for every instance, from its allocation (ftrt/stackref.h): instances
+ * get FT_OBJ_DEFERRED and a bias in their shared count (CPython's _PyObject_SetDeferredRefcount), so
+ * that references from evaluation stacks need no count and only a collection, which counts those
+ * references, frees them. One object at a time: ft_object_enable_deferred_rc. */
 #define FT_TYPE_DEFERRED 8
 /* Instances start with an ft_weakref (ftrt/weakref.h); with FT_TYPE_GC. */
 #define FT_TYPE_WEAKREF 16
