@@ -5,6 +5,7 @@
 #   make bench     build release, run build/release/bench/ftrt_bench build/bench/results.json
 #   make tsan      build and test under ThreadSanitizer
 #   make asan      build and test under AddressSanitizer + UBSan
+#   make stackref-debug  build and test with FTRT_STACKREF_DEBUG (stackrefs as checked ids)
 #   make clang     build everything with clang -Werror in build/clang (the clang-clean check)
 #   make install   install the release build to PREFIX (default /usr/local)
 #   make clean     remove build/
@@ -34,7 +35,7 @@ FUZZ_N ?= 5000
 PYTHON311 ?= python3.11
 gcdriver_ftrt = build/debug/tests/gc_oracle/gcdriver_ftrt
 
-.PHONY: all deps release debug demo test bench tsan asan clang install clean oracle fuzz
+.PHONY: all deps release debug demo test bench tsan asan stackref-debug clang install clean oracle fuzz
 
 all: release
 
@@ -77,6 +78,11 @@ asan:
 	@scripts/install-deps asan
 	$(call configure_and_build,asan)
 	$(CTEST) --preset asan
+
+stackref-debug:
+	@scripts/install-deps test
+	$(call configure_and_build,stackref-debug)
+	$(CTEST) --preset stackref-debug
 
 clang:
 	@scripts/install-deps clang

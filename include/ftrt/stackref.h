@@ -73,6 +73,61 @@ static inline intptr_t ft_stackref_untag_int(ft_stackref r)
     return (intptr_t)r.bits >> 2;
 }
 
+/* ---- debug mode (FTRT_STACKREF_DEBUG) -------------------------------------------------------------
+ *
+ * Built with FTRT_STACKREF_DEBUG (CMake option of the same name; a public compile definition of the
+ * ftrt targets, so the library and the code that includes this header agree), a stackref that refers
+ * to an object holds no address: bits is an id, shifted left by 2, into a table of the runtime of the
+ * calling thread, with the same tag meaning (bit 0 set: owns no count; tagged integers and NULL, the
+ * word 1, are unchanged and in no table). Each entry records the object, whether the stackref owns a
+ * count, the creating thread, the creation site, the last borrow site and the close site. Every
+ * operation below is then a macro that passes __FILE__ and __LINE__ to the out-of-line function of
+ * the same name with a _debug infix, and ft_fatal names the sites, the object's address and its type
+ * on: use after close, double close, an unknown id, and stackrefs that own a count still open when
+ * their creating thread stops (ft_thread_stop). Ids are never reused (an entry takes 64 bytes for the
+ * runtime's life): the mode is for tests. The operations need the calling thread attached.
+ *
+ * A stackref stored in the heap must go through ft_stackref_make_heap_safe in this mode even when it
+ * is already safe: that marks its entry as heap-held, exempt from the thread-stop check.
+ *
+ * The functions are in every build (so the library exports the same symbols); in a library built
+ * without the option they report a fatal error. */
+FT_API ft_stackref ft_stackref_debug_from_object_new(ft_object *o, const char *file, int line);
+FT_API ft_stackref ft_stackref_debug_from_object_steal(ft_object *o, const char *file, int line);
+FT_API ft_stackref ft_stackref_debug_from_object_borrow(ft_object *o, const char *file, int line);
+FT_API ft_stackref ft_stackref_debug_from_object_immortal(ft_object *o, const char *file, int line);
+FT_API ft_object *ft_stackref_debug_as_object_borrow(ft_stackref r, const char *file, int line);
+FT_API ft_object *ft_stackref_debug_as_object_steal(ft_stackref r, const char *file, int line);
+FT_API ft_object *ft_stackref_debug_as_object_new(ft_stackref r, const char *file, int line);
+FT_API const ft_type *ft_stackref_debug_type(ft_stackref r, const char *file, int line);
+FT_API ft_stackref ft_stackref_debug_dup(ft_stackref r, const char *file, int line);
+FT_API void ft_stackref_debug_close(ft_stackref r, const char *file, int line);
+FT_API void ft_stackref_debug_xclose(ft_stackref r, const char *file, int line);
+FT_API bool ft_stackref_debug_is_deferred(ft_stackref r, const char *file, int line);
+FT_API bool ft_stackref_debug_is_heap_safe(ft_stackref r, const char *file, int line);
+FT_API ft_stackref ft_stackref_debug_make_heap_safe(ft_stackref r, const char *file, int line);
+
+#ifdef FTRT_STACKREF_DEBUG
+
+#define ft_stackref_from_object_new(o) ft_stackref_debug_from_object_new((o), __FILE__, __LINE__)
+#define ft_stackref_from_object_steal(o) ft_stackref_debug_from_object_steal((o), __FILE__, __LINE__)
+#define ft_stackref_from_object_borrow(o)                                                          \
+    ft_stackref_debug_from_object_borrow((o), __FILE__, __LINE__)
+#define ft_stackref_from_object_immortal(o)                                                        \
+    ft_stackref_debug_from_object_immortal((o), __FILE__, __LINE__)
+#define ft_stackref_as_object_borrow(r) ft_stackref_debug_as_object_borrow((r), __FILE__, __LINE__)
+#define ft_stackref_as_object_steal(r) ft_stackref_debug_as_object_steal((r), __FILE__, __LINE__)
+#define ft_stackref_as_object_new(r) ft_stackref_debug_as_object_new((r), __FILE__, __LINE__)
+#define ft_stackref_type(r) ft_stackref_debug_type((r), __FILE__, __LINE__)
+#define ft_stackref_dup(r) ft_stackref_debug_dup((r), __FILE__, __LINE__)
+#define ft_stackref_close(r) ft_stackref_debug_close((r), __FILE__, __LINE__)
+#define ft_stackref_xclose(r) ft_stackref_debug_xclose((r), __FILE__, __LINE__)
+#define ft_stackref_is_deferred(r) ft_stackref_debug_is_deferred((r), __FILE__, __LINE__)
+#define ft_stackref_is_heap_safe(r) ft_stackref_debug_is_heap_safe((r), __FILE__, __LINE__)
+#define ft_stackref_make_heap_safe(r) ft_stackref_debug_make_heap_safe((r), __FILE__, __LINE__)
+
+#else /* !FTRT_STACKREF_DEBUG */
+
 /* ---- from an object ---------------------------------------------------------------------------- */
 
 /* A new reference: tagged for deferred and immortal objects (no count), counted otherwise. */
@@ -180,6 +235,8 @@ static inline ft_stackref ft_stackref_make_heap_safe(ft_stackref r)
     ft_incref(o);
     return (ft_stackref){(uintptr_t)o};
 }
+
+#endif /* FTRT_STACKREF_DEBUG */
 
 /* ---- stacks the collector sees ----------------------------------------------------------------- */
 

@@ -20,7 +20,8 @@
  *   heap/      page.c, heap.c: segments and pages, per-thread heaps, abandonment, walking; heap.h
  *   object/    object.c (allocation, biased refcounting, try-incref, resurrection, dealloc), brc.c
  *              (merge queues; brc.h), freelist.c (freelist.h), uniqueid.c (unique ids and
- *              per-thread refcounts; uniqueid.h)
+ *              per-thread refcounts; uniqueid.h), stackref_debug.c (the stackref table of
+ *              FTRT_STACKREF_DEBUG; stackref_debug.h)
  *   reclaim/   qsbr.c (sequences, slots, polling; qsbr.h), delayed.c (delayed free and decref, the
  *              heap's page-reuse hook; delayed.h)
  *   gc/        gc.c (the cycle collector: counting, scheduling, collections; gc.h), introspect.c
@@ -49,7 +50,8 @@
  *   2  rt->stw.mutex (the requester, from stop to restart)
  *   3  rt->head_mutex
  *   4  rt->uniqueid.mutex, rt->heaps.mutex, rt->tlbc.mutex, rt->delayed.mutex, each BRC bucket's
- *      mutex, rt->thread_indices.mutex, rt->gc.mutex, rt->gc.weakref_locks[*]
+ *      mutex, rt->thread_indices.mutex, rt->gc.mutex, rt->gc.weakref_locks[*],
+ *      rt->stackref_debug.mutex
  *   5  parking-lot bucket locks (inside every lock's slow path and every event)
  */
 #ifndef FTRT_INTERNAL_TYPES_H
@@ -65,6 +67,7 @@
 #include "lib/tlbc.h"
 #include "object/brc.h"
 #include "object/freelist.h"
+#include "object/stackref_debug.h"
 #include "object/uniqueid.h"
 #include "reclaim/delayed.h"
 #include "reclaim/qsbr.h"
@@ -111,6 +114,7 @@ struct ft_runtime {
     ft_delayed_runtime delayed;   /* reclaim/delayed.h */
     ft_tlbc_runtime tlbc;         /* lib/tlbc.h */
     ft_gc_runtime gc;             /* gc/gc.h */
+    ft_stackref_debug_runtime stackref_debug; /* object/stackref_debug.h (FTRT_STACKREF_DEBUG) */
     /* Debug builds: the reference totals of stopped threads, of callers that are not attached, and
      * of per-thread counts as they are merged; any thread adds (relaxed), ft_runtime_reftotal reads
      * (under head_mutex, with every started thread's own total). */

@@ -110,6 +110,7 @@ ft_status ft_runtime_free(ft_runtime *rt)
     if (in_use(rt) || ft_delayed_runtime_pending(rt))
         return FT_EBUSY;
     ft_gc_runtime_destroy(rt);
+    ft_stackref_debug_runtime_destroy(rt);
     ft_delayed_runtime_destroy(rt);
     ft_uniqueid_runtime_destroy(rt);
     ft_heap_runtime_destroy(rt);
@@ -157,6 +158,7 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
     for (uint32_t i = 0; i < FT_BRC_BUCKETS; i++)
         rt->brc[i].mutex = (ft_mutex){0};
     rt->gc.mutex = (ft_mutex){0};
+    rt->stackref_debug.mutex = (ft_mutex){0};
     for (uint32_t i = 0; i < FT_WEAKREF_STRIPES; i++)
         rt->gc.weakref_locks[i] = (ft_mutex){0};
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);

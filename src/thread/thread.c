@@ -168,6 +168,7 @@ void ft_thread_stop(ft_thread *t)
     ft_delayed_hand_over(t); /* what destructors run by those last merges queued */
     ft_heap_thread_stop(t);
     ft_gc_thread_stop(t); /* last: everything above may free GC objects */
+    ft_stackref_debug_thread_stop(t); /* after the destructors above, which may close some */
     ft_detach(t);
 
     ft_mutex_lock_internal(&rt->head_mutex);
