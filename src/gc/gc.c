@@ -698,10 +698,9 @@ static bool stack_top_unknown(ft_runtime *rt)
     return unknown;
 }
 
-/* ---- FTRT_STACKREF_DEBUG (stackref-debug branch): begin ----
- * In debug mode a stackref's bits are an id into rt->stackref_debug (object/stackref_debug.c), not
- * an address: the scan and ft_gc_visit_stackref translate them, world stopped, without the table's
- * lock and without recording a borrow site. In other builds this is the address in the bits. */
+/* The object a stackref names, world stopped. In FTRT_STACKREF_DEBUG builds a stackref's bits are
+ * an id into rt->stackref_debug (object/stackref_debug.c): translated without the table's lock and
+ * without recording a borrow site. In other builds, the address in the bits. */
 static ft_object *stackref_object_stopped(ft_runtime *rt, ft_stackref r)
 {
 #ifdef FTRT_STACKREF_DEBUG
@@ -724,7 +723,6 @@ static ft_runtime *stackref_runtime(void)
     return NULL;
 #endif
 }
-/* ---- FTRT_STACKREF_DEBUG: end (two uses below, marked) ---- */
 
 /* World stopped, candidates gathered: one reference for each tagged stackref to a candidate on
  * every thread's registered regions (those references are in no count). */
@@ -737,7 +735,7 @@ static void count_stack_references(ft_runtime *rt)
             for (ft_stackref *p = r->base; top && p < top; p++) {
                 if (!ft_stackref_is_tagged(*p) || ft_stackref_is_null(*p))
                     continue;
-                ft_object *o = stackref_object_stopped(rt, *p); /* FTRT_STACKREF_DEBUG */
+                ft_object *o = stackref_object_stopped(rt, *p);
                 if (bits_of(o) & FT_GC_UNREACHABLE)
                     refs_store(o, refs_of(o) + 1);
             }
@@ -752,12 +750,12 @@ int ft_gc_visit_stackref(ft_stackref r, ft_visit_fn visit, void *arg)
     /* A tagged reference is in no count: the subtraction must not take it away. */
     if (ft_stackref_is_tagged(r) && visit == visit_decref)
         return 0;
-    ft_runtime *rt = stackref_runtime(); /* FTRT_STACKREF_DEBUG: begin */
+    ft_runtime *rt = stackref_runtime();
 #ifdef FTRT_STACKREF_DEBUG
     if (!ft_world_is_stopped(rt)) /* a traverse outside a collection: the checked, locked lookup */
         return visit(ft_stackref_as_object_borrow(r), arg);
 #endif
-    return visit(stackref_object_stopped(rt, r), arg); /* FTRT_STACKREF_DEBUG: end */
+    return visit(stackref_object_stopped(rt, r), arg);
 }
 
 /* Stop #1, after the settling: find the unreachable objects. False if out of memory. */
