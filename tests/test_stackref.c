@@ -315,6 +315,15 @@ TEST(enable_deferred_refuses_shared_objects)
     ft_object_enable_try_incref(&m->ob); /* promised to readers: no longer private */
     CHECK_EQ(ft_object_enable_deferred_rc(&m->ob), FT_EINVAL);
     CHECK(!ft_object_is_deferred(&m->ob));
+    /* Only GC objects: nothing else would ever free a deferred object. */
+    static const ft_type plain = {.name = "plain", .basic_size = sizeof(ft_object)};
+    ft_object *p = ft_alloc(f.t, &plain);
+    CHECK_EQ(ft_object_enable_deferred_rc(p), FT_EINVAL);
+    ft_decref(p);
+    static const ft_type deferred_plain = {
+        .name = "deferred plain", .basic_size = sizeof(ft_object), .flags = FT_TYPE_DEFERRED};
+    CHECK(ft_alloc(f.t, &deferred_plain) == NULL);
+    CHECK_EQ(ft_last_error(), FT_EINVAL);
     ft_decref(&n->ob);
     ft_decref(&m->ob);
     teardown(f);

@@ -8,7 +8,8 @@
  * shared objects are used from every thread's stack without touching their counts. Deferred objects
  * carry a bias in their shared count that keeps ordinary decrefs from ever freeing them; only the
  * collector frees them, after adding one reference for each tagged stackref it finds on the stacks
- * the threads registered (ft_stack_push_region).
+ * the threads registered (ft_stack_push_region). Deferred objects are GC objects: only a collection
+ * could free them.
  *
  * Tag layout (objects are 16-byte aligned):
  *   ....xxx0  an object, one counted reference owned
@@ -241,9 +242,9 @@ static inline ft_stackref ft_stackref_make_heap_safe(ft_stackref r)
 /* ---- stacks the collector sees ----------------------------------------------------------------- */
 
 /* A region of stackrefs a thread registers while it uses it: slots [base, top). The owner pushes
- * and pops regions (innermost last) and moves top as it pushes and pops values; a collection, with
- * the world stopped, reads every thread's regions (attached, detached or suspended) and counts one
- * reference for each tagged stackref to a deferred object. A top of NULL means "unknown right now"
+ * and pops regions (innermost last) and moves top as it pushes and pops values, attached; a full
+ * collection, with the world stopped, reads every thread's regions (detached or suspended) and
+ * counts one reference for each tagged stackref to one of its candidates. A top of NULL means "unknown right now"
  * (a thread interrupted between writing a slot and moving top): that collection then keeps every
  * deferred object alive (CPython's gh-129236). The region's memory is the host's. */
 typedef struct ft_stack_region {
@@ -262,9 +263,10 @@ static inline void ft_stack_region_set_top(ft_stack_region *region, ft_stackref 
 
 /* ---- deferred objects -------------------------------------------------------------------------- */
 
-/* Make o deferred: it must still be private (owned by the caller, no other thread has seen it, no
- * shared count), tracked or not. FT_EINVAL otherwise (and for immortal or already deferred
- * objects), nothing changed. Instances of FT_TYPE_DEFERRED types are deferred from allocation. */
+/* Make o deferred: it must be a GC object (only a collection frees a deferred object) and still
+ * private (owned by the caller, no other thread has seen it, no shared count), tracked or not.
+ * FT_EINVAL otherwise (and for immortal or already deferred objects), nothing changed. Instances of
+ * FT_TYPE_DEFERRED types (which must be GC types) are deferred from allocation. */
 FT_API ft_status ft_object_enable_deferred_rc(ft_object *o);
 
 /* For a host traverse whose object holds stackrefs (a heap frame, a generator): visits the object

@@ -343,7 +343,8 @@ static ft_object *deferred_if_its_type(ft_object *o)
 ft_status ft_object_enable_deferred_rc(ft_object *o)
 {
     /* Private: the caller owns it, and no other thread has counted it or been promised it. */
-    if (!o || ft_object_is_immortal(o) || !ft_object_is_owned(o) || ft_object_is_deferred(o) ||
+    if (!o || !(o->ob_type->flags & FT_TYPE_GC) || ft_object_is_immortal(o) ||
+        !ft_object_is_owned(o) || ft_object_is_deferred(o) ||
         atomic_load_explicit(&o->ob_ref_shared, memory_order_relaxed) != 0)
         return FT_EINVAL;
     atomic_fetch_or_explicit(&o->ob_flags, FT_OBJ_DEFERRED, memory_order_relaxed);
@@ -368,11 +369,12 @@ void ft_object_disable_deferred_stopped(ft_runtime *rt, ft_object *o)
     atomic_fetch_and_explicit(&o->ob_flags, (uint16_t)~FT_OBJ_DEFERRED, memory_order_relaxed);
 }
 
-/* A type that cannot be allocated: smaller than a header, or whose weak reference list head lies
- * outside the instance. */
+/* A type that cannot be allocated: smaller than a header, deferred without being a GC type (nothing
+ * could free its instances), or whose weak reference list head lies outside the instance. */
 static bool type_refused(const ft_type *type)
 {
     return type->basic_size < sizeof(ft_object) ||
+           (type->flags & (FT_TYPE_DEFERRED | FT_TYPE_GC)) == FT_TYPE_DEFERRED ||
            ((type->flags & FT_TYPE_HAS_WEAKREFS) &&
             (type->weaklist_offset < sizeof(ft_object) ||
              type->weaklist_offset > type->basic_size - sizeof(void *)));
