@@ -215,5 +215,9 @@ void bench_gc_garbage_vs_cpython(const bench_config *cfg, const char *name);
 void bench_gc_young_vs_heap_size(const bench_config *cfg, const char *name);
 void bench_gc_scheduling_overhead(const bench_config *cfg, const char *name);
 void bench_gc_young_pause_p99(const bench_config *cfg, const char *name);
+void bench_gc_stack_scan_ns_per_slot(const bench_config *cfg, const char *name);
+void bench_stackref_vs_raw(const bench_config *cfg, const char *name);
+void bench_stackref_deferred_scaling_2t(const bench_config *cfg, const char *name);
+void bench_stackref_shared_rc_control_2t(const bench_config *cfg, const char *name);
 
 #endif

@@ -50,6 +50,10 @@ static const struct {
     {"gc.young_vs_heap_size", bench_gc_young_vs_heap_size},
     {"gc.scheduling_overhead", bench_gc_scheduling_overhead},
     {"gc.young_pause_p99_us", bench_gc_young_pause_p99},
+    {"gc.stack_scan_ns_per_slot", bench_gc_stack_scan_ns_per_slot},
+    {"stackref.vs_raw", bench_stackref_vs_raw},
+    {"stackref.deferred_scaling_2t", bench_stackref_deferred_scaling_2t},
+    {"stackref.shared_rc_control_2t", bench_stackref_shared_rc_control_2t},
 };
 
 static void usage(FILE *out)

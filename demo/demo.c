@@ -1,7 +1,8 @@
-/* demo/demo.c: ftrt's demo: four phases, each checking its invariants. This file has main, the
+/* demo/demo.c: ftrt's demo: five phases, each checking its invariants. This file has main, the
  * helpers the phases share, and the first phase, a small bank on the foundation layer; graphs.c
  * has the second, graphs of managed objects handed between threads; sharing.c the third, readers
- * and writers sharing a dictionary; gc.c the fourth, cycles collected while threads work.
+ * and writers sharing a dictionary; gc.c the fourth, cycles collected while threads work; stackrefs.c the fifth,
+ * shared deferred functions called through stack references while collections run.
  *
  * The bank. Worker threads move money between accounts. Each account has its own ft_mutex, and a
  * transfer locks the two accounts it touches with a two-mutex critical section, which locks in
@@ -21,7 +22,7 @@
  * yet (an unlock hands a mutex directly to a waiter that has waited over 1 ms, and a two-mutex
  * section keeps the lower mutex while it waits for the higher), and waiting for it would hang.
  *
- * The whole run takes 2 s (or argv[1] milliseconds), a quarter for each phase. Each phase prints its
+ * The whole run takes 2 s (or argv[1] milliseconds), a fifth for each phase. Each phase prints its
  * figures and whether its invariants held; the program exits with 1 if any did not. */
 #include <inttypes.h>
 #include <pthread.h>
@@ -452,15 +453,15 @@ int demo_bank_phase(long run_ms, long cpus)
 int main(int argc, char **argv)
 {
     long run_ms;
-    if (!parse_run_ms(argc, argv, &run_ms) || run_ms < 4) {
-        fprintf(stderr, "usage: %s [run time in ms, at least 4, default %d]\n", argv[0],
+    if (!parse_run_ms(argc, argv, &run_ms) || run_ms < 5) {
+        fprintf(stderr, "usage: %s [run time in ms, at least 5, default %d]\n", argv[0],
                 DEFAULT_RUN_MS);
         return 2;
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    long bank_ms = run_ms / 4, graphs_ms = run_ms / 4, sharing_ms = run_ms / 4;
-    long gc_ms = run_ms - bank_ms - graphs_ms - sharing_ms;
-    printf("ftrt demo: four phases, %ld ms in all, on %ld CPUs\n\n", run_ms, cpus);
+    long bank_ms = run_ms / 5, graphs_ms = run_ms / 5, sharing_ms = run_ms / 5, gc_ms = run_ms / 5;
+    long stackrefs_ms = run_ms - bank_ms - graphs_ms - sharing_ms - gc_ms;
+    printf("ftrt demo: five phases, %ld ms in all, on %ld CPUs\n\n", run_ms, cpus);
 
     int bank_status = demo_bank_phase(bank_ms, cpus);
     printf("\n");
@@ -475,11 +476,16 @@ int main(int argc, char **argv)
     if (sharing_status == 2)
         return 2;
     int gc_status = demo_gc_phase(gc_ms, cpus);
+    printf("\n");
     if (gc_status == 2)
         return 2;
+    int stackrefs_status = demo_stackrefs_phase(stackrefs_ms, cpus);
+    if (stackrefs_status == 2)
+        return 2;
 
-    bool ok = bank_status == 0 && graphs_status == 0 && sharing_status == 0 && gc_status == 0;
-    printf("\nftrt demo: %s\n", ok ? "all four phases held their invariants"
+    bool ok = bank_status == 0 && graphs_status == 0 && sharing_status == 0 && gc_status == 0 &&
+              stackrefs_status == 0;
+    printf("\nftrt demo: %s\n", ok ? "all five phases held their invariants"
                                    : "an invariant did NOT hold (see above)");
     return ok ? 0 : 1;
 }

@@ -1,6 +1,7 @@
-/* demo/demo.h: what the demo's four phases share: clock, random numbers, stop-latency logs, and
+/* demo/demo.h: what the demo's five phases share: clock, random numbers, stop-latency logs, and
  * each phase's entry point. demo.c has the bank phase and main; graphs.c has the object-graph
- * phase; sharing.c has the shared-dictionary phase; gc.c has the cycle-collector phase. */
+ * phase; sharing.c has the shared-dictionary phase; gc.c has the cycle-collector phase; stackrefs.c has the
+ * stack-reference phase. */
 #ifndef FTRT_DEMO_H
 #define FTRT_DEMO_H
 
@@ -30,5 +31,6 @@ int demo_bank_phase(long run_ms, long cpus);
 int demo_graphs_phase(long run_ms, long cpus);
 int demo_sharing_phase(long run_ms, long cpus);
 int demo_gc_phase(long run_ms, long cpus);
+int demo_stackrefs_phase(long run_ms, long cpus);
 
 #endif

@@ -733,10 +733,11 @@ static void count_stack_references(ft_runtime *rt)
         for (ft_stack_region *r = t->gc.regions; r; r = r->previous) {
             ft_stackref *top = atomic_load_explicit(&r->top, memory_order_relaxed);
             for (ft_stackref *p = r->base; top && p < top; p++) {
-                if (!ft_stackref_is_tagged(*p) || ft_stackref_is_null(*p))
+                ft_stackref v = *p;
+                if (FT_UNLIKELY(!ft_stackref_is_tagged(v) || ft_stackref_is_null(v)))
                     continue;
-                ft_object *o = stackref_object_stopped(rt, *p);
-                if (bits_of(o) & FT_GC_UNREACHABLE)
+                ft_object *o = stackref_object_stopped(rt, v);
+                if (FT_LIKELY(bits_of(o) & FT_GC_UNREACHABLE))
                     refs_store(o, refs_of(o) + 1);
             }
         }
