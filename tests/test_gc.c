@@ -32,26 +32,14 @@
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
-static fixture setup(void)
-{
-    gc_node_reset();
-    fixture f = fixture_setup();
-    ft_gc_disable(f.rt);
-    return f;
-}
+#define setup gc_fixture_setup
 
-/* Every node made was freed once, nothing is left in garbage, the reference total is back at 0. */
+/* Nothing is left in garbage, and gc_fixture_teardown's checks. */
 static void teardown(fixture f)
 {
     ft_gc_set_debug(f.rt, 0);
     CHECK_EQ(ft_gc_garbage_count(f.rt), 0);
-    ft_gc_collect(f.rt, 2);
-    CHECK_EQ(gc_node_live(), 0);
-    CHECK_EQ(atomic_load(&gc_node_bad_deallocs), 0);
-#ifdef FTRT_DEBUG
-    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
-#endif
-    fixture_teardown(f);
+    gc_fixture_teardown(f);
 }
 
 static gc_node *new_node(ft_thread *t)
@@ -79,8 +67,6 @@ static void drop(gc_node *n)
 }
 
 /* By id: freed exactly once, or not freed. */
-#define FREED(id) (atomic_load(&gc_node_freed[id]) == 1)
-#define ALIVE(id) (atomic_load(&gc_node_freed[id]) == 0)
 
 /* A self-cycle, dropped: garbage for the next collection. Returns its id. */
 static int drop_self_cycle(ft_thread *t, const ft_type *type)

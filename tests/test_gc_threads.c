@@ -38,29 +38,13 @@
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
 #define SCALE(n) (UNDER_TSAN ? (n) / 10 : (n))
-#define FREED(id) (atomic_load(&gc_node_freed[id]) == 1)
-#define ALIVE(id) (atomic_load(&gc_node_freed[id]) == 0)
 
-static fixture setup(void)
-{
-    gc_node_reset();
-    fixture f = fixture_setup();
-    ft_gc_disable(f.rt);
-    return f;
-}
+#define setup gc_fixture_setup
 
-/* Every node made since the reset was deallocated exactly once. */
+/* Every node made since the reset was deallocated exactly once, and none is left. */
 static void check_all_freed_once(void)
 {
-    int n = atomic_load(&gc_node_next_id);
-    int bad = 0;
-    for (int i = 0; i < n; i++)
-        if (atomic_load(&gc_node_freed[i]) != 1) {
-            if (bad++ < 10)
-                fprintf(stderr, "node %d freed %d times\n", i, (int)atomic_load(&gc_node_freed[i]));
-        }
-    CHECK_EQ(bad, 0);
-    CHECK_EQ(atomic_load(&gc_node_bad_deallocs), 0);
+    gc_node_check_all_freed_once();
     CHECK_EQ(gc_node_live(), 0);
 }
 

@@ -20,39 +20,13 @@
 #define TEST_GC_NODE
 #include "test_util.h"
 
-#define FREED(id) (atomic_load(&gc_node_freed[id]) == 1)
-#define ALIVE(id) (atomic_load(&gc_node_freed[id]) == 0)
 
-static const ft_type deferred_type = {.name = "deferred",
-                                      .basic_size = sizeof(gc_node),
-                                      .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS | FT_TYPE_DEFERRED,
-                                      .weaklist_offset = offsetof(gc_node, weaklist),
-                                      .traverse = gc_node_traverse,
-                                      .clear = gc_node_clear,
-                                      .dealloc = gc_node_dealloc};
-
-static fixture setup(void)
-{
-    gc_node_reset();
-    fixture f = fixture_setup();
-    ft_gc_disable(f.rt);
-    return f;
-}
-
-static void teardown(fixture f)
-{
-    ft_gc_collect(f.rt, 2);
-    CHECK_EQ(gc_node_live(), 0);
-    CHECK_EQ(atomic_load(&gc_node_bad_deallocs), 0);
-#ifdef FTRT_DEBUG
-    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
-#endif
-    fixture_teardown(f);
-}
+#define setup gc_fixture_setup
+#define teardown gc_fixture_teardown
 
 static gc_node *new_deferred(ft_thread *t)
 {
-    gc_node *n = gc_node_new(t, &deferred_type);
+    gc_node *n = gc_node_new(t, &gc_deferred_type);
     CHECK(n != NULL);
     CHECK(ft_object_is_deferred(&n->ob));
     return n;
@@ -335,7 +309,7 @@ TEST(runtime_free_frees_deferred_objects)
     gc_node_reset();
     ft_runtime *rt = new_runtime(NULL);
     ft_thread *t = ft_thread_start(rt);
-    gc_node *d = gc_node_new(t, &deferred_type);
+    gc_node *d = gc_node_new(t, &gc_deferred_type);
     int id = d->id;
     ft_decref(&d->ob);
     CHECK(ALIVE(id));

@@ -61,13 +61,7 @@ static char *address(const void *p)
     return b;
 }
 
-static fixture setup(void)
-{
-    gc_node_reset();
-    fixture f = fixture_setup();
-    ft_gc_disable(f.rt);
-    return f;
-}
+#define setup gc_fixture_setup
 
 static void teardown(fixture f)
 {
@@ -195,21 +189,13 @@ TEST(uncounted_and_heap_safe_stackrefs_outlive_their_thread)
 
 /* ---- the collector ------------------------------------------------------------------------------- */
 
-static const ft_type deferred_type = {.name = "deferred",
-                                      .basic_size = sizeof(gc_node),
-                                      .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS | FT_TYPE_DEFERRED,
-                                      .weaklist_offset = offsetof(gc_node, weaklist),
-                                      .traverse = gc_node_traverse,
-                                      .clear = gc_node_clear,
-                                      .dealloc = gc_node_dealloc};
-
 TEST(the_collector_translates_ids_on_stacks)
 {
     fixture f = setup();
     ft_stackref slots[2];
     ft_stack_region region;
     ft_stack_push_region(f.t, &region, slots);
-    gc_node *d = gc_node_new(f.t, &deferred_type);
+    gc_node *d = gc_node_new(f.t, &gc_deferred_type);
     int id = d->id;
     slots[0] = ft_stackref_from_object_new(&d->ob);
     CHECK(ft_stackref_is_deferred(slots[0]));
@@ -265,7 +251,7 @@ TEST(two_threads_create_and_close_concurrently)
     shared_rt = f.rt;
     atomic_store(&workers_done, 0);
     shared_counted = gc_node_new(f.t, &gc_node_type);
-    shared_deferred = gc_node_new(f.t, &deferred_type);
+    shared_deferred = gc_node_new(f.t, &gc_deferred_type);
     pthread_t th[WORKERS];
     for (int i = 0; i < WORKERS; i++)
         CHECK_EQ(pthread_create(&th[i], NULL, churn, NULL), 0);

@@ -20,16 +20,6 @@
 #define TEST_GC_NODE
 #include "test_util.h"
 
-#define FREED(id) (atomic_load(&gc_node_freed[id]) == 1)
-#define ALIVE(id) (atomic_load(&gc_node_freed[id]) == 0)
-
-static const ft_type deferred_type = {.name = "deferred",
-                                      .basic_size = sizeof(gc_node),
-                                      .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS | FT_TYPE_DEFERRED,
-                                      .weaklist_offset = offsetof(gc_node, weaklist),
-                                      .traverse = gc_node_traverse,
-                                      .clear = gc_node_clear,
-                                      .dealloc = gc_node_dealloc};
 
 static const ft_type uid_node_type = {.name = "uid_node",
                                       .basic_size = sizeof(gc_node),
@@ -40,30 +30,13 @@ static const ft_type uid_node_type = {.name = "uid_node",
                                       .clear = gc_node_clear,
                                       .dealloc = gc_node_dealloc};
 
-static fixture setup(void)
-{
-    gc_node_reset();
-    fixture f = fixture_setup();
-    ft_gc_disable(f.rt);
-    return f;
-}
-
-static void check_all_freed_once(void)
-{
-    int n = atomic_load(&gc_node_next_id);
-    int bad = 0;
-    for (int i = 0; i < n; i++)
-        if (atomic_load(&gc_node_freed[i]) != 1 && bad++ < 10)
-            fprintf(stderr, "node %d freed %d times\n", i, (int)atomic_load(&gc_node_freed[i]));
-    CHECK_EQ(bad, 0);
-    CHECK_EQ(atomic_load(&gc_node_bad_deallocs), 0);
-}
+#define setup gc_fixture_setup
 
 static void teardown(fixture f)
 {
     ft_gc_collect(f.rt, 2);
     CHECK_EQ(gc_node_live(), 0);
-    check_all_freed_once();
+    gc_node_check_all_freed_once();
 #ifdef FTRT_DEBUG
     CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
 #endif
@@ -72,7 +45,7 @@ static void teardown(fixture f)
 
 static gc_node *new_deferred(ft_thread *t)
 {
-    gc_node *n = gc_node_new(t, &deferred_type);
+    gc_node *n = gc_node_new(t, &gc_deferred_type);
     CHECK(n != NULL);
     CHECK(ft_object_is_deferred(&n->ob));
     return n;

@@ -466,6 +466,52 @@ static inline ft_object *gc_node_pop(gc_node *n)
     return n->n ? n->items[--n->n] : NULL;
 }
 
+#define FREED(id) (atomic_load(&gc_node_freed[id]) == 1)
+#define ALIVE(id) (atomic_load(&gc_node_freed[id]) == 0)
+
+/* gc_node with deferred reference counting from allocation (ftrt/stackref.h). */
+static const ft_type gc_deferred_type = {.name = "gc_deferred",
+                                         .basic_size = sizeof(gc_node),
+                                         .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS |
+                                                  FT_TYPE_DEFERRED,
+                                         .weaklist_offset = offsetof(gc_node, weaklist),
+                                         .traverse = gc_node_traverse,
+                                         .clear = gc_node_clear,
+                                         .dealloc = gc_node_dealloc};
+
+/* Every node made since the reset was deallocated exactly once (the first few offenders named). */
+static inline void gc_node_check_all_freed_once(void)
+{
+    int n = atomic_load(&gc_node_next_id), bad = 0;
+    for (int i = 0; i < n; i++)
+        if (atomic_load(&gc_node_freed[i]) != 1 && bad++ < 10)
+            fprintf(stderr, "node %d freed %d times\n", i, (int)atomic_load(&gc_node_freed[i]));
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(atomic_load(&gc_node_bad_deallocs), 0);
+}
+
+/* A runtime for collector tests: the gc_node census reset, automatic collection off. */
+static inline fixture gc_fixture_setup(void)
+{
+    gc_node_reset();
+    fixture f = fixture_setup();
+    ft_gc_disable(f.rt);
+    return f;
+}
+
+/* A last full collection; then no node is left, none was freed badly, no helper thread failed, and
+ * (debug builds) the reference total is back at 0. */
+static inline void gc_fixture_teardown(fixture f)
+{
+    ft_gc_collect(f.rt, 2);
+    CHECK_EQ(gc_node_live(), 0);
+    CHECK_EQ(atomic_load(&gc_node_bad_deallocs), 0);
+    check_helpers_ok();
+#ifdef FTRT_DEBUG
+    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
+#endif
+    fixture_teardown(f);
+}
 #endif /* TEST_GC_NODE */
 
 /* ---- statistics ---------------------------------------------------------------------------------- */

@@ -27,8 +27,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
-#define FREED(id) (atomic_load(&gc_node_freed[id]) == 1)
-#define ALIVE(id) (atomic_load(&gc_node_freed[id]) == 0)
 
 /* Weak references the callbacks know by a label (1-based), and the ones they check are cleared. */
 #define LABELS 16
@@ -80,24 +78,11 @@ static void drop_wr(ft_weakref *wr)
 
 static fixture setup(void)
 {
-    gc_node_reset();
     reset_labels();
-    fixture f = fixture_setup();
-    ft_gc_disable(f.rt);
-    return f;
+    return gc_fixture_setup();
 }
 
-static void teardown(fixture f)
-{
-    ft_gc_collect(f.rt, 2);
-    CHECK_EQ(gc_node_live(), 0);
-    CHECK_EQ(atomic_load(&gc_node_bad_deallocs), 0);
-    check_helpers_ok();
-#ifdef FTRT_DEBUG
-    CHECK_EQ(ft_runtime_reftotal(f.rt), 0);
-#endif
-    fixture_teardown(f);
-}
+#define teardown gc_fixture_teardown
 
 static gc_node *new_node(ft_thread *t, const ft_type *type)
 {
