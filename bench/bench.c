@@ -530,6 +530,20 @@ void bench_fail(const char *fmt, ...)
     any_failure = true;
 }
 
+double bench_team_seconds(const bench_span *first, size_t stride, int members)
+{
+    uint64_t first_start = UINT64_MAX, last_end = 0;
+    for (int i = 0; i < members; i++) {
+        const bench_span *span =
+            (const bench_span *)(const void *)((const char *)first + (size_t)i * stride);
+        if (span->start_ns < first_start)
+            first_start = span->start_ns;
+        if (span->end_ns > last_end)
+            last_end = span->end_ns;
+    }
+    return (double)(last_end - first_start) / 1e9;
+}
+
 ft_runtime *bench_runtime_new(void)
 {
     ft_runtime *rt = ft_runtime_new(NULL);

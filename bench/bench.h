@@ -168,6 +168,14 @@ int bench_missed_goals(void);
 void bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool bench_failed(void);
 
+/* When one member of a team worked: written by the member, read after the team has joined. */
+typedef struct bench_span {
+    uint64_t start_ns, end_ns;
+} bench_span;
+/* A team's wall time in seconds, from the first member's start to the last member's end; member
+ * i's span is at (const char *)first + i * stride (the spans of an array of worker structs). */
+double bench_team_seconds(const bench_span *first, size_t stride, int members);
+
 struct ft_runtime;
 struct ft_thread;
 /* A new runtime with the default configuration; exits the program if it cannot. */

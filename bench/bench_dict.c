@@ -118,7 +118,7 @@ typedef struct lookup_worker {
     BENCH_ALIGNED lookup_shared *shared;
     uint64_t seed;
     uint64_t lookups, misses, sum, expected;
-    uint64_t start_ns, end_ns;
+    bench_span span;
 } lookup_worker;
 
 /* A 64-bit LCG; its top 10 bits pick the key. */
@@ -176,8 +176,8 @@ static inline __attribute__((always_inline)) void lookup_loop(lookup_worker *w, 
     w->misses = misses;
     w->sum = sum;
     w->expected = expected;
-    w->start_ns = start;
-    w->end_ns = now;
+    w->span.start_ns = start;
+    w->span.end_ns = now;
 }
 
 static void *lookup_thread(void *arg)
@@ -211,7 +211,7 @@ static double lookup_team_mops(lookup_shared *s, enum lookup_kind kind, int thre
     s->kind = kind;
     bench_gate_init(&s->gate, (uint32_t)threads);
     bench_team_run(s->cfg, threads, lookup_thread, workers, sizeof workers[0]);
-    uint64_t lookups = 0, first_start = UINT64_MAX, last_end = 0;
+    uint64_t lookups = 0;
     for (int i = 0; i < threads; i++) {
         const lookup_worker *w = &workers[i];
         if (w->misses || w->sum != w->expected)
@@ -219,12 +219,9 @@ static double lookup_team_mops(lookup_shared *s, enum lookup_kind kind, int thre
                        kind == LOOKUP_RWLOCK ? "rwlock map" : "ft_dict", (unsigned long long)w->misses,
                        (unsigned long long)w->sum, (unsigned long long)w->expected);
         lookups += w->lookups;
-        if (w->start_ns < first_start)
-            first_start = w->start_ns;
-        if (w->end_ns > last_end)
-            last_end = w->end_ns;
     }
-    return (double)lookups / ((double)(last_end - first_start) / 1e9) / 1e6;
+    double seconds = bench_team_seconds(&workers[0].span, sizeof workers[0], threads);
+    return (double)lookups / seconds / 1e6;
 }
 
 static double borrowed_two_threads(void *arg)

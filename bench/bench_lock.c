@@ -74,7 +74,7 @@ typedef struct contended_worker {
     size_t wait_capacity;
     size_t wait_count;
     uint64_t ops;
-    uint64_t start_ns, end_ns;
+    bench_span span;
 } contended_worker;
 
 static inline __attribute__((always_inline)) void lock_kind(contended_shared *s, enum lock_kind kind)
@@ -119,8 +119,8 @@ static inline __attribute__((always_inline)) void throughput_loop(contended_work
         now = bench_now_ns();
     } while (now < deadline);
     w->ops = ops;
-    w->start_ns = start;
-    w->end_ns = now;
+    w->span.start_ns = start;
+    w->span.end_ns = now;
 }
 
 /* The same, timing every acquisition: from the call to lock until it returns. */
@@ -142,8 +142,8 @@ static inline __attribute__((always_inline)) void wait_loop(contended_worker *w,
     } while (count < w->wait_capacity && acquired < deadline);
     w->wait_count = count;
     w->ops = count;
-    w->start_ns = start;
-    w->end_ns = acquired;
+    w->span.start_ns = start;
+    w->span.end_ns = acquired;
 }
 
 static void *ft_throughput_thread(void *w)
@@ -192,19 +192,14 @@ static double run_team(contended_run *run)
     s->counter = 0;
     bench_gate_init(&s->gate, (uint32_t)run->threads);
     bench_team_run(run->cfg, run->threads, run->thread_fn, run->workers, sizeof run->workers[0]);
-    uint64_t ops = 0, first_start = UINT64_MAX, last_end = 0;
-    for (int i = 0; i < run->threads; i++) {
-        const contended_worker *w = &run->workers[i];
-        ops += w->ops;
-        if (w->start_ns < first_start)
-            first_start = w->start_ns;
-        if (w->end_ns > last_end)
-            last_end = w->end_ns;
-    }
+    uint64_t ops = 0;
+    for (int i = 0; i < run->threads; i++)
+        ops += run->workers[i].ops;
     if (s->counter != ops)
         bench_fail("lock lost updates: counter %llu after %llu critical sections",
                    (unsigned long long)s->counter, (unsigned long long)ops);
-    return (double)ops / ((double)(last_end - first_start) / 1e9);
+    return (double)ops / bench_team_seconds(&run->workers[0].span, sizeof run->workers[0],
+                                            run->threads);
 }
 
 static double team_mops(void *arg)

@@ -297,7 +297,7 @@ typedef struct immortal_worker {
     BENCH_ALIGNED immortal_shared *shared;
     bool control; /* count a private plain counter instead: how well this machine scales at all */
     uint64_t ops;
-    uint64_t start_ns, end_ns;
+    bench_span span;
     BENCH_ALIGNED uint32_t private_count;
 } immortal_worker;
 
@@ -340,8 +340,8 @@ static void *immortal_thread(void *arg)
         now = bench_now_ns();
     } while (now < deadline);
     w->ops = ops;
-    w->start_ns = start;
-    w->end_ns = now;
+    w->span.start_ns = start;
+    w->span.end_ns = now;
     ft_thread_stop(t);
     return NULL;
 }
@@ -364,15 +364,11 @@ static double immortal_team_mops(void *arg)
         run->workers[i].control = run->control;
     }
     bench_team_run(run->cfg, run->threads, immortal_thread, run->workers, sizeof run->workers[0]);
-    uint64_t ops = 0, first_start = UINT64_MAX, last_end = 0;
-    for (int i = 0; i < run->threads; i++) {
+    uint64_t ops = 0;
+    for (int i = 0; i < run->threads; i++)
         ops += run->workers[i].ops;
-        if (run->workers[i].start_ns < first_start)
-            first_start = run->workers[i].start_ns;
-        if (run->workers[i].end_ns > last_end)
-            last_end = run->workers[i].end_ns;
-    }
-    return (double)ops / ((double)(last_end - first_start) / 1e3);
+    return (double)ops /
+           bench_team_seconds(&run->workers[0].span, sizeof run->workers[0], run->threads) / 1e6;
 }
 
 void bench_rc_immortal_scaling_2t(const bench_config *cfg, const char *name)

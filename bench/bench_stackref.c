@@ -167,7 +167,7 @@ typedef struct take_shared {
 typedef struct take_worker {
     BENCH_ALIGNED take_shared *shared;
     uint64_t pairs;
-    uint64_t start_ns, end_ns;
+    bench_span span;
     const ft_type *seen;
     BENCH_ALIGNED ft_stackref slots[SMALL_STACK]; /* this thread's registered stack */
 } take_worker;
@@ -211,8 +211,8 @@ static inline __attribute__((always_inline)) void take_loop(take_worker *w, ft_t
         now = bench_now_ns();
     } while (now < deadline);
     w->pairs = pairs;
-    w->start_ns = start;
-    w->end_ns = now;
+    w->span.start_ns = start;
+    w->span.end_ns = now;
     w->seen = type;
 }
 
@@ -239,18 +239,15 @@ static double take_team_mpairs(take_shared *s, int threads)
         workers[i].shared = s;
     bench_gate_init(&s->gate, (uint32_t)threads);
     bench_team_run(s->cfg, threads, take_thread, workers, sizeof workers[0]);
-    uint64_t pairs = 0, first_start = UINT64_MAX, last_end = 0;
+    uint64_t pairs = 0;
     for (int i = 0; i < threads; i++) {
         pairs += workers[i].pairs;
-        if (workers[i].start_ns < first_start)
-            first_start = workers[i].start_ns;
-        if (workers[i].end_ns > last_end)
-            last_end = workers[i].end_ns;
         if (workers[i].seen != s->object->ob_type)
             bench_fail("a worker read the wrong type");
     }
+    double seconds = bench_team_seconds(&workers[0].span, sizeof workers[0], threads);
     free(workers);
-    return (double)pairs / ((double)(last_end - first_start) / 1e9) / 1e6;
+    return (double)pairs / seconds / 1e6;
 }
 
 static double take_two_threads(void *arg)

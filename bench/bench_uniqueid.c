@@ -46,7 +46,7 @@ typedef struct count_shared {
 typedef struct count_worker {
     BENCH_ALIGNED count_shared *shared;
     uint64_t pairs;
-    uint64_t start_ns, end_ns;
+    bench_span span;
 } count_worker;
 
 /* Take and drop a reference, 64 times, then a safepoint; until the window closes. The clobber
@@ -76,8 +76,8 @@ static inline __attribute__((always_inline)) void count_loop(count_worker *w, ft
         now = bench_now_ns();
     } while (now < deadline);
     w->pairs = pairs;
-    w->start_ns = start;
-    w->end_ns = now;
+    w->span.start_ns = start;
+    w->span.end_ns = now;
 }
 
 static void *count_thread(void *arg)
@@ -105,18 +105,14 @@ static double count_team_mpairs(count_shared *s, int threads)
         workers[i].shared = s;
     bench_gate_init(&s->gate, (uint32_t)threads);
     bench_team_run(s->cfg, threads, count_thread, workers, sizeof workers[0]);
-    uint64_t pairs = 0, first_start = UINT64_MAX, last_end = 0;
-    for (int i = 0; i < threads; i++) {
+    uint64_t pairs = 0;
+    for (int i = 0; i < threads; i++)
         pairs += workers[i].pairs;
-        if (workers[i].start_ns < first_start)
-            first_start = workers[i].start_ns;
-        if (workers[i].end_ns > last_end)
-            last_end = workers[i].end_ns;
-    }
     if (atomic_load_explicit(&s->atomic_count, memory_order_relaxed) != 0)
         bench_fail("atomic reference pairs did not balance: counter %ld",
                    (long)atomic_load_explicit(&s->atomic_count, memory_order_relaxed));
-    return (double)pairs / ((double)(last_end - first_start) / 1e9) / 1e6;
+    double seconds = bench_team_seconds(&workers[0].span, sizeof workers[0], threads);
+    return (double)pairs / seconds / 1e6;
 }
 
 static double count_two_threads(void *arg)

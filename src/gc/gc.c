@@ -383,7 +383,6 @@ void ft_gc_zombie_push(ft_thread *t, ft_object *o)
  * references from outside the candidates (CPython's gc_refs), its owner's id waiting in tids. */
 typedef struct collection {
     ft_runtime *rt;
-    ft_thread *t;
     ft_gc_work *w;
     int generation, older; /* collected, and where survivors go */
     size_t n;              /* candidates: w->objs[0, n), then the unreachable ones at its front */
@@ -787,6 +786,14 @@ static bool find_unreachable(collection *c)
     for (size_t i = 0; i < c->n; i++) {
         ft_object *o = w->objs[i];
         uint8_t bits = bits_of(o);
+        bool deferred = (bits & FT_GC_UNREACHABLE) && ft_object_deferral_bias(o) != 0;
+        /* Deferred garbage that only its bias kept alive: once its deferral goes nothing counts
+         * it, so the collector holds it (c->held). Without room to note that, it survives this
+         * collection (nothing counted references it, so nothing else changes). */
+        bool hold = deferred && ft_refcount(o) == FT_DEFERRED_BIAS;
+        if (FT_UNLIKELY(hold) &&
+            !grow((void **)&c->held, &c->held_cap, sizeof *c->held, c->n_held + 1))
+            bits_store(o, (uint8_t)(bits &= (uint8_t)~FT_GC_UNREACHABLE));
         if (!(bits & FT_GC_UNREACHABLE)) {
             atomic_store_explicit(&o->ob_tid, w->tids[i], memory_order_relaxed);
             move_to_old(o, c->older);
@@ -794,14 +801,10 @@ static bool find_unreachable(collection *c)
             continue;
         }
         w->objs[nu++] = o;
-        bool deferred = ft_object_deferral_bias(o) != 0;
         if (FT_UNLIKELY(deferred))
             ft_object_disable_deferred_stopped(rt, o);
         ft_object_merge_stopped(o);
-        if (FT_UNLIKELY(deferred) && ft_refcount(o) == 0) {
-            if (!grow((void **)&c->held, &c->held_cap, sizeof *c->held, c->n_held + 1))
-                ft_fatal("the collector is out of memory holding deferred garbage %p ('%s')",
-                         (void *)o, o->ob_type->name ? o->ob_type->name : "?");
+        if (FT_UNLIKELY(hold)) {
             ft_object_hold_stopped(o);
             c->held[c->n_held++] = o;
         }
@@ -1052,7 +1055,7 @@ static void work_trim(ft_gc_work *w, size_t used)
 static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intptr_t *uncollectable)
 {
     ft_runtime *rt = t->rt;
-    collection c = {.rt = rt, .t = t, .w = &rt->gc.work, .generation = generation};
+    collection c = {.rt = rt, .w = &rt->gc.work, .generation = generation};
     c.older = generation + 1 < FT_GC_GENERATIONS ? generation + 1 : generation;
     unsigned debug = debug_flags(rt);
     int64_t began = ft_monotonic_ns(), stopped_at;

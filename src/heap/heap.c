@@ -130,6 +130,16 @@ void ft_heap_runtime_destroy(ft_runtime *rt)
 
 /* ---- page lists and the direct slots --------------------------------------------------------- */
 
+static unsigned heap_kind(const ft_heap *heap)
+{
+    return (unsigned)(heap - heap->set->heaps);
+}
+
+static bool is_gc_heap(const ft_heap *heap)
+{
+    return heap_kind(heap) == FT_HEAP_GC;
+}
+
 /* Append page to a list of pages that grows by doubling; false (nothing changed) when it cannot
  * grow: the caller sets the list's overflow flag. */
 static bool page_list_push(ft_page ***pages, size_t *count, size_t *cap, ft_page *page)
@@ -166,10 +176,6 @@ static void young_stamp(ft_heap_set *set, ft_page *page, uint64_t epoch)
         }
 }
 
-static bool is_gc_heap(const ft_heap *heap)
-{
-    return heap == &heap->set->heaps[FT_HEAP_GC];
-}
 
 /* Point the direct slots of class c (its sizes up to FT_DIRECT_MAX) at its active list's head, and
  * (GC heaps) stamp that head young: allocation takes only from it. */
@@ -261,10 +267,6 @@ static void *pop_block(ft_page *page)
     return b;
 }
 
-static unsigned heap_kind(const ft_heap *heap)
-{
-    return (unsigned)(heap - heap->set->heaps);
-}
 
 static void retire(ft_heap *heap, ft_page *page)
 {
