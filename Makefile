@@ -29,9 +29,11 @@ configure_and_build = $(CMAKE) --preset $(1) && $(CMAKE) --build --preset $(1) $
 
 # The gc-oracle folder (tests/gc_oracle/backend_ftrt.c, docs/gc.md): a development instrument that
 # checks ftrt's collector against CPython 3.11's gc module. Where it is absent, oracle and fuzz say
-# they are skipped. FUZZ_N: scenarios per fuzzer run.
+# they are skipped. FUZZ_N: scenarios per fuzzer run; FUZZ_SEED: the fuzzer's seed (a new one finds new
+# scenarios).
 GC_ORACLE_DIR ?= $(abspath ../shared/gc-oracle)
 FUZZ_N ?= 5000
+FUZZ_SEED ?= 1
 PYTHON311 ?= python3.11
 gcdriver_ftrt = build/debug/tests/gc_oracle/gcdriver_ftrt
 
@@ -118,10 +120,10 @@ fuzz:
 	$(MAKE) -C build/gc-oracle/driver PYTHON=$(PYTHON311) gcdriver-cpython && \
 	cd build/gc-oracle && status=0 && \
 	echo "=== fuzz, strict" && \
-	{ $(PYTHON311) driver/fuzz_compare.py -n $(FUZZ_N) --reference driver/gcdriver-cpython \
+	{ $(PYTHON311) driver/fuzz_compare.py -n $(FUZZ_N) --seed $(FUZZ_SEED) --reference driver/gcdriver-cpython \
 		--driver ../../$(gcdriver_ftrt) --keep fuzz-strict || status=1; } && \
 	echo "=== fuzz, --no-strict" && \
-	{ $(PYTHON311) driver/fuzz_compare.py -n $(FUZZ_N) --no-strict --reference driver/gcdriver-cpython \
+	{ $(PYTHON311) driver/fuzz_compare.py -n $(FUZZ_N) --seed $(FUZZ_SEED) --no-strict --reference driver/gcdriver-cpython \
 		--driver ../../$(gcdriver_ftrt) --keep fuzz-no-strict || status=1; } && \
 	exit $$status
 
