@@ -623,12 +623,20 @@ TEST(stopping_thread_hands_over_to_the_runtime)
 
 static ft_runtime *stw_rt;
 static _Atomic int stw_phase; /* 1: in the destructor; 2: the other thread stops; 3: stop done */
+static pthread_t stw_stopper;
+static bool stw_stopper_started;
+
+static void *stw_stopper_main(void *arg);
 
 static void stw_dealloc(ft_object *self)
 {
     (void)self;
     atomic_store(&stw_phase, 1);
-    AWAIT(NULL, atomic_load(&stw_phase) == 2);
+    /* The stopper starts only now: started earlier, it could itself take x's item from the runtime's
+     * queue at one of its safepoints, and its decref of x (not its owner) would wait in the main
+     * thread's merge queue while the main thread waits for it. */
+    stw_stopper_started = pthread_create(&stw_stopper, NULL, stw_stopper_main, NULL) == 0;
+    AWAIT(NULL, !stw_stopper_started || atomic_load(&stw_phase) == 2);
     ft_qsbr_stats st;
     ft_qsbr_get_stats(stw_rt, &st); /* stops the world */
     atomic_store(&stw_phase, 3);
@@ -656,8 +664,7 @@ static void *stw_stopper_main(void *arg)
     ft_thread *t = ft_thread_start(stw_rt);
     if (!t)
         return NULL;
-    AWAIT(t, atomic_load(&stw_phase) == 1);
-    /* Queued now, its goal is past the destructor's thread's last quiescent point: the stop below
+    /* Started from inside the destructor, so queued now, its goal is past the destructor's thread's last quiescent point: the stop below
      * has to hand it over to the runtime's queue. */
     ft_decref_delayed(t, ft_alloc(t, &counted_type));
     atomic_store(&stw_phase, 2);
@@ -675,17 +682,17 @@ static int destructor_stops_world_child(void)
     ft_object *x = m ? ft_alloc(m, &stw_type) : NULL;
     if (!x)
         return 3;
-    pthread_t handover, stopper;
+    pthread_t handover;
     if (pthread_create(&handover, NULL, stw_handover_main, x) != 0)
         return 4;
     pthread_join(handover, NULL);
-    if (pthread_create(&stopper, NULL, stw_stopper_main, NULL) != 0)
-        return 5;
     ft_qsbr_advance(stw_rt);
     ft_safepoint(m);
     ft_delayed_process(m); /* x's destructor runs from the runtime's queue */
+    if (!stw_stopper_started)
+        return 5;
     ft_detach(m);
-    pthread_join(stopper, NULL);
+    pthread_join(stw_stopper, NULL);
     ft_attach(m);
     if (atomic_load(&stw_phase) != 3)
         return 6;
