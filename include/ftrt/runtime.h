@@ -41,6 +41,15 @@ typedef struct ft_config {
      * teardown): on by default in a debug build of ftrt (FTRT_DEBUG), where they run; other builds
      * ignore it. FTRT_EXPENSIVE_CHECKS=0 or 1 in the environment sets the default. */
     bool expensive_checks;
+    /* The collector's marking workers (ftrt/gc.h, "Parallel marking"): at most this many threads
+     * walk objects while a collection has the world stopped, the collecting thread included. The
+     * helpers are threads the runtime starts the first time a collection is big enough to use them
+     * and keeps until ft_runtime_free. Default: the number of online CPUs, at most 8, or
+     * FTRT_GC_WORKERS from the environment; 1 marks on the collecting thread alone. 1 to 16. */
+    int gc_workers;
+    /* A collection takes one more worker per this many objects on the pages it walks (fewer objects
+     * than that per worker, and the helpers cost more than they save). 0: ftrt's choice (65536). */
+    int64_t gc_objects_per_worker;
 } ft_config;
 
 /* Fill cfg with the defaults. */

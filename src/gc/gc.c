@@ -135,7 +135,7 @@ void ft_gc_untrack(ft_object *o)
 /* ---- leaving a collection ------------------------------------------------------------------ */
 
 /* While the world runs during a collection, each object of its unreachable set carries
- * UNREACHABLE, is merged, and holds 1 + its index in the collector's array (rt->gc.work.objs) in
+ * UNREACHABLE, is merged, and holds 1 + its index in the collector's array (rt->gc.work.set) in
  * ob_tid (never a thread id: those are addresses). An object leaves the set when it is untracked or
  * its count reaches zero. On the collecting thread, which alone reads the array while the world
  * runs, it leaves at once: its entry is emptied and its ob_tid is 0 again, so its memory may be
@@ -151,8 +151,8 @@ bool ft_gc_leave_collection(ft_thread *t, ft_object *o)
     if (atomic_load_explicit(&rt->gc.collector, memory_order_relaxed) == t &&
         !atomic_load_explicit(&rt->gc.defer_all_frees, memory_order_relaxed)) {
         size_t index = atomic_load_explicit(&o->ob_tid, memory_order_relaxed) - 1;
-        if (index < w->entries && w->objs[index] == o) {
-            w->objs[index] = NULL;
+        if (index < w->entries && w->set[index] == o) {
+            w->set[index] = NULL;
             atomic_store_explicit(&o->ob_tid, 0, memory_order_relaxed);
             bits_store(o, (uint8_t)(bits_of(o) & ~FT_GC_UNREACHABLE));
             return false;
@@ -378,17 +378,27 @@ void ft_gc_zombie_push(ft_thread *t, ft_object *o)
 /* ---- one collection -------------------------------------------------------------------------- */
 
 /* The collection's working state, on the collector's stack; its arrays are the runtime's
- * (rt->gc.work), kept from one collection to the next so that a collection does not fault in fresh
- * memory for them. While the world is stopped, each candidate's ob_tid holds its count of
- * references from outside the candidates (CPython's gc_refs), its owner's id waiting in tids. */
-typedef struct collection {
+ * (rt->gc.work and the workers' in rt->gc.pool), kept from one collection to the next so that a
+ * collection does not fault in fresh memory for them. While the world is stopped, each candidate's
+ * ob_tid holds its count of references from outside the candidates (CPython's gc_refs), its owner's
+ * id waiting in its worker's tids. */
+typedef struct ft_gc_collection {
     ft_runtime *rt;
     ft_gc_work *w;
+    ft_gc_pool *pool;
     int generation, older; /* collected, and where survivors go */
-    size_t n;              /* candidates: w->objs[0, n), then the unreachable ones at its front */
+    /* The stop's marking workers (1: the collecting thread alone); with more than one, marks and
+     * counts change by atomic read-modify-writes (shared). */
+    int workers;
+    bool shared;
+    size_t n;             /* candidates, in every run */
+    size_t n_runs;        /* chunks of the walk's pages, each with its run of candidates */
+    size_t chunk_pages;   /* pages per chunk */
+    uint64_t estimate;    /* objects on the walk's pages: what picks the number of workers */
+    _Atomic(size_t) claim; /* the next chunk or run a worker takes; 0 at each phase's start */
     bool oom;
     uint64_t alive; /* objects the roots' mark kept out of the candidates */
-    size_t sp;      /* the mark stack: w->stack[0, sp) */
+    size_t sp;      /* the serial mark stack: w->stack[0, sp) */
     /* What the scan saw among the unreachable objects: legacy finalizers, weak references, PEP 442
      * finalizers still to run. */
     bool saw_legacy, saw_weakrefs, saw_finalizers;
@@ -434,36 +444,37 @@ static void refs_store(ft_object *o, intptr_t refs)
     atomic_store_explicit(&o->ob_tid, (uintptr_t)refs, memory_order_relaxed);
 }
 
-static bool add_candidate(collection *c, ft_object *o, intptr_t refs)
+static bool add_candidate(ft_gc_worker *wk, ft_object *o, intptr_t refs)
 {
-    ft_gc_work *w = c->w;
-    if (c->n == w->cap) {
-        size_t cap = w->cap, cap2 = w->cap;
-        if (!grow((void **)&w->objs, &cap, sizeof *w->objs, c->n + 1) ||
-            !grow((void **)&w->tids, &cap2, sizeof *w->tids, c->n + 1))
+    if (wk->n == wk->cap) {
+        size_t cap = wk->cap, cap2 = wk->cap;
+        if (!grow((void **)&wk->objs, &cap, sizeof *wk->objs, wk->n + 1) ||
+            !grow((void **)&wk->tids, &cap2, sizeof *wk->tids, wk->n + 1))
             return false;
-        w->cap = cap < cap2 ? cap : cap2;
+        wk->cap = cap < cap2 ? cap : cap2;
     }
-    w->objs[c->n] = o;
-    w->tids[c->n] = atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
+    wk->objs[wk->n] = o;
+    wk->tids[wk->n] = atomic_load_explicit(&o->ob_tid, memory_order_relaxed);
     refs_store(o, refs);
     bits_store(o, (uint8_t)(bits_of(o) | FT_GC_UNREACHABLE));
-    c->n++;
+    wk->n++;
     return true;
 }
 
-/* The walk's visitor: take o as a candidate if it belongs to the collected generations. */
+/* The walk's visitor (on the worker that claimed the block's page): take o as a candidate if it
+ * belongs to the collected generations. */
 static bool gather(void *block, size_t size, void *arg)
 {
     (void)size;
-    collection *c = arg;
+    ft_gc_worker *wk = arg;
+    collection *c = wk->c;
     ft_object *o = block;
     uint8_t bits = bits_of(o);
     if (!(bits & FT_GC_TRACKED) || (bits & FT_GC_FROZEN))
         return true;
     if (bits & FT_GC_ALIVE) { /* the roots reach it: it survives, and is in generation 2 already */
         bits_store(o, (uint8_t)(bits & ~FT_GC_ALIVE));
-        c->alive++;
+        wk->alive++;
         return true;
     }
     if (generation_of(o, bits) > c->generation || ft_object_is_immortal(o))
@@ -478,8 +489,8 @@ static bool gather(void *block, size_t size, void *arg)
         return true;
     if (FT_UNLIKELY(flags & FT_OBJ_DEFERRED))
         refs -= ft_object_deferral_bias(o); /* the stack scan adds its stack references */
-    if (!add_candidate(c, o, refs)) {
-        c->oom = true;
+    if (!add_candidate(wk, o, refs)) {
+        wk->oom = true;
         return false;
     }
     return true;
@@ -493,16 +504,13 @@ static int visit_decref(ft_object *r, void *arg)
     return 0;
 }
 
-static bool push(collection *c, ft_object *o)
+/* visit_decref when several workers subtract: two of them may reach the same candidate. */
+static int visit_decref_shared(ft_object *r, void *arg)
 {
-    ft_gc_work *w = c->w;
-    if (c->sp == w->stack_cap &&
-        !grow((void **)&w->stack, &w->stack_cap, sizeof *w->stack, c->sp + 1)) {
-        c->oom = true;
-        return false;
-    }
-    w->stack[c->sp++] = o;
-    return true;
+    (void)arg;
+    if (r && (bits_of(r) & FT_GC_UNREACHABLE))
+        atomic_fetch_sub_explicit(&r->ob_tid, 1, memory_order_relaxed);
+    return 0;
 }
 
 /* Clear UNREACHABLE on a candidate and queue it for traversal. The stack has room for every
@@ -543,36 +551,6 @@ static void mark_reachable(collection *c, ft_object **objs, size_t n)
     }
 }
 
-/* Mark what the host's roots reach as ALIVE and move it to generation 2 (full collections). */
-static int visit_alive(ft_object *r, void *arg)
-{
-    collection *c = arg;
-    if (!r || !(r->ob_type->flags & FT_TYPE_GC))
-        return 0;
-    uint8_t bits = bits_of(r);
-    if ((bits & (FT_GC_TRACKED | FT_GC_FROZEN | FT_GC_ALIVE)) != FT_GC_TRACKED)
-        return 0;
-    bits_store(r, (uint8_t)(bits | FT_GC_ALIVE));
-    if (!(bits & FT_GC_OLD) || !in_oldest(r))
-        move_to_old(r, 2);
-    push(c, r);
-    return 0;
-}
-
-static void mark_alive(collection *c)
-{
-    ft_runtime *rt = c->rt;
-    c->sp = 0;
-    ft_mutex_lock_internal(&rt->gc.mutex);
-    for (size_t i = 0; i < rt->gc.root_count; i++)
-        rt->gc.roots[i].fn(visit_alive, c, rt->gc.roots[i].arg);
-    ft_mutex_unlock(&rt->gc.mutex);
-    while (c->sp) {
-        ft_object *o = c->w->stack[--c->sp];
-        ft_gc_traverse(o, visit_alive, c);
-    }
-}
-
 static bool clear_alive(void *block, size_t size, void *arg)
 {
     (void)size;
@@ -588,12 +566,17 @@ static bool clear_alive(void *block, size_t size, void *arg)
  * ALIVE bit; the collection finds nothing. */
 static void undo_gather(collection *c)
 {
-    for (size_t i = 0; i < c->n; i++) {
-        ft_object *o = c->w->objs[i];
-        atomic_store_explicit(&o->ob_tid, c->w->tids[i], memory_order_relaxed);
-        bits_store(o, (uint8_t)(bits_of(o) & ~FT_GC_UNREACHABLE));
+    for (size_t r = 0; r < c->n_runs; r++) {
+        const ft_gc_run *run = &c->w->runs[r];
+        ft_gc_worker *wk = &c->pool->workers[run->worker];
+        for (size_t i = run->start; i < run->start + run->count; i++) {
+            ft_object *o = wk->objs[i];
+            atomic_store_explicit(&o->ob_tid, wk->tids[i], memory_order_relaxed);
+            bits_store(o, (uint8_t)(bits_of(o) & ~FT_GC_UNREACHABLE));
+        }
     }
     c->n = 0;
+    c->n_runs = 0;
     if (c->generation == 2)
         ft_heap_visit(c->rt, FT_HEAP_GC, clear_alive, NULL);
 }
@@ -710,14 +693,17 @@ static ft_object *stackref_object_stopped(ft_runtime *rt, ft_stackref r)
 #endif
 }
 
-/* ft_gc_visit_stackref's runtime: the caller's (a traverse runs in an attached thread). */
+/* ft_gc_visit_stackref's runtime: the caller's (a traverse runs in an attached thread, or on one of
+ * the collector's helpers). */
 static ft_runtime *stackref_runtime(void)
 {
 #ifdef FTRT_STACKREF_DEBUG
     ft_thread *t = ft_current_thread;
-    if (FT_UNLIKELY(!t))
-        ft_fatal("ft_gc_visit_stackref: no thread state on the calling OS thread");
-    return t->rt;
+    if (t)
+        return t->rt;
+    if (ft_gc_helper_runtime)
+        return ft_gc_helper_runtime;
+    ft_fatal("ft_gc_visit_stackref: no thread state on the calling OS thread");
 #else
     return NULL;
 #endif
@@ -748,7 +734,7 @@ int ft_gc_visit_stackref(ft_stackref r, ft_visit_fn visit, void *arg)
     if (ft_stackref_is_null(r) || ft_stackref_is_tagged_int(r))
         return 0;
     /* A tagged reference is in no count: the subtraction must not take it away. */
-    if (ft_stackref_is_tagged(r) && visit == visit_decref)
+    if (ft_stackref_is_tagged(r) && (visit == visit_decref || visit == visit_decref_shared))
         return 0;
     ft_runtime *rt = stackref_runtime();
 #ifdef FTRT_STACKREF_DEBUG
@@ -758,65 +744,335 @@ int ft_gc_visit_stackref(ft_stackref r, ft_visit_fn visit, void *arg)
     return visit(stackref_object_stopped(rt, r), arg);
 }
 
-/* Stop #1, after the settling: find the unreachable objects. False if out of memory. */
-static bool find_unreachable(collection *c)
+/* ---- the stopped phases, on one or more workers ------------------------------------------------- */
+
+/* A collection of fewer objects than this per worker stays on fewer workers: below it, waking and
+ * joining helpers costs more than they save (bench: gc.parallel_mark_small_2t). */
+#define OBJECTS_PER_WORKER ((uint64_t)65536)
+/* Chunks of pages per worker in the walk: enough for a fast worker to take a slow one's share. */
+#define CHUNKS_PER_WORKER 16
+
+static uint64_t objects_per_worker(ft_runtime *rt)
+{
+    int64_t n = rt->config.gc_objects_per_worker;
+    return n > 0 ? (uint64_t)n : OBJECTS_PER_WORKER;
+}
+
+/* The walk hands over its pages, in its order (world stopped). */
+static bool note_page(ft_page *page, void *arg)
+{
+    collection *c = arg;
+    ft_gc_work *w = c->w;
+    if (w->n_pages == w->pages_cap &&
+        !grow((void **)&w->pages, &w->pages_cap, sizeof *w->pages, w->n_pages + 1))
+        return false;
+    w->pages[w->n_pages++] = page;
+    c->estimate += page->used;
+    return true;
+}
+
+static size_t claim_next(collection *c)
+{
+    return atomic_fetch_add_explicit(&c->claim, 1, memory_order_relaxed);
+}
+
+static ft_object **run_objects(collection *c, const ft_gc_run *run)
+{
+    return c->pool->workers[run->worker].objs + run->start;
+}
+
+/* Mark r ALIVE (reached from the host's roots) and queue it, unless it is so already or is not a
+ * tracked GC object outside the frozen ones. The plain read makes the atomic OR rare: one per object,
+ * not one per edge. ALIVE objects are in generation 2 (OLD, and OLDEST in the flags). */
+static int visit_alive(ft_object *r, void *arg)
+{
+    ft_gc_worker *wk = arg;
+    if (!r || !(r->ob_type->flags & FT_TYPE_GC))
+        return 0;
+    uint8_t bits = bits_of(r);
+    if ((bits & (FT_GC_TRACKED | FT_GC_FROZEN | FT_GC_ALIVE)) != FT_GC_TRACKED)
+        return 0;
+    if (!wk->c->shared)
+        bits_store(r, (uint8_t)(bits | FT_GC_ALIVE | FT_GC_OLD));
+    else if (atomic_fetch_or_explicit(&r->ob_gc_bits, FT_GC_ALIVE | FT_GC_OLD,
+                                      memory_order_relaxed) &
+             FT_GC_ALIVE)
+        return 0; /* another worker marked it first */
+    if (!in_oldest(r))
+        atomic_fetch_or_explicit(&r->ob_flags, FT_OBJ_GC_OLDEST, memory_order_relaxed);
+    /* If the deque cannot grow, what r reaches is simply not marked alive: it becomes a candidate,
+     * which costs time, never correctness. */
+    ft_gc_deque_push(&wk->deque, r);
+    return 0;
+}
+
+/* A phase's work-stealing loop: run visit over everything in this worker's deque, then over what it
+ * can steal, until every worker is out of work. */
+static void drain_and_steal(collection *c, int k, ft_visit_fn visit)
+{
+    ft_gc_worker *wk = &c->pool->workers[k];
+    ft_object *o;
+    for (;;) {
+        while ((o = ft_gc_deque_pop(&wk->deque, c->shared)) != NULL)
+            ft_gc_traverse(o, visit, wk);
+        if (!c->shared || (o = ft_gc_pool_steal(c->pool, k, c->workers)) == NULL)
+            return;
+        ft_gc_traverse(o, visit, wk);
+    }
+}
+
+/* Mark-alive: worker 0's deque holds what the roots reach; the workers share it out. */
+static void mark_alive_job(void *arg, int k)
+{
+    drain_and_steal(arg, k, visit_alive);
+}
+
+/* Gather: each worker takes chunks of pages and lists their candidates in its own arrays; chunk i's
+ * run says where. */
+static void gather_job(void *arg, int k)
+{
+    collection *c = arg;
+    ft_gc_work *w = c->w;
+    ft_gc_worker *wk = &c->pool->workers[k];
+    size_t chunk;
+    while ((chunk = claim_next(c)) < c->n_runs) {
+        ft_gc_run *run = &w->runs[chunk];
+        run->worker = k;
+        run->start = wk->n;
+        size_t end = (chunk + 1) * c->chunk_pages;
+        if (end > w->n_pages)
+            end = w->n_pages;
+        for (size_t p = chunk * c->chunk_pages; p < end && !wk->oom; p++)
+            ft_heap_visit_page(w->pages[p], gather, wk);
+        run->count = wk->n - run->start;
+    }
+}
+
+/* Subtract the references between candidates, a run at a time. */
+static void subtract_job(void *arg, int k)
+{
+    (void)k;
+    collection *c = arg;
+    ft_visit_fn visit = c->shared ? visit_decref_shared : visit_decref;
+    size_t r;
+    while ((r = claim_next(c)) < c->n_runs) {
+        const ft_gc_run *run = &c->w->runs[r];
+        ft_object **objs = run_objects(c, run);
+        for (size_t i = 0; i < run->count; i++)
+            ft_gc_traverse(objs[i], visit, c);
+    }
+}
+
+/* Clear UNREACHABLE on a candidate; whether this call did (with several workers, exactly one of
+ * those that try succeeds: a plain read first, then an atomic AND). */
+static bool claim_reachable(collection *c, ft_object *o)
+{
+    uint8_t bits = bits_of(o);
+    if (!(bits & FT_GC_UNREACHABLE))
+        return false;
+    if (!c->shared) {
+        bits_store(o, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
+        return true;
+    }
+    return atomic_fetch_and_explicit(&o->ob_gc_bits, (uint8_t)~FT_GC_UNREACHABLE,
+                                     memory_order_relaxed) &
+           FT_GC_UNREACHABLE;
+}
+
+static void queue_reachable(ft_gc_worker *wk, ft_object *o)
+{
+    if (!ft_gc_deque_push(&wk->deque, o))
+        wk->overflow = true; /* marked but not followed: rescan_reachable follows it */
+}
+
+static int visit_reachable_worker(ft_object *r, void *arg)
+{
+    ft_gc_worker *wk = arg;
+    if (r && claim_reachable(wk->c, r))
+        queue_reachable(wk, r);
+    return 0;
+}
+
+/* Reachability: every candidate with references left, and what it reaches, loses UNREACHABLE. */
+static void mark_job(void *arg, int k)
+{
+    collection *c = arg;
+    ft_gc_worker *wk = &c->pool->workers[k];
+    size_t r;
+    while ((r = claim_next(c)) < c->n_runs) {
+        const ft_gc_run *run = &c->w->runs[r];
+        ft_object **objs = run_objects(c, run);
+        for (size_t i = 0; i < run->count; i++) {
+            ft_object *o = objs[i];
+            if (refs_of(o) > 0 && claim_reachable(c, o)) {
+                queue_reachable(wk, o);
+                while ((o = ft_gc_deque_pop(&wk->deque, c->shared)) != NULL)
+                    ft_gc_traverse(o, visit_reachable_worker, wk);
+            }
+        }
+    }
+    drain_and_steal(c, k, visit_reachable_worker);
+}
+
+static int visit_rescan(ft_object *r, void *arg)
+{
+    uint8_t bits;
+    if (r && ((bits = bits_of(r)) & FT_GC_UNREACHABLE)) {
+        bits_store(r, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
+        *(bool *)arg = true;
+    }
+    return 0;
+}
+
+/* A worker marked objects it could not queue (a deque could not grow): follow every reachable
+ * candidate again until nothing changes. Rare, and slow, but it needs no memory. */
+static void rescan_reachable(collection *c)
+{
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (size_t r = 0; r < c->n_runs; r++) {
+            const ft_gc_run *run = &c->w->runs[r];
+            ft_object **objs = run_objects(c, run);
+            for (size_t i = 0; i < run->count; i++)
+                if (!(bits_of(objs[i]) & FT_GC_UNREACHABLE))
+                    ft_gc_traverse(objs[i], visit_rescan, &changed);
+        }
+    }
+}
+
+/* Run one phase on the collection's workers, its claims starting from the first chunk. */
+static void run_phase(collection *c, ft_gc_job job)
+{
+    atomic_store_explicit(&c->claim, 0, memory_order_relaxed);
+    ft_gc_pool_run(c->pool, job, c);
+}
+
+/* How many workers the stop uses: one more per objects_per_worker objects on the walk's pages, up
+ * to the configured number, as the pool can provide. Then each is made ready. */
+static void choose_workers(collection *c)
+{
+    ft_runtime *rt = c->rt;
+    uint64_t want = 1 + c->estimate / objects_per_worker(rt);
+    int limit = rt->config.gc_workers;
+    int workers = want < (uint64_t)limit ? (int)want : limit;
+    c->workers = workers > 1 ? ft_gc_pool_reserve(c->pool, workers) : 1;
+    if (c->workers == 1 && !ft_gc_deque_init(&c->pool->workers[0].deque))
+        c->workers = 0; /* not even worker 0's deque: out of memory */
+    c->shared = c->workers > 1;
+    for (int k = 0; k < c->workers; k++) {
+        ft_gc_worker *wk = &c->pool->workers[k];
+        wk->c = c;
+        wk->n = 0;
+        wk->alive = 0;
+        wk->oom = wk->overflow = false;
+    }
+}
+
+/* Stop #1, after the settling: the stopped phases on the chosen workers. False if out of memory
+ * (nothing changed). */
+static bool mark_stopped(collection *c)
 {
     ft_runtime *rt = c->rt;
     ft_gc_work *w = c->w;
-    c->oom = false;
-    if (c->generation == 2 && rt->gc.root_count)
-        mark_alive(c);
-    c->skip_deferred = c->generation == 2 && stack_top_unknown(rt);
-    if (!c->oom)
-        ft_heap_visit_gc(rt, c->generation, gather, c);
-    if (c->oom || !grow((void **)&w->stack, &w->stack_cap, sizeof *w->stack, c->n)) {
+    ft_gc_pool *pool = c->pool;
+    w->n_pages = 0;
+    c->estimate = 0;
+    if (ft_heap_gc_pages(rt, c->generation, note_page, c) != FT_OK)
+        return false;
+    choose_workers(c);
+    if (c->workers == 0)
+        return false;
+    c->chunk_pages = w->n_pages / ((size_t)c->workers * CHUNKS_PER_WORKER);
+    if (c->chunk_pages == 0)
+        c->chunk_pages = 1;
+    c->n_runs = (w->n_pages + c->chunk_pages - 1) / c->chunk_pages;
+    if (!grow((void **)&w->runs, &w->runs_cap, sizeof *w->runs, c->n_runs))
+        return false;
+    ft_gc_pool_open(pool, c->workers);
+    if (c->generation == 2 && rt->gc.root_count) {
+        ft_mutex_lock_internal(&rt->gc.mutex);
+        for (size_t i = 0; i < rt->gc.root_count; i++)
+            rt->gc.roots[i].fn(visit_alive, &pool->workers[0], rt->gc.roots[i].arg);
+        ft_mutex_unlock(&rt->gc.mutex);
+        run_phase(c, mark_alive_job);
+    }
+    run_phase(c, gather_job);
+    c->n = 0;
+    bool oom = false;
+    for (int k = 0; k < c->workers; k++) {
+        c->n += pool->workers[k].n;
+        c->alive += pool->workers[k].alive;
+        oom |= pool->workers[k].oom;
+    }
+    if (oom || !grow((void **)&w->stack, &w->stack_cap, sizeof *w->stack, c->n) ||
+        !grow((void **)&w->set, &w->set_cap, sizeof *w->set, c->n)) {
+        ft_gc_pool_close(pool);
         undo_gather(c);
         return false;
     }
     if (c->generation == 2)
         count_stack_references(rt);
-    for (size_t i = 0; i < c->n; i++)
-        ft_gc_traverse(w->objs[i], visit_decref, c);
-    mark_reachable(c, w->objs, c->n);
-    /* Scan: survivors get their owner back and grow older. The unreachable ones are compacted to
-     * the front of objs, in candidate order, and merged: from now on any thread's decref may free
-     * them (their only references are each other's and the collector's); they lose their unique
-     * ids for good. */
+    run_phase(c, subtract_job);
+    run_phase(c, mark_job);
+    ft_gc_pool_close(pool);
+    bool overflow = false;
+    for (int k = 0; k < c->workers; k++)
+        overflow |= pool->workers[k].overflow;
+    if (FT_UNLIKELY(overflow))
+        rescan_reachable(c);
+    return true;
+}
+
+/* Stop #1, after the settling: find the unreachable objects. False if out of memory. */
+static bool find_unreachable(collection *c)
+{
+    ft_runtime *rt = c->rt;
+    ft_gc_work *w = c->w;
+    c->skip_deferred = c->generation == 2 && stack_top_unknown(rt);
+    if (!mark_stopped(c))
+        return false;
+    /* Scan: survivors get their owner back and grow older. The unreachable ones are listed in
+     * candidate order in the set, and merged: from now on any thread's decref may free them (their
+     * only references are each other's and the collector's); they lose their unique ids for good. */
     size_t nu = 0;
-    for (size_t i = 0; i < c->n; i++) {
-        ft_object *o = w->objs[i];
-        uint8_t bits = bits_of(o);
-        bool deferred = (bits & FT_GC_UNREACHABLE) && ft_object_deferral_bias(o) != 0;
-        /* Deferred garbage that only its bias kept alive: once its deferral goes nothing counts
-         * it, so the collector holds it (c->held). Without room to note that, it survives this
-         * collection (nothing counted references it, so nothing else changes). */
-        bool hold = deferred && ft_refcount(o) == FT_DEFERRED_BIAS;
-        if (FT_UNLIKELY(hold) &&
-            !grow((void **)&c->held, &c->held_cap, sizeof *c->held, c->n_held + 1))
-            bits_store(o, (uint8_t)(bits &= (uint8_t)~FT_GC_UNREACHABLE));
-        if (!(bits & FT_GC_UNREACHABLE)) {
-            atomic_store_explicit(&o->ob_tid, w->tids[i], memory_order_relaxed);
-            move_to_old(o, c->older);
-            c->survivors++;
-            continue;
+    for (size_t r = 0; r < c->n_runs; r++) {
+        const ft_gc_run *run = &w->runs[r];
+        ft_gc_worker *wk = &c->pool->workers[run->worker];
+        for (size_t i = run->start; i < run->start + run->count; i++) {
+            ft_object *o = wk->objs[i];
+            uint8_t bits = bits_of(o);
+            bool deferred = (bits & FT_GC_UNREACHABLE) && ft_object_deferral_bias(o) != 0;
+            /* Deferred garbage that only its bias kept alive: once its deferral goes nothing
+             * counts it, so the collector holds it (c->held). Without room to note that, it
+             * survives this collection (nothing counted references it, so nothing else changes). */
+            bool hold = deferred && ft_refcount(o) == FT_DEFERRED_BIAS;
+            if (FT_UNLIKELY(hold) &&
+                !grow((void **)&c->held, &c->held_cap, sizeof *c->held, c->n_held + 1))
+                bits_store(o, (uint8_t)(bits &= (uint8_t)~FT_GC_UNREACHABLE));
+            if (!(bits & FT_GC_UNREACHABLE)) {
+                atomic_store_explicit(&o->ob_tid, wk->tids[i], memory_order_relaxed);
+                move_to_old(o, c->older);
+                c->survivors++;
+                continue;
+            }
+            w->set[nu++] = o;
+            if (FT_UNLIKELY(deferred))
+                ft_object_disable_deferred_stopped(rt, o);
+            ft_object_merge_stopped(o);
+            if (FT_UNLIKELY(hold)) {
+                ft_object_hold_stopped(o);
+                c->held[c->n_held++] = o;
+            }
+            /* Its index (see ft_gc_leave_collection), while the world runs; renumbered if legacy
+             * finalizers split the list below. */
+            atomic_store_explicit(&o->ob_tid, nu, memory_order_relaxed);
+            const ft_type *type = o->ob_type;
+            c->saw_legacy |= type->legacy_del != NULL;
+            c->saw_weakrefs |= (type->flags & (FT_TYPE_HAS_WEAKREFS | FT_TYPE_WEAKREF)) != 0;
+            c->saw_finalizers |= type->finalize && !(bits & FT_GC_FINALIZED);
         }
-        w->objs[nu++] = o;
-        if (FT_UNLIKELY(deferred))
-            ft_object_disable_deferred_stopped(rt, o);
-        ft_object_merge_stopped(o);
-        if (FT_UNLIKELY(hold)) {
-            ft_object_hold_stopped(o);
-            c->held[c->n_held++] = o;
-        }
-        /* Its index (see ft_gc_leave_collection), while the world runs; renumbered if legacy
-         * finalizers split the list below. */
-        atomic_store_explicit(&o->ob_tid, nu, memory_order_relaxed);
-        const ft_type *type = o->ob_type;
-        c->saw_legacy |= type->legacy_del != NULL;
-        c->saw_weakrefs |= (type->flags & (FT_TYPE_HAS_WEAKREFS | FT_TYPE_WEAKREF)) != 0;
-        c->saw_finalizers |= type->finalize && !(bits & FT_GC_FINALIZED);
     }
-    c->unreachable = w->objs;
+    c->unreachable = w->set;
     c->n_unreachable = nu;
     if (c->saw_legacy) {
         /* Legacy finalizers and what they reach are uncollectable: split them off, keeping the
@@ -824,7 +1080,7 @@ static bool find_unreachable(collection *c)
          * unlisted). */
         c->sp = 0;
         for (size_t i = 0; i < nu; i++) {
-            ft_object *o = w->objs[i];
+            ft_object *o = c->unreachable[i];
             if (o->ob_type->legacy_del && (bits_of(o) & FT_GC_UNREACHABLE)) {
                 visit_reachable(o, c);
                 propagate(c);
@@ -832,11 +1088,11 @@ static bool find_unreachable(collection *c)
         }
         size_t n_legacy = 0;
         for (size_t i = 0; i < nu; i++)
-            n_legacy += !(bits_of(w->objs[i]) & FT_GC_UNREACHABLE);
+            n_legacy += !(bits_of(c->unreachable[i]) & FT_GC_UNREACHABLE);
         c->legacy = n_legacy ? malloc(n_legacy * sizeof *c->legacy) : NULL;
         size_t n_unreachable = 0;
         for (size_t i = 0; i < nu; i++) {
-            ft_object *o = w->objs[i];
+            ft_object *o = c->unreachable[i];
             if (bits_of(o) & FT_GC_UNREACHABLE) {
                 c->unreachable[n_unreachable++] = o;
             } else {
@@ -1040,13 +1296,26 @@ static void settle_stopped(collection *c)
 
 /* Give back working memory that the last collection used little of (a big collection leaves big
  * arrays behind; later ones reuse them, unless they need far less). */
-static void work_trim(ft_gc_work *w, size_t used)
+static void work_trim(collection *c)
 {
-    if (w->cap > 65536 && used < w->cap / 8) {
-        free(w->objs);
-        free(w->tids);
+    enum { KEEP = 65536 };
+    ft_gc_work *w = c->w;
+    if (w->set_cap > KEEP && c->n < w->set_cap / 8) {
+        free(w->set);
         free(w->stack);
-        *w = (ft_gc_work){0};
+        w->set = w->stack = NULL;
+        w->set_cap = w->stack_cap = 0;
+    }
+    for (int k = 0; k < FT_GC_MAX_WORKERS; k++) {
+        ft_gc_worker *wk = &c->pool->workers[k];
+        size_t used = k < c->workers ? wk->n : 0;
+        if (wk->cap > KEEP && used < wk->cap / 8) {
+            free(wk->objs);
+            free(wk->tids);
+            wk->objs = NULL;
+            wk->tids = NULL;
+            wk->cap = 0;
+        }
     }
 }
 
@@ -1055,7 +1324,7 @@ static void work_trim(ft_gc_work *w, size_t used)
 static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intptr_t *uncollectable)
 {
     ft_runtime *rt = t->rt;
-    collection c = {.rt = rt, .w = &rt->gc.work, .generation = generation};
+    collection c = {.rt = rt, .w = &rt->gc.work, .pool = &rt->gc.pool, .generation = generation};
     c.older = generation + 1 < FT_GC_GENERATIONS ? generation + 1 : generation;
     unsigned debug = debug_flags(rt);
     int64_t began = ft_monotonic_ns(), stopped_at;
@@ -1117,7 +1386,7 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     if ((uint64_t)c.pause_ns > atomic_load_explicit(&s->max_pause_ns, memory_order_relaxed))
         atomic_store_explicit(&s->max_pause_ns, (uint64_t)c.pause_ns, memory_order_relaxed);
 
-    work_trim(c.w, candidates);
+    work_trim(&c);
     free(c.legacy);
     free(c.callbacks);
     free(c.held);

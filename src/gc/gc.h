@@ -19,6 +19,7 @@
 #ifndef FTRT_GC_GC_H
 #define FTRT_GC_GC_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -53,17 +54,114 @@ typedef struct ft_gc_thread {
     ft_stack_region *regions;
 } ft_gc_thread;
 
-/* The collector's working arrays, kept from one collection to the next (gc.c): the candidates and
- * their owners' ids, and the mark stack. Used only by the collecting thread. */
+/* One chunk of a collection's candidates (gc.c): those a worker gathered from one chunk of pages,
+ * worker's objs[start, start + count). Chunks are numbered in page order, so reading the runs in
+ * order reads the candidates in the same order whatever the number of workers. */
+typedef struct ft_gc_run {
+    size_t start, count;
+    int worker;
+} ft_gc_run;
+
+/* The collector's working arrays, kept from one collection to the next (gc.c): the pages the walk
+ * visits, the runs of candidates, the unreachable set and the serial mark stack. Used only by the
+ * collecting thread, and by its workers during a phase (each run written by the worker that claimed
+ * its chunk). */
 typedef struct ft_gc_work {
-    ft_object **objs;
-    uintptr_t *tids;
-    size_t cap;
+    struct ft_page **pages;
+    size_t n_pages, pages_cap;
+    ft_gc_run *runs;
+    size_t runs_cap;
+    ft_object **set; /* the unreachable set, in candidate order */
+    size_t set_cap;
     ft_object **stack;
     size_t stack_cap;
-    /* While the world runs: objs[0, entries) is the unreachable set, an emptied entry NULL. */
+    /* While the world runs: set[0, entries) is the unreachable set, an emptied entry NULL. */
     size_t entries;
 } ft_gc_work;
+
+/* ---- parallel marking (pool.c) ------------------------------------------------------------------ */
+
+#define FT_GC_MAX_WORKERS 16
+
+/* A deque's array; outgrown ones wait on the owner's retired list until the phase ends. */
+typedef struct ft_gc_deque_array {
+    size_t mask; /* capacity - 1, a power of two minus one */
+    struct ft_gc_deque_array *retired_next;
+    _Atomic(ft_object *) slots[];
+} ft_gc_deque_array;
+
+/* A work-stealing deque of objects to visit (pool.c). */
+typedef struct ft_gc_deque {
+    /* The oldest item: thieves advance it by seq_cst compare-and-swap, and so does the owner when it
+     * takes the last item. */
+    _Atomic(int64_t) top;
+    /* One past the newest item: the owner alone writes it (release after filling a slot); thieves
+     * read it (acquire). On a cache line of its own, away from the thieves' top. */
+    _Alignas(64) _Atomic(int64_t) bottom;
+    /* The slots: the owner replaces the array when it grows (release), thieves read it (acquire). */
+    _Atomic(ft_gc_deque_array *) array;
+    ft_gc_deque_array *retired; /* owner only */
+} ft_gc_deque;
+
+struct ft_gc_collection;
+
+/* One marking worker (index 0: the collecting thread). During a phase each field but the deque is
+ * its own worker's; between phases the collector reads them all (the phase's barrier orders it). */
+typedef struct ft_gc_worker {
+    _Alignas(128) ft_gc_deque deque;
+    struct ft_gc_collection *c;
+    /* The candidates it gathered, with their owners' ids: runs point into these. */
+    ft_object **objs;
+    uintptr_t *tids;
+    size_t n, cap;
+    uint64_t alive; /* objects whose ALIVE mark its gather cleared */
+    bool oom;       /* a candidate array could not grow */
+    bool overflow;  /* a reachable object was marked but could not be queued (gc.c re-scans) */
+} ft_gc_worker;
+
+typedef void (*ft_gc_job)(void *arg, int worker);
+
+/* The helper threads (pool.c's top comment). */
+typedef struct ft_gc_pool {
+    ft_runtime *rt;
+    int helpers;                          /* started; the collector only */
+    pthread_t threads[FT_GC_MAX_WORKERS]; /* the collector only */
+    /* Odd while a collection's stop uses the helpers: bumped by the collector (release), waited on
+     * by sleeping helpers (futex). */
+    _Atomic(uint32_t) session;
+    /* Bumped (release) by the collector to publish job and job_arg, read (acquire) by helpers. */
+    _Atomic(uint32_t) phase;
+    _Atomic(int) participants; /* workers of this session, the collector included; set before it */
+    _Atomic(int) done;         /* helpers finished with this phase (release add, acquire poll) */
+    _Atomic(int) idle;         /* workers with nothing to do in a stealing phase (pool.c) */
+    _Atomic(bool) quit;        /* ft_runtime_free: helpers exit */
+    ft_gc_job job;             /* written before `phase` is bumped */
+    void *job_arg;
+    ft_gc_worker workers[FT_GC_MAX_WORKERS];
+} ft_gc_pool;
+
+/* The runtime of the collector a helper thread works for (the stackref debug table's lookup needs
+ * it, and a helper has no ft_current_thread). Set by each helper for its whole life. */
+extern _Thread_local ft_runtime *ft_gc_helper_runtime;
+
+bool ft_gc_deque_init(ft_gc_deque *d); /* empty; its first array allocated if it has none */
+void ft_gc_deque_destroy(ft_gc_deque *d);
+void ft_gc_deque_release_retired(ft_gc_deque *d);
+bool ft_gc_deque_push(ft_gc_deque *d, ft_object *o); /* owner; false if it could not grow */
+/* Owner: the newest item or NULL. shared: other workers may steal in this phase. */
+ft_object *ft_gc_deque_pop(ft_gc_deque *d, bool shared);
+/* Worker self, out of work: an item stolen from another of the phase's workers, or NULL when every
+ * worker is out of work (the phase's work is done). */
+ft_object *ft_gc_pool_steal(ft_gc_pool *pool, int self, int workers);
+/* The collector, world stopped: make ready up to `workers` workers (deques, helper threads);
+ * returns how many it has (at least 1). */
+int ft_gc_pool_reserve(ft_gc_pool *pool, int workers);
+void ft_gc_pool_open(ft_gc_pool *pool, int workers); /* wake the helpers of a session */
+void ft_gc_pool_close(ft_gc_pool *pool);             /* let them sleep again */
+/* Run job on every worker of the session (the caller as worker 0) and wait for all of them. */
+void ft_gc_pool_run(ft_gc_pool *pool, ft_gc_job job, void *arg);
+void ft_gc_pool_destroy(ft_gc_pool *pool);
+void ft_gc_pool_after_fork_child(ft_gc_pool *pool);
 
 typedef struct ft_gc_callback_entry {
     ft_gc_callback fn;
@@ -84,7 +182,8 @@ typedef struct ft_gc_runtime {
     /* The collecting thread (its deallocs keep their zombies on a private list); set and cleared by
      * it, read (relaxed) by deallocs on any thread, which compare it with themselves. */
     _Atomic(ft_thread *) collector;
-    ft_gc_work work; /* the collecting thread only */
+    ft_gc_work work; /* the collecting thread only (and its workers, pool.c) */
+    ft_gc_pool pool; /* the marking workers */
     /* Every GC object's memory waits for the collection's end (it has uncollectable objects): set
      * and cleared by the collector; read by any dealloc (seq_cst: the zombies' hand-over). */
     _Atomic(bool) defer_all_frees;

@@ -398,12 +398,16 @@ void ft_gc_runtime_init(ft_runtime *rt)
     atomic_store_explicit(&rt->gc.enabled, true, memory_order_relaxed);
     for (int g = 0; g < FT_GC_GENERATIONS; g++)
         atomic_store_explicit(&rt->gc.threshold[g], defaults[g], memory_order_relaxed);
+    rt->gc.pool.rt = rt;
+    atomic_store_explicit(&rt->gc.pool.participants, 1, memory_order_relaxed);
 }
 
 void ft_gc_runtime_destroy(ft_runtime *rt)
 {
-    free(rt->gc.work.objs);
-    free(rt->gc.work.tids);
+    ft_gc_pool_destroy(&rt->gc.pool);
+    free(rt->gc.work.pages);
+    free(rt->gc.work.runs);
+    free(rt->gc.work.set);
     free(rt->gc.work.stack);
     rt->gc.work = (ft_gc_work){0};
     free(rt->gc.garbage);

@@ -1130,10 +1130,11 @@ void ft_heap_note_older(ft_runtime *rt, const void *block)
     ft_mutex_unlock(&rt->heaps.mutex);
 }
 
-/* Visit a listed page's blocks, unless the entry is stale (no longer a small page of a GC heap, or
- * already visited in this walk). Its first visit in a walk for generation 0 lists it as older. */
-static bool visit_listed(ft_heap_runtime *h, ft_page *page, int generation, ft_block_visitor fn,
-                         void *arg)
+/* Hand a listed page to the walk, unless the entry is stale (no longer a small page of a GC heap,
+ * or already handed over in this walk). Its first visit in a walk for generation 0 lists it as
+ * older. */
+static bool walk_listed(ft_heap_runtime *h, ft_page *page, int generation, ft_heap_page_fn fn,
+                        void *arg)
 {
     ft_heap *heap = page->heap;
     if (!heap || !is_gc_heap(heap) || page->size_class == FT_LARGE_CLASS ||
@@ -1143,7 +1144,15 @@ static bool visit_listed(ft_heap_runtime *h, ft_page *page, int generation, ft_b
     FT_ASSERT_EXPENSIVE(heap->set->rt, ft_page_is_valid(page));
     if (generation == 0)
         older_add_locked(h, page);
-    return visit_page(page, true, fn, arg);
+    return fn(page, arg);
+}
+
+static bool walk_queue(ft_page_queue *q, ft_heap_page_fn fn, void *arg)
+{
+    for (ft_page *p = q->head; p; p = p->next)
+        if (!fn(p, arg))
+            return false;
+    return true;
 }
 
 static void older_clear_locked(ft_heap_runtime *h)
@@ -1183,7 +1192,12 @@ static void young_advance_locked(ft_heap_runtime *h)
     }
 }
 
-ft_status ft_heap_visit_gc(ft_runtime *rt, int generation, ft_block_visitor fn, void *arg)
+bool ft_heap_visit_page(ft_page *page, ft_block_visitor fn, void *arg)
+{
+    return visit_page(page, true, fn, arg);
+}
+
+ft_status ft_heap_gc_pages(ft_runtime *rt, int generation, ft_heap_page_fn fn, void *arg)
 {
     if (generation < 0 || generation > 2 || !fn)
         return FT_EINVAL;
@@ -1194,33 +1208,40 @@ ft_status ft_heap_visit_gc(ft_runtime *rt, int generation, ft_block_visitor fn, 
     for (ft_heap_set *set = h->all; set; set = set->next)
         flush_batch(&set->batch);
     h->walks++;
+    bool go = true;
     if (generation == 2 || young_lists_overflowed(h, generation)) {
         FT_ASSERT_EXPENSIVE(rt, ft_heap_runtime_is_valid(rt));
-        visit_kind_locked(rt, FT_HEAP_GC, fn, arg);
+        for (ft_heap_set *set = h->all; go && set; set = set->next) {
+            ft_heap *heap = &set->heaps[FT_HEAP_GC];
+            go = walk_queue(&heap->large, fn, arg);
+            for (int c = 0; go && c < FT_SIZE_CLASSES; c++)
+                go = walk_queue(&heap->active[c], fn, arg) && walk_queue(&heap->full[c], fn, arg);
+        }
         /* Every page was visited, none listed: a later walk for generation 1 must visit them all. */
         if (generation == 0)
             h->older_overflow = true;
         else
             older_clear_locked(h);
     } else {
-        bool go = true;
         for (ft_heap_set *set = h->all; go && set; set = set->next) {
             for (size_t i = 0; go && i < set->young_count; i++)
-                go = visit_listed(h, set->young[i], generation, fn, arg);
+                go = walk_listed(h, set->young[i], generation, fn, arg);
             if (go)
-                go = visit_queue(&set->heaps[FT_HEAP_GC].large, true, fn, arg);
+                go = walk_queue(&set->heaps[FT_HEAP_GC].large, fn, arg);
         }
         for (size_t i = 0; go && i < h->orphan_count; i++)
-            go = visit_listed(h, h->orphans[i], generation, fn, arg);
+            go = walk_listed(h, h->orphans[i], generation, fn, arg);
         if (generation == 1) {
             for (size_t i = 0; go && i < h->older_count; i++)
-                go = visit_listed(h, h->older[i], generation, fn, arg);
+                go = walk_listed(h, h->older[i], generation, fn, arg);
             older_clear_locked(h);
         }
     }
     young_advance_locked(h);
+    if (!go) /* pages not handed over lost their listing: the next young walk visits them all */
+        h->orphan_overflow = true;
     ft_mutex_unlock(&h->mutex);
-    return FT_OK;
+    return go ? FT_OK : FT_ENOMEM;
 }
 
 static bool count_block(void *block, size_t size, void *arg)

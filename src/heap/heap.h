@@ -297,12 +297,18 @@ bool ft_heap_runtime_is_valid(ft_runtime *rt);
 /* Young pages (heap.c): which pages of the GC heaps received objects since the last collection of
  * each generation, so that young collections walk only those.
  *   ft_heap_note_young: block's page receives a newly tracked object (t: the caller, attached).
- *   ft_heap_visit_gc: world stopped: visit the blocks of every GC page that may hold objects of
- *     generation 0 (generation 0), of generation 0 or 1 (1), or every GC block (2); then begin a
- *     new epoch. The pages walked for generation 0 are remembered as older pages; a walk for 1 or 2
- *     forgets them. */
+ *   ft_heap_gc_pages: world stopped: hand fn every GC page that may hold objects of generation 0
+ *     (generation 0), of generation 0 or 1 (1), or every GC page (2), in a fixed order; then begin
+ *     a new epoch. The pages handed over for generation 0 are remembered as older pages; a walk for
+ *     1 or 2 forgets them. FT_ENOMEM if fn returned false (the walk stops there; the epoch still
+ *     begins, and the next young walk visits every page, so that no young page goes unvisited).
+ *   ft_heap_visit_page: visit the allocated objects of a page the walk handed over; false if the
+ *     visitor asked to stop. Pages are independent: several threads may visit different pages at
+ *     once (the world stopped by one of them). */
 void ft_heap_note_young(ft_thread *t, const void *block);
-ft_status ft_heap_visit_gc(ft_runtime *rt, int generation, ft_block_visitor fn, void *arg);
+typedef bool (*ft_heap_page_fn)(ft_page *page, void *arg);
+ft_status ft_heap_gc_pages(ft_runtime *rt, int generation, ft_heap_page_fn fn, void *arg);
+bool ft_heap_visit_page(ft_page *page, ft_block_visitor fn, void *arg);
 /* The world stopped: remember page (holding an object the collector just moved to generation 1)
  * as an older page. */
 void ft_heap_note_older(ft_runtime *rt, const void *block);

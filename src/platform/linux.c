@@ -48,6 +48,17 @@ void ft_futex_wake_one(_Atomic(uint32_t) *addr)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+void ft_futex_wake_all(_Atomic(uint32_t) *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+int ft_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
 int64_t ft_monotonic_ns(void)
 {
     struct timespec ts;

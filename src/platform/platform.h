@@ -17,6 +17,10 @@
 /* FT_OK (woken or spurious), FT_EAGAIN (*addr != expected) or FT_ETIMEDOUT. */
 ft_status ft_futex_wait_until(_Atomic(uint32_t) *addr, uint32_t expected, int64_t deadline_ns);
 void ft_futex_wake_one(_Atomic(uint32_t) *addr);
+void ft_futex_wake_all(_Atomic(uint32_t) *addr);
+
+/* The number of CPUs online (at least 1). */
+int ft_cpu_count(void);
 
 /* Monotonic nanoseconds since an arbitrary origin. */
 int64_t ft_monotonic_ns(void);

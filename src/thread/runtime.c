@@ -26,6 +26,11 @@ void ft_config_init(ft_config *cfg)
 #else
     cfg->expensive_checks = checks && strcmp(checks, "1") == 0;
 #endif
+    const char *workers = getenv("FTRT_GC_WORKERS");
+    int cpus = ft_cpu_count();
+    cfg->gc_workers = workers && atoi(workers) > 0 ? atoi(workers) : cpus < 8 ? cpus : 8;
+    if (cfg->gc_workers > FT_GC_MAX_WORKERS)
+        cfg->gc_workers = FT_GC_MAX_WORKERS;
 }
 
 ft_runtime *ft_runtime_new(const ft_config *cfg)
@@ -34,7 +39,8 @@ ft_runtime *ft_runtime_new(const ft_config *cfg)
     ft_config_init(&defaults);
     if (!cfg)
         cfg = &defaults;
-    if (cfg->stw_repoll_ns <= 0 || cfg->stw_spin_ns < 0) {
+    if (cfg->stw_repoll_ns <= 0 || cfg->stw_spin_ns < 0 || cfg->gc_workers < 1 ||
+        cfg->gc_workers > FT_GC_MAX_WORKERS || cfg->gc_objects_per_worker < 0) {
         ft_set_last_error(FT_EINVAL);
         return NULL;
     }
@@ -158,6 +164,7 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
     for (uint32_t i = 0; i < FT_BRC_BUCKETS; i++)
         rt->brc[i].mutex = (ft_mutex){0};
     rt->gc.mutex = (ft_mutex){0};
+    ft_gc_pool_after_fork_child(&rt->gc.pool);
     rt->stackref_debug.mutex = (ft_mutex){0};
     for (uint32_t i = 0; i < FT_WEAKREF_STRIPES; i++)
         rt->gc.weakref_locks[i] = (ft_mutex){0};

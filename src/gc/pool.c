@@ -1,0 +1,361 @@
+/* pool.c: the collector's marking workers: a pool of helper threads, the work-stealing deques they
+ * mark from, and the barrier that ends each phase.
+ *
+ * Why a pool of its own. A collection's stopped phases (gc.c) may run on up to ft_config.gc_workers
+ * threads: the collecting thread plus helpers. The helpers are threads the runtime owns, created the
+ * first time a collection is big enough to want them and kept until ft_runtime_free. The stopped
+ * threads themselves would be the other choice, but a program with one mutator has none, and they
+ * are parked inside the stop-the-world handshake, whose protocol would have to learn to lend them
+ * out. A helper is not an ftrt thread state: it never attaches, takes part in no stop, and touches
+ * objects only while the collector holds the world stopped, on the collector's behalf.
+ *
+ * Sessions and phases. A collection that wants helpers opens a session (`session` becomes odd, the
+ * sleeping helpers are woken) and closes it when its stop ends (even again: they go back to sleep on
+ * the futex). Within a session each phase is published by storing the job and bumping `phase`; every
+ * participating helper runs the job with its worker index, then adds one to `done`; the collector
+ * runs the job as worker 0 and waits for `done` to count every participant. Between phases the
+ * helpers spin, then yield: the world is stopped, so the cores they spin on are idle anyway.
+ *
+ * The deques (Chase and Lev's, in the C11 form of Lê, Pop, Cohen and Zappa Nardelli, PPoPP 2013).
+ * Each worker pushes and pops objects to visit at the bottom of its own deque; an idle worker steals
+ * from the top of another's. The owner works alone at the bottom until the deque holds one item,
+ * where a compare-and-swap on `top` settles who gets it. A deque that fills is copied into one twice
+ * the size; the old array may still be read by a thief, so it is kept on the owner's retired list and
+ * freed once the phase is over. In a phase run by one worker nobody steals, and push and pop skip
+ * the fences (ft_gc_deque_pop's `shared`).
+ *
+ * Ending a phase that steals (ft_gc_pool_steal). A worker with nothing left in its deque and
+ * nothing to steal counts itself idle; it leaves the count when some deque holds work again, and the
+ * phase's work is over when every worker is idle at once: an idle worker pushes nothing, so no work
+ * can appear after that. */
+#include <signal.h>
+#include <stdlib.h>
+
+#include "internal/internal.h"
+
+_Thread_local ft_runtime *ft_gc_helper_runtime;
+
+#define DEQUE_INITIAL 1024 /* slots of a worker's first array */
+#define SPIN_ROUNDS 256    /* polls with the pause instruction before a helper yields its core */
+
+/* ---- deques ---------------------------------------------------------------------------------- */
+
+static ft_gc_deque_array *array_new(size_t capacity)
+{
+    ft_gc_deque_array *a = malloc(sizeof *a + capacity * sizeof a->slots[0]);
+    if (a) {
+        a->mask = capacity - 1;
+        a->retired_next = NULL;
+    }
+    return a;
+}
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+bool ft_gc_deque_init(ft_gc_deque *d)
+{
+    ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
+    if (!a) {
+        a = array_new(DEQUE_INITIAL);
+        if (!a)
+            return false;
+        atomic_store_explicit(&d->array, a, memory_order_relaxed);
+    }
+    atomic_store_explicit(&d->top, 0, memory_order_relaxed);
+    atomic_store_explicit(&d->bottom, 0, memory_order_relaxed);
+    return true;
+}
+
+void ft_gc_deque_release_retired(ft_gc_deque *d)
+{
+    while (d->retired) {
+        ft_gc_deque_array *next = d->retired->retired_next;
+        free(d->retired);
+        d->retired = next;
+    }
+}
+
+void ft_gc_deque_destroy(ft_gc_deque *d)
+{
+    ft_gc_deque_release_retired(d);
+    free(atomic_load_explicit(&d->array, memory_order_relaxed));
+    atomic_store_explicit(&d->array, NULL, memory_order_relaxed);
+}
+
+/* The owner's array is full: copy [top, bottom) into one twice the size. */
+static ft_gc_deque_array *deque_grow(ft_gc_deque *d, ft_gc_deque_array *a, int64_t top,
+                                     int64_t bottom)
+{
+    ft_gc_deque_array *b = array_new((a->mask + 1) * 2);
+    if (!b)
+        return NULL;
+    for (int64_t i = top; i < bottom; i++)
+        atomic_store_explicit(&b->slots[(size_t)i & b->mask],
+                              atomic_load_explicit(&a->slots[(size_t)i & a->mask],
+                                                   memory_order_relaxed),
+                              memory_order_relaxed);
+    /* Release: a thief that reads the new array sees its slots filled. */
+    atomic_store_explicit(&d->array, b, memory_order_release);
+    a->retired_next = d->retired;
+    d->retired = a;
+    return b;
+}
+
+bool ft_gc_deque_push(ft_gc_deque *d, ft_object *o)
+{
+    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
+    ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
+    if (FT_UNLIKELY(bottom - top > (int64_t)a->mask)) {
+        a = deque_grow(d, a, top, bottom);
+        if (!a)
+            return false;
+    }
+    atomic_store_explicit(&a->slots[(size_t)bottom & a->mask], o, memory_order_relaxed);
+    /* Release: a thief that sees the new bottom sees the slot (and the object's marks before it). */
+    atomic_store_explicit(&d->bottom, bottom + 1, memory_order_release);
+    return true;
+}
+
+ft_object *ft_gc_deque_pop(ft_gc_deque *d, bool shared)
+{
+    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
+    ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
+    if (!shared) { /* nobody steals in this phase: a plain stack */
+        if (bottom < atomic_load_explicit(&d->top, memory_order_relaxed))
+            return NULL;
+        atomic_store_explicit(&d->bottom, bottom, memory_order_relaxed);
+        return atomic_load_explicit(&a->slots[(size_t)bottom & a->mask], memory_order_relaxed);
+    }
+    atomic_store_explicit(&d->bottom, bottom, memory_order_relaxed);
+    /* Orders the bottom store before the top load: a thief reading the old bottom and this pop
+     * reading the old top cannot both take the last item. */
+    atomic_thread_fence(memory_order_seq_cst);
+    int64_t top = atomic_load_explicit(&d->top, memory_order_relaxed);
+    if (top > bottom) { /* empty */
+        atomic_store_explicit(&d->bottom, bottom + 1, memory_order_relaxed);
+        return NULL;
+    }
+    ft_object *o = atomic_load_explicit(&a->slots[(size_t)bottom & a->mask], memory_order_relaxed);
+    if (top == bottom) { /* the last item: race the thieves for it */
+        if (!atomic_compare_exchange_strong_explicit(&d->top, &top, top + 1, memory_order_seq_cst,
+                                                     memory_order_relaxed))
+            o = NULL;
+        atomic_store_explicit(&d->bottom, bottom + 1, memory_order_relaxed);
+    }
+    return o;
+}
+
+/* One attempt to take the top item of another worker's deque: the item, NULL if empty, or
+ * FT_GC_DEQUE_RETRY if another thief or the owner won the race. */
+#define FT_GC_DEQUE_RETRY ((ft_object *)1)
+
+static ft_object *deque_steal(ft_gc_deque *d)
+{
+    int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
+    /* Orders the top load before the bottom load (the pop's fence is the other half). */
+    atomic_thread_fence(memory_order_seq_cst);
+    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_acquire);
+    if (top >= bottom)
+        return NULL;
+    ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_acquire);
+    ft_object *o = atomic_load_explicit(&a->slots[(size_t)top & a->mask], memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(&d->top, &top, top + 1, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return FT_GC_DEQUE_RETRY;
+    return o;
+}
+
+static bool deque_looks_empty(ft_gc_deque *d)
+{
+    return atomic_load_explicit(&d->top, memory_order_acquire) >=
+           atomic_load_explicit(&d->bottom, memory_order_acquire);
+}
+
+/* ---- stealing and the end of a phase ----------------------------------------------------------- */
+
+ft_object *ft_gc_pool_steal(ft_gc_pool *pool, int self, int workers)
+{
+    bool counted_idle = false;
+    for (unsigned round = 0;; round++) {
+        for (int i = 1; i < workers; i++) {
+            ft_gc_deque *victim = &pool->workers[(self + i) % workers].deque;
+            ft_object *o;
+            while ((o = deque_steal(victim)) == FT_GC_DEQUE_RETRY)
+                cpu_relax();
+            if (o) {
+                if (counted_idle)
+                    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+                return o;
+            }
+        }
+        if (!counted_idle) {
+            atomic_fetch_add_explicit(&pool->idle, 1, memory_order_acq_rel);
+            counted_idle = true;
+        }
+        /* Every worker idle at once: none holds work and none can make any. Acquire: their last
+         * marks happen before this worker's return (and so before the phase's end). */
+        if (atomic_load_explicit(&pool->idle, memory_order_acquire) == workers)
+            return NULL;
+        bool work_somewhere = false;
+        for (int i = 1; i < workers && !work_somewhere; i++)
+            work_somewhere = !deque_looks_empty(&pool->workers[(self + i) % workers].deque);
+        if (work_somewhere) {
+            /* Leave the idle count before stealing, so that nobody ends the phase meanwhile. */
+            atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_acq_rel);
+            counted_idle = false;
+        } else if (round % 64 == 63) {
+            sched_yield();
+        } else {
+            cpu_relax();
+        }
+    }
+}
+
+/* ---- the helper threads -------------------------------------------------------------------------- */
+
+typedef struct helper_start {
+    ft_gc_pool *pool;
+    int index;
+    uint32_t phase; /* the last phase published before the helper existed */
+} helper_start;
+
+/* A helper's life: sleep between sessions; in a session, run each phase published while it is a
+ * participant. */
+static void *helper_main(void *arg)
+{
+    helper_start *start = arg;
+    ft_gc_pool *pool = start->pool;
+    int index = start->index;
+    uint32_t seen_phase = start->phase;
+    free(start);
+    ft_gc_helper_runtime = pool->rt;
+    for (;;) {
+        uint32_t session = atomic_load_explicit(&pool->session, memory_order_acquire);
+        if (atomic_load_explicit(&pool->quit, memory_order_acquire))
+            break;
+        if (!(session & 1) ||
+            index >= atomic_load_explicit(&pool->participants, memory_order_acquire)) {
+            ft_futex_wait_until(&pool->session, session, FT_FOREVER);
+            continue;
+        }
+        /* Acquire: the job and everything the collector wrote before publishing it. */
+        uint32_t phase = atomic_load_explicit(&pool->phase, memory_order_acquire);
+        if (phase == seen_phase) {
+            for (int spin = 0; spin < SPIN_ROUNDS &&
+                               atomic_load_explicit(&pool->phase, memory_order_relaxed) == phase &&
+                               atomic_load_explicit(&pool->session, memory_order_relaxed) == session;
+                 spin++)
+                cpu_relax();
+            if (atomic_load_explicit(&pool->phase, memory_order_relaxed) == phase)
+                sched_yield();
+            continue;
+        }
+        seen_phase = phase;
+        pool->job(pool->job_arg, index);
+        /* Release: this helper's marks happen before the collector's next step. */
+        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+int ft_gc_pool_reserve(ft_gc_pool *pool, int workers)
+{
+    if (workers > FT_GC_MAX_WORKERS)
+        workers = FT_GC_MAX_WORKERS;
+    for (int i = 0; i < workers; i++)
+        if (!ft_gc_deque_init(&pool->workers[i].deque))
+            return i > 0 ? i : 1;
+    while (pool->helpers + 1 < workers) {
+        helper_start *start = malloc(sizeof *start);
+        if (!start)
+            break;
+        *start = (helper_start){pool, pool->helpers + 1,
+                                atomic_load_explicit(&pool->phase, memory_order_relaxed)};
+        /* The helper takes no signal: a host's handlers run on the host's own threads. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int err = pthread_create(&pool->threads[pool->helpers], NULL, helper_main, start);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (err != 0) {
+            free(start);
+            break;
+        }
+        pool->helpers++;
+    }
+    return workers < pool->helpers + 1 ? workers : pool->helpers + 1;
+}
+
+void ft_gc_pool_open(ft_gc_pool *pool, int workers)
+{
+    atomic_store_explicit(&pool->participants, workers, memory_order_relaxed);
+    if (workers <= 1)
+        return;
+    /* Release: the participants count before the odd session that makes helpers read it. */
+    atomic_fetch_add_explicit(&pool->session, 1, memory_order_release);
+    ft_futex_wake_all(&pool->session);
+}
+
+void ft_gc_pool_close(ft_gc_pool *pool)
+{
+    if (atomic_load_explicit(&pool->participants, memory_order_relaxed) > 1)
+        atomic_fetch_add_explicit(&pool->session, 1, memory_order_release);
+    atomic_store_explicit(&pool->participants, 1, memory_order_relaxed);
+}
+
+void ft_gc_pool_run(ft_gc_pool *pool, ft_gc_job job, void *arg)
+{
+    int workers = atomic_load_explicit(&pool->participants, memory_order_relaxed);
+    atomic_store_explicit(&pool->idle, 0, memory_order_relaxed);
+    if (workers > 1) {
+        pool->job = job;
+        pool->job_arg = arg;
+        atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+        /* Release: the job, its argument and every mark so far, to the helpers' acquire. */
+        atomic_fetch_add_explicit(&pool->phase, 1, memory_order_release);
+    }
+    job(arg, 0);
+    if (workers > 1) {
+        unsigned spins = 0;
+        /* Acquire: every helper's marks happen before what the collector does next. */
+        while (atomic_load_explicit(&pool->done, memory_order_acquire) != workers - 1)
+            if (++spins % 64 == 0)
+                sched_yield();
+            else
+                cpu_relax();
+    }
+    for (int i = 0; i < workers; i++)
+        ft_gc_deque_release_retired(&pool->workers[i].deque);
+}
+
+void ft_gc_pool_destroy(ft_gc_pool *pool)
+{
+    atomic_store_explicit(&pool->quit, true, memory_order_release);
+    atomic_fetch_add_explicit(&pool->session, 2, memory_order_release);
+    ft_futex_wake_all(&pool->session);
+    for (int i = 0; i < pool->helpers; i++)
+        pthread_join(pool->threads[i], NULL);
+    pool->helpers = 0;
+    for (int i = 0; i < FT_GC_MAX_WORKERS; i++) {
+        ft_gc_deque_destroy(&pool->workers[i].deque);
+        free(pool->workers[i].objs);
+        free(pool->workers[i].tids);
+        pool->workers[i].objs = NULL;
+        pool->workers[i].tids = NULL;
+        pool->workers[i].cap = 0;
+    }
+}
+
+void ft_gc_pool_after_fork_child(ft_gc_pool *pool)
+{
+    /* The helpers do not exist in the child; their stacks are lost with them. */
+    pool->helpers = 0;
+    atomic_store_explicit(&pool->session, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->participants, 1, memory_order_relaxed);
+}
