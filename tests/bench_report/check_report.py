@@ -93,7 +93,7 @@ def main():
     check('class="bar met"' in page, "no bar coloured as met")
     check('class="bar missed"' in page, "no bar coloured as missed (heap.bytes_per_object, 1.31 > 1.25)")
     check('class="bar ftrt"' in page and 'class="bar baseline"' in page, "no bars for the two sides")
-    check("no value" in page, "the null value is not shown as such")
+    check('class="novalue">no value<' in page, "the chart of the null value does not say so")
     check("ft_mutex" in page and "pthread_mutex_t" in page, "side labels missing")
     check("&lt;private&gt; mutex &amp; nothing" in page, "the baseline text is not escaped")
     for text in ("abc1234", "2 CPUs", "2025-01-02"):
