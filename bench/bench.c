@@ -670,6 +670,16 @@ static void write_json_number(FILE *f, double value)
         fprintf(f, "null");
 }
 
+/* ", \"key\": " and the string text, or the number when text is NULL. */
+static void write_json_field(FILE *f, const char *key, const char *text, double number)
+{
+    fprintf(f, ", \"%s\": ", key);
+    if (text)
+        write_json_string(f, text);
+    else
+        write_json_number(f, number);
+}
+
 /* ", \"samples\": [...]" for the sets result index owns, or nothing when it has none. */
 static void write_json_samples(FILE *f, int index)
 {
@@ -681,8 +691,7 @@ static void write_json_samples(FILE *f, int index)
         fprintf(f, "%s\n    {\"name\": ", first ? ", \"samples\": [" : ",");
         first = false;
         write_json_string(f, set->name);
-        fprintf(f, ", \"unit\": ");
-        write_json_string(f, set->unit);
+        write_json_field(f, "unit", set->unit, 0);
         fprintf(f, ", \"values\": [");
         for (size_t j = 0; j < set->count; j++) {
             fprintf(f, "%s", j == 0 ? "" : j % 16 == 0 ? ",\n      " : ", ");
@@ -720,26 +729,17 @@ bool bench_write_json(const char *path)
         const bench_result *r = &results[i];
         fprintf(f, "%s\n  {\"name\": ", i ? "," : "");
         write_json_string(f, r->name);
-        fprintf(f, ", \"value\": ");
-        write_json_number(f, r->value);
-        fprintf(f, ", \"unit\": ");
-        write_json_string(f, r->unit);
-        fprintf(f, ", \"baseline\": ");
-        write_json_string(f, r->baseline);
-        fprintf(f, ", \"goal\": ");
-        write_json_string(f, r->goal);
+        write_json_field(f, "value", NULL, r->value);
+        write_json_field(f, "unit", r->unit, 0);
+        write_json_field(f, "baseline", r->baseline, 0);
+        write_json_field(f, "goal", r->goal, 0);
         fprintf(f, ", \"met\": %s", r->met ? "true" : "false");
         if (r->two_sides) {
-            fprintf(f, ", \"label_a\": ");
-            write_json_string(f, r->label_a);
-            fprintf(f, ", \"raw_a\": ");
-            write_json_number(f, r->raw_a);
-            fprintf(f, ", \"label_b\": ");
-            write_json_string(f, r->label_b);
-            fprintf(f, ", \"raw_b\": ");
-            write_json_number(f, r->raw_b);
-            fprintf(f, ", \"raw_unit\": ");
-            write_json_string(f, r->raw_unit);
+            write_json_field(f, "label_a", r->label_a, 0);
+            write_json_field(f, "raw_a", NULL, r->raw_a);
+            write_json_field(f, "label_b", r->label_b, 0);
+            write_json_field(f, "raw_b", NULL, r->raw_b);
+            write_json_field(f, "raw_unit", r->raw_unit, 0);
         }
         write_json_samples(f, i);
         fprintf(f, "}");

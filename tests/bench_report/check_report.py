@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The bench_report test: scripts/bench-report on tests/bench_report/results.json (figures with two
-sides, without, with a null value, with samples, and one in the old format without "met") must give a
-well-formed, self-contained page with a chart per figure and a histogram per set of samples; a
-malformed results.json must make it fail with one line and no traceback.
+sides, without, with a null value, with samples, and one in the old format without "met") must
+give a well-formed, self-contained page with a chart per figure and a histogram per set of
+samples; a malformed results.json must make it fail with one line and no traceback.
 
     check_report.py SCRIPT FIXTURE WORKDIR
 """
@@ -41,8 +41,9 @@ class Balance(html.parser.HTMLParser):
 
     def handle_endtag(self, tag):
         if not self.stack or self.stack[-1][0] != tag:
+            open_tag = self.stack[-1] if self.stack else "anything"
             self.errors.append("</%s> at line %d does not close %s"
-                               % (tag, self.getpos()[0], self.stack[-1] if self.stack else "anything"))
+                               % (tag, self.getpos()[0], open_tag))
             return
         self.stack.pop()
 
@@ -83,16 +84,19 @@ def main():
 
     svgs = page.count("<svg")
     check(svgs == len(figures) + sample_sets,
-          "%d <svg> elements, expected %d figures + %d histograms" % (svgs, len(figures), sample_sets))
-    check(parser.tags.get("svg") == svgs, "html.parser saw %s svg elements" % parser.tags.get("svg"))
+          "%d <svg> elements, expected %d figures + %d histograms"
+          % (svgs, len(figures), sample_sets))
+    check(parser.tags.get("svg") == svgs, "html.parser saw %s svgs" % parser.tags.get("svg"))
     check(page.count('class="histogram"') == sample_sets, "not one histogram per set of samples")
     goals = len(re.findall(r'<line [^>]*class="goal"', page))
     check(goals == with_goal, "%d goal lines, expected %d" % (goals, with_goal))
     for goal in ("1.0", "1.25", "3.0", "250"):
         check('class="goaltext">goal &lt;= %s<' % goal in page, "no goal label <= %s" % goal)
     check('class="bar met"' in page, "no bar coloured as met")
-    check('class="bar missed"' in page, "no bar coloured as missed (heap.bytes_per_object, 1.31 > 1.25)")
-    check('class="bar ftrt"' in page and 'class="bar baseline"' in page, "no bars for the two sides")
+    check('class="bar missed"' in page,
+          "no bar coloured as missed (heap.bytes_per_object: 1.31, goal <= 1.25)")
+    check('class="bar ftrt"' in page and 'class="bar baseline"' in page,
+          "no bars for the two sides")
     check('class="novalue">no value<' in page, "the chart of the null value does not say so")
     check("ft_mutex" in page and "pthread_mutex_t" in page, "side labels missing")
     check("&lt;private&gt; mutex &amp; nothing" in page, "the baseline text is not escaped")
@@ -111,9 +115,10 @@ def main():
     bad_inputs = {
         "not-json.json": '[{"name": "x", "value": 1,',
         "not-array.json": '{"name": "x", "value": 1}',
-        "bad-value.json": '[{"name": "x", "value": "fast", "unit": "", "baseline": "", "goal": ""}]',
+        "bad-value.json": '[{"name": "x", "value": "fast", "unit": "", "goal": ""}]',
         "half-sides.json": '[{"name": "x", "value": 1, "label_a": "a", "raw_a": 1}]',
-        "bad-samples.json": '[{"name": "x", "value": 1, "samples": [{"name": "s", "values": ["1"]}]}]',
+        "bad-samples.json": '[{"name": "x", "value": 1, '
+                            '"samples": [{"name": "s", "values": [""]}]}]',
     }
     for name, text in bad_inputs.items():
         path = os.path.join(workdir, name)
