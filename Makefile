@@ -3,6 +3,7 @@
 #   make demo      build release, run build/release/demo/ftrt_demo
 #   make test      build debug (-O0 -g, FTRT_DEBUG=1), run its tests (with the install test)
 #   make bench     build release, run build/release/bench/ftrt_bench build/bench/results.json
+#                  and draw it with scripts/bench-report as build/bench/report.html (needs python3)
 #   make tsan      build and test under ThreadSanitizer
 #   make asan      build and test under AddressSanitizer + UBSan
 #   make stackref-debug  build and test with FTRT_STACKREF_DEBUG (stackrefs as checked ids)
@@ -70,6 +71,10 @@ bench:
 	$(call configure_and_build,release,ftrt_bench)
 	mkdir -p build/bench
 	build/release/bench/ftrt_bench build/bench/results.json
+	@if command -v python3 >/dev/null 2>&1; then \
+		python3 scripts/bench-report build/bench/results.json build/bench/report.html \
+			--cpus "$$(nproc 2>/dev/null)" --commit "$$(git describe --always --dirty 2>/dev/null)"; \
+	else echo "bench: no python3, so no build/bench/report.html (scripts/bench-report draws results.json)"; fi
 
 tsan:
 	@scripts/install-deps tsan

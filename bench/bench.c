@@ -440,10 +440,28 @@ bench_load bench_load_between(const bench_load_sample *start, const bench_load_s
 typedef struct bench_result {
     char *name, *unit, *baseline, *goal;
     double value;
+    bool met;
+    bool two_sides; /* label_a ... raw_unit were given */
+    char *label_a, *label_b, *raw_unit;
+    double raw_a, raw_b;
 } bench_result;
 
 static bench_result results[MAX_RESULTS];
 static int result_count;
+/* result_count when the current figure began: a result at or after it is the current figure's. */
+static int figure_first_result;
+
+/* One named set of samples (bench_report_samples), owned by a result or still pending. */
+#define MAX_SAMPLE_SETS 64
+typedef struct bench_samples {
+    char *name, *unit;
+    double *values;
+    size_t count, capacity;
+    int result; /* index in results, or -1 until the current figure is reported */
+} bench_samples;
+
+static bench_samples sample_sets[MAX_SAMPLE_SETS];
+static int sample_set_count;
 static int missed_goals;
 static bool any_failure;
 static bench_load_sample figure_start;
@@ -478,7 +496,54 @@ static bool goal_met(const char *goal, double value)
 
 void bench_figure_begin(void)
 {
+    /* Samples of a figure that reported nothing (it was skipped part way) belong to no figure. */
+    int kept = 0;
+    for (int i = 0; i < sample_set_count; i++) {
+        if (sample_sets[i].result >= 0) {
+            sample_sets[kept++] = sample_sets[i];
+        } else {
+            free(sample_sets[i].name);
+            free(sample_sets[i].unit);
+            free(sample_sets[i].values);
+        }
+    }
+    sample_set_count = kept;
+    figure_first_result = result_count;
     figure_start = bench_load_sample_now();
+}
+
+void bench_report_samples(const char *name, const char *unit, const double *values, size_t n)
+{
+    if (warming_up)
+        return;
+    int owner = result_count > figure_first_result ? result_count - 1 : -1;
+    bench_samples *set = NULL;
+    for (int i = 0; i < sample_set_count && !set; i++)
+        if (sample_sets[i].result == owner && strcmp(sample_sets[i].name, name) == 0)
+            set = &sample_sets[i];
+    if (!set) {
+        if (sample_set_count == MAX_SAMPLE_SETS) {
+            fprintf(stderr, "bench: too many sample sets\n");
+            exit(2);
+        }
+        set = &sample_sets[sample_set_count++];
+        *set = (bench_samples){.name = copy_string(name), .unit = copy_string(unit), .result = owner};
+    }
+    if (set->count + n > set->capacity) {
+        size_t capacity = set->capacity ? set->capacity : 1024;
+        while (capacity < set->count + n)
+            capacity *= 2;
+        double *grown = realloc(set->values, capacity * sizeof *grown);
+        if (!grown) {
+            fprintf(stderr, "bench: out of memory\n");
+            exit(2);
+        }
+        set->values = grown;
+        set->capacity = capacity;
+    }
+    if (n)
+        memcpy(set->values + set->count, values, n * sizeof *values);
+    set->count += n;
 }
 
 void bench_report(const char *name, double value, const char *unit, const char *baseline,
@@ -506,6 +571,18 @@ void bench_report(const char *name, double value, const char *unit, const char *
     r->baseline = copy_string(baseline);
     r->goal = copy_string(goal);
     r->value = value;
+    r->met = met;
+    r->two_sides = raw_unit != NULL;
+    if (r->two_sides) {
+        r->label_a = copy_string(label_a);
+        r->label_b = copy_string(label_b);
+        r->raw_unit = copy_string(raw_unit);
+        r->raw_a = raw_a;
+        r->raw_b = raw_b;
+    }
+    for (int i = 0; i < sample_set_count; i++)
+        if (sample_sets[i].result < 0)
+            sample_sets[i].result = result_count - 1;
 }
 
 void bench_note(const char *fmt, ...)
@@ -584,6 +661,48 @@ static void write_json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* A number, or null when it is not finite (JSON has no NaN or infinity). */
+static void write_json_number(FILE *f, double value)
+{
+    if (isfinite(value))
+        fprintf(f, "%.6g", value);
+    else
+        fprintf(f, "null");
+}
+
+/* ", \"key\": " and the string text, or the number when text is NULL. */
+static void write_json_field(FILE *f, const char *key, const char *text, double number)
+{
+    fprintf(f, ", \"%s\": ", key);
+    if (text)
+        write_json_string(f, text);
+    else
+        write_json_number(f, number);
+}
+
+/* ", \"samples\": [...]" for the sets result index owns, or nothing when it has none. */
+static void write_json_samples(FILE *f, int index)
+{
+    bool first = true;
+    for (int i = 0; i < sample_set_count; i++) {
+        const bench_samples *set = &sample_sets[i];
+        if (set->result != index)
+            continue;
+        fprintf(f, "%s\n    {\"name\": ", first ? ", \"samples\": [" : ",");
+        first = false;
+        write_json_string(f, set->name);
+        write_json_field(f, "unit", set->unit, 0);
+        fprintf(f, ", \"values\": [");
+        for (size_t j = 0; j < set->count; j++) {
+            fprintf(f, "%s", j == 0 ? "" : j % 16 == 0 ? ",\n      " : ", ");
+            write_json_number(f, set->values[j]);
+        }
+        fprintf(f, "]}");
+    }
+    if (!first)
+        fprintf(f, "\n  ]");
+}
+
 /* Create every missing directory above path (like mkdir -p of its dirname). */
 static void make_parent_directories(const char *path)
 {
@@ -610,15 +729,19 @@ bool bench_write_json(const char *path)
         const bench_result *r = &results[i];
         fprintf(f, "%s\n  {\"name\": ", i ? "," : "");
         write_json_string(f, r->name);
-        if (isfinite(r->value))
-            fprintf(f, ", \"value\": %.6g, \"unit\": ", r->value);
-        else
-            fprintf(f, ", \"value\": null, \"unit\": ");
-        write_json_string(f, r->unit);
-        fprintf(f, ", \"baseline\": ");
-        write_json_string(f, r->baseline);
-        fprintf(f, ", \"goal\": ");
-        write_json_string(f, r->goal);
+        write_json_field(f, "value", NULL, r->value);
+        write_json_field(f, "unit", r->unit, 0);
+        write_json_field(f, "baseline", r->baseline, 0);
+        write_json_field(f, "goal", r->goal, 0);
+        fprintf(f, ", \"met\": %s", r->met ? "true" : "false");
+        if (r->two_sides) {
+            write_json_field(f, "label_a", r->label_a, 0);
+            write_json_field(f, "raw_a", NULL, r->raw_a);
+            write_json_field(f, "label_b", r->label_b, 0);
+            write_json_field(f, "raw_b", NULL, r->raw_b);
+            write_json_field(f, "raw_unit", r->raw_unit, 0);
+        }
+        write_json_samples(f, i);
         fprintf(f, "}");
     }
     fprintf(f, "\n]\n");

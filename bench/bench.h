@@ -156,11 +156,20 @@ bench_load bench_load_between(const bench_load_sample *start, const bench_load_s
 void bench_report(const char *name, double value, const char *unit, const char *baseline,
                   const char *goal, const char *label_a, double raw_a, const char *label_b,
                   double raw_b, const char *raw_unit);
+/* Attach individual samples (one per collection, per stop: what a percentile figure summarises) to
+ * the figure being measured, for the histograms of scripts/bench-report. Calls with the same name add
+ * to one set, so call it once per repetition with that repetition's samples; the values are copied,
+ * and calls during a warm-up run are ignored. The sets go with the figure that bench_report() records
+ * next (or, called after it, with the figure just recorded) and are written under its "samples". */
+void bench_report_samples(const char *name, const char *unit, const double *values, size_t n);
 /* Print an informational line under the current figure (not recorded in the JSON). */
 void bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Mark the start of a figure, so its line can show the load measured while it ran. */
 void bench_figure_begin(void);
-/* Write every reported figure as a JSON array; false on I/O failure (message printed). */
+/* Write every reported figure as a JSON array of objects, one per figure: name, value (null when not
+ * finite), unit, baseline, goal and met (whether value meets goal); label_a, raw_a, label_b, raw_b and
+ * raw_unit when the figure has two sides; samples ([{name, unit, values}]) when it has any. False on
+ * I/O failure (message printed). */
 bool bench_write_json(const char *path);
 /* How many reported figures missed their goal. */
 int bench_missed_goals(void);

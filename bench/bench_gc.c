@@ -13,7 +13,8 @@
  *                         allocation, with automatic collection on (default thresholds) ÷ off
  * gc.young_pause_p99_us   absolute: p99 of the world-stopped time of the automatic collections while
  *                         one thread builds and drops 10-object cycles beside 1M old live objects;
- *                         the stop-the-world handshake's own p99 in the same loop beside it
+ *                         the stop-the-world handshake's own p99 in the same loop beside it;
+ *                         both sides' individual times go to results.json as samples
  *
  * Every figure uses one object type: a 48-byte container (the 32-byte header and two child
  * pointers), FT_TYPE_GC, allocated with ft_alloc and then tracked, whose traverse visits its
@@ -712,6 +713,7 @@ static double automatic_pause_p99_us(void *arg)
         make_garbage_ring(p->t, true);
     log->recording = false;
     int n = log->count;
+    bench_report_samples("young collection, world stopped", "us", log->pause_us, (size_t)n);
     double p99 = bench_percentile_double(log->pause_us, (size_t)n, 99);
     bench_series_add(&p->pause_p50_us, bench_percentile_double(log->pause_us, (size_t)n, 50));
     if (!bench_warming_up() && log->pause_us[n - 1] > p->pause_max_us)
@@ -733,6 +735,7 @@ static double stop_pair_p99_us(void *arg)
         ft_start_the_world(p->rt);
         p->stop_us[i] = (double)(bench_now_ns() - start) / 1e3;
     }
+    bench_report_samples("stop+start pair", "us", p->stop_us, (size_t)p->stops);
     double p99 = bench_percentile_double(p->stop_us, (size_t)p->stops, 99);
     bench_series_add(&p->stop_p50_us, bench_percentile_double(p->stop_us, (size_t)p->stops, 50));
     return p99;

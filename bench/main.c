@@ -4,8 +4,9 @@
  *
  * Prints a header (CPU, cores, load, a cache-line ping-pong probe, how often a spinning thread loses
  * its CPU), one line per figure with its goal and both sides' raw medians, the load over the whole
- * run, and writes the figures as a JSON array of {"name","value","unit","baseline","goal"} (default
- * build/bench/results.json). The exit status is 0 unless a sanity check inside a figure failed, the
+ * run, and writes the figures as a JSON array of {"name","value","unit","baseline","goal","met"},
+ * with both sides' labels and raw medians and any samples where a figure has them (bench.h,
+ * bench_write_json; default build/bench/results.json; scripts/bench-report draws it). The exit status is 0 unless a sanity check inside a figure failed, the
  * JSON could not be written or --filter matched nothing; a missed goal is reported, not an error. */
 #include "bench.h"
 
