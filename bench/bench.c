@@ -623,7 +623,12 @@ double bench_team_seconds(const bench_span *first, size_t stride, int members)
 
 ft_runtime *bench_runtime_new(void)
 {
-    ft_runtime *rt = ft_runtime_new(NULL);
+    return bench_runtime_new_with(NULL);
+}
+
+ft_runtime *bench_runtime_new_with(const ft_config *cfg)
+{
+    ft_runtime *rt = ft_runtime_new(cfg);
     if (!rt) {
         fprintf(stderr, "bench: ft_runtime_new: %s\n", ft_status_str(ft_last_error()));
         exit(2);

@@ -187,8 +187,11 @@ double bench_team_seconds(const bench_span *first, size_t stride, int members);
 
 struct ft_runtime;
 struct ft_thread;
+struct ft_config;
 /* A new runtime with the default configuration; exits the program if it cannot. */
 struct ft_runtime *bench_runtime_new(void);
+/* The same with a configuration (cfg may be NULL for the defaults). */
+struct ft_runtime *bench_runtime_new_with(const struct ft_config *cfg);
 /* Start a thread state in rt for the calling OS thread; exits the program if it cannot. */
 struct ft_thread *bench_thread_start(struct ft_runtime *rt);
 /* Free rt (every thread stopped); a refusal is a failed check. */
@@ -233,6 +236,12 @@ void bench_gc_young_vs_heap_size(const bench_config *cfg, const char *name);
 void bench_gc_scheduling_overhead(const bench_config *cfg, const char *name);
 void bench_gc_young_pause_p99(const bench_config *cfg, const char *name);
 void bench_gc_stack_scan_ns_per_slot(const bench_config *cfg, const char *name);
+void bench_gc_parallel_mark_2t(const bench_config *cfg, const char *name);
+void bench_gc_parallel_mark_small_2t(const bench_config *cfg, const char *name);
+void bench_gc_full_live_vs_boehm_2t(const bench_config *cfg, const char *name);
+/* ftrt_bench --boehm-child MARKERS OBJECTS: Boehm's side of gc.full_live_vs_boehm_2t in a fresh
+ * process (Boehm fixes its marker count at GC_INIT); prints the median ns/object. */
+int bench_gc_boehm_child(int markers, long objects);
 void bench_stackref_vs_raw(const bench_config *cfg, const char *name);
 void bench_stackref_deferred_scaling_2t(const bench_config *cfg, const char *name);
 void bench_stackref_shared_rc_control_2t(const bench_config *cfg, const char *name);

@@ -52,6 +52,9 @@ static const struct {
     {"gc.scheduling_overhead", bench_gc_scheduling_overhead},
     {"gc.young_pause_p99_us", bench_gc_young_pause_p99},
     {"gc.stack_scan_ns_per_slot", bench_gc_stack_scan_ns_per_slot},
+    {"gc.parallel_mark_2t", bench_gc_parallel_mark_2t},
+    {"gc.parallel_mark_small_2t", bench_gc_parallel_mark_small_2t},
+    {"gc.full_live_vs_boehm_2t", bench_gc_full_live_vs_boehm_2t},
     {"stackref.vs_raw", bench_stackref_vs_raw},
     {"stackref.deferred_scaling_2t", bench_stackref_deferred_scaling_2t},
     {"stackref.shared_rc_control_2t", bench_stackref_shared_rc_control_2t},
@@ -102,6 +105,8 @@ int main(int argc, char **argv)
     const char *json_path = "build/bench/results.json";
     const char *filter = NULL;
     bool quick = false;
+    if (argc == 4 && strcmp(argv[1], "--boehm-child") == 0)
+        return bench_gc_boehm_child(atoi(argv[2]), atol(argv[3]));
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;

@@ -101,6 +101,7 @@ typedef struct ft_gc_deque {
     /* The slots: the owner replaces the array when it grows (release), thieves read it (acquire). */
     _Atomic(ft_gc_deque_array *) array;
     ft_gc_deque_array *retired; /* owner only */
+    ft_runtime *rt;             /* for the allocation test hook; set once */
 } ft_gc_deque;
 
 struct ft_gc_collection;
@@ -147,9 +148,36 @@ extern _Thread_local ft_runtime *ft_gc_helper_runtime;
 bool ft_gc_deque_init(ft_gc_deque *d); /* empty; its first array allocated if it has none */
 void ft_gc_deque_destroy(ft_gc_deque *d);
 void ft_gc_deque_release_retired(ft_gc_deque *d);
-bool ft_gc_deque_push(ft_gc_deque *d, ft_object *o); /* owner; false if it could not grow */
-/* Owner: the newest item or NULL. shared: other workers may steal in this phase. */
-ft_object *ft_gc_deque_pop(ft_gc_deque *d, bool shared);
+bool ft_gc_deque_push_slow(ft_gc_deque *d, ft_object *o);
+ft_object *ft_gc_deque_pop_shared(ft_gc_deque *d);
+
+/* Owner: queue o; false if the deque was full and could not grow. Inline: once per object marked. */
+static inline bool ft_gc_deque_push(ft_gc_deque *d, ft_object *o)
+{
+    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
+    ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
+    if (FT_UNLIKELY(bottom - top > (int64_t)a->mask))
+        return ft_gc_deque_push_slow(d, o);
+    atomic_store_explicit(&a->slots[(size_t)bottom & a->mask], o, memory_order_relaxed);
+    /* Release: a thief that sees the new bottom sees the slot (and the object's marks before it). */
+    atomic_store_explicit(&d->bottom, bottom + 1, memory_order_release);
+    return true;
+}
+
+/* Owner: the newest item or NULL. shared: other workers may steal in this phase (else no fence: a
+ * plain stack). */
+static inline ft_object *ft_gc_deque_pop(ft_gc_deque *d, bool shared)
+{
+    if (shared)
+        return ft_gc_deque_pop_shared(d);
+    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
+    if (bottom < atomic_load_explicit(&d->top, memory_order_relaxed))
+        return NULL;
+    atomic_store_explicit(&d->bottom, bottom, memory_order_relaxed);
+    ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
+    return atomic_load_explicit(&a->slots[(size_t)bottom & a->mask], memory_order_relaxed);
+}
 /* Worker self, out of work: an item stolen from another of the phase's workers, or NULL when every
  * worker is out of work (the phase's work is done). */
 ft_object *ft_gc_pool_steal(ft_gc_pool *pool, int self, int workers);

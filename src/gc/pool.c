@@ -91,7 +91,7 @@ void ft_gc_deque_destroy(ft_gc_deque *d)
 static ft_gc_deque_array *deque_grow(ft_gc_deque *d, ft_gc_deque_array *a, int64_t top,
                                      int64_t bottom)
 {
-    ft_gc_deque_array *b = array_new((a->mask + 1) * 2);
+    ft_gc_deque_array *b = ft_inject_failure(d->rt) ? NULL : array_new((a->mask + 1) * 2);
     if (!b)
         return NULL;
     for (int64_t i = top; i < bottom; i++)
@@ -106,32 +106,25 @@ static ft_gc_deque_array *deque_grow(ft_gc_deque *d, ft_gc_deque_array *a, int64
     return b;
 }
 
-bool ft_gc_deque_push(ft_gc_deque *d, ft_object *o)
+bool ft_gc_deque_push_slow(ft_gc_deque *d, ft_object *o)
 {
     int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed);
     int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
     ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    if (FT_UNLIKELY(bottom - top > (int64_t)a->mask)) {
+    if (bottom - top > (int64_t)a->mask) {
         a = deque_grow(d, a, top, bottom);
         if (!a)
             return false;
     }
     atomic_store_explicit(&a->slots[(size_t)bottom & a->mask], o, memory_order_relaxed);
-    /* Release: a thief that sees the new bottom sees the slot (and the object's marks before it). */
     atomic_store_explicit(&d->bottom, bottom + 1, memory_order_release);
     return true;
 }
 
-ft_object *ft_gc_deque_pop(ft_gc_deque *d, bool shared)
+ft_object *ft_gc_deque_pop_shared(ft_gc_deque *d)
 {
     int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
     ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    if (!shared) { /* nobody steals in this phase: a plain stack */
-        if (bottom < atomic_load_explicit(&d->top, memory_order_relaxed))
-            return NULL;
-        atomic_store_explicit(&d->bottom, bottom, memory_order_relaxed);
-        return atomic_load_explicit(&a->slots[(size_t)bottom & a->mask], memory_order_relaxed);
-    }
     atomic_store_explicit(&d->bottom, bottom, memory_order_relaxed);
     /* Orders the bottom store before the top load: a thief reading the old bottom and this pop
      * reading the old top cannot both take the last item. */
