@@ -13,6 +13,9 @@
 #   make deps      install everything any target uses (scripts/install-deps all)
 #   make oracle    build debug, run the gc-oracle scenarios against ftrt (GC_ORACLE_DIR, below)
 #   make fuzz      build debug and the CPython driver, run the gc-oracle fuzzer, strict and not
+#   make trace-screenshot  docs/tracing.md's picture: TRACE_JSON (default build/demo-trace.json) opened
+#                  in a trace viewer (speedscope, in headless Chromium) to TRACE_PNG (default
+#                  docs/images/demo-trace.png), by scripts/trace-screenshot; not part of CI or `make test`
 
 PREFIX ?= /usr/local
 MAKEFLAGS += --no-print-directory
@@ -38,7 +41,12 @@ FUZZ_SEED ?= 1
 PYTHON311 ?= python3.11
 gcdriver_ftrt = build/debug/tests/gc_oracle/gcdriver_ftrt
 
-.PHONY: all deps release debug demo test bench tsan asan stackref-debug clang install clean oracle fuzz
+# The trace make trace-screenshot opens, and the PNG it writes.
+TRACE_JSON ?= build/demo-trace.json
+TRACE_PNG ?= docs/images/demo-trace.png
+
+.PHONY: all deps release debug demo test bench tsan asan stackref-debug clang install clean oracle fuzz \
+	trace-screenshot
 
 all: release
 
@@ -131,6 +139,11 @@ fuzz:
 	{ $(PYTHON311) driver/fuzz_compare.py -n $(FUZZ_N) --seed $(FUZZ_SEED) --no-strict --reference driver/gcdriver-cpython \
 		--driver ../../$(gcdriver_ftrt) --keep fuzz-no-strict || status=1; } && \
 	exit $$status
+
+# scripts/trace-screenshot installs its npm packages (the viewer, playwright-core) in build/trace-viewer.
+trace-screenshot:
+	@scripts/install-deps screenshot
+	scripts/trace-screenshot $(TRACE_JSON) $(TRACE_PNG)
 
 clean:
 	rm -rf build
