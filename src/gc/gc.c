@@ -260,7 +260,7 @@ void ft_gc_counts_reset_stopped(ft_runtime *rt)
 /* Enable, thresholds: the threads' limits depend on them. */
 static void counts_refold(ft_runtime *rt)
 {
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "gc settings");
     counts_refold_stopped(rt, false);
     if (stopped)
         ft_start_the_world(rt);
@@ -618,6 +618,7 @@ static unsigned debug_flags(ft_runtime *rt)
  * first pass). */
 static void clear_weakrefs_stopped(collection *c)
 {
+    ft_trace_begin(c->rt, FT_TRACE_GC_WEAKREFS);
     for (size_t i = 0; i < c->n_unreachable; i++) {
         ft_object *o = c->unreachable[i];
         const ft_type *type = o->ob_type;
@@ -640,6 +641,7 @@ static void clear_weakrefs_stopped(collection *c)
             c->callbacks[c->n_callbacks++] = wr;
         }
     }
+    ft_trace_end(c->rt, FT_TRACE_GC_WEAKREFS);
 }
 
 /* Whether o is (still) in the unreachable set: not emptied, not untracked, not dead. */
@@ -764,20 +766,27 @@ static bool find_unreachable(collection *c)
     ft_runtime *rt = c->rt;
     ft_gc_work *w = c->w;
     c->oom = false;
+    ft_trace_begin(rt, FT_TRACE_GC_MARK_ALIVE);
     if (c->generation == 2 && rt->gc.root_count)
         mark_alive(c);
+    ft_trace_end(rt, FT_TRACE_GC_MARK_ALIVE);
     c->skip_deferred = c->generation == 2 && stack_top_unknown(rt);
+    ft_trace_begin(rt, FT_TRACE_GC_SCRATCH);
     if (!c->oom)
         ft_heap_visit_gc(rt, c->generation, gather, c);
     if (c->oom || !grow((void **)&w->stack, &w->stack_cap, sizeof *w->stack, c->n)) {
         undo_gather(c);
+        ft_trace_end(rt, FT_TRACE_GC_SCRATCH);
         return false;
     }
     if (c->generation == 2)
         count_stack_references(rt);
     for (size_t i = 0; i < c->n; i++)
         ft_gc_traverse(w->objs[i], visit_decref, c);
+    ft_trace_end(rt, FT_TRACE_GC_SCRATCH);
+    ft_trace_begin(rt, FT_TRACE_GC_MARK);
     mark_reachable(c, w->objs, c->n);
+    ft_trace_end(rt, FT_TRACE_GC_MARK);
     /* Scan: survivors get their owner back and grow older. The unreachable ones are compacted to
      * the front of objs, in candidate order, and merged: from now on any thread's decref may free
      * them (their only references are each other's and the collector's); they lose their unique
@@ -916,6 +925,7 @@ static void compact_unreachable(collection *c)
  * older generation after their callbacks). */
 static void handle_resurrected_stopped(collection *c)
 {
+    ft_trace_begin(c->rt, FT_TRACE_GC_RESURRECTION);
     compact_unreachable(c);
     size_t n = c->n_unreachable;
     /* Merged in stop #1, and still merged (only a dealloc unmerges an object, and dealloc takes it
@@ -949,6 +959,7 @@ static void handle_resurrected_stopped(collection *c)
                 ft_heap_note_older(c->rt, wr);
         }
     }
+    ft_trace_end(c->rt, FT_TRACE_GC_RESURRECTION);
 }
 
 static void garbage_append(ft_runtime *rt, ft_object *o)
@@ -967,6 +978,7 @@ static void garbage_append(ft_runtime *rt, ft_object *o)
  * generation; one that dies leaves it in its dealloc. */
 static void delete_garbage(collection *c)
 {
+    ft_trace_begin(c->rt, FT_TRACE_GC_CLEAR);
     bool saveall = debug_flags(c->rt) & FT_GC_DEBUG_SAVEALL;
     for (size_t i = 0; i < c->n_unreachable; i++) {
         ft_object *o = c->unreachable[i];
@@ -990,6 +1002,7 @@ static void delete_garbage(collection *c)
         ft_decref(o);
     }
     c->w->entries = 0;
+    ft_trace_end(c->rt, FT_TRACE_GC_CLEAR);
 }
 
 /* The uncollectable objects still listed (counted after the clears, as CPython does: those the
@@ -1014,7 +1027,7 @@ static void handle_legacy(collection *c)
 
 static void stop_world_timed(collection *c, int64_t *start)
 {
-    ft_stop_the_world(c->rt);
+    ft_stw_stop(c->rt, "gc");
     *start = ft_monotonic_ns();
 }
 
@@ -1028,6 +1041,7 @@ static void start_world_timed(collection *c, int64_t start)
 static void settle_stopped(collection *c)
 {
     ft_runtime *rt = c->rt;
+    ft_trace_begin(rt, FT_TRACE_GC_SETTLE);
     ft_brc_merge_stopped(rt, &c->dead);
     ft_uniqueid_merge_stopped(rt, &c->dead);
     ft_delayed_process_stopped(rt, &c->dead);
@@ -1036,6 +1050,7 @@ static void settle_stopped(collection *c)
     for (int g = 1; g <= c->generation; g++)
         atomic_store_explicit(&rt->gc.counts[g], 0, memory_order_relaxed);
     counts_refold_stopped(rt, true);
+    ft_trace_end(rt, FT_TRACE_GC_SETTLE);
 }
 
 /* Give back working memory that the last collection used little of (a big collection leaves big
@@ -1062,6 +1077,7 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     if (debug & FT_GC_DEBUG_STATS)
         fprintf(debug_stream(rt), "gc: collecting generation %d...\n", generation);
 
+    ft_trace_begin(rt, FT_TRACE_GC_COLLECT);
     stop_world_timed(&c, &stopped_at);
     settle_stopped(&c);
     bool found = find_unreachable(&c);
@@ -1079,9 +1095,11 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     bool dead = c.dead.count != 0;
     ft_dead_list_dealloc(&c.dead);
     if (found) {
+        ft_trace_begin(rt, FT_TRACE_GC_FINALIZERS);
         call_weakref_callbacks(&c);
         if (c.saw_finalizers)
             finalize_garbage(&c);
+        ft_trace_end(rt, FT_TRACE_GC_FINALIZERS);
         /* Only host code can resurrect: with no callback, no finalizer and no dealloc run since the
          * stop, what was unreachable still is, and the second stop is skipped. */
         if (c.n_callbacks || c.saw_finalizers || dead) {
@@ -1117,6 +1135,8 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     if ((uint64_t)c.pause_ns > atomic_load_explicit(&s->max_pause_ns, memory_order_relaxed))
         atomic_store_explicit(&s->max_pause_ns, (uint64_t)c.pause_ns, memory_order_relaxed);
 
+    ft_trace_end_with(rt, FT_TRACE_GC_COLLECT, generation, (int64_t)candidates, c.collected,
+                      c.uncollectable);
     work_trim(c.w, candidates);
     free(c.legacy);
     free(c.callbacks);
