@@ -227,5 +227,6 @@ void bench_gc_stack_scan_ns_per_slot(const bench_config *cfg, const char *name);
 void bench_stackref_vs_raw(const bench_config *cfg, const char *name);
 void bench_stackref_deferred_scaling_2t(const bench_config *cfg, const char *name);
 void bench_stackref_shared_rc_control_2t(const bench_config *cfg, const char *name);
+void bench_trace_overhead(const bench_config *cfg, const char *name);
 
 #endif
