@@ -6,7 +6,7 @@
  * every ~2,000 allocations a young collection runs at a safepoint; every 20,000 cycles it also
  * collects generation 0 explicitly. Each traced repetition starts a session before the clock starts
  * and stops it (writing what its buffer still holds, and the footer) before the clock stops, so the
- * file writes count; the file is in /tmp and deleted afterwards. */
+ * file writes count; the file is in /tmp, made afresh for each repetition and deleted afterwards. */
 #include "bench.h"
 
 #include <stdio.h>
@@ -82,6 +82,10 @@ static uint64_t collections(ft_runtime *rt)
 static double cycles_ns_per_cycle(void *arg)
 {
     trace_run *r = arg;
+    /* A new file each time: ext4 writes back a file truncated and rewritten when it is closed
+     * (auto_da_alloc), which would time the filesystem's heuristic rather than the trace. */
+    if (r->path)
+        remove(r->path);
     if (r->path && ft_trace_start(r->rt, r->path) != FT_OK) {
         bench_fail("ft_trace_start(%s) failed", r->path);
         return 0;

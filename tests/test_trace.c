@@ -512,7 +512,7 @@ TEST(records_every_kind_of_event)
         CHECK(json_num(args, "time_to_stop_ns") >= 0 && json_num(args, "stopped_ns") >= 0);
         CHECK(json_num(s, "dur") * 1e3 + 2 >= json_num(args, "time_to_stop_ns"));
     }
-    CHECK(count_events(root, "stopping", 'X', 65535) == 1);
+    CHECK(count_events(root, "stop-the-world", 'X', 65535) == 1);
     json_free(root);
     remove(trace_path);
     gc_fixture_teardown(f);

@@ -562,6 +562,7 @@ static int visit_alive(ft_object *r, void *arg)
 static void mark_alive(collection *c)
 {
     ft_runtime *rt = c->rt;
+    ft_trace_begin(rt, FT_TRACE_GC_MARK_ALIVE);
     c->sp = 0;
     ft_mutex_lock_internal(&rt->gc.mutex);
     for (size_t i = 0; i < rt->gc.root_count; i++)
@@ -571,6 +572,7 @@ static void mark_alive(collection *c)
         ft_object *o = c->w->stack[--c->sp];
         ft_gc_traverse(o, visit_alive, c);
     }
+    ft_trace_end(rt, FT_TRACE_GC_MARK_ALIVE);
 }
 
 static bool clear_alive(void *block, size_t size, void *arg)
@@ -766,10 +768,8 @@ static bool find_unreachable(collection *c)
     ft_runtime *rt = c->rt;
     ft_gc_work *w = c->w;
     c->oom = false;
-    ft_trace_begin(rt, FT_TRACE_GC_MARK_ALIVE);
     if (c->generation == 2 && rt->gc.root_count)
         mark_alive(c);
-    ft_trace_end(rt, FT_TRACE_GC_MARK_ALIVE);
     c->skip_deferred = c->generation == 2 && stack_top_unknown(rt);
     ft_trace_begin(rt, FT_TRACE_GC_SCRATCH);
     if (!c->oom)

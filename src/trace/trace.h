@@ -20,8 +20,7 @@
 
 /* What an event is: its name, category and argument names (trace.c's table). */
 typedef enum ft_trace_name {
-    FT_TRACE_STW,             /* a stop, from its request to its restart (X) */
-    FT_TRACE_STW_STOPPING,    /* inside it: from the request until every thread stopped (X) */
+    FT_TRACE_STW,             /* a stop, from its request to its restart (X; args: the times) */
     FT_TRACE_GC_COLLECT,      /* one collection (B/E; its E has the counts) */
     FT_TRACE_GC_SETTLE,       /* inside a collection: its phases (B/E) */
     FT_TRACE_GC_MARK_ALIVE,
@@ -63,7 +62,8 @@ typedef struct ft_trace_runtime {
      * while they hold a stop, so a stop never waits for the file. */
     ft_mutex mutex;
     FILE *file;               /* the open trace, or NULL */
-    char *path;               /* its path (owned), for messages; NULL with file */
+    char *path;               /* its path (owned), to remove it if the start fails */
+    int64_t pid;              /* the process that opened the file: each event's pid */
     uint32_t last_session;    /* the last session number given out */
     uint32_t writing;         /* the session whose events go to the file, or 0 */
     bool io_error;            /* a write failed during this session */
