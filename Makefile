@@ -1,6 +1,6 @@
 # The README's commands. Each is a thin wrapper around a CMake preset (CMakePresets.json), so that
 # `cmake --preset X && cmake --build --preset X && ctest --preset X` does the same by hand.
-#   make demo      build release, run build/release/demo/ftrt_demo
+#   make demo      build release, run build/release/demo/ftrt_demo (its trace: build/demo-trace.json)
 #   make test      build debug (-O0 -g, FTRT_DEBUG=1), run its tests (with the install test)
 #   make bench     build release, run build/release/bench/ftrt_bench build/bench/results.json
 #                  and draw it with scripts/bench-report as build/bench/report.html (needs python3)
@@ -67,7 +67,7 @@ debug:
 demo:
 	@scripts/install-deps build
 	$(call configure_and_build,release,ftrt_demo)
-	build/release/demo/ftrt_demo
+	FTRT_DEMO_TRACE=build/demo-trace.json build/release/demo/ftrt_demo
 
 test:
 	@scripts/install-deps test

@@ -245,5 +245,6 @@ int bench_gc_boehm_child(int markers, long objects);
 void bench_stackref_vs_raw(const bench_config *cfg, const char *name);
 void bench_stackref_deferred_scaling_2t(const bench_config *cfg, const char *name);
 void bench_stackref_shared_rc_control_2t(const bench_config *cfg, const char *name);
+void bench_trace_overhead(const bench_config *cfg, const char *name);
 
 #endif

@@ -58,6 +58,7 @@ static const struct {
     {"stackref.vs_raw", bench_stackref_vs_raw},
     {"stackref.deferred_scaling_2t", bench_stackref_deferred_scaling_2t},
     {"stackref.shared_rc_control_2t", bench_stackref_shared_rc_control_2t},
+    {"trace.overhead", bench_trace_overhead},
 };
 
 static void usage(FILE *out)

@@ -22,7 +22,9 @@
  * yet (an unlock hands a mutex directly to a waiter that has waited over 1 ms, and a two-mutex
  * section keeps the lower mutex while it waits for the higher), and waiting for it would hang.
  *
- * The whole run takes 2 s (or argv[1] milliseconds), a fifth for each phase. Each phase prints its
+ * The whole run takes 2 s (or argv[1] milliseconds), a fifth for each phase. When the environment
+ * has FTRT_DEMO_TRACE (make demo sets it to build/demo-trace.json), the cycles phase writes a trace
+ * of its stops and collections there (ftrt/trace.h). Each phase prints its
  * figures and whether its invariants held; the program exits with 1 if any did not. */
 #include <inttypes.h>
 #include <pthread.h>
@@ -475,7 +477,7 @@ int main(int argc, char **argv)
     printf("\n");
     if (sharing_status == 2)
         return 2;
-    int gc_status = demo_gc_phase(gc_ms, cpus);
+    int gc_status = demo_gc_phase(gc_ms, cpus, getenv("FTRT_DEMO_TRACE"));
     printf("\n");
     if (gc_status == 2)
         return 2;

@@ -30,7 +30,8 @@ void demo_latency_print_and_free(demo_latency_log *log);
 int demo_bank_phase(long run_ms, long cpus);
 int demo_graphs_phase(long run_ms, long cpus);
 int demo_sharing_phase(long run_ms, long cpus);
-int demo_gc_phase(long run_ms, long cpus);
+/* trace: a file for the phase's trace (ftrt/trace.h), or NULL. */
+int demo_gc_phase(long run_ms, long cpus, const char *trace);
 int demo_stackrefs_phase(long run_ms, long cpus);
 
 #endif

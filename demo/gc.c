@@ -269,12 +269,13 @@ static uint64_t sum(gc_world *w, size_t offset)
 
 #define SUM(w, field) sum((w), offsetof(gc_worker, field))
 
-int demo_gc_phase(long run_ms, long cpus)
+int demo_gc_phase(long run_ms, long cpus, const char *trace)
 {
     static gc_world w; /* zeroed: empty slots, unset event, zero counters */
     ft_config cfg;
     ft_config_init(&cfg);
     cfg.name = "demo-gc";
+    cfg.trace = trace && *trace ? trace : NULL;
     w.rt = ft_runtime_new(&cfg);
     ft_thread *t = w.rt ? ft_thread_start(w.rt) : NULL;
     if (t == NULL) {
@@ -391,5 +392,9 @@ int demo_gc_phase(long run_ms, long cpus)
         fprintf(stderr, "ftrt_demo: ft_runtime_free: %s\n", ft_status_str(status));
         return 2;
     }
+    if (cfg.trace)
+        printf("\ntrace          %s: open it at https://ui.perfetto.dev (\"Open trace file\") or in "
+               "chrome://tracing (\"Load\")\n",
+               cfg.trace);
     return ok ? 0 : 1;
 }

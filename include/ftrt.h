@@ -17,6 +17,7 @@
 #include "ftrt/uniqueid.h"
 #include "ftrt/tlbc.h"
 #include "ftrt/dict.h"
+#include "ftrt/trace.h"
 
 #define FTRT_VERSION_MAJOR 0
 #define FTRT_VERSION_MINOR 1

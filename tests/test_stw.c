@@ -243,10 +243,10 @@ TEST(cores_run_inside_the_callers_stop)
     uint64_t stops = stw_count(f.rt);
 
     CHECK(!ft_stw_held_by_caller(f.rt));
-    bool stopped = ft_stw_stop_unless_held(f.rt);
+    bool stopped = ft_stw_stop_unless_held(f.rt, "test");
     CHECK(stopped);
     CHECK(ft_stw_held_by_caller(f.rt));
-    CHECK(!ft_stw_stop_unless_held(f.rt)); /* nested: nothing to do, nothing to undo */
+    CHECK(!ft_stw_stop_unless_held(f.rt, "test")); /* nested: nothing to do, nothing to undo */
     ft_qsbr_stats qs;
     ft_qsbr_get_stats(f.rt, &qs);
     ft_heap_stats hs;

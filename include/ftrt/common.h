@@ -50,6 +50,7 @@ typedef enum ft_status {
     FT_EEXIST = -5,    /* already there (e.g. a second thread state for one OS thread) */
     FT_EAGAIN = -6,    /* the compared value changed; try again */
     FT_EPERM = -7,     /* not allowed from this thread or in this state */
+    FT_EIO = -8,       /* a file could not be opened or written (e.g. a trace: ftrt/trace.h) */
 } ft_status;
 
 /* A short English description of a status, never NULL. */

@@ -50,12 +50,16 @@ typedef struct ft_config {
     /* A collection takes one more worker per this many objects on the pages it walks (fewer objects
      * than that per worker, and the helpers cost more than they save). 0: ftrt's choice (65536). */
     int64_t gc_objects_per_worker;
+    /* A path: record a trace (ftrt/trace.h) from the runtime's creation, written to this file by
+     * ft_runtime_free. NULL (the default): no trace. Read by ft_runtime_new only. */
+    const char *trace;
 } ft_config;
 
 /* Fill cfg with the defaults. */
 FT_API void ft_config_init(ft_config *cfg);
 
-/* A new runtime (cfg may be NULL for the defaults), or NULL with ft_last_error() set. */
+/* A new runtime (cfg may be NULL for the defaults), or NULL with ft_last_error() set: FT_EINVAL,
+ * FT_ENOMEM, or ft_trace_start's error when cfg->trace names a file (ftrt/trace.h). */
 FT_API ft_runtime *ft_runtime_new(const ft_config *cfg);
 
 /* Free a runtime. FT_EBUSY, with nothing freed, while any thread is still started or the world is
@@ -63,7 +67,8 @@ FT_API ft_runtime *ft_runtime_new(const ft_config *cfg);
  * (ftrt/qsbr.h): in a thread state of the calling OS thread that it starts and stops for that, so
  * their destructors run as on any attached thread (ft_thread_current() is that state meanwhile; the
  * caller's own current thread, if any, is current again on return). FT_ENOMEM, with nothing freed,
- * if that thread state cannot be made; FT_EBUSY if a destructor leaves a thread started. */
+ * if that thread state cannot be made; FT_EBUSY if a destructor leaves a thread started. A trace
+ * still recording (ftrt/trace.h) is written last: FT_EIO if that failed, with the runtime freed. */
 FT_API ft_status ft_runtime_free(ft_runtime *rt);
 
 /* Start a thread state for the calling OS thread; it is attached on return. NULL with

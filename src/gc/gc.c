@@ -260,7 +260,7 @@ void ft_gc_counts_reset_stopped(ft_runtime *rt)
 /* Enable, thresholds: the threads' limits depend on them. */
 static void counts_refold(ft_runtime *rt)
 {
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "gc settings");
     counts_refold_stopped(rt, false);
     if (stopped)
         ft_start_the_world(rt);
@@ -601,6 +601,7 @@ static unsigned debug_flags(ft_runtime *rt)
  * first pass). */
 static void clear_weakrefs_stopped(collection *c)
 {
+    ft_trace_begin(c->rt, FT_TRACE_GC_WEAKREFS);
     for (size_t i = 0; i < c->n_unreachable; i++) {
         ft_object *o = c->unreachable[i];
         const ft_type *type = o->ob_type;
@@ -623,6 +624,7 @@ static void clear_weakrefs_stopped(collection *c)
             c->callbacks[c->n_callbacks++] = wr;
         }
     }
+    ft_trace_end(c->rt, FT_TRACE_GC_WEAKREFS);
 }
 
 /* Whether o is (still) in the unreachable set: not emptied, not untracked, not dead. */
@@ -990,12 +992,15 @@ static bool mark_stopped(collection *c)
         return false;
     ft_gc_pool_open(pool, c->workers);
     if (c->generation == 2 && rt->gc.root_count) {
+        ft_trace_begin(rt, FT_TRACE_GC_MARK_ALIVE);
         ft_mutex_lock_internal(&rt->gc.mutex);
         for (size_t i = 0; i < rt->gc.root_count; i++)
             rt->gc.roots[i].fn(visit_alive, &pool->workers[0], rt->gc.roots[i].arg);
         ft_mutex_unlock(&rt->gc.mutex);
         run_phase(c, mark_alive_job);
+        ft_trace_end(rt, FT_TRACE_GC_MARK_ALIVE);
     }
+    ft_trace_begin(rt, FT_TRACE_GC_SCRATCH);
     run_phase(c, gather_job);
     c->n = 0;
     bool oom = false;
@@ -1008,11 +1013,14 @@ static bool mark_stopped(collection *c)
         !grow((void **)&w->set, &w->set_cap, sizeof *w->set, c->n)) {
         ft_gc_pool_close(pool);
         undo_gather(c);
+        ft_trace_end(rt, FT_TRACE_GC_SCRATCH);
         return false;
     }
     if (c->generation == 2)
         count_stack_references(rt);
     run_phase(c, subtract_job);
+    ft_trace_end(rt, FT_TRACE_GC_SCRATCH);
+    ft_trace_begin(rt, FT_TRACE_GC_MARK);
     run_phase(c, mark_job);
     ft_gc_pool_close(pool);
     bool overflow = false;
@@ -1020,6 +1028,7 @@ static bool mark_stopped(collection *c)
         overflow |= pool->workers[k].overflow;
     if (FT_UNLIKELY(overflow))
         rescan_reachable(c);
+    ft_trace_end(rt, FT_TRACE_GC_MARK);
     return true;
 }
 
@@ -1172,6 +1181,7 @@ static void compact_unreachable(collection *c)
  * older generation after their callbacks). */
 static void handle_resurrected_stopped(collection *c)
 {
+    ft_trace_begin(c->rt, FT_TRACE_GC_RESURRECTION);
     compact_unreachable(c);
     size_t n = c->n_unreachable;
     /* Merged in stop #1, and still merged (only a dealloc unmerges an object, and dealloc takes it
@@ -1205,6 +1215,7 @@ static void handle_resurrected_stopped(collection *c)
                 ft_heap_note_older(c->rt, wr);
         }
     }
+    ft_trace_end(c->rt, FT_TRACE_GC_RESURRECTION);
 }
 
 static void garbage_append(ft_runtime *rt, ft_object *o)
@@ -1223,6 +1234,7 @@ static void garbage_append(ft_runtime *rt, ft_object *o)
  * generation; one that dies leaves it in its dealloc. */
 static void delete_garbage(collection *c)
 {
+    ft_trace_begin(c->rt, FT_TRACE_GC_CLEAR);
     bool saveall = debug_flags(c->rt) & FT_GC_DEBUG_SAVEALL;
     for (size_t i = 0; i < c->n_unreachable; i++) {
         ft_object *o = c->unreachable[i];
@@ -1246,6 +1258,7 @@ static void delete_garbage(collection *c)
         ft_decref(o);
     }
     c->w->entries = 0;
+    ft_trace_end(c->rt, FT_TRACE_GC_CLEAR);
 }
 
 /* The uncollectable objects still listed (counted after the clears, as CPython does: those the
@@ -1270,7 +1283,7 @@ static void handle_legacy(collection *c)
 
 static void stop_world_timed(collection *c, int64_t *start)
 {
-    ft_stop_the_world(c->rt);
+    ft_stw_stop(c->rt, "gc");
     *start = ft_monotonic_ns();
 }
 
@@ -1284,6 +1297,7 @@ static void start_world_timed(collection *c, int64_t start)
 static void settle_stopped(collection *c)
 {
     ft_runtime *rt = c->rt;
+    ft_trace_begin(rt, FT_TRACE_GC_SETTLE);
     ft_brc_merge_stopped(rt, &c->dead);
     ft_uniqueid_merge_stopped(rt, &c->dead);
     ft_delayed_process_stopped(rt, &c->dead);
@@ -1292,6 +1306,7 @@ static void settle_stopped(collection *c)
     for (int g = 1; g <= c->generation; g++)
         atomic_store_explicit(&rt->gc.counts[g], 0, memory_order_relaxed);
     counts_refold_stopped(rt, true);
+    ft_trace_end(rt, FT_TRACE_GC_SETTLE);
 }
 
 /* Give back working memory that the last collection used little of (a big collection leaves big
@@ -1331,6 +1346,7 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     if (debug & FT_GC_DEBUG_STATS)
         fprintf(debug_stream(rt), "gc: collecting generation %d...\n", generation);
 
+    ft_trace_begin(rt, FT_TRACE_GC_COLLECT);
     stop_world_timed(&c, &stopped_at);
     settle_stopped(&c);
     bool found = find_unreachable(&c);
@@ -1348,9 +1364,11 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     bool dead = c.dead.count != 0;
     ft_dead_list_dealloc(&c.dead);
     if (found) {
+        ft_trace_begin(rt, FT_TRACE_GC_FINALIZERS);
         call_weakref_callbacks(&c);
         if (c.saw_finalizers)
             finalize_garbage(&c);
+        ft_trace_end(rt, FT_TRACE_GC_FINALIZERS);
         /* Only host code can resurrect: with no callback, no finalizer and no dealloc run since the
          * stop, what was unreachable still is, and the second stop is skipped. */
         if (c.n_callbacks || c.saw_finalizers || dead) {
@@ -1386,6 +1404,8 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     if ((uint64_t)c.pause_ns > atomic_load_explicit(&s->max_pause_ns, memory_order_relaxed))
         atomic_store_explicit(&s->max_pause_ns, (uint64_t)c.pause_ns, memory_order_relaxed);
 
+    ft_trace_end_with(rt, FT_TRACE_GC_COLLECT, generation, (int64_t)candidates, c.collected,
+                      c.uncollectable);
     work_trim(&c);
     free(c.legacy);
     free(c.callbacks);

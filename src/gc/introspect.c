@@ -77,7 +77,7 @@ static ft_status listing_begin(ft_runtime *rt, ft_object_list *out)
     ft_thread *t = ft_current_thread;
     if (!t || t->rt != rt || ft_stw_held_by_caller(rt))
         return FT_EPERM;
-    ft_stop_the_world(rt);
+    ft_stw_stop(rt, "gc listing");
     return FT_OK;
 }
 
@@ -212,7 +212,7 @@ static bool count_frozen(void *block, size_t size, void *arg)
 /* Walk the GC heap with the world stopped (or inside the caller's stop). */
 static void walk_stopped(ft_runtime *rt, ft_block_visitor fn, void *arg)
 {
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "gc walk");
     ft_heap_visit(rt, FT_HEAP_GC, fn, arg);
     if (stopped)
         ft_start_the_world(rt);
@@ -220,7 +220,7 @@ static void walk_stopped(ft_runtime *rt, ft_block_visitor fn, void *arg)
 
 void ft_gc_freeze(ft_runtime *rt)
 {
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "gc freeze");
     ft_heap_visit(rt, FT_HEAP_GC, freeze_one, NULL);
     ft_gc_counts_reset_stopped(rt);
     if (stopped)
@@ -439,7 +439,7 @@ static bool undefer(void *block, size_t size, void *arg)
 void ft_gc_finalize_runtime(ft_runtime *rt)
 {
     ft_dead_list dead = {0};
-    ft_stop_the_world(rt);
+    ft_stw_stop(rt, "gc shutdown");
     ft_uniqueid_merge_stopped(rt, NULL);
     ft_heap_visit(rt, FT_HEAP_OBJECT, undefer, &dead);
     ft_heap_visit(rt, FT_HEAP_GC, undefer, &dead);
@@ -481,7 +481,7 @@ static bool print_leak(void *block, size_t size, void *arg)
 void ft_gc_report_leaks(ft_runtime *rt)
 {
     size_t leaked = 0, printed = 0;
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "gc leak report");
     ft_heap_visit(rt, FT_HEAP_OBJECT, count_block, &leaked);
     ft_heap_visit(rt, FT_HEAP_GC, count_block, &leaked);
     if (leaked) {

@@ -1256,7 +1256,7 @@ static bool count_block(void *block, size_t size, void *arg)
 void ft_heap_get_stats(ft_runtime *rt, ft_heap_stats *out)
 {
     memset(out, 0, sizeof *out);
-    bool stop = ft_stw_stop_unless_held(rt);
+    bool stop = ft_stw_stop_unless_held(rt, "heap stats");
     ft_heap_runtime *h = &rt->heaps;
     ft_mutex_lock_internal(&h->mutex);
     walk_begin_locked(rt);

@@ -63,6 +63,34 @@ void ft_object_merge_stopped(ft_object *o);
 void ft_object_free_memory(ft_thread *t, ft_object *o);
 ft_runtime *ft_object_runtime(const ft_object *o);
 
+/* Trace hooks (trace/trace.h), on slow paths only: with recording off each costs one relaxed load. */
+static inline bool ft_trace_on(ft_runtime *rt)
+{
+    return FT_UNLIKELY(atomic_load_explicit(&rt->trace.session, memory_order_relaxed) != 0);
+}
+static inline void ft_trace_begin(ft_runtime *rt, ft_trace_name name)
+{
+    if (ft_trace_on(rt))
+        ft_trace_record(rt, name, 'B', NULL, 0);
+}
+static inline void ft_trace_end(ft_runtime *rt, ft_trace_name name)
+{
+    if (ft_trace_on(rt))
+        ft_trace_record(rt, name, 'E', NULL, 0);
+}
+/* An end with the event's four arguments (a collection's counts). */
+static inline void ft_trace_end_with(ft_runtime *rt, ft_trace_name name, int64_t a0, int64_t a1,
+                                     int64_t a2, int64_t a3)
+{
+    if (ft_trace_on(rt))
+        ft_trace_record(rt, name, 'E', (const int64_t[]){a0, a1, a2, a3}, 4);
+}
+static inline void ft_trace_instant(ft_runtime *rt, ft_trace_name name, int64_t a0)
+{
+    if (ft_trace_on(rt))
+        ft_trace_record(rt, name, 'i', &a0, 1);
+}
+
 /* Whether t is the thread that has stopped its runtime's world. */
 static inline bool ft_stw_is_requester(const ft_thread *t)
 {

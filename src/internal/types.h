@@ -27,6 +27,7 @@
  *   gc/        gc.c (the cycle collector: counting, scheduling, collections; gc.h), introspect.c
  *              (the gc module's listings, freeze, garbage, callbacks, roots), weakref.c
  *   lib/       tlbc.c (thread-local code copies; tlbc.h), dict.c (a concurrent dictionary)
+ *   trace/     trace.c (Chrome trace events of stops, collections and safepoint work; trace.h)
  *
  * Thread states. Only the owner moves its state between ATTACHED and DETACHED. A stop-the-world
  * moves DETACHED threads to SUSPENDED (by CAS, under the runtime's head lock) and every SUSPENDED
@@ -51,7 +52,7 @@
  *   3  rt->head_mutex
  *   4  rt->uniqueid.mutex, rt->heaps.mutex, rt->tlbc.mutex, rt->delayed.mutex, each BRC bucket's
  *      mutex, rt->thread_indices.mutex, rt->gc.mutex, rt->gc.weakref_locks[*],
- *      rt->stackref_debug.mutex
+ *      rt->stackref_debug.mutex, rt->trace.mutex
  *   5  parking-lot bucket locks (inside every lock's slow path and every event)
  */
 #ifndef FTRT_INTERNAL_TYPES_H
@@ -74,6 +75,7 @@
 #include "thread/index_pool.h"
 #include "thread/stw.h"
 #include "thread/thread.h"
+#include "trace/trace.h"
 
 /* Thread states live as long as their runtime: ft_thread_stop leaves a state in rt->qsbr.states, and
  * the next thread given the same index reuses it, so QSBR pollers may read any state's qsbr_seq
@@ -93,6 +95,7 @@ struct ft_thread {
     ft_uniqueid_thread uniqueid; /* object/uniqueid.h */
     ft_delayed_thread delayed;  /* reclaim/delayed.h */
     ft_gc_thread gc;            /* gc/gc.h */
+    ft_trace_thread trace;      /* trace/trace.h */
     _Atomic(int64_t) reftotal;  /* debug reference total: owner adds, anyone reads (relaxed) */
 };
 
@@ -115,6 +118,7 @@ struct ft_runtime {
     ft_tlbc_runtime tlbc;         /* lib/tlbc.h */
     ft_gc_runtime gc;             /* gc/gc.h */
     ft_stackref_debug_runtime stackref_debug; /* object/stackref_debug.h (FTRT_STACKREF_DEBUG) */
+    ft_trace_runtime trace;       /* trace/trace.h */
     /* Debug builds: the reference totals of stopped threads, of callers that are not attached, and
      * of per-thread counts as they are merged; any thread adds (relaxed), ft_runtime_reftotal reads
      * (under head_mutex, with every started thread's own total). */

@@ -144,7 +144,7 @@ size_t ft_tlbc_clear_unused_stopped(ft_runtime *rt)
 
 size_t ft_tlbc_clear_unused(ft_runtime *rt)
 {
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "tlbc clear");
     size_t freed = ft_tlbc_clear_unused_stopped(rt);
     if (stopped)
         ft_start_the_world(rt);
@@ -158,7 +158,7 @@ size_t ft_tlbc_count(ft_runtime *rt)
      * the restart. A buffer's own mutex would do too, but it comes before the registry's in the lock
      * order (its holder may stop the world: docs/architecture.md). */
     size_t n = 0;
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "tlbc count");
     ft_mutex_lock_internal(&rt->tlbc.mutex);
     for (ft_tlbc *c = rt->tlbc.list; c; c = c->next) {
         ft_tlbc_array *a = atomic_load_explicit(&c->copies, memory_order_acquire);

@@ -141,7 +141,7 @@ static void dealloc_all(ft_object *const *objs, size_t n)
  * caller's own ft_start_the_world (a destructor must not run inside a stop). */
 static void merge_in_stopped_world(ft_runtime *rt, ft_object **objs, size_t n)
 {
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "brc out of memory");
     size_t dead = merge_all(objs, n);
     if (!stopped) {
         for (size_t i = 0; i < dead; i++)

@@ -229,7 +229,7 @@ size_t ft_uniqueid_merge(ft_runtime *rt)
 {
     /* Only a caller attached to rt can run destructors, and only outside a stop. */
     ft_thread *self = ft_current_thread;
-    bool stopped = ft_stw_stop_unless_held(rt);
+    bool stopped = ft_stw_stop_unless_held(rt, "uniqueid merge");
     ft_dead_list dead = {0};
     ft_uniqueid_merge_stopped(rt, stopped && self && self->rt == rt ? &dead : NULL);
     if (stopped)

@@ -146,7 +146,7 @@ static void free_now_stopped(ft_thread *t, uintptr_t ptr)
         drop_stopped(o, &rt->stw.dead);
         return;
     }
-    ft_stop_the_world(rt);
+    ft_stw_stop(rt, "delayed free out of memory");
     if (!(ptr & DECREF_TAG))
         ft_heap_free_block(t, (void *)ptr);
     ft_start_the_world(rt);
@@ -430,7 +430,7 @@ static void count_queue(const ft_delayed_chunk *q, ft_qsbr_stats *out)
 void ft_qsbr_get_stats(ft_runtime *rt, ft_qsbr_stats *out)
 {
     *out = (ft_qsbr_stats){0};
-    bool stop = ft_stw_stop_unless_held(rt);
+    bool stop = ft_stw_stop_unless_held(rt, "qsbr stats");
     /* The stop freezes the queues but not the thread list: a thread suspended in ft_thread_stop
      * unlinks its state, and a starting one links (and resets) a state, under the head lock. */
     ft_mutex_lock_internal(&rt->head_mutex);

@@ -74,7 +74,7 @@ ft_status ft_qsbr_reserve(ft_runtime *rt, uint32_t index)
     if (!grown)
         return FT_ENOMEM;
 
-    ft_stop_the_world(rt);
+    ft_stw_stop(rt, "qsbr grow");
     ft_mutex_lock_internal(&rt->head_mutex);
     ft_thread *_Atomic *old = rt->qsbr.states;
     if (rt->qsbr.nslots > index) {
@@ -125,6 +125,7 @@ uint64_t ft_qsbr_advance(ft_runtime *rt)
 {
     uint64_t goal =
         atomic_fetch_add_explicit(&rt->qsbr.wr_seq, SEQ_STEP, memory_order_acq_rel) + SEQ_STEP;
+    ft_trace_instant(rt, FT_TRACE_QSBR_ADVANCE, (int64_t)goal);
     /* The caller's queued delayed items were unlinked before this RMW: it covers them. */
     ft_thread *t = ft_current_thread;
     if (t && t->rt == rt)

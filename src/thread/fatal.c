@@ -28,6 +28,8 @@ const char *ft_status_str(ft_status s)
         return "value changed; try again";
     case FT_EPERM:
         return "not permitted from this thread or in this state";
+    case FT_EIO:
+        return "input/output error";
     }
     return "unknown status";
 }

@@ -7,7 +7,8 @@
  * destructor needs an attached thread, so it starts one on the calling OS thread for the purpose
  * (ft_thread_start and ft_thread_stop, as a host thread would), runs everything (and what those
  * destructors queue in turn), and stops it. Then it releases all heap memory, including objects
- * still alive in abandoned heaps (their destructors never run). */
+ * still alive in abandoned heaps (their destructors never run). A trace asked for by the config
+ * starts with the runtime and is written when it is freed (trace/trace.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,23 @@ void ft_config_init(ft_config *cfg)
     cfg->gc_workers = workers && atoi(workers) > 0 ? atoi(workers) : cpus < 8 ? cpus : 8;
     if (cfg->gc_workers > FT_GC_MAX_WORKERS)
         cfg->gc_workers = FT_GC_MAX_WORKERS;
+}
+
+/* Free everything rt holds, once no thread is left; returns the trace's status (FT_EIO: a write
+ * failed). */
+static ft_status destroy(ft_runtime *rt)
+{
+    ft_status traced = ft_trace_runtime_destroy(rt);
+    ft_gc_runtime_destroy(rt);
+    ft_stackref_debug_runtime_destroy(rt);
+    ft_delayed_runtime_destroy(rt);
+    ft_uniqueid_runtime_destroy(rt);
+    ft_heap_runtime_destroy(rt);
+    ft_qsbr_runtime_destroy(rt);
+    ft_index_pool_destroy(&rt->thread_indices);
+    free(rt->name_copy);
+    free(rt);
+    return traced;
 }
 
 ft_runtime *ft_runtime_new(const ft_config *cfg)
@@ -59,6 +77,8 @@ ft_runtime *ft_runtime_new(const ft_config *cfg)
         }
     }
     rt->config.name = rt->name_copy;
+    rt->config.trace = NULL; /* the caller's string: read here only */
+    ft_trace_runtime_init(rt);
     ft_index_pool_init(&rt->thread_indices);
     if (ft_qsbr_runtime_init(rt) != FT_OK) {
         free(rt->name_copy);
@@ -70,6 +90,12 @@ ft_runtime *ft_runtime_new(const ft_config *cfg)
     ft_gc_runtime_init(rt);
     ft_delayed_install_page_hook(rt);
     atomic_store_explicit(&rt->fail_countdown, -1, memory_order_relaxed);
+    ft_status traced = cfg->trace ? ft_trace_start(rt, cfg->trace) : FT_OK;
+    if (traced != FT_OK) {
+        destroy(rt);
+        ft_set_last_error(traced);
+        return NULL;
+    }
     return rt;
 }
 
@@ -115,16 +141,7 @@ ft_status ft_runtime_free(ft_runtime *rt)
     /* A destructor may have started a thread that still runs, or left work behind it. */
     if (in_use(rt) || ft_delayed_runtime_pending(rt))
         return FT_EBUSY;
-    ft_gc_runtime_destroy(rt);
-    ft_stackref_debug_runtime_destroy(rt);
-    ft_delayed_runtime_destroy(rt);
-    ft_uniqueid_runtime_destroy(rt);
-    ft_heap_runtime_destroy(rt);
-    ft_qsbr_runtime_destroy(rt);
-    ft_index_pool_destroy(&rt->thread_indices);
-    free(rt->name_copy);
-    free(rt);
-    return FT_OK;
+    return destroy(rt);
 }
 
 void ft_runtime_get_stats(ft_runtime *rt, ft_runtime_stats *out)
@@ -168,6 +185,7 @@ void ft_runtime_after_fork_child(ft_runtime *rt, ft_thread *survivor)
     rt->stackref_debug.mutex = (ft_mutex){0};
     for (uint32_t i = 0; i < FT_WEAKREF_STRIPES; i++)
         rt->gc.weakref_locks[i] = (ft_mutex){0};
+    ft_trace_after_fork_child(rt);
     atomic_store_explicit(&rt->stw.requested, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.world_stopped, false, memory_order_relaxed);
     atomic_store_explicit(&rt->stw.requester, NULL, memory_order_relaxed);

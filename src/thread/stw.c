@@ -97,7 +97,7 @@ static void wait_for_countdown(ft_runtime *rt)
     ft_event_wait_timed(&rt->stw.stopped, rt->config.stw_repoll_ns, FT_LOCK_DONT_DETACH);
 }
 
-void ft_stop_the_world(ft_runtime *rt)
+void ft_stw_stop(ft_runtime *rt, const char *reason)
 {
     uintptr_t self_os = ft_os_thread_id();
     if (atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == self_os)
@@ -128,11 +128,20 @@ void ft_stop_the_world(ft_runtime *rt)
         wait_for_countdown(rt);
     atomic_store_explicit(&rt->stw.world_stopped, true, memory_order_relaxed);
 
-    uint64_t waited = (uint64_t)(ft_monotonic_ns() - start);
+    int64_t stopped = ft_monotonic_ns();
+    rt->stw.reason = reason;
+    rt->stw.requested_ns = start;
+    rt->stw.stopped_ns = stopped;
+    uint64_t waited = (uint64_t)(stopped - start);
     atomic_fetch_add_explicit(&rt->stw.count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt->stw.total_ns, waited, memory_order_relaxed);
     if (waited > atomic_load_explicit(&rt->stw.max_ns, memory_order_relaxed))
         atomic_store_explicit(&rt->stw.max_ns, waited, memory_order_relaxed);
+}
+
+void ft_stop_the_world(ft_runtime *rt)
+{
+    ft_stw_stop(rt, "host");
 }
 
 void ft_start_the_world(ft_runtime *rt)
@@ -161,10 +170,16 @@ void ft_start_the_world(ft_runtime *rt)
         ft_parking_lot_unpark_all(&t->state);
     }
     ft_mutex_unlock(&rt->head_mutex);
+    /* Recorded under stw.mutex, which a requester outside the runtime needs for its buffer. */
+    if (ft_trace_on(rt))
+        ft_trace_record_stop(rt, requester, rt->stw.reason, rt->stw.requested_ns,
+                             rt->stw.stopped_ns);
     ft_dead_list dead = rt->stw.dead;
     rt->stw.dead = (ft_dead_list){0};
     atomic_store_explicit(&rt->stw.owner_os, 0, memory_order_relaxed);
     ft_mutex_unlock(&rt->stw.mutex);
+    if (ft_trace_on(rt))
+        ft_trace_flush_due(rt, requester); /* the world runs: write the stop's events if due */
     /* Only a thread attached to rt counts its objects, so only an attached requester leaves any. */
     FT_ASSERT(dead.count == 0 || requester != NULL);
     ft_dead_list_dealloc(&dead);
@@ -178,11 +193,11 @@ bool ft_stw_held_by_caller(ft_runtime *rt)
            atomic_load_explicit(&rt->stw.owner_os, memory_order_relaxed) == ft_os_thread_id();
 }
 
-bool ft_stw_stop_unless_held(ft_runtime *rt)
+bool ft_stw_stop_unless_held(ft_runtime *rt, const char *reason)
 {
     if (ft_stw_held_by_caller(rt))
         return false;
-    ft_stop_the_world(rt);
+    ft_stw_stop(rt, reason);
     return true;
 }
 

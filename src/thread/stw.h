@@ -53,11 +53,19 @@ typedef struct ft_stw_runtime {
      * queue was out of memory), waiting for the restart: ft_start_the_world deallocates them on the
      * requester after the other threads run again. Requester only. */
     ft_dead_list dead;
+    /* The stop under way, for its trace event: why (a short static string), when it was requested
+     * (stw.mutex taken) and when every thread was stopped. Requester only. */
+    const char *reason;
+    int64_t requested_ns, stopped_ns;
     /* Stats: written by the requester only (serialised by mutex), relaxed; read relaxed by anyone. */
     _Atomic(uint64_t) count, total_ns, max_ns;
 } ft_stw_runtime;
 
 void ft_stw_suspend_self(ft_thread *t); /* a thread that saw FT_PENDING_STOP, instead of DETACHED */
+
+/* ft_stop_the_world with its reason: a short static string that the trace shows ("gc", "qsbr
+ * stats", ...; "host" for ft_stop_the_world). */
+void ft_stw_stop(ft_runtime *rt, const char *reason);
 
 /* Whether the calling OS thread holds rt's stop (it stopped the world and has not restarted it). */
 bool ft_stw_held_by_caller(ft_runtime *rt);
@@ -65,11 +73,11 @@ bool ft_stw_held_by_caller(ft_runtime *rt);
 /* Stop rt's world unless the calling OS thread holds its stop already. Returns whether it stopped it
  * now: then, and only then, the caller restarts it when done. So a core that needs the world stopped
  * runs the same way called on its own or inside a caller's stop:
- *     bool stopped = ft_stw_stop_unless_held(rt);
+ *     bool stopped = ft_stw_stop_unless_held(rt, "why");
  *     ...work...
  *     if (stopped)
  *         ft_start_the_world(rt); */
-bool ft_stw_stop_unless_held(ft_runtime *rt);
+bool ft_stw_stop_unless_held(ft_runtime *rt, const char *reason);
 
 
 void ft_dead_list_push(ft_dead_list *dead, ft_object *o); /* o merged, count zero */

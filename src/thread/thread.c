@@ -138,6 +138,7 @@ ft_thread *ft_thread_start(ft_runtime *rt)
     t->head.tlbc_index = rt->config.tlbc_disabled ? 0 : t->index;
     FT_LIST_PUSH(rt->threads, t);
     rt->nthreads++;
+    ft_trace_thread_start_locked(t); /* linked first: ft_trace_start gives linked threads theirs */
     ft_mutex_unlock(&rt->head_mutex);
     ft_delayed_thread_start(t); /* what stopped threads left waits for the threads there are */
 
@@ -179,6 +180,7 @@ void ft_thread_stop(ft_thread *t)
         ft_event_notify(&rt->stw.stopped);
     FT_LIST_REMOVE(rt->threads, t);
     rt->nthreads--;
+    ft_trace_buffer *trace = ft_trace_thread_take_locked(t);
     atomic_fetch_add_explicit(&rt->reftotal,
                               atomic_load_explicit(&t->reftotal, memory_order_relaxed),
                               memory_order_relaxed);
@@ -187,6 +189,8 @@ void ft_thread_stop(ft_thread *t)
                               memory_order_relaxed);
     atomic_store_explicit(&t->state, FT_THREAD_STOPPED, memory_order_relaxed);
     ft_mutex_unlock(&rt->head_mutex);
+    if (trace)
+        ft_trace_buffer_close(trace); /* writes what it still holds */
 
     /* The state stays in rt->qsbr.states for the next thread given this index. */
     ft_index_pool_free(&rt->thread_indices, t->index);
@@ -255,10 +259,19 @@ void ft__safepoint_slow(ft_thread *t)
         ft_detach(t);
         ft_attach(t);
     }
-    if (pending & FT_PENDING_MERGE)
+    ft_runtime *rt = t->rt;
+    if (pending & FT_PENDING_MERGE) {
+        ft_trace_begin(rt, FT_TRACE_BRC_MERGE);
         ft_brc_merge(t);
-    if (pending & FT_PENDING_DELAYED)
+        ft_trace_end(rt, FT_TRACE_BRC_MERGE);
+    }
+    if (pending & FT_PENDING_DELAYED) {
+        ft_trace_begin(rt, FT_TRACE_QSBR_PROCESS);
         ft_delayed_process(t);
+        ft_trace_end(rt, FT_TRACE_QSBR_PROCESS);
+    }
     if (pending & FT_PENDING_GC)
         ft_gc_collect_scheduled(t);
+    if (ft_trace_on(rt))
+        ft_trace_flush_due(rt, t); /* the world runs and t holds no internal mutex here */
 }
