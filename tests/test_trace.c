@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "test_util.h"
+#include "trace/trace.h"
 
 /* ---- a JSON parser ------------------------------------------------------------------------------ */
 
@@ -630,11 +631,46 @@ TEST(allocation_failures)
     gc_fixture_teardown(f);
 }
 
+/* With marking workers, each helper's share of a phase shows on the helper's own tid, named after
+ * the phase, nested like every other span. */
+TEST(marking_workers_record_their_phases)
+{
+    gc_node_reset();
+    ft_config cfg;
+    ft_config_init(&cfg);
+    cfg.gc_workers = 2;
+    cfg.gc_objects_per_worker = 1; /* a helper even for this small heap */
+    fixture f = {new_runtime(&cfg), NULL};
+    f.t = ft_thread_start(f.rt);
+    CHECK(f.t != NULL);
+    ft_gc_disable(f.rt);
+    gc_node *keep = gc_node_new(f.t, &gc_node_type);
+    CHECK(keep != NULL);
+    ft_gc_collect(f.rt, 2); /* makes the helper (it records from the next collection) */
+    CHECK_EQ(ft_trace_start(f.rt, path_for_test()), FT_OK);
+    collect_every_phase(f);
+    CHECK_EQ(ft_trace_stop(f.rt), FT_OK);
+    json *root = load_checked_trace();
+    int helper = (int)FT_TRACE_TID_HELPERS + 1;
+    const char *phases[] = {"gc.mark_alive", "gc.gather", "gc.subtract", "gc.mark"};
+    for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
+        CHECK_EQ(count_events(root, phases[i], 'B', helper), 1);
+        CHECK_EQ(count_events(root, phases[i], 'E', helper), 1);
+        CHECK_EQ(count_events(root, phases[i], 'B', 0), 1);
+    }
+    CHECK(count_events(root, "thread_name", 'M', helper) == 1);
+    json_free(root);
+    remove(trace_path);
+    ft_decref(&keep->ob);
+    gc_fixture_teardown(f);
+}
+
 int main(void)
 {
     RUN(records_every_kind_of_event);
     RUN(errors_leave_the_runtime_usable);
     RUN(config_records_from_creation_to_free);
     RUN(allocation_failures);
+    RUN(marking_workers_record_their_phases);
     return harness_done();
 }

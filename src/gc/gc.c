@@ -942,11 +942,12 @@ static void rescan_reachable(collection *c)
     }
 }
 
-/* Run one phase on the collection's workers, its claims starting from the first chunk. */
-static void run_phase(collection *c, ft_gc_job job)
+/* Run one phase on the collection's workers, its claims starting from the first chunk; helpers
+ * trace it as `trace`. */
+static void run_phase(collection *c, ft_gc_job job, ft_trace_name trace)
 {
     atomic_store_explicit(&c->claim, 0, memory_order_relaxed);
-    ft_gc_pool_run(c->pool, job, c);
+    ft_gc_pool_run(c->pool, job, c, trace);
 }
 
 /* How many workers the stop uses: one more per objects_per_worker objects on the walk's pages, up
@@ -997,11 +998,13 @@ static bool mark_stopped(collection *c)
         for (size_t i = 0; i < rt->gc.root_count; i++)
             rt->gc.roots[i].fn(visit_alive, &pool->workers[0], rt->gc.roots[i].arg);
         ft_mutex_unlock(&rt->gc.mutex);
-        run_phase(c, mark_alive_job);
+        run_phase(c, mark_alive_job, FT_TRACE_GC_MARK_ALIVE);
         ft_trace_end(rt, FT_TRACE_GC_MARK_ALIVE);
     }
     ft_trace_begin(rt, FT_TRACE_GC_SCRATCH);
-    run_phase(c, gather_job);
+    ft_trace_begin(rt, FT_TRACE_GC_GATHER);
+    run_phase(c, gather_job, FT_TRACE_GC_GATHER);
+    ft_trace_end(rt, FT_TRACE_GC_GATHER);
     c->n = 0;
     bool oom = false;
     for (int k = 0; k < c->workers; k++) {
@@ -1018,10 +1021,12 @@ static bool mark_stopped(collection *c)
     }
     if (c->generation == 2)
         count_stack_references(rt);
-    run_phase(c, subtract_job);
+    ft_trace_begin(rt, FT_TRACE_GC_SUBTRACT);
+    run_phase(c, subtract_job, FT_TRACE_GC_SUBTRACT);
+    ft_trace_end(rt, FT_TRACE_GC_SUBTRACT);
     ft_trace_end(rt, FT_TRACE_GC_SCRATCH);
     ft_trace_begin(rt, FT_TRACE_GC_MARK);
-    run_phase(c, mark_job);
+    run_phase(c, mark_job, FT_TRACE_GC_MARK);
     ft_gc_pool_close(pool);
     bool overflow = false;
     for (int k = 0; k < c->workers; k++)
@@ -1291,6 +1296,7 @@ static void start_world_timed(collection *c, int64_t start)
 {
     c->pause_ns += ft_monotonic_ns() - start;
     ft_start_the_world(c->rt);
+    ft_gc_pool_flush_traces(c->pool);
 }
 
 /* Stop #1's settling: exact counts everywhere, the generation counters as CPython moves them. */
@@ -1346,6 +1352,7 @@ static intptr_t collect(ft_thread *t, int generation, intptr_t *collected, intpt
     if (debug & FT_GC_DEBUG_STATS)
         fprintf(debug_stream(rt), "gc: collecting generation %d...\n", generation);
 
+    ft_gc_pool_open_traces(c.pool);
     ft_trace_begin(rt, FT_TRACE_GC_COLLECT);
     stop_world_timed(&c, &stopped_at);
     settle_stopped(&c);

@@ -138,6 +138,10 @@ typedef struct ft_gc_pool {
     _Atomic(bool) quit;        /* ft_runtime_free: helpers exit */
     ft_gc_job job;             /* written before `phase` is bumped */
     void *job_arg;
+    int job_trace;             /* the phase's ft_trace_name, for the helpers' traces; likewise */
+    /* Each helper's trace buffer (trace/trace.h), opened and closed by the helper; the collector
+     * writes out what they recorded after the world restarts (ft_gc_pool_flush_traces). */
+    struct ft_trace_buffer *traces[FT_GC_MAX_WORKERS];
     ft_gc_worker workers[FT_GC_MAX_WORKERS];
 } ft_gc_pool;
 
@@ -186,8 +190,14 @@ ft_object *ft_gc_pool_steal(ft_gc_pool *pool, int self, int workers);
 int ft_gc_pool_reserve(ft_gc_pool *pool, int workers);
 void ft_gc_pool_open(ft_gc_pool *pool, int workers); /* wake the helpers of a session */
 void ft_gc_pool_close(ft_gc_pool *pool);             /* let them sleep again */
-/* Run job on every worker of the session (the caller as worker 0) and wait for all of them. */
-void ft_gc_pool_run(ft_gc_pool *pool, ft_gc_job job, void *arg);
+/* Run job on every worker of the session (the caller as worker 0) and wait for all of them; the
+ * helpers trace it as the phase `trace` (an ft_trace_name). */
+void ft_gc_pool_run(ft_gc_pool *pool, ft_gc_job job, void *arg, int trace);
+/* The collector, world running, before its stop: give each helper a trace buffer if a trace is
+ * being recorded (a helper made during the stop records from the next collection on). After the
+ * restart: write the helpers' events out if their buffers fill up. */
+void ft_gc_pool_open_traces(ft_gc_pool *pool);
+void ft_gc_pool_flush_traces(ft_gc_pool *pool);
 void ft_gc_pool_destroy(ft_gc_pool *pool);
 void ft_gc_pool_after_fork_child(ft_gc_pool *pool);
 

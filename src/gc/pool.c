@@ -16,7 +16,8 @@
  * runs the job as worker 0 and waits for `done` to count every participant. Between phases the
  * helpers spin, then yield: the world is stopped, so the cores they spin on are idle anyway.
  *
- * The deques (Chase and Lev's, in the C11 form of Lê, Pop, Cohen and Zappa Nardelli, PPoPP 2013).
+ * The deques (Chase and Lev's, SPAA 2005, with the memory orders of Lê, Pop, Cohen and Zappa Nardelli,
+ * PPoPP 2013, their two fences folded into seq_cst accesses, which ThreadSanitizer understands).
  * Each worker pushes and pops objects to visit at the bottom of its own deque; an idle worker steals
  * from the top of another's. The owner works alone at the bottom until the deque holds one item,
  * where a compare-and-swap on `top` settles who gets it. A deque that fills is copied into one twice
@@ -29,6 +30,7 @@
  * phase's work is over when every worker is idle at once: an idle worker pushes nothing, so no work
  * can appear after that. */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal/internal.h"
@@ -125,11 +127,10 @@ ft_object *ft_gc_deque_pop_shared(ft_gc_deque *d)
 {
     int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
     ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    atomic_store_explicit(&d->bottom, bottom, memory_order_relaxed);
-    /* Orders the bottom store before the top load: a thief reading the old bottom and this pop
-     * reading the old top cannot both take the last item. */
-    atomic_thread_fence(memory_order_seq_cst);
-    int64_t top = atomic_load_explicit(&d->top, memory_order_relaxed);
+    /* Both seq_cst: the bottom store is ordered before the top load, so a thief reading the old
+     * bottom and this pop reading the old top cannot both take the last item. */
+    atomic_store_explicit(&d->bottom, bottom, memory_order_seq_cst);
+    int64_t top = atomic_load_explicit(&d->top, memory_order_seq_cst);
     if (top > bottom) { /* empty */
         atomic_store_explicit(&d->bottom, bottom + 1, memory_order_relaxed);
         return NULL;
@@ -150,10 +151,9 @@ ft_object *ft_gc_deque_pop_shared(ft_gc_deque *d)
 
 static ft_object *deque_steal(ft_gc_deque *d)
 {
-    int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
-    /* Orders the top load before the bottom load (the pop's fence is the other half). */
-    atomic_thread_fence(memory_order_seq_cst);
-    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_acquire);
+    /* seq_cst: the top load is ordered before the bottom load (the pop's other half). */
+    int64_t top = atomic_load_explicit(&d->top, memory_order_seq_cst);
+    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_seq_cst);
     if (top >= bottom)
         return NULL;
     ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_acquire);
@@ -228,6 +228,7 @@ static void *helper_main(void *arg)
     uint32_t seen_phase = start->phase;
     free(start);
     ft_gc_helper_runtime = pool->rt;
+
     for (;;) {
         uint32_t session = atomic_load_explicit(&pool->session, memory_order_acquire);
         if (atomic_load_explicit(&pool->quit, memory_order_acquire))
@@ -250,10 +251,19 @@ static void *helper_main(void *arg)
             continue;
         }
         seen_phase = phase;
+        /* Opened by the collector before its stop (ft_gc_pool_open_traces); read after the acquire
+         * of the phase. */
+        ft_trace_buffer *trace = pool->traces[index];
+        if (trace)
+            ft_trace_buffer_begin(trace, (ft_trace_name)pool->job_trace);
         pool->job(pool->job_arg, index);
+        if (trace)
+            ft_trace_buffer_end(trace, (ft_trace_name)pool->job_trace);
         /* Release: this helper's marks happen before the collector's next step. */
         atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
     }
+    if (pool->traces[index])
+        ft_trace_buffer_close(pool->traces[index]); /* ft_runtime_free: the world runs */
     return NULL;
 }
 
@@ -302,13 +312,14 @@ void ft_gc_pool_close(ft_gc_pool *pool)
     atomic_store_explicit(&pool->participants, 1, memory_order_relaxed);
 }
 
-void ft_gc_pool_run(ft_gc_pool *pool, ft_gc_job job, void *arg)
+void ft_gc_pool_run(ft_gc_pool *pool, ft_gc_job job, void *arg, int trace)
 {
     int workers = atomic_load_explicit(&pool->participants, memory_order_relaxed);
     atomic_store_explicit(&pool->idle, 0, memory_order_relaxed);
     if (workers > 1) {
         pool->job = job;
         pool->job_arg = arg;
+        pool->job_trace = trace;
         atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
         /* Release: the job, its argument and every mark so far, to the helpers' acquire. */
         atomic_fetch_add_explicit(&pool->phase, 1, memory_order_release);
@@ -325,6 +336,29 @@ void ft_gc_pool_run(ft_gc_pool *pool, ft_gc_job job, void *arg)
     }
     for (int i = 0; i < workers; i++)
         ft_gc_deque_release_retired(&pool->workers[i].deque);
+}
+
+void ft_gc_pool_open_traces(ft_gc_pool *pool)
+{
+    if (!ft_trace_on(pool->rt))
+        return;
+    for (int i = 1; i <= pool->helpers; i++)
+        if (!pool->traces[i]) {
+            char name[32];
+            snprintf(name, sizeof name, "gc worker %d", i);
+            /* Without memory the helper records nothing: only the trace is poorer. */
+            pool->traces[i] =
+                ft_trace_buffer_open(pool->rt, FT_TRACE_TID_HELPERS + (uint32_t)i, name);
+        }
+}
+
+void ft_gc_pool_flush_traces(ft_gc_pool *pool)
+{
+    /* A helper runs only while the world is stopped, when it may not write the file: its buffer's
+     * reading side is anyone's who holds the trace mutex, as here. */
+    for (int i = 1; i <= pool->helpers; i++)
+        if (pool->traces[i])
+            ft_trace_buffer_flush_due(pool->traces[i]);
 }
 
 void ft_gc_pool_destroy(ft_gc_pool *pool)

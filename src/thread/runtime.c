@@ -38,8 +38,8 @@ void ft_config_init(ft_config *cfg)
  * failed). */
 static ft_status destroy(ft_runtime *rt)
 {
+    ft_gc_runtime_destroy(rt); /* first: its marking helpers close their trace buffers */
     ft_status traced = ft_trace_runtime_destroy(rt);
-    ft_gc_runtime_destroy(rt);
     ft_stackref_debug_runtime_destroy(rt);
     ft_delayed_runtime_destroy(rt);
     ft_uniqueid_runtime_destroy(rt);

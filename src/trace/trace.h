@@ -25,6 +25,8 @@ typedef enum ft_trace_name {
     FT_TRACE_GC_SETTLE,       /* inside a collection: its phases (B/E) */
     FT_TRACE_GC_MARK_ALIVE,
     FT_TRACE_GC_SCRATCH,      /* scratch counts: gather the candidates, subtract their references */
+    FT_TRACE_GC_GATHER,       /* inside scratch counts, on every marking worker */
+    FT_TRACE_GC_SUBTRACT,
     FT_TRACE_GC_MARK,
     FT_TRACE_GC_WEAKREFS,
     FT_TRACE_GC_FINALIZERS,   /* weak reference callbacks, then finalizers */
