@@ -23,6 +23,17 @@
  *     it again to see what the finalizers resurrected, and clears the rest with the world running.
  *     Objects whose type has a legacy finalizer (legacy_del), and everything they reach, are
  *     uncollectable: they go to the garbage list (ft_gc_garbage) instead.
+ *   - Parallel marking. While the world is stopped, the phases that walk objects (marking what the
+ *     roots reach, gathering the candidates and counting their references, marking what is
+ *     reachable) run on up to ft_config.gc_workers threads: the collecting thread and helper threads
+ *     the runtime owns (started the first time a collection is big enough, kept until
+ *     ft_runtime_free, never attached, taking no signals). A collection takes one worker per
+ *     ft_config.gc_objects_per_worker objects on the pages it walks (default 65536), so small ones
+ *     stay on the collecting thread. The result is the serial one whatever the number of workers:
+ *     the same unreachable objects, counts, stats and order of finalizers. So traverse functions may
+ *     run on a helper thread, with no ftrt thread state current (ft_thread_current() is NULL),
+ *     several at once on different objects: they must only report references (visit), as
+ *     CPython's tp_traverse does. Root functions run on the collecting thread.
  *   - Re-entrancy. Finalizers, weak reference callbacks and gc callbacks may do anything a thread
  *     may do: allocate, drop references, resurrect, make cycles, call any function here. A
  *     collection requested while one runs (on any thread) returns 0 at once.
