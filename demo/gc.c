@@ -393,8 +393,8 @@ int demo_gc_phase(long run_ms, long cpus, const char *trace)
         return 2;
     }
     if (cfg.trace)
-        printf("\ntrace          %s: open it at https://ui.perfetto.dev (\"Open trace file\") or in "
-               "chrome://tracing (\"Load\")\n",
+        printf("\ntrace          %s: open it at https://ui.perfetto.dev (\"Open trace file\"), or "
+               "draw it offline with `make trace-screenshot` (docs/tracing.md)\n",
                cfg.trace);
     return ok ? 0 : 1;
 }

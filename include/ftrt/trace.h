@@ -4,7 +4,7 @@
  * stop-the-world (who asked, why, how long the threads took to stop and how long they stayed
  * stopped), each collection and its phases, and the merges and delayed frees threads run at their
  * safepoints. The file opens in Perfetto (https://ui.perfetto.dev, "Open trace file") and in
- * chrome://tracing ("Load"); docs/tracing.md lists the events and their arguments.
+ * offline viewers such as speedscope; docs/tracing.md lists the events and their arguments.
  *
  *     ft_config cfg;
  *     ft_config_init(&cfg);

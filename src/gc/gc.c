@@ -783,9 +783,18 @@ static ft_object **run_objects(collection *c, const ft_gc_run *run)
     return c->pool->workers[run->worker].objs + run->start;
 }
 
+/* Marks are idempotent, so marking needs no atomic read-modify-write, even with several workers
+ * (as Boehm's parallel marker, which marks with whole bytes for the same reason): a worker reads an
+ * object's gc bits, and if the mark is not there stores them back with the mark. During a marking
+ * phase no one writes any other bit of those bytes, so every store of an object's bits writes the
+ * same value, and nothing is lost. Two workers may both see an object unmarked and both follow it:
+ * the second only repeats the first's work, a rare window of a few instructions. A locked OR per
+ * object would make that impossible, and doubles the cost of marking an object (docs/gc.md,
+ * "Parallel marking"). */
+
 /* Mark r ALIVE (reached from the host's roots) and queue it, unless it is so already or is not a
- * tracked GC object outside the frozen ones. The plain read makes the atomic OR rare: one per object,
- * not one per edge. ALIVE objects are in generation 2 (OLD, and OLDEST in the flags). */
+ * tracked GC object outside the frozen ones. ALIVE objects are in generation 2 (OLD, and OLDEST in
+ * the flags). */
 static int visit_alive(ft_object *r, void *arg)
 {
     ft_gc_worker *wk = arg;
@@ -794,36 +803,49 @@ static int visit_alive(ft_object *r, void *arg)
     uint8_t bits = bits_of(r);
     if ((bits & (FT_GC_TRACKED | FT_GC_FROZEN | FT_GC_ALIVE)) != FT_GC_TRACKED)
         return 0;
-    if (!wk->c->shared)
-        bits_store(r, (uint8_t)(bits | FT_GC_ALIVE | FT_GC_OLD));
-    else if (atomic_fetch_or_explicit(&r->ob_gc_bits, FT_GC_ALIVE | FT_GC_OLD,
-                                      memory_order_relaxed) &
-             FT_GC_ALIVE)
-        return 0; /* another worker marked it first */
+    bits_store(r, (uint8_t)(bits | FT_GC_ALIVE | FT_GC_OLD));
     if (!in_oldest(r))
         atomic_fetch_or_explicit(&r->ob_flags, FT_OBJ_GC_OLDEST, memory_order_relaxed);
-    /* If the deque cannot grow, what r reaches is simply not marked alive: it becomes a candidate,
+    /* If the stack cannot grow, what r reaches is simply not marked alive: it becomes a candidate,
      * which costs time, never correctness. */
-    ft_gc_deque_push(&wk->deque, r);
+    ft_gc_worker_push(wk, r);
     return 0;
 }
 
-/* A phase's work-stealing loop: run visit over everything in this worker's deque, then over what it
- * can steal, until every worker is out of work. */
+/* Run visit over everything on this worker's stack, handing half of it to its deque whenever
+ * another worker is idle and the deque has nothing left to steal; then over what nobody stole. */
+static void drain(collection *c, ft_gc_worker *wk, ft_visit_fn visit)
+{
+    ft_object *o;
+    for (;;) {
+        while ((o = ft_gc_worker_pop(wk)) != NULL) {
+            if (c->shared && wk->stack_n > 1 &&
+                atomic_load_explicit(&c->pool->idle, memory_order_relaxed) > 0 &&
+                ft_gc_deque_is_empty(&wk->deque))
+                ft_gc_worker_share(wk);
+            ft_gc_traverse(o, visit, wk);
+        }
+        if (!c->shared || (o = ft_gc_deque_pop(&wk->deque, true)) == NULL)
+            return;
+        ft_gc_traverse(o, visit, wk);
+    }
+}
+
+/* A phase's work-stealing loop: run visit over everything this worker holds, then over what it can
+ * steal, until every worker is out of work. */
 static void drain_and_steal(collection *c, int k, ft_visit_fn visit)
 {
     ft_gc_worker *wk = &c->pool->workers[k];
     ft_object *o;
     for (;;) {
-        while ((o = ft_gc_deque_pop(&wk->deque, c->shared)) != NULL)
-            ft_gc_traverse(o, visit, wk);
+        drain(c, wk, visit);
         if (!c->shared || (o = ft_gc_pool_steal(c->pool, k, c->workers)) == NULL)
             return;
         ft_gc_traverse(o, visit, wk);
     }
 }
 
-/* Mark-alive: worker 0's deque holds what the roots reach; the workers share it out. */
+/* Mark-alive: worker 0's stack holds what the roots reach; the workers share it out. */
 static void mark_alive_job(void *arg, int k)
 {
     drain_and_steal(arg, k, visit_alive);
@@ -865,32 +887,27 @@ static void subtract_job(void *arg, int k)
     }
 }
 
-/* Clear UNREACHABLE on a candidate; whether this call did (with several workers, exactly one of
- * those that try succeeds: a plain read first, then an atomic AND). */
-static bool claim_reachable(collection *c, ft_object *o)
+/* Clear UNREACHABLE on a candidate; whether it was set (the caller then follows the object; see
+ * "Marks are idempotent" above). */
+static bool claim_reachable(ft_object *o)
 {
     uint8_t bits = bits_of(o);
     if (!(bits & FT_GC_UNREACHABLE))
         return false;
-    if (!c->shared) {
-        bits_store(o, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
-        return true;
-    }
-    return atomic_fetch_and_explicit(&o->ob_gc_bits, (uint8_t)~FT_GC_UNREACHABLE,
-                                     memory_order_relaxed) &
-           FT_GC_UNREACHABLE;
+    bits_store(o, (uint8_t)(bits & ~FT_GC_UNREACHABLE));
+    return true;
 }
 
 static void queue_reachable(ft_gc_worker *wk, ft_object *o)
 {
-    if (!ft_gc_deque_push(&wk->deque, o))
+    if (!ft_gc_worker_push(wk, o))
         wk->overflow = true; /* marked but not followed: rescan_reachable follows it */
 }
 
 static int visit_reachable_worker(ft_object *r, void *arg)
 {
     ft_gc_worker *wk = arg;
-    if (r && claim_reachable(wk->c, r))
+    if (r && claim_reachable(r))
         queue_reachable(wk, r);
     return 0;
 }
@@ -906,10 +923,9 @@ static void mark_job(void *arg, int k)
         ft_object **objs = run_objects(c, run);
         for (size_t i = 0; i < run->count; i++) {
             ft_object *o = objs[i];
-            if (refs_of(o) > 0 && claim_reachable(c, o)) {
+            if (refs_of(o) > 0 && claim_reachable(o)) {
                 queue_reachable(wk, o);
-                while ((o = ft_gc_deque_pop(&wk->deque, c->shared)) != NULL)
-                    ft_gc_traverse(o, visit_reachable_worker, wk);
+                drain(c, wk, visit_reachable_worker);
             }
         }
     }

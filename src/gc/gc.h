@@ -111,6 +111,10 @@ struct ft_gc_collection;
 typedef struct ft_gc_worker {
     _Alignas(128) ft_gc_deque deque;
     struct ft_gc_collection *c;
+    /* The objects this worker has yet to visit, newest last: its own, no synchronisation. It hands
+     * the oldest to its deque when another worker is idle (ft_gc_worker_share). */
+    ft_object **stack;
+    size_t stack_n, stack_cap;
     /* The candidates it gathered, with their owners' ids: runs point into these. */
     ft_object **objs;
     uintptr_t *tids;
@@ -145,6 +149,24 @@ typedef struct ft_gc_pool {
     ft_gc_worker workers[FT_GC_MAX_WORKERS];
 } ft_gc_pool;
 
+bool ft_gc_worker_push_slow(ft_gc_worker *wk, ft_object *o);
+/* Hand the oldest half of wk's stack to its deque (another worker is idle: something to steal). */
+void ft_gc_worker_share(ft_gc_worker *wk);
+
+/* Queue o on wk's own stack; false if the stack was full and could not grow. */
+static inline bool ft_gc_worker_push(ft_gc_worker *wk, ft_object *o)
+{
+    if (FT_UNLIKELY(wk->stack_n == wk->stack_cap))
+        return ft_gc_worker_push_slow(wk, o);
+    wk->stack[wk->stack_n++] = o;
+    return true;
+}
+
+static inline ft_object *ft_gc_worker_pop(ft_gc_worker *wk)
+{
+    return wk->stack_n ? wk->stack[--wk->stack_n] : NULL;
+}
+
 /* The runtime of the collector a helper thread works for (the stackref debug table's lookup needs
  * it, and a helper has no ft_current_thread). Set by each helper for its whole life. */
 extern _Thread_local ft_runtime *ft_gc_helper_runtime;
@@ -167,6 +189,13 @@ static inline bool ft_gc_deque_push(ft_gc_deque *d, ft_object *o)
     /* Release: a thief that sees the new bottom sees the slot (and the object's marks before it). */
     atomic_store_explicit(&d->bottom, bottom + 1, memory_order_release);
     return true;
+}
+
+/* Whether the deque looks empty (a thief may be taking its last item). */
+static inline bool ft_gc_deque_is_empty(ft_gc_deque *d)
+{
+    return atomic_load_explicit(&d->top, memory_order_acquire) >=
+           atomic_load_explicit(&d->bottom, memory_order_relaxed);
 }
 
 /* Owner: the newest item or NULL. shared: other workers may steal in this phase (else no fence: a

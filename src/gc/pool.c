@@ -32,6 +32,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal/internal.h"
 
@@ -93,7 +94,7 @@ void ft_gc_deque_destroy(ft_gc_deque *d)
 static ft_gc_deque_array *deque_grow(ft_gc_deque *d, ft_gc_deque_array *a, int64_t top,
                                      int64_t bottom)
 {
-    ft_gc_deque_array *b = ft_inject_failure(d->rt) ? NULL : array_new((a->mask + 1) * 2);
+    ft_gc_deque_array *b = array_new((a->mask + 1) * 2);
     if (!b)
         return NULL;
     for (int64_t i = top; i < bottom; i++)
@@ -164,10 +165,29 @@ static ft_object *deque_steal(ft_gc_deque *d)
     return o;
 }
 
-static bool deque_looks_empty(ft_gc_deque *d)
+/* ---- a worker's own stack ---------------------------------------------------------------------- */
+
+bool ft_gc_worker_push_slow(ft_gc_worker *wk, ft_object *o)
 {
-    return atomic_load_explicit(&d->top, memory_order_acquire) >=
-           atomic_load_explicit(&d->bottom, memory_order_acquire);
+    size_t cap = wk->stack_cap ? wk->stack_cap * 2 : DEQUE_INITIAL;
+    ft_object **grown = ft_inject_failure(wk->deque.rt) ? NULL : realloc(wk->stack, cap * sizeof *grown);
+    if (!grown)
+        return false;
+    wk->stack = grown;
+    wk->stack_cap = cap;
+    wk->stack[wk->stack_n++] = o;
+    return true;
+}
+
+void ft_gc_worker_share(ft_gc_worker *wk)
+{
+    /* The oldest objects sit nearest the roots of what is left, so they carry the most work. What
+     * the deque cannot take stays on the stack. */
+    size_t give = wk->stack_n / 2, given = 0;
+    while (given < give && ft_gc_deque_push(&wk->deque, wk->stack[given]))
+        given++;
+    memmove(wk->stack, wk->stack + given, (wk->stack_n - given) * sizeof *wk->stack);
+    wk->stack_n -= given;
 }
 
 /* ---- stealing and the end of a phase ----------------------------------------------------------- */
@@ -197,7 +217,7 @@ ft_object *ft_gc_pool_steal(ft_gc_pool *pool, int self, int workers)
             return NULL;
         bool work_somewhere = false;
         for (int i = 1; i < workers && !work_somewhere; i++)
-            work_somewhere = !deque_looks_empty(&pool->workers[(self + i) % workers].deque);
+            work_somewhere = !ft_gc_deque_is_empty(&pool->workers[(self + i) % workers].deque);
         if (work_somewhere) {
             /* Leave the idle count before stealing, so that nobody ends the phase meanwhile. */
             atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_acq_rel);
@@ -373,6 +393,9 @@ void ft_gc_pool_destroy(ft_gc_pool *pool)
         ft_gc_deque_destroy(&pool->workers[i].deque);
         free(pool->workers[i].objs);
         free(pool->workers[i].tids);
+        free(pool->workers[i].stack);
+        pool->workers[i].stack = NULL;
+        pool->workers[i].stack_n = pool->workers[i].stack_cap = 0;
         pool->workers[i].objs = NULL;
         pool->workers[i].tids = NULL;
         pool->workers[i].cap = 0;
