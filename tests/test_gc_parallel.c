@@ -204,10 +204,18 @@ static void run_scenario(uint64_t seed, int workers, bool hub, bool starve, reco
             ft_gc_unfreeze(f.rt);
         }
         settle_owners(f.t, owner);
+        /* The owners detach meanwhile: they run nothing, so the injected failure (if any) is the
+         * collection's own. */
+        for (int k = 0; k < OWNERS - 1; k++)
+            commanded_do(f.t, &owner[k], cmd_detach, NULL);
         if (starve)
             ft_debug_fail_allocation(f.rt, 0);
         out->found[round] = ft_gc_collect(f.rt, round == 0 ? 0 : 2);
         ft_debug_fail_allocation(f.rt, -1);
+        for (int k = 0; k < OWNERS - 1; k++) {
+            commanded_do(f.t, &owner[k], cmd_attach, NULL);
+            commanded_do(f.t, &owner[k], cmd_resume, NULL);
+        }
         settle_owners(f.t, owner);
         for (int i = 0; i < NODES; i++) {
             out->freed[round][i] = atomic_load(&gc_node_freed[i]);
