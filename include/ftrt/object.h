@@ -91,9 +91,9 @@ FT_ABI_OFFSET(ft_object, ob_type, 24);
  *   - its owner (ob_tid == the caller's ft_os_thread_id()) while the object is biased and the
  *     owner holds a reference;
  *   - the thread that stopped the world, while it is stopped, and the collector's marking workers
- *     on its behalf (ftrt/gc.h, "Parallel marking"): while several of them mark, each claims an
- *     object with an atomic OR or AND of one mark bit, and only the one whose claim changed the
- *     bit writes the object's bits after that.
+ *     on its behalf (ftrt/gc.h, "Parallel marking"): several of them may store the same object's
+ *     bits at once, but during a marking phase each only adds (or only removes) that phase's
+ *     mark, and nobody writes another bit, so every such store writes the same value.
  * They exclude each other: an object nobody else can reach has no other writer; a biased object
  * reaches count zero only on its owner; and a stopped world runs nobody else. Any thread may read
  * the bits (relaxed). These bits are written on hot paths (tracking at every allocation and
