@@ -215,6 +215,32 @@ static double ft_full_ns_per_object(void *arg)
     return (double)elapsed / FULL_LIVE_OBJECTS;
 }
 
+/* A runtime marking on `workers` workers, its collector off, holding the tree of FULL_LIVE_OBJECTS
+ * nodes from a registered root; *t is the calling thread's state in it. */
+static full_live *full_live_new(int workers, ft_thread **t)
+{
+    full_live *f = bench_alloc(sizeof *f);
+    ft_config cfg;
+    ft_config_init(&cfg);
+    cfg.gc_workers = workers;
+    f->rt = bench_runtime_new_with(&cfg);
+    *t = bench_thread_start(f->rt);
+    ft_gc_disable(f->rt);
+    add_root(f->rt, &f->root);
+    build_tree(*t, FULL_LIVE_OBJECTS, false, &f->root);
+    return f;
+}
+
+static void full_live_free(full_live *f, ft_thread *t)
+{
+    remove_root(f->rt, &f->root);
+    ft_decref(f->root);
+    f->root = NULL;
+    ft_thread_stop(t);
+    bench_runtime_free(f->rt);
+    free(f);
+}
+
 /* The same shape for Boehm: 48 bytes, four header words (the last pointing at static data, like
  * ob_type), then the two children. */
 typedef struct boehm_node {
@@ -279,15 +305,8 @@ void bench_gc_full_live_vs_boehm(const bench_config *cfg, const char *name)
     boehm_init();
     boehm_build_tree(FULL_LIVE_OBJECTS);
 
-    full_live *f = bench_alloc(sizeof *f);
-    ft_config one_marker;
-    ft_config_init(&one_marker);
-    one_marker.gc_workers = 1;
-    f->rt = bench_runtime_new_with(&one_marker);
-    ft_thread *t = bench_thread_start(f->rt);
-    ft_gc_disable(f->rt);
-    add_root(f->rt, &f->root);
-    build_tree(t, FULL_LIVE_OBJECTS, false, &f->root);
+    ft_thread *t;
+    full_live *f = full_live_new(1, &t);
 
     bench_side a = {"ft_gc_collect(rt, 2)", ft_full_ns_per_object, f};
     bench_side b = {"GC_gcollect", boehm_full_ns_per_object, NULL};
@@ -320,12 +339,7 @@ void bench_gc_full_live_vs_boehm(const bench_config *cfg, const char *name)
 
     boehm_root = NULL;
     GC_gcollect(); /* give the memory back to Boehm's free lists for whoever runs next */
-    remove_root(f->rt, &f->root);
-    ft_decref(f->root);
-    f->root = NULL;
-    ft_thread_stop(t);
-    bench_runtime_free(f->rt);
-    free(f);
+    full_live_free(f, t);
 #endif
 }
 
@@ -970,15 +984,8 @@ void bench_gc_full_live_vs_boehm_2t(const bench_config *cfg, const char *name)
     (void)cfg;
     printf("%-28s skipped: Boehm GC not found at build time (apt-get install libgc-dev)\n", name);
 #else
-    full_live *f = bench_alloc(sizeof *f);
-    ft_config two_markers;
-    ft_config_init(&two_markers);
-    two_markers.gc_workers = 2;
-    f->rt = bench_runtime_new_with(&two_markers);
-    ft_thread *t = bench_thread_start(f->rt);
-    ft_gc_disable(f->rt);
-    add_root(f->rt, &f->root);
-    build_tree(t, FULL_LIVE_OBJECTS, false, &f->root);
+    ft_thread *t;
+    full_live *f = full_live_new(2, &t);
 
     boehm_child b = {2, 0};
     bench_side a = {"ft_gc_collect(rt, 2), 2 workers", ft_full_ns_per_object, f};
@@ -991,11 +998,6 @@ void bench_gc_full_live_vs_boehm_2t(const bench_config *cfg, const char *name)
                  "Boehm GC_gcollect() with 2 markers on the same tree of 1M 48-byte nodes built "
                  "with GC_MALLOC, in a fresh process per repetition",
                  "<= 1.0", a.label, c.median_a, bs.label, c.median_b, "ns/object");
-    remove_root(f->rt, &f->root);
-    ft_decref(f->root);
-    f->root = NULL;
-    ft_thread_stop(t);
-    bench_runtime_free(f->rt);
-    free(f);
+    full_live_free(f, t);
 #endif
 }

@@ -26,15 +26,6 @@
 #define OWNERS 3
 #define MAX_EDGES 3
 
-static const ft_type uid_type = {.name = "uid_node",
-                                 .basic_size = sizeof(gc_node),
-                                 .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS | FT_TYPE_UNIQUEID,
-                                 .unique_id_offset = offsetof(gc_node, uid),
-                                 .weaklist_offset = offsetof(gc_node, weaklist),
-                                 .traverse = gc_node_traverse,
-                                 .clear = gc_node_clear,
-                                 .dealloc = gc_node_dealloc};
-
 /* A finalizer that only counts (gc_fin_type's also writes the single-threaded event log, and here
  * finalizers run on the owners too, when a merge frees a node). */
 static void count_finalize(ft_object *self)
@@ -132,7 +123,7 @@ static void run_scenario(uint64_t seed, int workers, bool hub, bool starve, reco
         unsigned kind = (unsigned)(next_random(&r) % 10);
         s->type[i] = kind == 0   ? &fin_type
                      : kind == 1 ? &gc_deferred_type
-                     : kind == 2 ? &uid_type
+                     : kind == 2 ? &gc_uid_type
                                  : &gc_node_type;
     }
     /* Three owners, one after the other: the ids are the indexes. */
@@ -181,7 +172,7 @@ static void run_scenario(uint64_t seed, int workers, bool hub, bool starve, reco
         } else if (pick < 2) {
             ft_incref(o);
             s->rooted[s->n_rooted++] = o;
-        } else if (pick < 10 && s->type[i] == &uid_type &&
+        } else if (pick < 10 && s->type[i] == &gc_uid_type &&
                    ft_uniqueid_enable(f.t, o) == FT_OK) {
             ft_uniqueid_incref(f.t, o);
             s->per_thread[s->n_per_thread++] = o;

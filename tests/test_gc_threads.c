@@ -411,15 +411,6 @@ TEST(weakref_get_races_the_last_decref)
 
 /* ---- per-thread reference counts in a garbage cycle ------------------------------------------------ */
 
-static const ft_type uid_node_type = {.name = "uid_node",
-                                      .basic_size = sizeof(gc_node),
-                                      .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS | FT_TYPE_UNIQUEID,
-                                      .unique_id_offset = offsetof(gc_node, uid),
-                                      .weaklist_offset = offsetof(gc_node, weaklist),
-                                      .traverse = gc_node_traverse,
-                                      .clear = gc_node_clear,
-                                      .dealloc = gc_node_dealloc};
-
 static void cmd_uid_incref(commanded *w)
 {
     ft_uniqueid_incref(w->t, w->arg);
@@ -435,7 +426,7 @@ TEST(per_thread_counted_nodes_in_a_garbage_cycle)
     fixture f = setup();
     commanded x;
     commanded_start(f.t, &x, f.rt);
-    gc_node *a = gc_node_new(f.t, &uid_node_type), *b = gc_node_new(f.t, &uid_node_type);
+    gc_node *a = gc_node_new(f.t, &gc_uid_type), *b = gc_node_new(f.t, &gc_uid_type);
     CHECK(a && b);
     gc_node_append(a, &b->ob);
     gc_node_append(b, &a->ob);
@@ -457,7 +448,7 @@ TEST(per_thread_counted_nodes_in_a_garbage_cycle)
     CHECK_EQ(ft_gc_collect(f.rt, 2), 2);
     CHECK(FREED(0) && FREED(1));
     /* Their ids were released: the next object to get one reuses one of them. */
-    gc_node *fresh = gc_node_new(f.t, &uid_node_type);
+    gc_node *fresh = gc_node_new(f.t, &gc_uid_type);
     CHECK(fresh != NULL);
     CHECK_EQ(ft_uniqueid_enable(f.t, &fresh->ob), FT_OK);
     uint32_t idf = ft_object_unique_id(&fresh->ob);

@@ -21,15 +21,6 @@
 #include "test_util.h"
 
 
-static const ft_type uid_node_type = {.name = "uid_node",
-                                      .basic_size = sizeof(gc_node),
-                                      .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS | FT_TYPE_UNIQUEID,
-                                      .unique_id_offset = offsetof(gc_node, uid),
-                                      .weaklist_offset = offsetof(gc_node, weaklist),
-                                      .traverse = gc_node_traverse,
-                                      .clear = gc_node_clear,
-                                      .dealloc = gc_node_dealloc};
-
 #define setup gc_fixture_setup
 
 static void teardown(fixture f)
@@ -271,7 +262,7 @@ TEST(per_thread_counted_and_deferred_objects_in_one_garbage_cycle)
     commanded_start(f.t, &x, f.rt);
     commanded_start(f.t, &y, f.rt);
     /* u1 -> d1 -> u2 -> d2 -> u1: two of each kind. */
-    gc_node *u1 = gc_node_new(f.t, &uid_node_type), *u2 = gc_node_new(f.t, &uid_node_type);
+    gc_node *u1 = gc_node_new(f.t, &gc_uid_type), *u2 = gc_node_new(f.t, &gc_uid_type);
     gc_node *d1 = new_deferred(f.t), *d2 = new_deferred(f.t);
     gc_node_append(u1, &d1->ob);
     gc_node_append(d1, &u2->ob);
@@ -294,7 +285,7 @@ TEST(per_thread_counted_and_deferred_objects_in_one_garbage_cycle)
 
     commanded_do(f.t, &y, cmd_pop_from_stack, NULL);
     /* Garbage now, not yet collected: its ids are still taken. */
-    gc_node *early = gc_node_new(f.t, &uid_node_type);
+    gc_node *early = gc_node_new(f.t, &gc_uid_type);
     uint32_t ide = enable_id(f.t, early);
     CHECK(ide != id1 && ide != id2);
     CHECK_EQ(ft_gc_collect(f.rt, 0), 0);
@@ -305,7 +296,7 @@ TEST(per_thread_counted_and_deferred_objects_in_one_garbage_cycle)
     for (int i = 0; i < 4; i++)
         CHECK(FREED(ids[i]));
     /* Released by that collection: the next two ids given out are theirs (smallest first). */
-    gc_node *l1 = gc_node_new(f.t, &uid_node_type), *l2 = gc_node_new(f.t, &uid_node_type);
+    gc_node *l1 = gc_node_new(f.t, &gc_uid_type), *l2 = gc_node_new(f.t, &gc_uid_type);
     uint32_t i1 = enable_id(f.t, l1), i2 = enable_id(f.t, l2);
     CHECK((i1 == id1 && i2 == id2) || (i1 == id2 && i2 == id1));
     ft_decref(&early->ob);

@@ -479,6 +479,16 @@ static const ft_type gc_deferred_type = {.name = "gc_deferred",
                                          .clear = gc_node_clear,
                                          .dealloc = gc_node_dealloc};
 
+/* gc_node whose instances may get per-thread reference counts (ft_uniqueid_enable). */
+static const ft_type gc_uid_type = {.name = "gc_uid",
+                                    .basic_size = sizeof(gc_node),
+                                    .flags = FT_TYPE_GC | FT_TYPE_HAS_WEAKREFS | FT_TYPE_UNIQUEID,
+                                    .unique_id_offset = offsetof(gc_node, uid),
+                                    .weaklist_offset = offsetof(gc_node, weaklist),
+                                    .traverse = gc_node_traverse,
+                                    .clear = gc_node_clear,
+                                    .dealloc = gc_node_dealloc};
+
 /* Every node made since the reset was deallocated exactly once (the first few offenders named). */
 static inline void gc_node_check_all_freed_once(void)
 {

@@ -48,7 +48,9 @@ typedef struct ft_config {
      * FTRT_GC_WORKERS from the environment; 1 marks on the collecting thread alone. 1 to 16. */
     int gc_workers;
     /* A collection takes one more worker per this many objects on the pages it walks (fewer objects
-     * than that per worker, and the helpers cost more than they save). 0: ftrt's choice (65536). */
+     * than that per worker, and the helpers cost more than they save). 0: ftrt's choice (65536).
+     * FTRT_GC_OBJECTS_PER_WORKER from the environment sets the default (1: always every worker, to
+     * test parallel marking on small heaps). */
     int64_t gc_objects_per_worker;
     /* A path: record a trace (ftrt/trace.h) from the runtime's creation, written to this file by
      * ft_runtime_free. NULL (the default): no trace. Read by ft_runtime_new only. */

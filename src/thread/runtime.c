@@ -32,6 +32,8 @@ void ft_config_init(ft_config *cfg)
     cfg->gc_workers = workers && atoi(workers) > 0 ? atoi(workers) : cpus < 8 ? cpus : 8;
     if (cfg->gc_workers > FT_GC_MAX_WORKERS)
         cfg->gc_workers = FT_GC_MAX_WORKERS;
+    const char *per_worker = getenv("FTRT_GC_OBJECTS_PER_WORKER");
+    cfg->gc_objects_per_worker = per_worker && atoll(per_worker) > 0 ? atoll(per_worker) : 0;
 }
 
 /* Free everything rt holds, once no thread is left; returns the trace's status (FT_EIO: a write
