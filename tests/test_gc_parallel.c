@@ -8,18 +8,26 @@
  * finalized, the stats and the counts. The scenario runs with ft_config.gc_workers 1, 2 and 4, every
  * collection made to use them all (gc_objects_per_worker = 1), and the records must be identical.
  * Under ThreadSanitizer (make tsan) the workers' marking races are checked too. Then: marking whose
- * deques cannot grow (an allocation failure injected) still finds the same garbage. */
+ * stacks cannot grow (an allocation failure injected) still finds the same garbage; and the pool
+ * runs each helper in exactly the phases of the sessions it takes part in (a helper left out of
+ * one session once took that session's last phase for a new one when the next woke it). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ftrt.h"
 #define TEST_GC_NODE
 #define WAIT_LIMIT_NS (60 * INT64_C(1000000000)) /* TSan and a shared two-core machine */
 #include "test_util.h"
+
+#include "internal/internal.h"
 
 #define SEEDS (UNDER_TSAN ? 4 : 12)
 #define NODES 2400
@@ -285,9 +293,80 @@ TEST(marking_without_room_to_queue_finds_the_same_garbage)
     }
 }
 
+/* The pool itself, sessions of 1 to 4 workers in a random order, each with a few phases: a helper
+ * runs exactly the phases of the sessions it takes part in, each once, never a phase of a session
+ * it was left out of. The collector yields between opening a session and publishing its first phase,
+ * the window in which a helper just woken could take the last published phase for a new one. */
+typedef struct pool_phase {
+    _Atomic bool running;
+    _Atomic int ran[FT_GC_MAX_WORKERS];
+    _Atomic int stale; /* runs while the phase was not running */
+} pool_phase;
+
+static void pool_phase_job(void *arg, int worker)
+{
+    pool_phase *p = arg;
+    if (!atomic_load(&p->running))
+        atomic_fetch_add(&p->stale, 1);
+    atomic_fetch_add(&p->ran[worker], 1);
+}
+
+#define POOL_SESSIONS 300
+#define POOL_PHASES 3
+
+static int pool_sessions_child(void)
+{
+    alarm(60);
+    ft_runtime *rt = new_runtime(NULL);
+    ft_gc_pool *pool = &rt->gc.pool;
+    static pool_phase phases[POOL_SESSIONS][POOL_PHASES];
+    static int workers_of[POOL_SESSIONS];
+    uint64_t r = 12345;
+    for (int s = 0; s < POOL_SESSIONS; s++) {
+        workers_of[s] = ft_gc_pool_reserve(pool, 1 + (int)(next_random(&r) % 4));
+        ft_gc_pool_open(pool, workers_of[s]);
+        for (int i = 0; i < 20; i++)
+            sched_yield();
+        for (int k = 0; k < POOL_PHASES; k++) {
+            pool_phase *p = &phases[s][k];
+            atomic_store(&p->running, true);
+            ft_gc_pool_run(pool, pool_phase_job, p, 0);
+            atomic_store(&p->running, false);
+        }
+        ft_gc_pool_close(pool);
+    }
+    for (int s = 0; s < POOL_SESSIONS; s++)
+        for (int k = 0; k < POOL_PHASES; k++) {
+            if (atomic_load(&phases[s][k].stale))
+                return 3;
+            for (int w = 0; w < FT_GC_MAX_WORKERS; w++)
+                if (atomic_load(&phases[s][k].ran[w]) != (w < workers_of[s]))
+                    return 4;
+        }
+    return ft_runtime_free(rt) == FT_OK ? 0 : 5;
+}
+
+TEST(pool_helpers_run_exactly_their_sessions_phases)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(pool_sessions_child());
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "child killed by signal %d (SIGALRM %d: the pool is stuck)\n",
+                WTERMSIG(status), SIGALRM);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     RUN(parallel_marking_gives_the_serial_result);
     RUN(marking_without_room_to_queue_finds_the_same_garbage);
+    RUN(pool_helpers_run_exactly_their_sessions_phases);
     return harness_done();
 }

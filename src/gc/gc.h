@@ -137,6 +137,9 @@ typedef struct ft_gc_pool {
     /* Bumped (release) by the collector to publish job and job_arg, read (acquire) by helpers. */
     _Atomic(uint32_t) phase;
     _Atomic(int) participants; /* workers of this session, the collector included; set before it */
+    /* `phase` when this session opened: a helper joining the session takes only later phases (a
+     * helper left out of earlier sessions must not run their last job). Set before `session`. */
+    _Atomic(uint32_t) opened_at_phase;
     _Atomic(int) done;         /* helpers finished with this phase (release add, acquire poll) */
     _Atomic(int) idle;         /* workers with nothing to do in a stealing phase (pool.c) */
     _Atomic(bool) quit;        /* ft_runtime_free: helpers exit */

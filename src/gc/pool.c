@@ -13,7 +13,9 @@
  * sleeping helpers are woken) and closes it when its stop ends (even again: they go back to sleep on
  * the futex). Within a session each phase is published by storing the job and bumping `phase`; every
  * participating helper runs the job with its worker index, then adds one to `done`; the collector
- * runs the job as worker 0 and waits for `done` to count every participant. Between phases the
+ * runs the job as worker 0 and waits for `done` to count every participant. A helper joining a
+ * session takes only the phases published since it opened: one left out of the sessions before
+ * (they wanted fewer workers) must not mistake their last phase for a new one. Between phases the
  * helpers spin, then yield: the world is stopped, so the cores they spin on are idle anyway.
  *
  * The deques (Chase and Lev's, SPAA 2005, with the memory orders of Lê, Pop, Cohen and Zappa Nardelli,
@@ -235,7 +237,6 @@ ft_object *ft_gc_pool_steal(ft_gc_pool *pool, int self, int workers)
 typedef struct helper_start {
     ft_gc_pool *pool;
     int index;
-    uint32_t phase; /* the last phase published before the helper existed */
 } helper_start;
 
 /* A helper's life: sleep between sessions; in a session, run each phase published while it is a
@@ -245,7 +246,7 @@ static void *helper_main(void *arg)
     helper_start *start = arg;
     ft_gc_pool *pool = start->pool;
     int index = start->index;
-    uint32_t seen_phase = start->phase;
+    uint32_t seen_phase = 0, seen_session = 0; /* sessions are odd: the first one is new */
     free(start);
     ft_gc_helper_runtime = pool->rt;
 
@@ -257,6 +258,12 @@ static void *helper_main(void *arg)
             index >= atomic_load_explicit(&pool->participants, memory_order_acquire)) {
             ft_futex_wait_until(&pool->session, session, FT_FOREVER);
             continue;
+        }
+        /* A session it has just joined: only the phases published from its start on are this
+         * helper's (an older one's job and collection are gone, and it did not take part). */
+        if (session != seen_session) {
+            seen_session = session;
+            seen_phase = atomic_load_explicit(&pool->opened_at_phase, memory_order_relaxed);
         }
         /* Acquire: the job and everything the collector wrote before publishing it. */
         uint32_t phase = atomic_load_explicit(&pool->phase, memory_order_acquire);
@@ -298,8 +305,7 @@ int ft_gc_pool_reserve(ft_gc_pool *pool, int workers)
         helper_start *start = malloc(sizeof *start);
         if (!start)
             break;
-        *start = (helper_start){pool, pool->helpers + 1,
-                                atomic_load_explicit(&pool->phase, memory_order_relaxed)};
+        *start = (helper_start){pool, pool->helpers + 1};
         /* The helper takes no signal: a host's handlers run on the host's own threads. */
         sigset_t all, old;
         sigfillset(&all);
@@ -320,7 +326,11 @@ void ft_gc_pool_open(ft_gc_pool *pool, int workers)
     atomic_store_explicit(&pool->participants, workers, memory_order_relaxed);
     if (workers <= 1)
         return;
-    /* Release: the participants count before the odd session that makes helpers read it. */
+    atomic_store_explicit(&pool->opened_at_phase,
+                          atomic_load_explicit(&pool->phase, memory_order_relaxed),
+                          memory_order_relaxed);
+    /* Release: the participants count and the first phase before the odd session that makes
+     * helpers read them. */
     atomic_fetch_add_explicit(&pool->session, 1, memory_order_release);
     ft_futex_wake_all(&pool->session);
 }
