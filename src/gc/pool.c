@@ -18,14 +18,16 @@
  * (they wanted fewer workers) must not mistake their last phase for a new one. Between phases the
  * helpers spin, then yield: the world is stopped, so the cores they spin on are idle anyway.
  *
- * The deques (Chase and Lev's, SPAA 2005, with the memory orders of Lê, Pop, Cohen and Zappa Nardelli,
- * PPoPP 2013, their two fences folded into seq_cst accesses, which ThreadSanitizer understands).
- * Each worker pushes and pops objects to visit at the bottom of its own deque; an idle worker steals
- * from the top of another's. The owner works alone at the bottom until the deque holds one item,
- * where a compare-and-swap on `top` settles who gets it. A deque that fills is copied into one twice
- * the size; the old array may still be read by a thief, so it is kept on the owner's retired list and
- * freed once the phase is over. In a phase run by one worker nobody steals, and push and pop skip
- * the fences (ft_gc_deque_pop's `shared`).
+ * Stacks and deques. Each worker marks from a stack of its own (plain loads and stores). When
+ * another worker is idle and the worker's deque is empty, it moves the oldest half of its stack (the
+ * objects nearest the roots of what is left, the most work each) into its deque, where idle workers
+ * steal them: the deque's costs are paid per steal, not per object. The deques are Chase and Lev's
+ * (SPAA 2005), with the memory orders of Lê, Pop, Cohen and Zappa Nardelli (PPoPP 2013), their two
+ * fences folded into seq_cst accesses, which ThreadSanitizer understands. The owner pushes and pops at
+ * the bottom alone until the deque holds one item, where a compare-and-swap on `top` settles who gets
+ * it; thieves take from the top. A deque that fills is copied into one twice the size; the old array
+ * may still be read by a thief, so it is kept on the owner's retired list and freed once the phase is
+ * over.
  *
  * Ending a phase that steals (ft_gc_pool_steal). A worker with nothing left in its deque and
  * nothing to steal counts itself idle; it leaves the count when some deque holds work again, and the
@@ -40,7 +42,7 @@
 
 _Thread_local ft_runtime *ft_gc_helper_runtime;
 
-#define DEQUE_INITIAL 1024 /* slots of a worker's first array */
+#define DEQUE_INITIAL 1024 /* slots of a deque's first array, and of a worker's first stack */
 #define SPIN_ROUNDS 256    /* polls with the pause instruction before a helper yields its core */
 
 /* ---- deques ---------------------------------------------------------------------------------- */
