@@ -825,7 +825,7 @@ static void drain(collection *c, ft_gc_worker *wk, ft_visit_fn visit)
                 ft_gc_worker_share(wk);
             ft_gc_traverse(o, visit, wk);
         }
-        if (!c->shared || (o = ft_gc_deque_pop(&wk->deque, true)) == NULL)
+        if (!c->shared || (o = ft_gc_worker_take_back(wk)) == NULL)
             return;
         ft_gc_traverse(o, visit, wk);
     }
@@ -975,8 +975,6 @@ static void choose_workers(collection *c)
     int limit = rt->config.gc_workers;
     int workers = want < (uint64_t)limit ? (int)want : limit;
     c->workers = workers > 1 ? ft_gc_pool_reserve(c->pool, workers) : 1;
-    if (c->workers == 1 && !ft_gc_deque_init(&c->pool->workers[0].deque))
-        c->workers = 0; /* not even worker 0's deque: out of memory */
     c->shared = c->workers > 1;
     for (int k = 0; k < c->workers; k++) {
         ft_gc_worker *wk = &c->pool->workers[k];
@@ -999,14 +997,15 @@ static bool mark_stopped(collection *c)
     if (ft_heap_gc_pages(rt, c->generation, note_page, c) != FT_OK)
         return false;
     choose_workers(c);
-    if (c->workers == 0)
-        return false;
     c->chunk_pages = w->n_pages / ((size_t)c->workers * CHUNKS_PER_WORKER);
     if (c->chunk_pages == 0)
         c->chunk_pages = 1;
     c->n_runs = (w->n_pages + c->chunk_pages - 1) / c->chunk_pages;
-    if (!grow((void **)&w->runs, &w->runs_cap, sizeof *w->runs, c->n_runs))
+    if (!grow((void **)&w->runs, &w->runs_cap, sizeof *w->runs, c->n_runs)) {
+        c->n_runs = 0;
+        ft_heap_gc_pages_unused(rt);
         return false;
+    }
     ft_gc_pool_open(pool, c->workers);
     if (c->generation == 2 && rt->gc.root_count) {
         ft_trace_begin(rt, FT_TRACE_GC_MARK_ALIVE);
@@ -1032,6 +1031,7 @@ static bool mark_stopped(collection *c)
         !grow((void **)&w->set, &w->set_cap, sizeof *w->set, c->n)) {
         ft_gc_pool_close(pool);
         undo_gather(c);
+        ft_heap_gc_pages_unused(rt);
         ft_trace_end(rt, FT_TRACE_GC_SCRATCH);
         return false;
     }

@@ -101,7 +101,6 @@ typedef struct ft_gc_deque {
     /* The slots: the owner replaces the array when it grows (release), thieves read it (acquire). */
     _Atomic(ft_gc_deque_array *) array;
     ft_gc_deque_array *retired; /* owner only */
-    ft_runtime *rt;             /* for the allocation test hook; set once */
 } ft_gc_deque;
 
 struct ft_gc_collection;
@@ -110,6 +109,7 @@ struct ft_gc_collection;
  * its own worker's; between phases the collector reads them all (the phase's barrier orders it). */
 typedef struct ft_gc_worker {
     _Alignas(128) ft_gc_deque deque;
+    ft_runtime *rt; /* set once, with the pool */
     struct ft_gc_collection *c;
     /* The objects this worker has yet to visit, newest last: its own, no synchronisation. It hands
      * the oldest to its deque when another worker is idle (ft_gc_worker_share). */
@@ -155,6 +155,8 @@ typedef struct ft_gc_pool {
 bool ft_gc_worker_push_slow(ft_gc_worker *wk, ft_object *o);
 /* Hand the oldest half of wk's stack to its deque (another worker is idle: something to steal). */
 void ft_gc_worker_share(ft_gc_worker *wk);
+/* The newest object wk handed to its deque that nobody stole, or NULL. */
+ft_object *ft_gc_worker_take_back(ft_gc_worker *wk);
 
 /* Queue o on wk's own stack; false if the stack was full and could not grow. */
 static inline bool ft_gc_worker_push(ft_gc_worker *wk, ft_object *o)
@@ -170,55 +172,22 @@ static inline ft_object *ft_gc_worker_pop(ft_gc_worker *wk)
     return wk->stack_n ? wk->stack[--wk->stack_n] : NULL;
 }
 
-/* The runtime of the collector a helper thread works for (the stackref debug table's lookup needs
- * it, and a helper has no ft_current_thread). Set by each helper for its whole life. */
-extern _Thread_local ft_runtime *ft_gc_helper_runtime;
-
-bool ft_gc_deque_init(ft_gc_deque *d); /* empty; its first array allocated if it has none */
-void ft_gc_deque_destroy(ft_gc_deque *d);
-void ft_gc_deque_release_retired(ft_gc_deque *d);
-bool ft_gc_deque_push_slow(ft_gc_deque *d, ft_object *o);
-ft_object *ft_gc_deque_pop_shared(ft_gc_deque *d);
-
-/* Owner: queue o; false if the deque was full and could not grow. Inline: once per object marked. */
-static inline bool ft_gc_deque_push(ft_gc_deque *d, ft_object *o)
-{
-    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-    int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
-    ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    if (FT_UNLIKELY(bottom - top > (int64_t)a->mask))
-        return ft_gc_deque_push_slow(d, o);
-    atomic_store_explicit(&a->slots[(size_t)bottom & a->mask], o, memory_order_relaxed);
-    /* Release: a thief that sees the new bottom sees the slot (and the object's marks before it). */
-    atomic_store_explicit(&d->bottom, bottom + 1, memory_order_release);
-    return true;
-}
-
-/* Whether the deque looks empty (a thief may be taking its last item). */
+/* Whether a deque looks empty (a thief may be taking its last item). */
 static inline bool ft_gc_deque_is_empty(ft_gc_deque *d)
 {
     return atomic_load_explicit(&d->top, memory_order_acquire) >=
            atomic_load_explicit(&d->bottom, memory_order_relaxed);
 }
 
-/* Owner: the newest item or NULL. shared: other workers may steal in this phase (else no fence: a
- * plain stack). */
-static inline ft_object *ft_gc_deque_pop(ft_gc_deque *d, bool shared)
-{
-    if (shared)
-        return ft_gc_deque_pop_shared(d);
-    int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
-    if (bottom < atomic_load_explicit(&d->top, memory_order_relaxed))
-        return NULL;
-    atomic_store_explicit(&d->bottom, bottom, memory_order_relaxed);
-    ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
-    return atomic_load_explicit(&a->slots[(size_t)bottom & a->mask], memory_order_relaxed);
-}
+/* The runtime of the collector a helper thread works for (the stackref debug table's lookup needs
+ * it, and a helper has no ft_current_thread). Set by each helper for its whole life. */
+extern _Thread_local ft_runtime *ft_gc_helper_runtime;
+
 /* Worker self, out of work: an item stolen from another of the phase's workers, or NULL when every
  * worker is out of work (the phase's work is done). */
 ft_object *ft_gc_pool_steal(ft_gc_pool *pool, int self, int workers);
 /* The collector, world stopped: make ready up to `workers` workers (deques, helper threads);
- * returns how many it has (at least 1). */
+ * returns how many it has (at least 1; 1 needs no deque: nobody steals). */
 int ft_gc_pool_reserve(ft_gc_pool *pool, int workers);
 void ft_gc_pool_open(ft_gc_pool *pool, int workers); /* wake the helpers of a session */
 void ft_gc_pool_close(ft_gc_pool *pool);             /* let them sleep again */

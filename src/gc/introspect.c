@@ -400,7 +400,7 @@ void ft_gc_runtime_init(ft_runtime *rt)
         atomic_store_explicit(&rt->gc.threshold[g], defaults[g], memory_order_relaxed);
     rt->gc.pool.rt = rt;
     for (int k = 0; k < FT_GC_MAX_WORKERS; k++)
-        rt->gc.pool.workers[k].deque.rt = rt;
+        rt->gc.pool.workers[k].rt = rt;
     atomic_store_explicit(&rt->gc.pool.participants, 1, memory_order_relaxed);
 }
 

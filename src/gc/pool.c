@@ -64,7 +64,7 @@ static void cpu_relax(void)
 #endif
 }
 
-bool ft_gc_deque_init(ft_gc_deque *d)
+static bool deque_init(ft_gc_deque *d)
 {
     ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
     if (!a) {
@@ -78,7 +78,7 @@ bool ft_gc_deque_init(ft_gc_deque *d)
     return true;
 }
 
-void ft_gc_deque_release_retired(ft_gc_deque *d)
+static void deque_release_retired(ft_gc_deque *d)
 {
     while (d->retired) {
         ft_gc_deque_array *next = d->retired->retired_next;
@@ -87,9 +87,9 @@ void ft_gc_deque_release_retired(ft_gc_deque *d)
     }
 }
 
-void ft_gc_deque_destroy(ft_gc_deque *d)
+static void deque_destroy(ft_gc_deque *d)
 {
-    ft_gc_deque_release_retired(d);
+    deque_release_retired(d);
     free(atomic_load_explicit(&d->array, memory_order_relaxed));
     atomic_store_explicit(&d->array, NULL, memory_order_relaxed);
 }
@@ -113,7 +113,8 @@ static ft_gc_deque_array *deque_grow(ft_gc_deque *d, ft_gc_deque_array *a, int64
     return b;
 }
 
-bool ft_gc_deque_push_slow(ft_gc_deque *d, ft_object *o)
+/* Owner: queue o; false if the deque was full and could not grow. */
+static bool deque_push(ft_gc_deque *d, ft_object *o)
 {
     int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed);
     int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
@@ -124,11 +125,13 @@ bool ft_gc_deque_push_slow(ft_gc_deque *d, ft_object *o)
             return false;
     }
     atomic_store_explicit(&a->slots[(size_t)bottom & a->mask], o, memory_order_relaxed);
+    /* Release: a thief that sees the new bottom sees the slot (and the object's marks before it). */
     atomic_store_explicit(&d->bottom, bottom + 1, memory_order_release);
     return true;
 }
 
-ft_object *ft_gc_deque_pop_shared(ft_gc_deque *d)
+/* Owner: the newest item, or NULL. */
+static ft_object *deque_pop(ft_gc_deque *d)
 {
     int64_t bottom = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
     ft_gc_deque_array *a = atomic_load_explicit(&d->array, memory_order_relaxed);
@@ -174,7 +177,7 @@ static ft_object *deque_steal(ft_gc_deque *d)
 bool ft_gc_worker_push_slow(ft_gc_worker *wk, ft_object *o)
 {
     size_t cap = wk->stack_cap ? wk->stack_cap * 2 : DEQUE_INITIAL;
-    ft_object **grown = ft_inject_failure(wk->deque.rt) ? NULL : realloc(wk->stack, cap * sizeof *grown);
+    ft_object **grown = ft_inject_failure(wk->rt) ? NULL : realloc(wk->stack, cap * sizeof *grown);
     if (!grown)
         return false;
     wk->stack = grown;
@@ -188,10 +191,15 @@ void ft_gc_worker_share(ft_gc_worker *wk)
     /* The oldest objects sit nearest the roots of what is left, so they carry the most work. What
      * the deque cannot take stays on the stack. */
     size_t give = wk->stack_n / 2, given = 0;
-    while (given < give && ft_gc_deque_push(&wk->deque, wk->stack[given]))
+    while (given < give && deque_push(&wk->deque, wk->stack[given]))
         given++;
     memmove(wk->stack, wk->stack + given, (wk->stack_n - given) * sizeof *wk->stack);
     wk->stack_n -= given;
+}
+
+ft_object *ft_gc_worker_take_back(ft_gc_worker *wk)
+{
+    return deque_pop(&wk->deque);
 }
 
 /* ---- stealing and the end of a phase ----------------------------------------------------------- */
@@ -301,8 +309,12 @@ int ft_gc_pool_reserve(ft_gc_pool *pool, int workers)
     if (workers > FT_GC_MAX_WORKERS)
         workers = FT_GC_MAX_WORKERS;
     for (int i = 0; i < workers; i++)
-        if (!ft_gc_deque_init(&pool->workers[i].deque))
-            return i > 0 ? i : 1;
+        if (!deque_init(&pool->workers[i].deque)) {
+            workers = i; /* out of memory: only the workers with a deque */
+            break;
+        }
+    if (workers <= 1)
+        return 1;
     while (pool->helpers + 1 < workers) {
         helper_start *start = malloc(sizeof *start);
         if (!start)
@@ -367,7 +379,7 @@ void ft_gc_pool_run(ft_gc_pool *pool, ft_gc_job job, void *arg, int trace)
                 cpu_relax();
     }
     for (int i = 0; i < workers; i++)
-        ft_gc_deque_release_retired(&pool->workers[i].deque);
+        deque_release_retired(&pool->workers[i].deque);
 }
 
 void ft_gc_pool_open_traces(ft_gc_pool *pool)
@@ -402,7 +414,7 @@ void ft_gc_pool_destroy(ft_gc_pool *pool)
         pthread_join(pool->threads[i], NULL);
     pool->helpers = 0;
     for (int i = 0; i < FT_GC_MAX_WORKERS; i++) {
-        ft_gc_deque_destroy(&pool->workers[i].deque);
+        deque_destroy(&pool->workers[i].deque);
         free(pool->workers[i].objs);
         free(pool->workers[i].tids);
         free(pool->workers[i].stack);

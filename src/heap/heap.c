@@ -1192,6 +1192,14 @@ static void young_advance_locked(ft_heap_runtime *h)
     }
 }
 
+void ft_heap_gc_pages_unused(ft_runtime *rt)
+{
+    FT_ASSERT(ft_stw_held_by_caller(rt));
+    ft_mutex_lock_internal(&rt->heaps.mutex);
+    rt->heaps.orphan_overflow = true;
+    ft_mutex_unlock(&rt->heaps.mutex);
+}
+
 bool ft_heap_visit_page(ft_page *page, ft_block_visitor fn, void *arg)
 {
     return visit_page(page, true, fn, arg);

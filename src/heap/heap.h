@@ -302,12 +302,15 @@ bool ft_heap_runtime_is_valid(ft_runtime *rt);
  *     a new epoch. The pages handed over for generation 0 are remembered as older pages; a walk for
  *     1 or 2 forgets them. FT_ENOMEM if fn returned false (the walk stops there; the epoch still
  *     begins, and the next young walk visits every page, so that no young page goes unvisited).
+ *   ft_heap_gc_pages_unused: the caller could not visit the pages it was handed (out of memory):
+ *     the next young walk visits every page, as after a failed walk.
  *   ft_heap_visit_page: visit the allocated objects of a page the walk handed over; false if the
  *     visitor asked to stop. Pages are independent: several threads may visit different pages at
  *     once (the world stopped by one of them). */
 void ft_heap_note_young(ft_thread *t, const void *block);
 typedef bool (*ft_heap_page_fn)(ft_page *page, void *arg);
 ft_status ft_heap_gc_pages(ft_runtime *rt, int generation, ft_heap_page_fn fn, void *arg);
+void ft_heap_gc_pages_unused(ft_runtime *rt);
 bool ft_heap_visit_page(ft_page *page, ft_block_visitor fn, void *arg);
 /* The world stopped: remember page (holding an object the collector just moved to generation 1)
  * as an older page. */
