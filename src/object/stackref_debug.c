@@ -170,6 +170,16 @@ ft_stackref ft_stackref_debug_from_object_immortal(ft_object *o, const char *fil
     return create(o, false, "from_object_immortal", file, line);
 }
 
+/* The caller's runtime's table locked, and the entry of r in it (checked as lookup_locked does);
+ * the caller unlocks (*rt)->stackref_debug.mutex. */
+static entry *lock_entry(ft_stackref r, const char *op, const char *file, int line, bool closing,
+                         ft_runtime **rt)
+{
+    *rt = runtime_of_caller(op, file, line);
+    ft_mutex_lock_internal(&(*rt)->stackref_debug.mutex);
+    return lookup_locked(*rt, r.bits, op, file, line, closing);
+}
+
 /* The object of an open stackref, recording the borrow site; ints give their bits back as the
  * plain build does, NULL gives NULL. */
 static ft_object *borrow(ft_stackref r, const char *op, const char *file, int line, bool *owns)
@@ -177,9 +187,8 @@ static ft_object *borrow(ft_stackref r, const char *op, const char *file, int li
     *owns = false;
     if (!refers(r))
         return (ft_object *)(r.bits & ~FT_STACKREF_TAG_MASK);
-    ft_runtime *rt = runtime_of_caller(op, file, line);
-    ft_mutex_lock_internal(&rt->stackref_debug.mutex);
-    entry *e = lookup_locked(rt, r.bits, op, file, line, false);
+    ft_runtime *rt;
+    entry *e = lock_entry(r, op, file, line, false, &rt);
     e->borrow_file = file;
     e->borrow_line = line;
     ft_object *o = e->obj;
@@ -192,10 +201,9 @@ static ft_object *borrow(ft_stackref r, const char *op, const char *file, int li
 static ft_object *close_entry(ft_stackref r, const char *op, const char *file, int line,
                               bool *owns)
 {
-    ft_runtime *rt = runtime_of_caller(op, file, line);
+    ft_runtime *rt;
+    entry *e = lock_entry(r, op, file, line, true, &rt);
     ft_stackref_debug_runtime *d = &rt->stackref_debug;
-    ft_mutex_lock_internal(&d->mutex);
-    entry *e = lookup_locked(rt, r.bits, op, file, line, true);
     e->open = 0;
     e->close_file = file;
     e->close_line = line;
@@ -241,10 +249,9 @@ ft_stackref ft_stackref_debug_dup(ft_stackref r, const char *file, int line)
 {
     if (!refers(r))
         return r;
-    ft_runtime *rt = runtime_of_caller("dup", file, line);
+    ft_runtime *rt;
+    entry *e = lock_entry(r, "dup", file, line, false, &rt);
     ft_stackref_debug_runtime *d = &rt->stackref_debug;
-    ft_mutex_lock_internal(&d->mutex);
-    entry *e = lookup_locked(rt, r.bits, "dup", file, line, false);
     ft_object *o = e->obj;
     bool owns = e->owns;
     ft_stackref copy = create_locked(rt, o, owns, file, line); /* may move e */
@@ -258,10 +265,9 @@ ft_stackref ft_stackref_debug_make_heap_safe(ft_stackref r, const char *file, in
 {
     if (!refers(r))
         return r;
-    ft_runtime *rt = runtime_of_caller("make_heap_safe", file, line);
+    ft_runtime *rt;
+    entry *e = lock_entry(r, "make_heap_safe", file, line, false, &rt);
     ft_stackref_debug_runtime *d = &rt->stackref_debug;
-    ft_mutex_lock_internal(&d->mutex);
-    entry *e = lookup_locked(rt, r.bits, "make_heap_safe", file, line, false);
     ft_object *o = e->obj;
     bool count = !e->owns && !ft_object_is_immortal(o) && !ft_object_is_deferred(o);
     e->heap = 1;
